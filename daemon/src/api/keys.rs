@@ -1,0 +1,161 @@
+//! `keyward.v1.KeyService`.
+
+use super::finish;
+use crate::hsm::public_key::spki_pem;
+use crate::identity::principal;
+use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, VersionState};
+use crate::metrics::Metrics;
+use keyward_proto::v1 as pb;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Serves key management.
+#[derive(Debug, Clone)]
+pub struct KeyApi {
+    keys: Arc<KeyRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyApi {
+    /// A service over the registry.
+    pub fn new(keys: Arc<KeyRegistry>, metrics: Arc<Metrics>) -> Self {
+        Self { keys, metrics }
+    }
+}
+
+fn ts(t: Option<OffsetDateTime>) -> String {
+    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
+}
+
+fn state(s: VersionState) -> pb::VersionState {
+    match s {
+        VersionState::Pending => pb::VersionState::Pending,
+        VersionState::Active => pb::VersionState::Active,
+        VersionState::Retired => pb::VersionState::Retired,
+        VersionState::Revoked => pb::VersionState::Revoked,
+        VersionState::Destroyed => pb::VersionState::Destroyed,
+    }
+}
+
+fn version(v: &KeyVersion) -> pb::KeyVersion {
+    pb::KeyVersion {
+        version: v.version,
+        state: state(v.state) as i32,
+        hsm_id: v.hsm_id.clone(),
+        fingerprint: v.fingerprint.clone(),
+        created_at: ts(Some(v.created_at)),
+        activated_at: ts(v.activated_at),
+        retired_at: ts(v.retired_at),
+    }
+}
+
+/// The API view of a key record.
+pub fn key(r: &KeyRecord) -> pb::Key {
+    pb::Key {
+        name: r.name.clone(),
+        algorithm: r.algorithm.to_string(),
+        backend: r.backend.clone(),
+        created_at: ts(Some(r.created_at)),
+        active_version: r.active().map(|v| v.version).unwrap_or(0),
+        versions: r.versions.iter().map(version).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::key_service_server::KeyService for KeyApi {
+    async fn create_key(
+        &self,
+        req: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self.keys.create(&r.name, &r.algorithm, &r.backend).await;
+        if let Ok(k) = &result {
+            tracing::info!(principal = %who.name, key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
+        }
+        finish(&self.metrics, "CreateKey", &who.name, result).map(|k| Response::new(key(&k)))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let who = principal(&req)?;
+        let keys = self.keys.list().iter().map(|k| key(k)).collect();
+        finish(&self.metrics, "ListKeys", &who.name, Ok(()))?;
+        Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+
+    async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
+        let who = principal(&req)?;
+        let result = self.keys.get(&req.get_ref().name);
+        finish(&self.metrics, "GetKey", &who.name, result).map(|k| Response::new(key(&k)))
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let who = principal(&req)?;
+        let result = self.keys.rotate(&req.get_ref().name).await;
+        if let Ok(k) = &result {
+            tracing::info!(principal = %who.name, key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
+        }
+        finish(&self.metrics, "RotateKey", &who.name, result).map(|k| Response::new(key(&k)))
+    }
+
+    async fn get_public_key(
+        &self,
+        req: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::PublicKey>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self.keys.get(&r.name).and_then(|k| {
+            let v = if r.version == 0 {
+                k.active().ok_or_else(|| KeyError::NoActiveVersion(k.name.clone()))?
+            } else {
+                k.version(r.version).ok_or_else(|| KeyError::VersionNotFound {
+                    name: k.name.clone(),
+                    version: r.version,
+                })?
+            };
+            Ok(pb::PublicKey {
+                name: k.name.clone(),
+                version: v.version,
+                algorithm: k.algorithm.to_string(),
+                public_key_pem: spki_pem(&v.public_key),
+                certificate_pem: v.certificate_pem.clone(),
+                ca_certificate_pem: self.keys.ca().certificate_pem.clone(),
+                fingerprint: v.fingerprint.clone(),
+                state: state(v.state) as i32,
+            })
+        });
+        finish(&self.metrics, "GetPublicKey", &who.name, result).map(Response::new)
+    }
+
+    async fn list_backends(
+        &self,
+        req: Request<pb::ListBackendsRequest>,
+    ) -> Result<Response<pb::ListBackendsResponse>, Status> {
+        let who = principal(&req)?;
+        let backends = self.keys.backends();
+        let list = backends
+            .iter()
+            .map(|(name, pool)| pb::Backend {
+                name: name.clone(),
+                kind: pool.backend().kind().to_string(),
+                algorithms: pool
+                    .backend()
+                    .algorithms()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                is_default: name == backends.default_name(),
+            })
+            .collect();
+        finish(&self.metrics, "ListBackends", &who.name, Ok(()))?;
+        Ok(Response::new(pb::ListBackendsResponse { backends: list }))
+    }
+}

@@ -1,0 +1,92 @@
+//! `keyward.v1.SigningService`.
+
+use super::finish;
+use crate::hsm::{DigestAlgorithm, SignInput};
+use crate::identity::principal;
+use crate::keys::{KeyError, KeyRegistry};
+use crate::metrics::Metrics;
+use keyward_proto::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Largest message the daemon hashes or signs itself.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024 - 1024;
+
+/// Serves raw signing.
+#[derive(Debug, Clone)]
+pub struct SigningApi {
+    keys: Arc<KeyRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl SigningApi {
+    /// A service over the registry.
+    pub fn new(keys: Arc<KeyRegistry>, metrics: Arc<Metrics>) -> Self {
+        Self { keys, metrics }
+    }
+}
+
+fn input(r: pb::SignDigestRequest) -> Result<SignInput, KeyError> {
+    match (r.digest.is_empty(), r.message.is_empty()) {
+        (false, false) => Err(KeyError::InvalidArgument(
+            "send either a digest or a message, not both".into(),
+        )),
+        (true, true) => Err(KeyError::InvalidArgument(
+            "nothing to sign: send a digest (with digest_algorithm) or a message".into(),
+        )),
+        (false, true) => {
+            let alg = if r.digest_algorithm.is_empty() {
+                DigestAlgorithm::Sha256
+            } else {
+                DigestAlgorithm::parse(&r.digest_algorithm).map_err(KeyError::InvalidArgument)?
+            };
+            Ok(SignInput::Digest(alg, r.digest))
+        }
+        (true, false) => {
+            if r.message.len() > MAX_MESSAGE {
+                return Err(KeyError::InvalidArgument(format!(
+                    "message is {} bytes; at most {MAX_MESSAGE} are accepted: send its digest instead",
+                    r.message.len()
+                )));
+            }
+            Ok(SignInput::Message(r.message))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signing_service_server::SigningService for SigningApi {
+    async fn sign_digest(
+        &self,
+        req: Request<pb::SignDigestRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let name = r.key.clone();
+        let result = async {
+            let rec = self.keys.get(&name)?;
+            let input = input(r)?;
+            let digest_algorithm = match &input {
+                SignInput::Digest(d, _) => d.to_string(),
+                SignInput::Message(_) if rec.algorithm == crate::hsm::Algorithm::Ed25519 => {
+                    String::new()
+                }
+                SignInput::Message(_) => rec.algorithm.default_digest().to_string(),
+            };
+            let (version, signature) = self.keys.sign(&name, input).await?;
+            Ok(pb::SignResponse {
+                key: name.clone(),
+                version,
+                algorithm: rec.algorithm.to_string(),
+                signature,
+                digest_algorithm,
+            })
+        }
+        .await;
+        if result.is_ok() {
+            self.metrics.signature(&name);
+            tracing::debug!(principal = %who.name, key = %name, "signed");
+        }
+        finish(&self.metrics, "SignDigest", &who.name, result).map(Response::new)
+    }
+}

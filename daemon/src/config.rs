@@ -1,0 +1,378 @@
+//! The daemon's configuration file (`keywardd.toml`). Unknown fields are errors.
+
+use crate::hsm::pkcs11::{PinSource, Pkcs11Settings};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid (syntax, unknown field, missing field).
+    #[error("invalid configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and field.
+        message: String,
+    },
+}
+
+/// `keywardd.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, CA certificate and TLS identity live.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: Tls,
+    /// The Keyward CA.
+    #[serde(default)]
+    pub ca: CaConfig,
+    /// Backend used when a request names none; the first configured one by default.
+    pub default_backend: Option<String>,
+    /// HSM worker threads (one session each) per backend.
+    #[serde(default = "default_threads")]
+    pub hsm_threads: usize,
+    /// The HSMs.
+    #[serde(rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_threads() -> usize {
+    2
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// gRPC over mutually authenticated TLS.
+    #[serde(default = "default_grpc")]
+    pub grpc: SocketAddr,
+    /// Plain HTTP for `/healthz` and `/metrics`.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7480))
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            grpc: default_grpc(),
+            http: default_http(),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Names and IP addresses in the server certificate.
+    #[serde(default = "default_names")]
+    pub server_names: Vec<String>,
+}
+
+fn default_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            server_names: default_names(),
+        }
+    }
+}
+
+/// The Keyward CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Backend holding the CA key; the default backend if unset.
+    pub backend: Option<String>,
+    /// Common name of the CA certificate.
+    #[serde(default = "default_cn")]
+    pub common_name: String,
+}
+
+fn default_cn() -> String {
+    "Keyward CA".into()
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            common_name: default_cn(),
+        }
+    }
+}
+
+/// One HSM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// Any PKCS#11 module (SoftHSM2, network HSMs, YubiHSM's PKCS#11 module, ...).
+    Pkcs11 {
+        /// Name used in requests.
+        name: String,
+        /// Path of the module.
+        module: PathBuf,
+        /// Label of the token.
+        token_label: String,
+        /// File holding the user PIN.
+        pin_file: Option<PathBuf>,
+        /// Environment variable holding the user PIN.
+        pin_env: Option<String>,
+    },
+    /// A YubiHSM2.
+    Yubihsm {
+        /// Name used in requests.
+        name: String,
+        /// How to reach the device.
+        connector: YubiConnector,
+        /// Authentication key id (1 is the factory default).
+        #[serde(default = "default_auth_key")]
+        auth_key_id: u16,
+        /// File holding the authentication key's password.
+        password_file: Option<PathBuf>,
+        /// Environment variable holding the password.
+        password_env: Option<String>,
+    },
+}
+
+fn default_auth_key() -> u16 {
+    1
+}
+
+/// How to reach a YubiHSM2.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum YubiConnector {
+    /// Through `yubihsm-connector`.
+    Http {
+        /// Connector address.
+        #[serde(default = "default_yubi_addr")]
+        addr: String,
+        /// Connector port.
+        #[serde(default = "default_yubi_port")]
+        port: u16,
+    },
+    /// Directly over USB (needs keywardd built with the `usb` feature).
+    Usb {
+        /// Serial number of the device; the first one found if unset.
+        serial: Option<String>,
+    },
+}
+
+fn default_yubi_addr() -> String {
+    "127.0.0.1".into()
+}
+fn default_yubi_port() -> u16 {
+    12345
+}
+
+impl BackendConfig {
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        match self {
+            BackendConfig::Pkcs11 { name, .. } | BackendConfig::Yubihsm { name, .. } => name,
+        }
+    }
+}
+
+/// Exactly one of a file or a variable must name a secret.
+pub fn secret_source(
+    what: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> Result<PinSource, String> {
+    match (file, env) {
+        (Some(f), None) => Ok(PinSource::File(f.clone())),
+        (None, Some(v)) => Ok(PinSource::Env(v.clone())),
+        (None, None) => Err(format!("{what}: set pin_file/password_file or pin_env/password_env")),
+        (Some(_), Some(_)) => Err(format!(
+            "{what}: set either the file or the variable, not both"
+        )),
+    }
+}
+
+/// PKCS#11 settings of a `pkcs11` backend entry.
+pub fn pkcs11_settings(b: &BackendConfig) -> Option<Result<Pkcs11Settings, String>> {
+    let BackendConfig::Pkcs11 {
+        name,
+        module,
+        token_label,
+        pin_file,
+        pin_env,
+    } = b
+    else {
+        return None;
+    };
+    Some(
+        secret_source(&format!("backend {name}"), pin_file, pin_env).map(|pin| Pkcs11Settings {
+            name: name.clone(),
+            module: module.clone(),
+            token_label: token_label.clone(),
+            pin,
+        }),
+    )
+}
+
+impl Config {
+    /// Reads and checks a configuration file. Relative paths are taken relative to the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses configuration text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut cfg.data_dir);
+        for b in &mut cfg.backends {
+            match b {
+                BackendConfig::Pkcs11 {
+                    module, pin_file, ..
+                } => {
+                    abs(module);
+                    if let Some(f) = pin_file {
+                        abs(f);
+                    }
+                }
+                BackendConfig::Yubihsm { password_file, .. } => {
+                    if let Some(f) = password_file {
+                        abs(f);
+                    }
+                }
+            }
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.backends.is_empty() {
+            return Err("no [[backend]] is configured".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            if !names.insert(b.name()) {
+                return Err(format!("backend name {:?} is used twice", b.name()));
+            }
+            match b {
+                BackendConfig::Pkcs11 {
+                    name,
+                    pin_file,
+                    pin_env,
+                    ..
+                } => {
+                    secret_source(&format!("backend {name}"), pin_file, pin_env)?;
+                }
+                BackendConfig::Yubihsm {
+                    name,
+                    password_file,
+                    password_env,
+                    ..
+                } => {
+                    secret_source(&format!("backend {name}"), password_file, password_env)?;
+                }
+            }
+        }
+        for (what, n) in [
+            ("default_backend", &self.default_backend),
+            ("ca.backend", &self.ca.backend),
+        ] {
+            if let Some(n) = n
+                && !names.contains(n.as_str())
+            {
+                return Err(format!("{what} names backend {n:?}, which is not configured"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The default backend's name.
+    pub fn default_backend(&self) -> &str {
+        self.default_backend
+            .as_deref()
+            .unwrap_or_else(|| self.backends[0].name())
+    }
+
+    /// The backend holding the CA key.
+    pub fn ca_backend(&self) -> &str {
+        self.ca.backend.as_deref().unwrap_or(self.default_backend())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data_dir = "data"
+[[backend]]
+type = "pkcs11"
+name = "softhsm"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "keyward"
+pin_file = "pin"
+"#;
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let c = Config::parse(GOOD, Path::new("/etc/keyward")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/keyward/data"));
+        assert_eq!(c.default_backend(), "softhsm");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let bad = GOOD.replace("token_label", "token_lable");
+        let err = Config::parse(&bad, Path::new("/")).unwrap_err();
+        assert!(err.contains("token_lable"), "{err}");
+        let bad = format!("{GOOD}\nlisten_addr = \"x\"\n");
+        let err = Config::parse(&bad, Path::new("/")).unwrap_err();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn pin_source_must_be_given_once() {
+        let bad = GOOD.replace("pin_file = \"pin\"", "");
+        let err = Config::parse(&bad, Path::new("/")).unwrap_err();
+        assert!(err.contains("pin_env"), "{err}");
+    }
+}

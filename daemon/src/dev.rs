@@ -1,0 +1,112 @@
+//! `keywardd dev`: a self-contained instance in one directory, for trying Keyward out.
+//!
+//! The directory holds its own SoftHSM token (`softhsm2.conf`, `tokens/`), the token's
+//! PINs in 0600 files, the store, the CA and the admin identity. SoftHSM reads its
+//! configuration path from `SOFTHSM2_CONF` only, so `keywardd dev` re-executes itself
+//! with that variable set instead of changing its own environment.
+
+use crate::instance::{StartError, write_atomic};
+use std::path::{Path, PathBuf};
+
+/// Label of the dev token.
+pub const TOKEN_LABEL: &str = "keyward-dev";
+/// Default SoftHSM2 module on Debian.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Files of a dev directory.
+#[derive(Debug, Clone)]
+pub struct DevLayout {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
+impl DevLayout {
+    /// Creates the directory (0700) if needed.
+    pub fn create(dir: &Path) -> Result<Self, StartError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(format!("cannot create {}", dir.display())))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(io(format!("cannot resolve {}", dir.display())))?;
+        Ok(Self { dir })
+    }
+
+    /// `softhsm2.conf` of this instance.
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.dir.join("softhsm2.conf")
+    }
+    /// The token's user PIN file.
+    pub fn pin_file(&self) -> PathBuf {
+        self.dir.join("pin")
+    }
+    /// The token's SO PIN file.
+    pub fn so_pin_file(&self) -> PathBuf {
+        self.dir.join("so-pin")
+    }
+    /// The daemon configuration written for this instance.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("keywardd.toml")
+    }
+    /// The client configuration, written once the daemon serves.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    /// Writes `softhsm2.conf` and the token directory if missing.
+    pub fn write_softhsm_conf(&self) -> Result<(), StartError> {
+        let tokens = self.dir.join("tokens");
+        std::fs::create_dir_all(&tokens).map_err(io(format!("cannot create {}", tokens.display())))?;
+        if !self.softhsm_conf().exists() {
+            let text = format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            );
+            write_atomic(&self.softhsm_conf(), text.as_bytes(), 0o600)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a PIN file, creating it with a random PIN first if missing.
+    fn pin(&self, path: &Path) -> Result<zeroize::Zeroizing<String>, StartError> {
+        if !path.exists() {
+            let mut raw = zeroize::Zeroizing::new([0u8; 16]);
+            getrandom::getrandom(raw.as_mut()).map_err(|e| StartError::Config(e.to_string()))?;
+            let pin = zeroize::Zeroizing::new(hex::encode(raw.as_ref()));
+            write_atomic(path, format!("{}\n", pin.as_str()).as_bytes(), 0o600)?;
+        }
+        crate::hsm::pkcs11::PinSource::File(path.to_path_buf())
+            .read()
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+
+    /// Makes sure the token exists (initialising it with fresh PINs on first start) and
+    /// writes `keywardd.toml` for it.
+    pub fn prepare(&self, module: &Path, grpc: &str, http: &str) -> Result<(), StartError> {
+        let so = self.pin(&self.so_pin_file())?;
+        let user = self.pin(&self.pin_file())?;
+        crate::hsm::pkcs11::ensure_token(module, TOKEN_LABEL, &so, &user).map_err(|source| {
+            StartError::Hsm {
+                backend: "softhsm".into(),
+                source,
+            }
+        })?;
+        let text = format!(
+            "# Written by `keywardd dev`; run with SOFTHSM2_CONF={conf}\n\
+             data_dir = \"data\"\n\
+             [listen]\ngrpc = {grpc:?}\nhttp = {http:?}\n\n\
+             [[backend]]\ntype = \"pkcs11\"\nname = \"softhsm\"\nmodule = {module:?}\n\
+             token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n",
+            conf = self.softhsm_conf().display(),
+            module = module.display().to_string(),
+        );
+        write_atomic(&self.config_file(), text.as_bytes(), 0o600)
+    }
+}

@@ -1,0 +1,431 @@
+//! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
+//! and serves the gRPC API (mTLS) and the HTTP endpoints.
+
+use crate::api::{KeyApi, SigningApi};
+use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
+use crate::hsm::pkcs11::Pkcs11Backend;
+use crate::hsm::yubihsm::YubiHsmBackend;
+use crate::hsm::{Algorithm, Backend, HsmError, HsmPool};
+use crate::keys::{Backends, KeyError, KeyRegistry};
+use crate::metrics::Metrics;
+use crate::pki::{self, CaRecord, PkiError, Subject, TlsIdentity};
+use crate::store::{self, Namespace, SledStore, Store, StoreError};
+use keyward_proto::v1::key_service_server::KeyServiceServer;
+use keyward_proto::v1::signing_service_server::SigningServiceServer;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// An HSM could not be opened.
+    #[error("backend {backend}: {source}")]
+    Hsm {
+        /// Which backend.
+        backend: String,
+        /// Why.
+        source: HsmError,
+    },
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// A certificate could not be issued.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The instance has no CA yet.
+    #[error("this instance is not initialised: run `keywardd init --config {0}` first")]
+    NotInitialised(String),
+    /// `init` on an initialised instance.
+    #[error("this instance is already initialised (its CA exists); nothing was changed")]
+    AlreadyInitialised,
+    /// A file or socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Writes a file atomically (temp file + rename) with the given Unix mode.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// A principal's client identity, ready to be written as files.
+pub struct ClientIdentity {
+    /// The principal's name (certificate CN).
+    pub name: String,
+    /// Key and certificate.
+    pub tls: TlsIdentity,
+    /// The Keyward CA certificate, PEM.
+    pub ca_pem: String,
+}
+
+impl ClientIdentity {
+    /// Writes `NAME.crt`, `NAME.key` (0600), `ca.pem` and, given an endpoint, a
+    /// `client.toml` pointing at it into `dir`; returns the client.toml path.
+    pub fn write(&self, dir: &Path, endpoint: Option<&str>) -> Result<PathBuf, StartError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let cert = dir.join(format!("{}.crt", self.name));
+        let key = dir.join(format!("{}.key", self.name));
+        let ca = dir.join("ca.pem");
+        write_atomic(&cert, self.tls.certificate_pem.as_bytes(), 0o644)?;
+        write_atomic(&key, self.tls.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&ca, self.ca_pem.as_bytes(), 0o644)?;
+        let path = dir.join("client.toml");
+        if let Some(endpoint) = endpoint {
+            write_client_config(&path, endpoint, &ca, &cert, &key)?;
+        }
+        Ok(path)
+    }
+}
+
+/// Writes a client configuration for the `keyward` CLI.
+pub fn write_client_config(
+    path: &Path,
+    endpoint: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), StartError> {
+    let text = format!(
+        "# keyward client configuration\nendpoint = {endpoint:?}\nserver_name = \"localhost\"\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    write_atomic(path, text.as_bytes(), 0o600)
+}
+
+/// An opened instance: HSMs logged in, store open.
+pub struct Instance {
+    config: Config,
+    store: Arc<dyn Store>,
+    backends: Arc<Backends>,
+    metrics: Arc<Metrics>,
+}
+
+fn open_backend(b: &BackendConfig) -> Result<Arc<dyn Backend>, StartError> {
+    let hsm = |source| StartError::Hsm {
+        backend: b.name().to_string(),
+        source,
+    };
+    match b {
+        BackendConfig::Pkcs11 { .. } => {
+            let settings = pkcs11_settings(b)
+                .ok_or_else(|| StartError::Config("not a pkcs11 backend".into()))?
+                .map_err(StartError::Config)?;
+            Ok(Arc::new(Pkcs11Backend::open(settings).map_err(hsm)?))
+        }
+        BackendConfig::Yubihsm {
+            name,
+            connector,
+            auth_key_id,
+            password_file,
+            password_env,
+        } => {
+            let password = secret_source(&format!("backend {name}"), password_file, password_env)
+                .map_err(StartError::Config)?
+                .read()
+                .map_err(hsm)?;
+            let credentials =
+                yubihsm::Credentials::from_password(*auth_key_id, password.as_bytes());
+            let connector = match connector {
+                YubiConnector::Http { addr, port } => {
+                    yubihsm::Connector::http(&yubihsm::HttpConfig {
+                        addr: addr.clone(),
+                        port: *port,
+                        timeout_ms: 5000,
+                    })
+                }
+                #[cfg(feature = "usb")]
+                YubiConnector::Usb { serial } => {
+                    let serial = serial
+                        .as_deref()
+                        .map(str::parse)
+                        .transpose()
+                        .map_err(|_| StartError::Config(format!("backend {name}: bad serial")))?;
+                    yubihsm::Connector::usb(&yubihsm::UsbConfig {
+                        serial,
+                        timeout_ms: 5000,
+                    })
+                }
+                #[cfg(not(feature = "usb"))]
+                YubiConnector::Usb { .. } => {
+                    return Err(StartError::Config(format!(
+                        "backend {name}: this keywardd was built without USB support; use the http connector (yubihsm-connector) or build with --features usb"
+                    )));
+                }
+            };
+            Ok(Arc::new(
+                YubiHsmBackend::open(name, connector, credentials).map_err(hsm)?,
+            ))
+        }
+    }
+}
+
+/// The running servers.
+pub struct Running {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where `/healthz` and `/metrics` listen.
+    pub http_addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl Running {
+    /// Waits until the servers stop (after the shutdown signal).
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.task.await.map_err(|e| StartError::Io {
+            what: "server task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+}
+
+impl Instance {
+    /// Opens every backend (logging in once each) and the store.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_with(config, Vec::new()).await
+    }
+
+    /// Like [`Instance::open`], with extra, already opened backends (tests use this for
+    /// a YubiHSM MockHsm).
+    pub async fn open_with(
+        config: Config,
+        extra: Vec<Arc<dyn Backend>>,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let cfgs = config.backends.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            cfgs.iter().map(open_backend).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))??;
+        let mut pools = BTreeMap::new();
+        for backend in opened.into_iter().chain(extra) {
+            let name = backend.name().to_string();
+            let pool = HsmPool::start(backend, config.hsm_threads)
+                .map_err(|source| StartError::Hsm {
+                    backend: name.clone(),
+                    source,
+                })?
+                .with_observer(metrics.hsm_observer(&name));
+            pools.insert(name, pool);
+        }
+        let backends = Arc::new(
+            Backends::new(pools, config.default_backend().to_string())
+                .map_err(StartError::Config)?,
+        );
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
+        Ok(Self {
+            config,
+            store,
+            backends,
+            metrics,
+        })
+    }
+
+    /// The CA record, if the instance is initialised.
+    pub fn ca(&self) -> Result<Option<CaRecord>, StartError> {
+        Ok(store::get_json(self.store.as_ref(), Namespace::Meta, "ca")?)
+    }
+
+    fn ca_pool(&self) -> Result<&HsmPool, StartError> {
+        self.backends.get(self.config.ca_backend()).map_err(StartError::from)
+    }
+
+    /// Generates the CA key inside the HSM and the self-signed CA certificate, and
+    /// issues the first admin's client identity. Refuses an initialised instance.
+    pub async fn initialise(&self, admin: &str) -> Result<ClientIdentity, StartError> {
+        if self.ca()?.is_some() {
+            return Err(StartError::AlreadyInitialised);
+        }
+        crate::keys::validate_name(admin).map_err(StartError::Config)?;
+        let pool = self.ca_pool()?;
+        let backend = pool.backend().name().to_string();
+        let cn = self.config.ca.common_name.clone();
+        let b = backend.clone();
+        let ca: CaRecord = pool
+            .run("init-ca", move |s| {
+                let key = s.generate("ca", Algorithm::EcdsaP256)?;
+                match pki::self_sign_ca(s, &b, &key.hsm_id, &key.public_key_der, &cn) {
+                    Ok(ca) => Ok(ca),
+                    Err(e) => {
+                        let _ = s.destroy(&key.hsm_id);
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+        let stored = store::to_json(&ca).and_then(|v| self.store.create(Namespace::Meta, "ca", &v));
+        if !matches!(stored, Ok(true)) {
+            let id = ca.hsm_id.clone();
+            let _: Result<(), HsmError> = pool.run("destroy", move |s| s.destroy(&id)).await;
+            return Err(match stored {
+                Err(e) => e.into(),
+                _ => StartError::AlreadyInitialised,
+            });
+        }
+        tracing::info!(backend, fingerprint = %pki::ca_fingerprint(&ca), "Keyward CA created in the HSM");
+        self.issue_client(&ca, admin).await
+    }
+
+    /// Issues a client identity for a principal.
+    pub async fn issue_client(&self, ca: &CaRecord, name: &str) -> Result<ClientIdentity, StartError> {
+        let ca2 = ca.clone();
+        let who = name.to_string();
+        let tls = self
+            .ca_pool()?
+            .run("issue-client", move |s| {
+                pki::issue_tls_identity(s, &ca2, Subject::Client(&who))
+            })
+            .await?;
+        Ok(ClientIdentity {
+            name: name.to_string(),
+            tls,
+            ca_pem: ca.certificate_pem.clone(),
+        })
+    }
+
+    /// The server's TLS identity from the data directory, issued anew if missing.
+    async fn server_identity(&self, ca: &CaRecord) -> Result<(String, String), StartError> {
+        let dir = self.config.data_dir.join("tls");
+        let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+        if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&crt), std::fs::read_to_string(&key)) {
+            return Ok((c, k));
+        }
+        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let names = self.config.tls.server_names.clone();
+        let ca2 = ca.clone();
+        let tls = self
+            .ca_pool()?
+            .run("issue-server", move |s| {
+                pki::issue_tls_identity(s, &ca2, Subject::Server(&names))
+            })
+            .await?;
+        write_atomic(&key, tls.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&crt, tls.certificate_pem.as_bytes(), 0o644)?;
+        Ok((tls.certificate_pem, tls.key_pem.to_string()))
+    }
+
+    /// Binds the listeners and starts serving until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Running, StartError> {
+        let ca = self.ca()?.ok_or_else(|| {
+            StartError::NotInitialised(self.config.data_dir.display().to_string())
+        })?;
+        write_atomic(
+            &self.config.data_dir.join("ca.pem"),
+            ca.certificate_pem.as_bytes(),
+            0o644,
+        )?;
+        let ca = Arc::new(ca);
+        let keys = Arc::new(KeyRegistry::load(
+            self.store.clone(),
+            self.backends.clone(),
+            ca.clone(),
+        )?);
+        let report = keys.reconcile().await?;
+        for m in &report.missing_on_hsm {
+            tracing::warn!(version = %m, "key version is in the store but its HSM object is missing; it cannot sign");
+        }
+        for u in &report.unknown_on_hsm {
+            tracing::warn!(object = %u, "Keyward-labelled HSM object is not in the store (left in place)");
+        }
+        for w in &report.without_id {
+            tracing::warn!(object = %w, "HSM private key without CKA_ID (half-written object; left in place)");
+        }
+        let (cert, key) = self.server_identity(&ca).await?;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(&ca.certificate_pem));
+
+        let grpc = tokio::net::TcpListener::bind(self.config.listen.grpc)
+            .await
+            .map_err(io(format!("cannot listen on {}", self.config.listen.grpc)))?;
+        let http = tokio::net::TcpListener::bind(self.config.listen.http)
+            .await
+            .map_err(io(format!("cannot listen on {}", self.config.listen.http)))?;
+        let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
+        let http_addr = http.local_addr().map_err(io("local address"))?;
+
+        let router = Server::builder()
+            .tls_config(tls)
+            .map_err(|e| StartError::Config(format!("TLS configuration: {e}")))?
+            .add_service(KeyServiceServer::with_interceptor(
+                KeyApi::new(keys.clone(), self.metrics.clone()),
+                crate::identity::authenticate,
+            ))
+            .add_service(SigningServiceServer::with_interceptor(
+                SigningApi::new(keys.clone(), self.metrics.clone()),
+                crate::identity::authenticate,
+            ));
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let http_app = crate::http::router(self.metrics.clone());
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut stop_grpc = stop_rx.clone();
+        let mut stop_http = stop_rx;
+        let task = tokio::spawn(async move {
+            let grpc = router.serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_grpc.wait_for(|s| *s).await;
+            });
+            let http = axum::serve(http, http_app).with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            });
+            let (g, h) = tokio::join!(grpc, http);
+            g.map_err(|e| StartError::Io {
+                what: "gRPC server".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            h.map_err(io("HTTP server"))?;
+            // Keep the registry (and with it the HSM pools) alive until both stop.
+            drop(keys);
+            Ok(())
+        });
+        Ok(Running {
+            grpc_addr,
+            http_addr,
+            task,
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! Keys and key versions: records, the version state machine, and the operations that
+//! touch both the HSM and the store (create, rotate, sign).
+
+mod record;
+
+pub use record::{KeyRecord, KeyVersion, VersionState, validate_name};
+
+use crate::hsm::public_key::fingerprint;
+use crate::hsm::{Algorithm, HsmError, HsmPool, SignInput};
+use crate::pki::{self, CaRecord, PkiError, Subject};
+use crate::store::{self, Namespace, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
+
+/// Errors of key operations. `api` turns them into gRPC statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// No key has this name.
+    #[error("key {0:?} not found")]
+    NotFound(String),
+    /// A key with this name exists.
+    #[error("key {0:?} already exists")]
+    AlreadyExists(String),
+    /// The key has no such version.
+    #[error("key {name:?} has no version {version}")]
+    VersionNotFound {
+        /// Key name.
+        name: String,
+        /// Version asked for.
+        version: u32,
+    },
+    /// The key has no active version to sign with.
+    #[error("key {0:?} has no active version")]
+    NoActiveVersion(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The HSM failed or refused.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A certificate could not be issued.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+/// The configured HSM backends, each with its worker pool.
+#[derive(Debug)]
+pub struct Backends {
+    pools: BTreeMap<String, HsmPool>,
+    default: String,
+}
+
+impl Backends {
+    /// Wraps started pools; `default` must name one of them.
+    pub fn new(pools: BTreeMap<String, HsmPool>, default: String) -> Result<Self, String> {
+        if !pools.contains_key(&default) {
+            return Err(format!("default backend {default:?} is not configured"));
+        }
+        Ok(Self { pools, default })
+    }
+
+    /// The pool of a backend by name, or the default one for an empty name.
+    pub fn get(&self, name: &str) -> Result<&HsmPool, KeyError> {
+        let name = if name.is_empty() { &self.default } else { name };
+        self.pools.get(name).ok_or_else(|| {
+            KeyError::InvalidArgument(format!(
+                "unknown backend {name:?}; configured backends: {}",
+                self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Name of the default backend.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// All pools by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &HsmPool)> {
+        self.pools.iter()
+    }
+}
+
+/// What the start-up comparison of store and HSMs found. Nothing is deleted.
+#[derive(Debug, Default, Clone)]
+pub struct Reconciliation {
+    /// Key versions the store lists whose HSM object is missing: `key/vN on backend (id)`.
+    pub missing_on_hsm: Vec<String>,
+    /// Keyward-labelled HSM objects the store does not know: `backend: id (label)`.
+    pub unknown_on_hsm: Vec<String>,
+    /// Objects with no CKA_ID (half-written by an interrupted generation).
+    pub without_id: Vec<String>,
+}
+
+/// All keys, cached in memory over the store. Writes go to the store first.
+pub struct KeyRegistry {
+    store: Arc<dyn Store>,
+    backends: Arc<Backends>,
+    ca: Arc<CaRecord>,
+    cache: RwLock<HashMap<String, Arc<KeyRecord>>>,
+    /// Serialises create and rotate so that two rotations never race on one record.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for KeyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRegistry").finish_non_exhaustive()
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+impl KeyRegistry {
+    /// Loads every key record from the store.
+    pub fn load(
+        store: Arc<dyn Store>,
+        backends: Arc<Backends>,
+        ca: Arc<CaRecord>,
+    ) -> Result<Self, KeyError> {
+        let mut cache = HashMap::new();
+        for (name, raw) in store.list(Namespace::Keys)? {
+            let rec: KeyRecord = serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt {
+                key: name.clone(),
+                detail: e.to_string(),
+            })?;
+            cache.insert(name, Arc::new(rec));
+        }
+        Ok(Self {
+            store,
+            backends,
+            ca,
+            cache: RwLock::new(cache),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The backends keys live on.
+    pub fn backends(&self) -> &Arc<Backends> {
+        &self.backends
+    }
+
+    /// The CA that certifies key versions.
+    pub fn ca(&self) -> &CaRecord {
+        &self.ca
+    }
+
+    /// A key by name.
+    pub fn get(&self, name: &str) -> Result<Arc<KeyRecord>, KeyError> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| KeyError::NotFound(name.to_string()))
+    }
+
+    /// All keys, by name.
+    pub fn list(&self) -> Vec<Arc<KeyRecord>> {
+        let mut all: Vec<_> = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn remember(&self, rec: KeyRecord) -> Arc<KeyRecord> {
+        let rec = Arc::new(rec);
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.name.clone(), rec.clone());
+        rec
+    }
+
+    /// Generates a key pair in the HSM and certifies it. If certifying fails, the HSM
+    /// object is deleted again.
+    async fn new_version(
+        &self,
+        name: &str,
+        backend: &str,
+        algorithm: Algorithm,
+        version: u32,
+    ) -> Result<KeyVersion, KeyError> {
+        let pool = self.backends.get(backend)?;
+        let label = format!("{name}/v{version}");
+        let generated = pool
+            .run("generate", move |s| s.generate(&label, algorithm))
+            .await
+            .map_err(KeyError::Hsm)?;
+        let ca = self.ca.clone();
+        let ca_pool = self.backends.get(&ca.backend)?;
+        let (key, spki) = (name.to_string(), generated.public_key_der.clone());
+        let cert: Result<String, PkiError> = ca_pool
+            .run("certify", move |s| {
+                pki::issue(s, &ca, Subject::KeyVersion { key: &key, version }, &spki, algorithm)
+            })
+            .await;
+        let certificate_pem = match cert {
+            Ok(c) => c,
+            Err(e) => {
+                self.destroy_quietly(backend, &generated.hsm_id).await;
+                return Err(e.into());
+            }
+        };
+        Ok(KeyVersion {
+            version,
+            state: VersionState::Active,
+            fingerprint: fingerprint(&generated.public_key_der),
+            hsm_id: generated.hsm_id,
+            public_key: generated.public_key_der,
+            certificate_pem,
+            created_at: now(),
+            activated_at: Some(now()),
+            retired_at: None,
+        })
+    }
+
+    async fn destroy_quietly(&self, backend: &str, hsm_id: &str) {
+        let Ok(pool) = self.backends.get(backend) else {
+            return;
+        };
+        let id = hsm_id.to_string();
+        let destroyed: Result<(), HsmError> = pool.run("destroy", move |s| s.destroy(&id)).await;
+        if let Err(e) = destroyed {
+            tracing::error!(backend, hsm_id, error = %e, "could not delete an HSM key after a failed operation; reconciliation will report it");
+        }
+    }
+
+    /// Creates a key with its first, active version. Atomic: if the record cannot be
+    /// stored, the HSM object is deleted and the store's error returned.
+    pub async fn create(
+        &self,
+        name: &str,
+        algorithm: &str,
+        backend: &str,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        validate_name(name).map_err(KeyError::InvalidArgument)?;
+        let algorithm = if algorithm.is_empty() {
+            Algorithm::EcdsaP256
+        } else {
+            Algorithm::parse(algorithm).map_err(KeyError::InvalidArgument)?
+        };
+        let pool = self.backends.get(backend)?;
+        pool.backend().check_algorithm(algorithm)?;
+        let backend = pool.backend().name().to_string();
+
+        let _w = self.writes.lock().await;
+        if self.get(name).is_ok() {
+            return Err(KeyError::AlreadyExists(name.to_string()));
+        }
+        let v1 = self.new_version(name, &backend, algorithm, 1).await?;
+        let hsm_id = v1.hsm_id.clone();
+        let rec = KeyRecord {
+            name: name.to_string(),
+            algorithm,
+            backend: backend.clone(),
+            created_at: now(),
+            versions: vec![v1],
+        };
+        let stored = store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
+        match stored {
+            Ok(true) => Ok(self.remember(rec)),
+            Ok(false) => {
+                self.destroy_quietly(&backend, &hsm_id).await;
+                Err(KeyError::AlreadyExists(name.to_string()))
+            }
+            Err(e) => {
+                self.destroy_quietly(&backend, &hsm_id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes a new version active and retires the old one (it still verifies, never
+    /// signs). If the record cannot be stored, the new HSM object is deleted.
+    pub async fn rotate(&self, name: &str) -> Result<Arc<KeyRecord>, KeyError> {
+        let _w = self.writes.lock().await;
+        let current = self.get(name)?;
+        let next = current.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        let fresh = self
+            .new_version(name, &current.backend, current.algorithm, next)
+            .await?;
+        let hsm_id = fresh.hsm_id.clone();
+        let mut rec = (*current).clone();
+        for v in &mut rec.versions {
+            if v.state == VersionState::Active {
+                v.state = VersionState::Retired;
+                v.retired_at = Some(now());
+            }
+        }
+        rec.versions.push(fresh);
+        match store::to_json(&rec).and_then(|v| self.store.put(Namespace::Keys, name, &v)) {
+            Ok(()) => Ok(self.remember(rec)),
+            Err(e) => {
+                self.destroy_quietly(&current.backend, &hsm_id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Signs with the key's active version; returns the version used and the signature.
+    pub async fn sign(&self, name: &str, input: SignInput) -> Result<(u32, Vec<u8>), KeyError> {
+        let rec = self.get(name)?;
+        let active = rec
+            .active()
+            .ok_or_else(|| KeyError::NoActiveVersion(name.to_string()))?;
+        let algorithm = rec.algorithm;
+        match (&input, algorithm) {
+            (SignInput::Digest(..), Algorithm::Ed25519) => {
+                return Err(KeyError::InvalidArgument(format!(
+                    "key {name:?} is ed25519, which signs whole messages (pure EdDSA): send the message, not a digest"
+                )));
+            }
+            (SignInput::Digest(d, bytes), _) if bytes.len() != d.len() => {
+                return Err(KeyError::InvalidArgument(format!(
+                    "a {d} digest is {} bytes, got {}",
+                    d.len(),
+                    bytes.len()
+                )));
+            }
+            _ => {}
+        }
+        let pool = self.backends.get(&rec.backend)?;
+        let hsm_id = active.hsm_id.clone();
+        let version = active.version;
+        let sig = pool
+            .run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
+            .await
+            .map_err(KeyError::Hsm)?;
+        Ok((version, sig))
+    }
+
+    /// Compares the store with every backend's objects. Reports, never deletes.
+    pub async fn reconcile(&self) -> Result<Reconciliation, KeyError> {
+        let mut report = Reconciliation::default();
+        for (backend, pool) in self.backends.iter() {
+            let objects = pool
+                .run("list", |s| s.list_objects())
+                .await
+                .map_err(KeyError::Hsm)?;
+            let mut expected: HashMap<String, String> = HashMap::new();
+            for rec in self.list().iter().filter(|r| &r.backend == backend) {
+                for v in rec.versions.iter().filter(|v| v.state != VersionState::Destroyed) {
+                    expected.insert(v.hsm_id.clone(), format!("{}/v{}", rec.name, v.version));
+                }
+            }
+            if &self.ca.backend == backend {
+                expected.insert(self.ca.hsm_id.clone(), "the Keyward CA".into());
+            }
+            let mut seen = std::collections::HashSet::new();
+            for o in objects {
+                if o.hsm_id.is_empty() {
+                    report.without_id.push(format!("{backend}: {:?}", o.label));
+                } else if expected.contains_key(&o.hsm_id) {
+                    seen.insert(o.hsm_id);
+                } else if o.label.starts_with(crate::hsm::pkcs11::LABEL_PREFIX) {
+                    report
+                        .unknown_on_hsm
+                        .push(format!("{backend}: {} ({})", o.hsm_id, o.label));
+                }
+            }
+            for (id, what) in expected {
+                if !seen.contains(&id) {
+                    report
+                        .missing_on_hsm
+                        .push(format!("{what} on {backend} ({id})"));
+                }
+            }
+        }
+        report.missing_on_hsm.sort();
+        report.unknown_on_hsm.sort();
+        Ok(report)
+    }
+}

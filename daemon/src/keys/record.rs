@@ -1,0 +1,136 @@
+//! Key records as stored.
+
+use crate::hsm::Algorithm;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The life of a key version.
+///
+/// ```text
+/// pending -> active -> retired          (retired still verifies, never signs)
+///               \-----> revoked
+/// retired ----> revoked | destroyed
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionState {
+    /// Generated, not yet in use.
+    Pending,
+    /// The one version that signs.
+    Active,
+    /// Replaced by rotation: verifies, never signs.
+    Retired,
+    /// Withdrawn: signatures made with it must not be trusted.
+    Revoked,
+    /// The HSM object is gone.
+    Destroyed,
+}
+
+impl VersionState {
+    /// The name shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Pending => "pending",
+            VersionState::Active => "active",
+            VersionState::Retired => "retired",
+            VersionState::Revoked => "revoked",
+            VersionState::Destroyed => "destroyed",
+        }
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One HSM key pair of a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// 1, 2, ...
+    pub version: u32,
+    /// Where it is in its life.
+    pub state: VersionState,
+    /// The backend's id of the private key object.
+    pub hsm_id: String,
+    /// DER SubjectPublicKeyInfo.
+    #[serde(with = "hex_bytes")]
+    pub public_key: Vec<u8>,
+    /// SHA-256 of `public_key`, hex.
+    pub fingerprint: String,
+    /// Code-signing certificate from the Keyward CA, PEM.
+    pub certificate_pem: String,
+    /// When it was generated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it became active.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub activated_at: Option<OffsetDateTime>,
+    /// When rotation retired it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+/// A named key with its versions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Unique name, e.g. `release-prod`.
+    pub name: String,
+    /// Algorithm of every version.
+    pub algorithm: Algorithm,
+    /// Backend holding every version.
+    pub backend: String,
+    /// When the key was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Versions, oldest first.
+    pub versions: Vec<KeyVersion>,
+}
+
+impl KeyRecord {
+    /// The version that signs.
+    pub fn active(&self) -> Option<&KeyVersion> {
+        self.versions.iter().find(|v| v.state == VersionState::Active)
+    }
+
+    /// A version by number.
+    pub fn version(&self, n: u32) -> Option<&KeyVersion> {
+        self.versions.iter().find(|v| v.version == n)
+    }
+}
+
+/// Key names: 1 to 64 characters of `a-z 0-9 . _ -`, starting with a letter or digit.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key name {name:?}: use 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("release-prod").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("Release").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a/b").is_err());
+    }
+}

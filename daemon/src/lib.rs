@@ -1,0 +1,16 @@
+//! keywardd: keeps container-image signing keys inside HSMs and signs with them on
+//! behalf of authenticated principals.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod dev;
+pub mod hsm;
+pub mod http;
+pub mod identity;
+pub mod instance;
+pub mod keys;
+pub mod metrics;
+pub mod pki;
+pub mod store;

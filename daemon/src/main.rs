@@ -1,0 +1,168 @@
+//! `keywardd`: the Keyward daemon.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use keyward_daemon::config::Config;
+use keyward_daemon::dev::{DevLayout, SOFTHSM_MODULE, TOKEN_LABEL};
+use keyward_daemon::instance::{Instance, write_client_config};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keywardd", version, about = "Keeps container-image signing keys inside HSMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API with the given configuration.
+    Serve {
+        /// Configuration file.
+        #[arg(long, env = "KEYWARDD_CONFIG", default_value = "/etc/keyward/keywardd.toml")]
+        config: PathBuf,
+    },
+    /// Create the Keyward CA inside the HSM and the first admin's client identity.
+    Init {
+        /// Configuration file.
+        #[arg(long, env = "KEYWARDD_CONFIG", default_value = "/etc/keyward/keywardd.toml")]
+        config: PathBuf,
+        /// Name of the first admin principal.
+        #[arg(long, default_value = "admin")]
+        admin: String,
+        /// Directory for the admin's certificate, key and client.toml.
+        #[arg(long)]
+        out: PathBuf,
+        /// Endpoint written into the admin's client.toml.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Run a self-contained instance in DIR (own SoftHSM token, CA, store, admin).
+    Dev {
+        /// The instance's directory; reused on restart.
+        #[arg(long)]
+        dir: PathBuf,
+        /// gRPC listen address (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        grpc_addr: SocketAddr,
+        /// HTTP listen address for /healthz and /metrics.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        http_addr: SocketAddr,
+        /// PKCS#11 module of SoftHSM2.
+        #[arg(long, default_value = SOFTHSM_MODULE)]
+        module: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    if let Command::Dev { dir, .. } = &cli.command {
+        let layout = DevLayout::create(dir)?;
+        let conf = layout.softhsm_conf();
+        if std::env::var_os("SOFTHSM2_CONF").as_deref() != Some(conf.as_os_str()) {
+            layout.write_softhsm_conf()?;
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().context("cannot find keywardd's own path")?;
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("SOFTHSM2_CONF", &conf)
+                .exec();
+            bail!("cannot re-execute keywardd with SOFTHSM2_CONF set: {err}");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let cfg = Config::load(&config)?;
+            let instance = Instance::open(cfg).await?;
+            let running = instance.serve(shutdown_signal()).await?;
+            tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "keywardd serving");
+            running.wait().await?;
+        }
+        Command::Init {
+            config,
+            admin,
+            out,
+            endpoint,
+        } => {
+            let cfg = Config::load(&config)?;
+            let endpoint = endpoint.unwrap_or_else(|| format!("https://{}", cfg.listen.grpc));
+            let instance = Instance::open(cfg).await?;
+            let id = instance.initialise(&admin).await?;
+            let path = id.write(&out, Some(&endpoint))?;
+            println!("Keyward CA created inside the HSM.");
+            println!("Admin {admin:?}: client configuration {}", path.display());
+        }
+        Command::Dev {
+            dir,
+            grpc_addr,
+            http_addr,
+            module,
+        } => {
+            let started = std::time::Instant::now();
+            let layout = DevLayout::create(&dir)?;
+            let _ = std::fs::remove_file(layout.client_config());
+            let l = layout.clone();
+            let (g, h) = (grpc_addr.to_string(), http_addr.to_string());
+            let m = module.clone();
+            tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h)).await??;
+            let cfg = Config::load(&layout.config_file())?;
+            let instance = Instance::open(cfg).await?;
+            if instance.ca()?.is_none() {
+                let id = instance.initialise("admin").await?;
+                // The endpoint is known only once bound; client.toml is written below.
+                id.write(&layout.dir, None)?;
+            }
+            let running = instance.serve(shutdown_signal()).await?;
+            let endpoint = format!("https://{}", running.grpc_addr);
+            write_client_config(
+                &layout.client_config(),
+                &endpoint,
+                &layout.dir.join("ca.pem"),
+                &layout.dir.join("admin.crt"),
+                &layout.dir.join("admin.key"),
+            )?;
+            println!(
+                "Keyward dev instance ready in {:.2}s (not for production: one directory holds the token, its PINs and the admin key)\n\
+                 \x20 gRPC (mTLS):   {endpoint}\n\
+                 \x20 health/metrics: http://{}/healthz  http://{}/metrics\n\
+                 \x20 client:        export KEYWARD_CONFIG={}\n\
+                 \x20 token:         SOFTHSM2_CONF={} pkcs11-tool --module {} --token-label {TOKEN_LABEL} --login --pin \"$(cat {})\" --list-objects",
+                started.elapsed().as_secs_f64(),
+                running.http_addr,
+                running.http_addr,
+                layout.client_config().display(),
+                layout.softhsm_conf().display(),
+                module.display(),
+                layout.pin_file().display(),
+            );
+            running.wait().await?;
+        }
+    }
+    Ok(())
+}

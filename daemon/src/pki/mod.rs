@@ -1,0 +1,275 @@
+//! The Keyward CA: its key lives in the HSM; rcgen builds certificates and the HSM
+//! signs them. It certifies every key version (code signing), the daemon's TLS server
+//! identity and principals' client identities.
+
+use crate::hsm::public_key::{fingerprint, spki_key_bits};
+use crate::hsm::{Algorithm, HsmError, HsmSession, SignInput};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    SignatureAlgorithm, SigningKey,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::cell::RefCell;
+use time::{Duration, OffsetDateTime};
+
+/// Errors while building or signing certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// The HSM failed to sign.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The certificate could not be built.
+    #[error("cannot build certificate: {0}")]
+    Build(String),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Build(e.to_string())
+    }
+}
+
+/// What the store keeps about the CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaRecord {
+    /// Backend holding the CA key.
+    pub backend: String,
+    /// The CA key's HSM id.
+    pub hsm_id: String,
+    /// The CA's common name.
+    pub common_name: String,
+    /// DER SubjectPublicKeyInfo of the CA key (P-256), hex.
+    pub public_key: String,
+    /// The self-signed CA certificate, PEM.
+    pub certificate_pem: String,
+}
+
+/// The CA key inside the HSM, seen by rcgen as a signing key. Lives on one HSM worker
+/// thread for the duration of one issuance.
+struct HsmCaKey<'s> {
+    session: RefCell<&'s mut dyn HsmSession>,
+    hsm_id: String,
+    point: Vec<u8>,
+    error: RefCell<Option<HsmError>>,
+}
+
+impl PublicKeyData for HsmCaKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl SigningKey for HsmCaKey<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let input = SignInput::Message(msg.to_vec());
+        self.session
+            .borrow_mut()
+            .sign(&self.hsm_id, Algorithm::EcdsaP256, &input)
+            .map_err(|e| {
+                *self.error.borrow_mut() = Some(e);
+                rcgen::Error::RemoteKeyError
+            })
+    }
+}
+
+/// A subject's public key (no private half needed to be certified).
+struct SubjectKey {
+    bits: Vec<u8>,
+    algorithm: &'static SignatureAlgorithm,
+}
+
+impl PublicKeyData for SubjectKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+fn key_id(spki: &[u8]) -> KeyIdMethod {
+    KeyIdMethod::PreSpecified(sha2::Sha256::digest(spki)[..20].to_vec())
+}
+
+fn serial() -> Result<SerialNumber, PkiError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| PkiError::Build(e.to_string()))?;
+    b[0] &= 0x7f;
+    Ok(SerialNumber::from_slice(&b))
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Keyward");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn base_params(common_name: &str, valid_for: Duration) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + valid_for;
+    p.distinguished_name = name(common_name);
+    p.serial_number = Some(serial()?);
+    Ok(p)
+}
+
+fn ca_params(common_name: &str, ca_spki: &[u8]) -> Result<CertificateParams, PkiError> {
+    let mut p = base_params(common_name, Duration::days(3650))?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.key_identifier_method = key_id(ca_spki);
+    Ok(p)
+}
+
+fn ca_key<'s>(
+    session: &'s mut dyn HsmSession,
+    hsm_id: &str,
+    ca_spki: &[u8],
+) -> Result<HsmCaKey<'s>, PkiError> {
+    Ok(HsmCaKey {
+        session: RefCell::new(session),
+        hsm_id: hsm_id.to_string(),
+        point: spki_key_bits(ca_spki).map_err(PkiError::Build)?,
+        error: RefCell::new(None),
+    })
+}
+
+/// Turns rcgen's opaque "remote key error" back into the HSM's own error.
+fn hsm_first(key: &HsmCaKey<'_>, e: rcgen::Error) -> PkiError {
+    match key.error.borrow_mut().take() {
+        Some(h) => PkiError::Hsm(h),
+        None => e.into(),
+    }
+}
+
+/// Creates the self-signed CA certificate for a CA key already generated in the HSM.
+pub fn self_sign_ca(
+    session: &mut dyn HsmSession,
+    backend: &str,
+    hsm_id: &str,
+    ca_spki: &[u8],
+    common_name: &str,
+) -> Result<CaRecord, PkiError> {
+    let key = ca_key(session, hsm_id, ca_spki)?;
+    let cert = ca_params(common_name, ca_spki)?
+        .self_signed(&key)
+        .map_err(|e| hsm_first(&key, e))?;
+    Ok(CaRecord {
+        backend: backend.to_string(),
+        hsm_id: hsm_id.to_string(),
+        common_name: common_name.to_string(),
+        public_key: hex::encode(ca_spki),
+        certificate_pem: cert.pem(),
+    })
+}
+
+/// What a certificate is for.
+pub enum Subject<'a> {
+    /// A key version: code signing, named `key/vN`.
+    KeyVersion {
+        /// Key name.
+        key: &'a str,
+        /// Version number.
+        version: u32,
+    },
+    /// The daemon's TLS server identity with these DNS names / IP addresses.
+    Server(&'a [String]),
+    /// A principal's TLS client identity.
+    Client(&'a str),
+}
+
+/// Issues a certificate for `subject_spki`, signed by the CA key in the HSM.
+pub fn issue(
+    session: &mut dyn HsmSession,
+    ca: &CaRecord,
+    subject: Subject<'_>,
+    subject_spki: &[u8],
+    subject_algorithm: Algorithm,
+) -> Result<String, PkiError> {
+    let ca_spki = hex::decode(&ca.public_key).map_err(|e| PkiError::Build(e.to_string()))?;
+    let mut params = match subject {
+        Subject::KeyVersion { key, version } => {
+            let mut p = base_params(&format!("{key}/v{version}"), Duration::days(3 * 365))?;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+            p
+        }
+        Subject::Server(names) => {
+            let mut p = base_params("keywardd", Duration::days(825))?;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            for n in names {
+                p.subject_alt_names.push(match n.parse() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(n.as_str().try_into()?),
+                });
+            }
+            p
+        }
+        Subject::Client(principal) => {
+            let mut p = base_params(principal, Duration::days(365))?;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            p
+        }
+    };
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = key_id(subject_spki);
+    let subject_key = SubjectKey {
+        bits: spki_key_bits(subject_spki).map_err(PkiError::Build)?,
+        algorithm: match subject_algorithm {
+            Algorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Algorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Algorithm::Ed25519 => &rcgen::PKCS_ED25519,
+            Algorithm::RsaPss3072 => &rcgen::PKCS_RSA_SHA256,
+        },
+    };
+    let key = ca_key(session, &ca.hsm_id, &ca_spki)?;
+    let issuer = Issuer::new(ca_params(&ca.common_name, &ca_spki)?, &key);
+    let cert = params
+        .signed_by(&subject_key, &issuer)
+        .map_err(|e| hsm_first(&key, e))?;
+    Ok(cert.pem())
+}
+
+/// A software TLS key pair (for the server and client identities, which rustls must
+/// hold in memory) with its certificate.
+pub struct TlsIdentity {
+    /// PKCS#8 PEM private key.
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// PEM certificate.
+    pub certificate_pem: String,
+}
+
+/// Generates a P-256 TLS key in software and has the CA certify it.
+pub fn issue_tls_identity(
+    session: &mut dyn HsmSession,
+    ca: &CaRecord,
+    subject: Subject<'_>,
+) -> Result<TlsIdentity, PkiError> {
+    let pair = KeyPair::generate()?;
+    let spki = pair.subject_public_key_info();
+    let certificate_pem = issue(session, ca, subject, &spki, Algorithm::EcdsaP256)?;
+    Ok(TlsIdentity {
+        key_pem: zeroize::Zeroizing::new(pair.serialize_pem()),
+        certificate_pem,
+    })
+}
+
+/// Fingerprint (SHA-256 of the SPKI) of the CA key.
+pub fn ca_fingerprint(ca: &CaRecord) -> String {
+    hex::decode(&ca.public_key)
+        .map(|d| fingerprint(&d))
+        .unwrap_or_default()
+}

@@ -1,0 +1,74 @@
+//! Storage of Keyward's state behind a small trait, so that domain code never sees the
+//! engine (sled by default; a replicated deployment can put an etcd store here).
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+/// A group of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Key records, by key name.
+    Keys,
+    /// Instance facts: the CA, server identity.
+    Meta,
+}
+
+impl Namespace {
+    fn tree(self) -> &'static str {
+        match self {
+            Namespace::Keys => "keys",
+            Namespace::Meta => "meta",
+        }
+    }
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (disk, lock, corruption).
+    #[error("storage error: {0}")]
+    Engine(String),
+    /// A record could not be decoded.
+    #[error("stored record {key:?} is unreadable: {detail}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Durable key-value storage. Every write is durable when the call returns.
+pub trait Store: Send + Sync {
+    /// Reads a record.
+    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a record, replacing any old one.
+    fn put(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Writes a record only if none exists under `key`; returns whether it wrote.
+    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// All records of a namespace, ordered by key.
+    fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
+
+/// Reads and decodes a JSON record.
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    ns: Namespace,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    store
+        .get(ns, key)?
+        .map(|v| {
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// Encodes a record as JSON.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Engine(format!("cannot encode record: {e}")))
+}

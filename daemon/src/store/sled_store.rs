@@ -1,0 +1,90 @@
+//! The embedded default store: sled under the daemon's data directory.
+
+use super::{Namespace, Store, StoreError};
+use std::path::Path;
+
+/// sled database; one process at a time (sled locks the directory).
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+fn engine(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+                StoreError::Engine(format!(
+                    "the data directory {} is in use by another keywardd (only one daemon may use it): {text}",
+                    dir.display()
+                ))
+            } else {
+                StoreError::Engine(format!("cannot open store in {}: {text}", dir.display()))
+            }
+        })?;
+        Ok(Self { db })
+    }
+
+    fn tree(&self, ns: Namespace) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(ns.tree()).map_err(engine)
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(ns)?.get(key).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tree = self.tree(ns)?;
+        tree.insert(key, value).map_err(engine)?;
+        tree.flush().map_err(engine)?;
+        Ok(())
+    }
+
+    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let tree = self.tree(ns)?;
+        let swapped = tree
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))
+            .map_err(engine)?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        tree.flush().map_err(engine)?;
+        Ok(true)
+    }
+
+    fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.tree(ns)?
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(engine)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_does_not_overwrite_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert!(s.create(Namespace::Keys, "a", b"1").unwrap());
+            assert!(!s.create(Namespace::Keys, "a", b"2").unwrap());
+            s.put(Namespace::Meta, "m", b"x").unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(Namespace::Keys, "a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.list(Namespace::Meta).unwrap(), vec![("m".to_string(), b"x".to_vec())]);
+    }
+}
