@@ -1,1 +1,132 @@
+//! Typed client for keywardd, and the configuration file the `keyward` CLI reads.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+use keyward_proto::v1::key_service_client::KeyServiceClient;
+use keyward_proto::v1::signing_service_client::SigningServiceClient;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+pub use keyward_proto::v1 as proto;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The configuration file is missing or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The daemon could not be reached.
+    #[error("cannot connect to keywardd at {endpoint}: {detail}")]
+    Connect {
+        /// Where we tried.
+        endpoint: String,
+        /// Why it failed.
+        detail: String,
+    },
+}
+
+/// `client.toml`: where the daemon is and which identity to present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `https://host:port` of the daemon's gRPC listener.
+    pub endpoint: String,
+    /// Name to expect in the server certificate (default: the endpoint's host).
+    pub server_name: Option<String>,
+    /// The Keyward CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This principal's client certificate (PEM).
+    pub cert: PathBuf,
+    /// This principal's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl ClientConfig {
+    /// Reads a configuration file; relative paths are taken relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ClientError::Config(format!(
+                "cannot read client configuration {}: {e} (set KEYWARD_CONFIG or pass --config)",
+                path.display()
+            ))
+        })?;
+        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| {
+            ClientError::Config(format!(
+                "invalid client configuration {}: {e}",
+                path.display()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.ca_cert, &mut cfg.cert, &mut cfg.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// `KEYWARD_CONFIG`, else `~/.config/keyward/client.toml`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("KEYWARD_CONFIG") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        home.join(".config/keyward/client.toml")
+    }
+}
+
+/// A connection to keywardd.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Key management.
+    pub keys: KeyServiceClient<Channel>,
+    /// Raw signing.
+    pub signing: SigningServiceClient<Channel>,
+}
+
+fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(p)
+        .map_err(|e| ClientError::Config(format!("cannot read {what} {}: {e}", p.display())))
+}
+
+impl Client {
+    /// Connects with mutual TLS.
+    pub async fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
+        let ca = read(&cfg.ca_cert, "CA certificate")?;
+        let cert = read(&cfg.cert, "client certificate")?;
+        let key = zeroize::Zeroizing::new(read(&cfg.key, "client key")?);
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key.as_slice()));
+        if let Some(name) = &cfg.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let err = |e: &dyn std::fmt::Display| ClientError::Connect {
+            endpoint: cfg.endpoint.clone(),
+            detail: e.to_string(),
+        };
+        let channel = Channel::from_shared(cfg.endpoint.clone())
+            .map_err(|e| err(&e))?
+            .tls_config(tls)
+            .map_err(|e| err(&e))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| {
+                let mut detail = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    detail = format!("{detail}: {s}");
+                    src = s.source();
+                }
+                err(&detail)
+            })?;
+        Ok(Self {
+            keys: KeyServiceClient::new(channel.clone()),
+            signing: SigningServiceClient::new(channel),
+        })
+    }
+}

@@ -1,1 +1,333 @@
-fn main() {}
+//! `keyward`: the command-line client of keywardd.
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use clap::{Parser, Subcommand, ValueEnum};
+use keyward_client::proto;
+use keyward_client::{Client, ClientConfig};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Sign with keys held in HSMs by keywardd"
+)]
+struct Cli {
+    /// Client configuration (default: $KEYWARD_CONFIG or ~/.config/keyward/client.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "text")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a file; prints the base64 signature (like `cosign sign-blob`).
+    SignBlob {
+        /// Key to sign with (its active version signs).
+        #[arg(long)]
+        key: String,
+        /// Also write the base64 signature to this file.
+        #[arg(long)]
+        output_signature: Option<PathBuf>,
+        /// The file to sign.
+        file: PathBuf,
+    },
+    /// List the daemon's HSM backends and their algorithms.
+    Backends,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key inside an HSM.
+    Create {
+        /// Key name (a-z, 0-9, '.', '_', '-').
+        name: String,
+        /// ecdsa-p256 (default), ecdsa-p384, ed25519 or rsa-pss-3072.
+        #[arg(long, default_value = "ecdsa-p256")]
+        algorithm: String,
+        /// Backend (default: the daemon's default backend).
+        #[arg(long, default_value = "")]
+        backend: String,
+    },
+    /// List keys.
+    List,
+    /// Show a key and its versions.
+    Show {
+        /// Key name.
+        name: String,
+    },
+    /// Make a new version active; the old one is retired (verifies, never signs).
+    Rotate {
+        /// Key name.
+        name: String,
+    },
+    /// Print a version's public key (PEM).
+    Public {
+        /// Key name.
+        name: String,
+        /// Version (default: the active one).
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+        /// Print the version's X.509 certificate instead.
+        #[arg(long)]
+        certificate: bool,
+    },
+}
+
+fn state(s: i32) -> &'static str {
+    match proto::VersionState::try_from(s) {
+        Ok(proto::VersionState::Pending) => "pending",
+        Ok(proto::VersionState::Active) => "active",
+        Ok(proto::VersionState::Retired) => "retired",
+        Ok(proto::VersionState::Revoked) => "revoked",
+        Ok(proto::VersionState::Destroyed) => "destroyed",
+        _ => "unknown",
+    }
+}
+
+fn key_json(k: &proto::Key) -> serde_json::Value {
+    json!({
+        "name": k.name,
+        "algorithm": k.algorithm,
+        "backend": k.backend,
+        "created_at": k.created_at,
+        "active_version": k.active_version,
+        "versions": k.versions.iter().map(|v| json!({
+            "version": v.version,
+            "state": state(v.state),
+            "hsm_id": v.hsm_id,
+            "fingerprint": v.fingerprint,
+            "created_at": v.created_at,
+            "activated_at": v.activated_at,
+            "retired_at": v.retired_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_key(k: &proto::Key) {
+    println!(
+        "{}  {}  backend={}  active=v{}",
+        k.name, k.algorithm, k.backend, k.active_version
+    );
+    for v in &k.versions {
+        println!(
+            "  v{:<3} {:<9} {}  created {}",
+            v.version,
+            state(v.state),
+            v.fingerprint,
+            v.created_at
+        );
+    }
+}
+
+fn emit(output: Output, value: serde_json::Value, text: impl FnOnce()) {
+    match output {
+        Output::Json => println!("{value}"),
+        Output::Text => text(),
+    }
+}
+
+/// Turns a gRPC status into a one-line error that says what was wrong.
+fn explain(e: tonic::Status) -> anyhow::Error {
+    let code = match e.code() {
+        tonic::Code::NotFound => "not found",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::ResourceExhausted => "resource exhausted",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "error",
+    };
+    anyhow::anyhow!("{} ({code})", e.message())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(ClientConfig::default_path);
+    let cfg = ClientConfig::load(&path)?;
+    let mut client = Client::connect(&cfg).await?;
+    let out = cli.output;
+    match cli.command {
+        Command::Key(KeyCommand::Create {
+            name,
+            algorithm,
+            backend,
+        }) => {
+            let k = client
+                .keys
+                .create_key(proto::CreateKeyRequest {
+                    name,
+                    algorithm,
+                    backend,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, key_json(&k), || print_key(&k));
+        }
+        Command::Key(KeyCommand::List) => {
+            let keys = client
+                .keys
+                .list_keys(proto::ListKeysRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .keys;
+            emit(
+                out,
+                json!(keys.iter().map(key_json).collect::<Vec<_>>()),
+                || {
+                    for k in &keys {
+                        println!(
+                            "{}\t{}\t{}\tv{}",
+                            k.name, k.algorithm, k.backend, k.active_version
+                        );
+                    }
+                },
+            );
+        }
+        Command::Key(KeyCommand::Show { name }) => {
+            let k = client
+                .keys
+                .get_key(proto::GetKeyRequest { name })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, key_json(&k), || print_key(&k));
+        }
+        Command::Key(KeyCommand::Rotate { name }) => {
+            let k = client
+                .keys
+                .rotate_key(proto::RotateKeyRequest { name })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, key_json(&k), || print_key(&k));
+        }
+        Command::Key(KeyCommand::Public {
+            name,
+            version,
+            certificate,
+        }) => {
+            let p = client
+                .keys
+                .get_public_key(proto::GetPublicKeyRequest { name, version })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let value = json!({
+                "name": p.name, "version": p.version, "algorithm": p.algorithm,
+                "state": state(p.state), "fingerprint": p.fingerprint,
+                "public_key_pem": p.public_key_pem, "certificate_pem": p.certificate_pem,
+                "ca_certificate_pem": p.ca_certificate_pem,
+            });
+            emit(out, value, || {
+                if certificate {
+                    print!("{}", p.certificate_pem);
+                } else {
+                    print!("{}", p.public_key_pem);
+                }
+            });
+        }
+        Command::SignBlob {
+            key,
+            output_signature,
+            file,
+        } => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let k = client
+                .keys
+                .get_key(proto::GetKeyRequest { name: key.clone() })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let mut req = proto::SignDigestRequest {
+                key,
+                ..Default::default()
+            };
+            // Ed25519 signs the message itself; the others sign a digest made here, so
+            // that large files never travel to the daemon.
+            match k.algorithm.as_str() {
+                "ed25519" => req.message = data,
+                "ecdsa-p384" => {
+                    use sha2::Digest;
+                    req.digest_algorithm = "sha384".into();
+                    req.digest = sha2::Sha384::digest(&data).to_vec();
+                }
+                _ => {
+                    use sha2::Digest;
+                    req.digest_algorithm = "sha256".into();
+                    req.digest = sha2::Sha256::digest(&data).to_vec();
+                }
+            }
+            let r = client
+                .signing
+                .sign_digest(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
+            if let Some(p) = &output_signature {
+                std::fs::write(p, &b64).with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            emit(
+                out,
+                json!({"key": r.key, "version": r.version, "algorithm": r.algorithm,
+                       "digest_algorithm": r.digest_algorithm, "signature": b64}),
+                || println!("{b64}"),
+            );
+        }
+        Command::Backends => {
+            let b = client
+                .keys
+                .list_backends(proto::ListBackendsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .backends;
+            emit(
+                out,
+                json!(b.iter().map(|b| json!({"name": b.name, "kind": b.kind, "algorithms": b.algorithms, "default": b.is_default})).collect::<Vec<_>>()),
+                || {
+                    for b in &b {
+                        println!("{}\t{}\t{}{}", b.name, b.kind, b.algorithms.join(","), if b.is_default { "\t(default)" } else { "" });
+                    }
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -210,7 +210,9 @@ pub fn secret_source(
     match (file, env) {
         (Some(f), None) => Ok(PinSource::File(f.clone())),
         (None, Some(v)) => Ok(PinSource::Env(v.clone())),
-        (None, None) => Err(format!("{what}: set pin_file/password_file or pin_env/password_env")),
+        (None, None) => Err(format!(
+            "{what}: set pin_file/password_file or pin_env/password_env"
+        )),
         (Some(_), Some(_)) => Err(format!(
             "{what}: set either the file or the variable, not both"
         )),
@@ -319,7 +321,9 @@ impl Config {
             if let Some(n) = n
                 && !names.contains(n.as_str())
             {
-                return Err(format!("{what} names backend {n:?}, which is not configured"));
+                return Err(format!(
+                    "{what} names backend {n:?}, which is not configured"
+                ));
             }
         }
         Ok(())

@@ -63,7 +63,8 @@ impl DevLayout {
     /// Writes `softhsm2.conf` and the token directory if missing.
     pub fn write_softhsm_conf(&self) -> Result<(), StartError> {
         let tokens = self.dir.join("tokens");
-        std::fs::create_dir_all(&tokens).map_err(io(format!("cannot create {}", tokens.display())))?;
+        std::fs::create_dir_all(&tokens)
+            .map_err(io(format!("cannot create {}", tokens.display())))?;
         if !self.softhsm_conf().exists() {
             let text = format!(
                 "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",

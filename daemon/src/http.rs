@@ -11,7 +11,12 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/healthz",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}\n") }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{\"status\":\"ok\"}\n",
+                )
+            }),
         )
         .route(
             "/metrics",

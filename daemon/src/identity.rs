@@ -35,12 +35,12 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 /// tonic interceptor: takes the principal from the verified client certificate (TLS
 /// has already checked it against the Keyward CA) and puts it into the request.
 pub fn authenticate(mut req: Request<()>) -> Result<Request<()>, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate issued by the Keyward CA is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate issued by the Keyward CA is required"))?;
+    let certs = req.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by the Keyward CA is required")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by the Keyward CA is required")
+    })?;
     let name = common_name(leaf.as_ref())
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Status::unauthenticated("the client certificate has no common name"))?;

@@ -170,11 +170,10 @@ fn open_backend(b: &BackendConfig) -> Result<Arc<dyn Backend>, StartError> {
                 }
                 #[cfg(feature = "usb")]
                 YubiConnector::Usb { serial } => {
-                    let serial = serial
-                        .as_deref()
-                        .map(str::parse)
-                        .transpose()
-                        .map_err(|_| StartError::Config(format!("backend {name}: bad serial")))?;
+                    let serial =
+                        serial.as_deref().map(str::parse).transpose().map_err(|_| {
+                            StartError::Config(format!("backend {name}: bad serial"))
+                        })?;
                     yubihsm::Connector::usb(&yubihsm::UsbConfig {
                         serial,
                         timeout_ms: 5000,
@@ -264,7 +263,9 @@ impl Instance {
     }
 
     fn ca_pool(&self) -> Result<&HsmPool, StartError> {
-        self.backends.get(self.config.ca_backend()).map_err(StartError::from)
+        self.backends
+            .get(self.config.ca_backend())
+            .map_err(StartError::from)
     }
 
     /// Generates the CA key inside the HSM and the self-signed CA certificate, and
@@ -304,7 +305,11 @@ impl Instance {
     }
 
     /// Issues a client identity for a principal.
-    pub async fn issue_client(&self, ca: &CaRecord, name: &str) -> Result<ClientIdentity, StartError> {
+    pub async fn issue_client(
+        &self,
+        ca: &CaRecord,
+        name: &str,
+    ) -> Result<ClientIdentity, StartError> {
         let ca2 = ca.clone();
         let who = name.to_string();
         let tls = self

@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "keywardd", version, about = "Keeps container-image signing keys inside HSMs")]
+#[command(
+    name = "keywardd",
+    version,
+    about = "Keeps container-image signing keys inside HSMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,13 +24,21 @@ enum Command {
     /// Serve the API with the given configuration.
     Serve {
         /// Configuration file.
-        #[arg(long, env = "KEYWARDD_CONFIG", default_value = "/etc/keyward/keywardd.toml")]
+        #[arg(
+            long,
+            env = "KEYWARDD_CONFIG",
+            default_value = "/etc/keyward/keywardd.toml"
+        )]
         config: PathBuf,
     },
     /// Create the Keyward CA inside the HSM and the first admin's client identity.
     Init {
         /// Configuration file.
-        #[arg(long, env = "KEYWARDD_CONFIG", default_value = "/etc/keyward/keywardd.toml")]
+        #[arg(
+            long,
+            env = "KEYWARDD_CONFIG",
+            default_value = "/etc/keyward/keywardd.toml"
+        )]
         config: PathBuf,
         /// Name of the first admin principal.
         #[arg(long, default_value = "admin")]

@@ -49,7 +49,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("keyward");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "gRPC requests by method and status code", requests.clone());
+        registry.register(
+            "requests",
+            "gRPC requests by method and status code",
+            requests.clone(),
+        );
         let signatures = Family::<KeyLabels, Counter>::default();
         registry.register("signatures", "Signatures made, by key", signatures.clone());
         let hsm_seconds = Family::<HsmLabels, Histogram>::new_with_constructor(|| {

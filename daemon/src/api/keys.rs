@@ -114,12 +114,14 @@ impl pb::key_service_server::KeyService for KeyApi {
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
             let v = if r.version == 0 {
-                k.active().ok_or_else(|| KeyError::NoActiveVersion(k.name.clone()))?
+                k.active()
+                    .ok_or_else(|| KeyError::NoActiveVersion(k.name.clone()))?
             } else {
-                k.version(r.version).ok_or_else(|| KeyError::VersionNotFound {
-                    name: k.name.clone(),
-                    version: r.version,
-                })?
+                k.version(r.version)
+                    .ok_or_else(|| KeyError::VersionNotFound {
+                        name: k.name.clone(),
+                        version: r.version,
+                    })?
             };
             Ok(pb::PublicKey {
                 name: k.name.clone(),

@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn unknown_algorithm_lists_valid_ones() {
         let err = Algorithm::parse("ecdsa-p521").unwrap_err();
-        assert!(err.contains("ecdsa-p256, ecdsa-p384, ed25519, rsa-pss-3072"), "{err}");
+        assert!(
+            err.contains("ecdsa-p256, ecdsa-p384, ed25519, rsa-pss-3072"),
+            "{err}"
+        );
         assert_eq!(Algorithm::parse("ed25519"), Ok(Algorithm::Ed25519));
     }
 

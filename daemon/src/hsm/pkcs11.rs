@@ -50,9 +50,10 @@ impl PinSource {
             PinSource::File(p) => Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
                 HsmError::Config(format!("cannot read PIN file {}: {e}", p.display()))
             })?),
-            PinSource::Env(v) => Zeroizing::new(std::env::var(v).map_err(|_| {
-                HsmError::Config(format!("the PIN variable {v} is not set"))
-            })?),
+            PinSource::Env(v) => Zeroizing::new(
+                std::env::var(v)
+                    .map_err(|_| HsmError::Config(format!("the PIN variable {v} is not set")))?,
+            ),
         };
         let pin = Zeroizing::new(raw.trim_end_matches(['\r', '\n']).to_string());
         if pin.is_empty() {
@@ -192,11 +193,17 @@ pub fn ensure_token(
     user_pin: &str,
 ) -> Result<bool, HsmError> {
     let ctx = Pkcs11::new(module).map_err(|e| {
-        HsmError::Config(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+        HsmError::Config(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
     })?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| device("initialise", e))?;
-    if find_slot(&ctx, label).map_err(|e| device("list tokens", e))?.is_some() {
+    if find_slot(&ctx, label)
+        .map_err(|e| device("list tokens", e))?
+        .is_some()
+    {
         return Ok(false);
     }
     let free = ctx
@@ -215,7 +222,9 @@ pub fn ensure_token(
     let slot = find_slot(&ctx, label)
         .map_err(|e| device("list tokens", e))?
         .ok_or_else(|| HsmError::Config(format!("token {label:?} vanished after init")))?;
-    let session = ctx.open_rw_session(slot).map_err(|e| device("open session", e))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| device("open session", e))?;
     session
         .login(UserType::So, Some(&so))
         .map_err(|e| device("SO login", e))?;
@@ -406,11 +415,18 @@ impl Pkcs11Session {
         }
     }
 
-    fn public_key_der(&self, public: ObjectHandle, algorithm: Algorithm) -> Result<Vec<u8>, HsmError> {
+    fn public_key_der(
+        &self,
+        public: ObjectHandle,
+        algorithm: Algorithm,
+    ) -> Result<Vec<u8>, HsmError> {
         if algorithm == Algorithm::RsaPss3072 {
             let attrs = self
                 .session
-                .get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    public,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .map_err(|e| device("read public key", e))?;
             let (mut n, mut e) = (Vec::new(), Vec::new());
             for a in attrs {
@@ -474,8 +490,14 @@ impl HsmSession for Pkcs11Session {
             Attribute::Label(label),
         ];
         let (mechanism, mut public) = match algorithm {
-            Algorithm::EcdsaP256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P256_OID.to_vec())]),
-            Algorithm::EcdsaP384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(P384_OID.to_vec())]),
+            Algorithm::EcdsaP256 => (
+                Mechanism::EccKeyPairGen,
+                vec![Attribute::EcParams(P256_OID.to_vec())],
+            ),
+            Algorithm::EcdsaP384 => (
+                Mechanism::EccKeyPairGen,
+                vec![Attribute::EcParams(P384_OID.to_vec())],
+            ),
             Algorithm::Ed25519 => (
                 Mechanism::EccEdwardsKeyPairGen,
                 vec![Attribute::EcParams(ED25519_OID.to_vec())],
@@ -492,7 +514,8 @@ impl HsmSession for Pkcs11Session {
         public.extend_from_slice(&common_pub);
         let generated = {
             let _exclusive = write(&self.objects.generation);
-            self.session.generate_key_pair(&mechanism, &public, &private)
+            self.session
+                .generate_key_pair(&mechanism, &public, &private)
         };
         let (pub_h, priv_h) = match generated {
             Ok(pair) => pair,
@@ -527,7 +550,8 @@ impl HsmSession for Pkcs11Session {
     ) -> Result<Vec<u8>, HsmError> {
         if algorithm == Algorithm::Ed25519 && matches!(input, SignInput::Digest(..)) {
             return Err(HsmError::InvalidInput(
-                "ed25519 keys sign whole messages (pure EdDSA), not digests: send the message".into(),
+                "ed25519 keys sign whole messages (pure EdDSA), not digests: send the message"
+                    .into(),
             ));
         }
         let id = parse_id(hsm_id)?;
@@ -538,7 +562,10 @@ impl HsmSession for Pkcs11Session {
                 Ok(sig) => break sig,
                 // The handle went stale (object destroyed and re-created elsewhere):
                 // look the key up again, once.
-                Err(e) if !retried && is_rv(&e, RvError::ObjectHandleInvalid) || !retried && is_rv(&e, RvError::KeyHandleInvalid) => {
+                Err(e)
+                    if !retried && is_rv(&e, RvError::ObjectHandleInvalid)
+                        || !retried && is_rv(&e, RvError::KeyHandleInvalid) =>
+                {
                     self.forget(&id);
                     handle = self.handle(&id)?;
                     retried = true;

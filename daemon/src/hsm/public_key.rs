@@ -28,7 +28,10 @@ pub fn ec_spki(algorithm: Algorithm, point: &[u8]) -> Result<Vec<u8>, HsmError> 
             .to_public_key_der(),
         Algorithm::Ed25519 => {
             if point.len() != 32 {
-                return Err(bad("Ed25519 key", format!("{} bytes, want 32", point.len())));
+                return Err(bad(
+                    "Ed25519 key",
+                    format!("{} bytes, want 32", point.len()),
+                ));
             }
             let mut spki = ED25519_SPKI_PREFIX.to_vec();
             spki.extend_from_slice(point);

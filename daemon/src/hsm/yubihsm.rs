@@ -51,7 +51,11 @@ fn format_id(id: object::Id) -> String {
 impl YubiHsmBackend {
     /// Connects and authenticates. The password in `credentials` is used once and
     /// wiped by the crate when the credentials are dropped.
-    pub fn open(name: &str, connector: Connector, credentials: Credentials) -> Result<Self, HsmError> {
+    pub fn open(
+        name: &str,
+        connector: Connector,
+        credentials: Credentials,
+    ) -> Result<Self, HsmError> {
         let client = Client::open(connector, credentials, true).map_err(|e| {
             let text = e.to_string();
             if text.contains("authentication") || text.contains("Auth") {
@@ -105,7 +109,9 @@ impl YubiHsmSession {
                 return Ok(id);
             }
         }
-        Err(HsmError::OutOfSpace("no free object id on the YubiHSM".into()))
+        Err(HsmError::OutOfSpace(
+            "no free object id on the YubiHSM".into(),
+        ))
     }
 }
 
@@ -204,7 +210,9 @@ impl HsmSession for YubiHsmSession {
             .client
             .get_object_info(id, object::Type::AsymmetricKey)
             .map_err(|e| device("read object info", e))?;
-        let extractable = info.capabilities.contains(Capability::EXPORTABLE_UNDER_WRAP);
+        let extractable = info
+            .capabilities
+            .contains(Capability::EXPORTABLE_UNDER_WRAP);
         Ok(KeyProtection {
             // A YubiHSM never reveals a private key in plaintext.
             sensitive: true,

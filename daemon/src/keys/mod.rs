@@ -202,7 +202,13 @@ impl KeyRegistry {
         let (key, spki) = (name.to_string(), generated.public_key_der.clone());
         let cert: Result<String, PkiError> = ca_pool
             .run("certify", move |s| {
-                pki::issue(s, &ca, Subject::KeyVersion { key: &key, version }, &spki, algorithm)
+                pki::issue(
+                    s,
+                    &ca,
+                    Subject::KeyVersion { key: &key, version },
+                    &spki,
+                    algorithm,
+                )
             })
             .await;
         let certificate_pem = match cert {
@@ -267,7 +273,8 @@ impl KeyRegistry {
             created_at: now(),
             versions: vec![v1],
         };
-        let stored = store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
+        let stored =
+            store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
         match stored {
             Ok(true) => Ok(self.remember(rec)),
             Ok(false) => {
@@ -286,7 +293,13 @@ impl KeyRegistry {
     pub async fn rotate(&self, name: &str) -> Result<Arc<KeyRecord>, KeyError> {
         let _w = self.writes.lock().await;
         let current = self.get(name)?;
-        let next = current.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        let next = current
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let fresh = self
             .new_version(name, &current.backend, current.algorithm, next)
             .await?;
@@ -350,7 +363,11 @@ impl KeyRegistry {
                 .map_err(KeyError::Hsm)?;
             let mut expected: HashMap<String, String> = HashMap::new();
             for rec in self.list().iter().filter(|r| &r.backend == backend) {
-                for v in rec.versions.iter().filter(|v| v.state != VersionState::Destroyed) {
+                for v in rec
+                    .versions
+                    .iter()
+                    .filter(|v| v.state != VersionState::Destroyed)
+                {
                     expected.insert(v.hsm_id.clone(), format!("{}/v{}", rec.name, v.version));
                 }
             }

@@ -95,7 +95,9 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// The version that signs.
     pub fn active(&self) -> Option<&KeyVersion> {
-        self.versions.iter().find(|v| v.state == VersionState::Active)
+        self.versions
+            .iter()
+            .find(|v| v.state == VersionState::Active)
     }
 
     /// A version by number.

@@ -5,8 +5,8 @@
 use crate::hsm::public_key::{fingerprint, spki_key_bits};
 use crate::hsm::{Algorithm, HsmError, HsmSession, SignInput};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
     SignatureAlgorithm, SigningKey,
 };
 use serde::{Deserialize, Serialize};

@@ -84,7 +84,13 @@ mod tests {
             s.put(Namespace::Meta, "m", b"x").unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.get(Namespace::Keys, "a").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(s.list(Namespace::Meta).unwrap(), vec![("m".to_string(), b"x".to_vec())]);
+        assert_eq!(
+            s.get(Namespace::Keys, "a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            s.list(Namespace::Meta).unwrap(),
+            vec![("m".to_string(), b"x".to_vec())]
+        );
     }
 }
