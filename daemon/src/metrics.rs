@@ -92,7 +92,7 @@ impl Metrics {
     }
 
     /// An observer for an HSM pool's operation latencies.
-    pub fn hsm_observer(self: &Arc<Self>, backend: &str) -> Arc<dyn Fn(&str, f64) + Send + Sync> {
+    pub fn hsm_observer(self: &Arc<Self>, backend: &str) -> crate::hsm::pool::Observer {
         let me = self.clone();
         let backend = backend.to_string();
         Arc::new(move |op, secs| {

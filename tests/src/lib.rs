@@ -1,1 +1,246 @@
+//! Helpers for end-to-end tests: start the real `keywardd` on a fresh SoftHSM token,
+//! run the real `keyward` CLI against it, and inspect the token from outside.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Path of a workspace binary (built by `cargo build --workspace` before the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>  ->  target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A `keywardd dev` process on its own directory and SoftHSM token.
+pub struct DevDaemon {
+    /// The instance directory.
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    /// gRPC endpoint (`https://127.0.0.1:PORT`).
+    pub endpoint: String,
+    /// `host:port` of /healthz and /metrics.
+    pub http_addr: String,
+}
+
+impl DevDaemon {
+    /// Starts a daemon in a fresh temporary directory.
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut d = Self::start_in(&dir).unwrap_or_else(|e| panic!("keywardd dev failed: {e}"));
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// Starts `keywardd dev --dir DIR`; on failure returns what the daemon printed.
+    pub fn start_in(dir: &Path) -> Result<Self, String> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`DevDaemon::start_in`] with extra arguments to `keywardd dev`.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        // A client.toml left by an earlier run would look like readiness.
+        let _ = std::fs::remove_file(dir.join("client.toml"));
+        let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
+        let out = std::fs::File::create(dir.join("daemon.out")).map_err(|e| e.to_string())?;
+        let mut child = Command::new(bin("keywardd"))
+            .args(["dev", "--dir"])
+            .arg(dir)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("SOFTHSM2_CONF")
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let client = dir.join("client.toml");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if client.exists() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+                return Err(format!("keywardd exited with {status}: {log}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("keywardd did not become ready within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(&client).map_err(|e| e.to_string())?;
+        let endpoint = text
+            .lines()
+            .find_map(|l| l.strip_prefix("endpoint = "))
+            .map(|s| s.trim_matches('"').to_string())
+            .ok_or("client.toml has no endpoint")?;
+        let banner = std::fs::read_to_string(dir.join("daemon.out")).unwrap_or_default();
+        let http_addr = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            child: Some(child),
+            endpoint,
+            http_addr,
+        })
+    }
+
+    /// Path of the client configuration.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    /// Runs `keyward ARGS` against this daemon.
+    pub fn keyward(&self, args: &[&str]) -> Output {
+        Command::new(bin("keyward"))
+            .env("KEYWARD_CONFIG", self.client_config())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyward")
+    }
+
+    /// Runs `keyward ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.keyward(args);
+        assert!(
+            out.status.success(),
+            "keyward {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `keyward ARGS`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.keyward(args);
+        assert!(
+            !out.status.success(),
+            "keyward {args:?} unexpectedly succeeded"
+        );
+        String::from_utf8(out.stderr).expect("utf-8 output")
+    }
+
+    /// A typed client connected to this daemon.
+    pub async fn client(&self) -> keyward_client::Client {
+        let cfg = keyward_client::ClientConfig::load(&self.client_config()).expect("client.toml");
+        keyward_client::Client::connect(&cfg)
+            .await
+            .expect("connect")
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The token's user PIN.
+    pub fn pin(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pin"))
+            .expect("pin file")
+            .trim()
+            .to_string()
+    }
+
+    /// Private keys on this instance's token, read with cryptoki in a separate process.
+    pub fn token_keys(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(bin("pkcs11-keys"))
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
+            .args([SOFTHSM_MODULE, "keyward-dev"])
+            .arg(self.dir.join("pin"))
+            .output()
+            .expect("run pkcs11-keys");
+        assert!(
+            out.status.success(),
+            "pkcs11-keys failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("pkcs11-keys JSON")
+    }
+
+    /// `pkcs11-tool` against this instance's token.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
+            .args(["--module", SOFTHSM_MODULE, "--token-label", "keyward-dev"])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool (package opensc)")
+    }
+
+    /// GET on the HTTP listener; returns (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http_addr).expect("connect http");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
+    }
+}
+
+impl Drop for DevDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a command, asserting success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

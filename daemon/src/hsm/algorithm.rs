@@ -107,7 +107,7 @@ impl DigestAlgorithm {
     }
 
     /// Length of a digest in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             DigestAlgorithm::Sha256 => 32,
             DigestAlgorithm::Sha384 => 48,
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn digest_lengths_match_hashes() {
         for d in DigestAlgorithm::ALL {
-            assert_eq!(d.hash(b"x").len(), d.len());
+            assert_eq!(d.hash(b"x").len(), d.digest_len());
         }
     }
 }

@@ -407,7 +407,7 @@ impl Pkcs11Session {
                 let params = PkcsPssParams {
                     hash_alg,
                     mgf,
-                    s_len: (dalg.len() as u64).into(),
+                    s_len: (dalg.digest_len() as u64).into(),
                 };
                 self.session
                     .sign(&Mechanism::RsaPkcsPss(params), handle, &digest)
@@ -563,8 +563,9 @@ impl HsmSession for Pkcs11Session {
                 // The handle went stale (object destroyed and re-created elsewhere):
                 // look the key up again, once.
                 Err(e)
-                    if !retried && is_rv(&e, RvError::ObjectHandleInvalid)
-                        || !retried && is_rv(&e, RvError::KeyHandleInvalid) =>
+                    if !retried
+                        && (is_rv(&e, RvError::ObjectHandleInvalid)
+                            || is_rv(&e, RvError::KeyHandleInvalid)) =>
                 {
                     self.forget(&id);
                     handle = self.handle(&id)?;

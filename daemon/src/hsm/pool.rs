@@ -7,13 +7,16 @@ use std::time::Instant;
 
 type Job = Box<dyn FnOnce(&mut dyn HsmSession) + Send>;
 
+/// Receives each HSM operation's name and duration in seconds.
+pub type Observer = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
 /// Runs closures against HSM sessions on dedicated threads.
 ///
 /// Dropping the pool closes its queue; the threads finish queued work and exit.
 pub struct HsmPool {
     backend: Arc<dyn Backend>,
     queue: crossbeam_channel::Sender<Job>,
-    observer: Option<Arc<dyn Fn(&str, f64) + Send + Sync>>,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for HsmPool {
@@ -52,7 +55,7 @@ impl HsmPool {
     }
 
     /// Reports every operation's name and duration in seconds (for metrics).
-    pub fn with_observer(mut self, observer: Arc<dyn Fn(&str, f64) + Send + Sync>) -> Self {
+    pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = Some(observer);
         self
     }

@@ -334,10 +334,10 @@ impl KeyRegistry {
                     "key {name:?} is ed25519, which signs whole messages (pure EdDSA): send the message, not a digest"
                 )));
             }
-            (SignInput::Digest(d, bytes), _) if bytes.len() != d.len() => {
+            (SignInput::Digest(d, bytes), _) if bytes.len() != d.digest_len() => {
                 return Err(KeyError::InvalidArgument(format!(
                     "a {d} digest is {} bytes, got {}",
-                    d.len(),
+                    d.digest_len(),
                     bytes.len()
                 )));
             }
