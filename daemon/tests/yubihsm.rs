@@ -1,0 +1,143 @@
+//! The YubiHSM backend against the `yubihsm` crate's MockHsm (a YubiHSM2 cannot run
+//! here): keys, CA and signatures go through the same registry code as PKCS#11.
+
+use keyward_daemon::hsm::public_key::spki_pem;
+use keyward_daemon::hsm::yubihsm::YubiHsmBackend;
+use keyward_daemon::hsm::{Algorithm, Backend, HsmError, HsmPool, SignInput};
+use keyward_daemon::keys::{Backends, KeyError, KeyRegistry, VersionState};
+use keyward_daemon::pki::{self, CaRecord};
+use keyward_daemon::store::{SledStore, Store};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+
+fn mock() -> Arc<dyn Backend> {
+    Arc::new(
+        YubiHsmBackend::open(
+            "yubi",
+            yubihsm::Connector::mockhsm(),
+            yubihsm::Credentials::default(),
+        )
+        .expect("MockHsm"),
+    )
+}
+
+async fn registry(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord) {
+    let pool = HsmPool::start(mock(), 2).unwrap();
+    let ca: CaRecord = pool
+        .run("init-ca", |s| {
+            let k = s.generate("ca", Algorithm::EcdsaP256)?;
+            pki::self_sign_ca(s, "yubi", &k.hsm_id, &k.public_key_der, "Keyward CA")
+        })
+        .await
+        .map_err(|e: pki::PkiError| e.to_string())
+        .unwrap();
+    let mut pools = BTreeMap::new();
+    pools.insert("yubi".to_string(), pool);
+    let backends = Arc::new(Backends::new(pools, "yubi".into()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store")).unwrap());
+    let reg = KeyRegistry::load(store, backends, Arc::new(ca.clone())).unwrap();
+    (Arc::new(reg), ca)
+}
+
+fn openssl_ok(args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[tokio::test]
+async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, ca) = registry(tmp.path()).await;
+    std::fs::write(tmp.path().join("ca.pem"), &ca.certificate_pem).unwrap();
+    let msg = b"image manifest bytes".to_vec();
+    std::fs::write(tmp.path().join("msg"), &msg).unwrap();
+
+    for (name, alg) in [("p256", "ecdsa-p256"), ("ed", "ed25519")] {
+        let rec = reg.create(name, alg, "").await.unwrap();
+        let v1 = rec.active().unwrap().clone();
+        let (version, sig) = reg
+            .sign(name, SignInput::Message(msg.clone()))
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        let dir = tmp.path();
+        let (pubf, sigf, crtf) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.sig")),
+            dir.join(format!("{name}.crt")),
+        );
+        std::fs::write(&pubf, spki_pem(&v1.public_key)).unwrap();
+        std::fs::write(&sigf, &sig).unwrap();
+        std::fs::write(&crtf, &v1.certificate_pem).unwrap();
+        let (p, s, m) = (
+            pubf.to_str().unwrap(),
+            sigf.to_str().unwrap(),
+            dir.join("msg"),
+        );
+        let m = m.to_str().unwrap();
+        let verified = if alg == "ed25519" {
+            openssl_ok(&[
+                "pkeyutl", "-verify", "-pubin", "-rawin", "-inkey", p, "-in", m, "-sigfile", s,
+            ])
+        } else {
+            openssl_ok(&["dgst", "-sha256", "-verify", p, "-signature", s, m])
+        };
+        assert!(verified, "{alg}: openssl rejected a YubiHSM signature");
+        assert!(openssl_ok(&[
+            "verify",
+            "-CAfile",
+            dir.join("ca.pem").to_str().unwrap(),
+            crtf.to_str().unwrap()
+        ]));
+
+        // Generated on the device without exportable-under-wrap.
+        let pool = reg.backends().get("yubi").unwrap();
+        let id = v1.hsm_id.clone();
+        let prot = pool
+            .run("protection", move |s| s.protection(&id))
+            .await
+            .map_err(|e: HsmError| e)
+            .unwrap();
+        assert!(
+            prot.sensitive && !prot.extractable && prot.never_extractable,
+            "{prot:?}"
+        );
+    }
+
+    // Rotation on YubiHSM: v1 retired, v2 signs.
+    let rec = reg.rotate("p256").await.unwrap();
+    assert_eq!(rec.version(1).unwrap().state, VersionState::Retired);
+    assert_eq!(rec.active().unwrap().version, 2);
+    let (version, _) = reg.sign("p256", SignInput::Message(msg)).await.unwrap();
+    assert_eq!(version, 2);
+}
+
+#[tokio::test]
+async fn unsupported_algorithm_names_what_yubihsm_supports_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, _) = registry(tmp.path()).await;
+    let err = reg.create("big", "rsa-pss-3072", "yubi").await.unwrap_err();
+    assert!(
+        matches!(err, KeyError::Hsm(HsmError::Unsupported { .. })),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("ecdsa-p256, ecdsa-p384, ed25519"), "{text}");
+    assert!(reg.get("big").is_err());
+    let pool = reg.backends().get("yubi").unwrap();
+    let objects = pool
+        .run("list", |s| s.list_objects())
+        .await
+        .map_err(|e: HsmError| e)
+        .unwrap();
+    assert_eq!(
+        objects.len(),
+        1,
+        "only the CA key should be on the device: {objects:?}"
+    );
+}
