@@ -1,1 +1,341 @@
-fn main() {}
+//! Signing throughput: raw cryptoki ECDSA P-256 on SoftHSM (1 and 2 threads) against
+//! `SignDigest` through keywardd over mTLS with 64 concurrent requests, with 10 and with
+//! 3,000 keys on the token. Run with `scripts/bench.sh` (or `cargo bench -p
+//! keyward-tests` after `cargo build --release --bins`).
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use keyward_client::{Client, ClientConfig, proto};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const RAW_SECONDS: u64 = 3;
+const DAEMON_SECONDS: u64 = 5;
+const CONCURRENCY: usize = 64;
+
+fn env_secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--raw-child") {
+        return raw_child(Path::new(&args[i + 1]), args[i + 2].parse()?);
+    }
+    let tmp = tempfile::tempdir()?;
+    let target = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
+    let keywardd = target.join("keywardd");
+    anyhow::ensure!(
+        keywardd.exists(),
+        "{} missing: run cargo build --release --bins first",
+        keywardd.display()
+    );
+
+    println!(
+        "Keyward signing benchmark ({} cores)",
+        std::thread::available_parallelism()?.get()
+    );
+    let raw1 = raw(tmp.path(), 1)?;
+    let raw2 = raw(tmp.path(), 2)?;
+    println!(
+        "raw cryptoki ECDSA P-256 (SoftHSM, cached handle): 1 thread {raw1:.0}/s, 2 threads {raw2:.0}/s"
+    );
+
+    let dir = tmp.path().join("daemon");
+    let (mut child, cfg, ready) = start(&keywardd, &dir)?;
+    println!(
+        "keywardd dev ready in {:.2}s (10 keys on the token)",
+        ready.as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (r10, p50_10, p99_10) = rt.block_on(async {
+        let client = Client::connect(&cfg).await?;
+        let mut c = client.clone();
+        for i in 0..8 {
+            c.keys
+                .create_key(proto::CreateKeyRequest {
+                    name: format!("filler{i}"),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        c.keys
+            .create_key(proto::CreateKeyRequest {
+                name: "bench".into(),
+                ..Default::default()
+            })
+            .await?;
+        load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
+    })?;
+    report(
+        "daemon SignDigest, 10 keys",
+        r10,
+        p50_10,
+        p99_10,
+        raw1,
+        raw2,
+    );
+
+    let started = Instant::now();
+    rt.block_on(async {
+        let client = Client::connect(&cfg).await?;
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let mut c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (t..2990).step_by(4) {
+                    c.keys
+                        .create_key(proto::CreateKeyRequest {
+                            name: format!("bulk{i}"),
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "created 2,990 more keys through the daemon in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let (r3k, p50_3k, p99_3k) = rt.block_on(async {
+        let client = Client::connect(&cfg).await?;
+        load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
+    })?;
+    report(
+        "daemon SignDigest, 3,000 keys",
+        r3k,
+        p50_3k,
+        p99_3k,
+        raw1,
+        raw2,
+    );
+    println!("rate with 3,000 keys / rate with 10 keys: {:.3}", r3k / r10);
+    stop(&mut child);
+
+    let (mut child, _, ready) = start(&keywardd, &dir)?;
+    println!(
+        "keywardd dev restart ready in {:.2}s (3,000 keys on the token)",
+        ready.as_secs_f64()
+    );
+    stop(&mut child);
+    Ok(())
+}
+
+fn report(what: &str, rate: f64, p50: Duration, p99: Duration, raw1: f64, raw2: f64) {
+    println!(
+        "{what}: {rate:.0}/s with {CONCURRENCY} concurrent, p50 {:.2} ms, p99 {:.2} ms; daemon/raw = {:.2} (vs 1 thread), {:.2} (vs 2 threads)",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        rate / raw1,
+        rate / raw2
+    );
+}
+
+fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(dir.join("client.toml"));
+    let t = Instant::now();
+    let mut child = Command::new(keywardd)
+        .args(["dev", "--dir"])
+        .arg(dir)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env("KEYWARD_LOG", "warn")
+        .env_remove("SOFTHSM2_CONF")
+        .stdout(Stdio::null())
+        .spawn()?;
+    while !dir.join("client.toml").exists() {
+        if let Some(s) = child.try_wait()? {
+            anyhow::bail!("keywardd exited: {s}");
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "keywardd not ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = t.elapsed();
+    Ok((child, ClientConfig::load(&dir.join("client.toml"))?, ready))
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// 64 requests in flight over 4 connections for `secs`; returns rate, p50, p99.
+async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration, Duration)> {
+    let mut clients = vec![client.clone()];
+    let cfg_endpoint = client.clone();
+    for _ in 1..4 {
+        clients.push(cfg_endpoint.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENCY {
+        let mut c = clients[i % clients.len()].clone();
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.signing
+                    .sign_digest(proto::SignDigestRequest {
+                        key: "bench".into(),
+                        digest_algorithm: "sha256".into(),
+                        digest: vec![0x5a; 32],
+                        ..Default::default()
+                    })
+                    .await?;
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed());
+                }
+            }
+            Ok::<_, tonic::Status>(lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(secs).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok((
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+    ))
+}
+
+/// Raw signing rate in a child process with its own SoftHSM token (SoftHSM reads
+/// SOFTHSM2_CONF at load time, so the token's configuration goes in the child's env).
+fn raw(tmp: &Path, threads: usize) -> anyhow::Result<f64> {
+    let dir = tmp.join(format!("raw{threads}"));
+    std::fs::create_dir_all(dir.join("tokens"))?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            dir.join("tokens").display()
+        ),
+    )?;
+    let ok = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "raw",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "softhsm2-util failed");
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--raw-child")
+        .arg(&dir)
+        .arg(threads.to_string())
+        .env("SOFTHSM2_CONF", &conf)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "raw child: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+fn raw_child(_dir: &Path, threads: usize) -> anyhow::Result<()> {
+    let ctx = Pkcs11::new(MODULE)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = ctx.get_slots_with_token()?.into_iter().find(|s| {
+        ctx.get_token_info(*s)
+            .map(|i| i.label().trim_end() == "raw")
+            .unwrap_or(false)
+    });
+    let slot = slot.ok_or_else(|| anyhow::anyhow!("no raw token"))?;
+    let login = ctx.open_rw_session(slot)?;
+    login.login(UserType::User, Some(&AuthPin::new("1234".into())))?;
+    let mut key = None;
+    for i in 0..10u8 {
+        let (_, private) = login.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(vec![
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+                ]),
+                Attribute::Id(vec![i]),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                Attribute::Id(vec![i]),
+            ],
+        )?;
+        key = Some(private);
+    }
+    let key = key.ok_or_else(|| anyhow::anyhow!("no key"))?;
+    let secs = env_secs("KEYWARD_BENCH_RAW_SECONDS", RAW_SECONDS);
+    let ctx = Arc::new(ctx);
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let ctx = ctx.clone();
+                s.spawn(move || -> anyhow::Result<u64> {
+                    let session = ctx.open_rw_session(slot)?;
+                    let digest = [0x5au8; 32];
+                    let t = Instant::now();
+                    let mut n = 0;
+                    while t.elapsed() < secs {
+                        session.sign(&Mechanism::Ecdsa, key, &digest)?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").unwrap_or(0))
+            .sum()
+    });
+    println!("{}", total as f64 / secs.as_secs_f64());
+    Ok(())
+}

@@ -156,22 +156,23 @@ impl DevDaemon {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
-    /// Stops the daemon with SIGTERM and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    /// Stops the daemon with SIGTERM and waits up to 10 s for it; returns its exit
+    /// status, or `None` if it had to be killed.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// The token's user PIN.
@@ -227,9 +228,23 @@ impl DevDaemon {
     }
 }
 
+impl DevDaemon {
+    /// Stops the daemon and asserts that SIGTERM made it exit with success.
+    pub fn stop_cleanly(&mut self) {
+        match self.stop() {
+            Some(status) => assert!(
+                status.success(),
+                "keywardd exited with {status}: {}",
+                self.log()
+            ),
+            None => panic!("keywardd did not exit within 10 s of SIGTERM"),
+        }
+    }
+}
+
 impl Drop for DevDaemon {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 

@@ -25,7 +25,7 @@ fn wrong_pin_stops_the_daemon_at_once_without_locking_the_token() {
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
     d.ok(&["key", "create", "survivor"]);
     let public = d.ok(&["key", "public", "survivor"]);
-    d.stop();
+    d.stop_cleanly();
 
     let good = std::fs::read(tmp.path().join("pin")).unwrap();
     std::fs::write(tmp.path().join("pin"), "0000wrong\n").unwrap();
@@ -51,7 +51,7 @@ fn wrong_pin_stops_the_daemon_at_once_without_locking_the_token() {
 fn configuration_errors_name_the_field_the_label_or_the_module() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
-    d.stop();
+    d.stop_cleanly();
     let original = std::fs::read_to_string(tmp.path().join("keywardd.toml")).unwrap();
 
     let bad = tmp.path().join("typo.toml");
@@ -292,7 +292,7 @@ fn start_up_survives_another_process_logging_in_to_the_token() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
     d.ok(&["key", "create", "busy"]);
-    d.stop();
+    d.stop_cleanly();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s2, dir) = (stop.clone(), tmp.path().to_path_buf());
     let pin = std::fs::read_to_string(dir.join("pin"))
@@ -326,7 +326,7 @@ fn start_up_survives_another_process_logging_in_to_the_token() {
         let mut d = DevDaemon::start_in(tmp.path())
             .unwrap_or_else(|e| panic!("start failed while another process logged in: {e}"));
         d.ok(&["sign-blob", "--key", "busy", "/etc/hostname"]);
-        d.stop();
+        d.stop_cleanly();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -346,7 +346,7 @@ fn start_up_reports_versions_missing_from_the_hsm_and_deletes_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    d.stop();
+    d.stop_cleanly();
     let pin = std::fs::read_to_string(tmp.path().join("pin"))
         .unwrap()
         .trim()

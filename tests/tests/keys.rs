@@ -213,7 +213,7 @@ fn keys_survive_a_restart_on_the_same_directory() {
     d.ok(&["key", "create", "keep", "--algorithm", "ecdsa-p384"]);
     let before = d.ok(&["key", "public", "keep"]);
     let ca_before = std::fs::read_to_string(tmp.path().join("ca.pem")).unwrap();
-    d.stop();
+    d.stop_cleanly();
 
     let d = DevDaemon::start_in(tmp.path()).unwrap();
     assert_eq!(d.ok(&["key", "public", "keep"]), before);
@@ -324,7 +324,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
 
 #[test]
 fn keys_created_under_full_signing_load_leave_no_half_written_objects() {
-    let d = DevDaemon::start();
+    let mut d = DevDaemon::start();
     d.ok(&["key", "create", "hot"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (signed, created) = rt.block_on(async {

@@ -12,11 +12,23 @@ pub type Observer = Arc<dyn Fn(&str, f64) + Send + Sync>;
 
 /// Runs closures against HSM sessions on dedicated threads.
 ///
-/// Dropping the pool closes its queue; the threads finish queued work and exit.
+/// Dropping the pool closes its queue and waits for the threads to finish queued work
+/// and close their sessions. The process must not exit while a worker is still inside
+/// the PKCS#11 module: the module's exit-time destructors would deadlock against it.
 pub struct HsmPool {
     backend: Arc<dyn Backend>,
-    queue: crossbeam_channel::Sender<Job>,
+    queue: Option<crossbeam_channel::Sender<Job>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     observer: Option<Observer>,
+}
+
+impl Drop for HsmPool {
+    fn drop(&mut self) {
+        self.queue.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for HsmPool {
@@ -32,24 +44,28 @@ impl HsmPool {
     /// opened.
     pub fn start(backend: Arc<dyn Backend>, threads: usize) -> Result<Self, HsmError> {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(4096);
+        let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let mut session = backend.open_session()?;
             let rx = rx.clone();
-            std::thread::Builder::new()
+            let worker = std::thread::Builder::new()
                 .name(format!("hsm-{}-{i}", backend.name()))
                 .spawn(move || {
                     for job in rx {
                         job(session.as_mut());
                     }
+                    drop(session);
                 })
                 .map_err(|e| HsmError::Device {
                     op: "start worker",
                     detail: e.to_string(),
                 })?;
+            workers.push(worker);
         }
         Ok(Self {
             backend,
-            queue: tx,
+            queue: Some(tx),
+            workers,
             observer: None,
         })
     }
@@ -82,7 +98,9 @@ impl HsmPool {
             }
             let _ = tx.send(result);
         });
-        let queue = self.queue.clone();
+        let Some(queue) = self.queue.clone() else {
+            return Err(HsmError::PoolClosed.into());
+        };
         // The queue is bounded: when the HSM falls behind, waiting for room happens on
         // the blocking pool, not on a runtime thread.
         match queue.try_send(job) {
