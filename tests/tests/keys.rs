@@ -382,6 +382,8 @@ fn keys_created_under_full_signing_load_leave_no_half_written_objects() {
             .all(|k| k["id"].as_str().is_some_and(|i| !i.is_empty())),
         "half-written object: {keys:?}"
     );
+    // After the load, SIGTERM drains the servers and stops the daemon cleanly.
+    d.stop_cleanly();
 }
 
 #[test]
