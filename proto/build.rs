@@ -1,7 +1,11 @@
 //! Compiles the .proto files with protox (pure Rust, no `protoc` needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["keyward/v1/keys.proto", "keyward/v1/signing.proto"];
+    let protos = [
+        "keyward/v1/keys.proto",
+        "keyward/v1/signing.proto",
+        "keyward/v1/images.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+use keyward_proto::v1::image_service_client::ImageServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
 use keyward_proto::v1::signing_service_client::SigningServiceClient;
 use serde::Deserialize;
@@ -85,6 +86,8 @@ pub struct Client {
     pub keys: KeyServiceClient<Channel>,
     /// Raw signing.
     pub signing: SigningServiceClient<Channel>,
+    /// Container images.
+    pub images: ImageServiceClient<Channel>,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -126,7 +129,8 @@ impl Client {
             })?;
         Ok(Self {
             keys: KeyServiceClient::new(channel.clone()),
-            signing: SigningServiceClient::new(channel),
+            signing: SigningServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
         })
     }
 }

@@ -50,6 +50,64 @@ enum Command {
     },
     /// List the daemon's HSM backends and their algorithms.
     Backends,
+    /// Sign a container image in its registry (cosign-compatible signature).
+    Sign {
+        /// Key to sign with.
+        #[arg(long)]
+        key: String,
+        /// Extra payload annotation (repeatable), like cosign -a.
+        #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+        /// For an index, also sign every platform manifest.
+        #[arg(long)]
+        recursive: bool,
+        /// registry/repository[:tag][@digest]
+        image: String,
+    },
+    /// Attach a signed in-toto attestation to an image (like cosign attest).
+    Attest {
+        /// Key to sign with.
+        #[arg(long)]
+        key: String,
+        /// JSON file with the predicate.
+        #[arg(long)]
+        predicate: PathBuf,
+        /// slsaprovenance, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, custom, or a URI.
+        #[arg(long = "type", default_value = "custom")]
+        predicate_type: String,
+        /// registry/repository[:tag][@digest]
+        image: String,
+    },
+    /// Check an image's signatures against every version of a key; exit 1 if none is valid.
+    Verify {
+        /// Key whose versions to check.
+        #[arg(long)]
+        key: String,
+        /// registry/repository[:tag][@digest]
+        image: String,
+    },
+    /// The signature ledger.
+    #[command(subcommand)]
+    Signatures(SignaturesCommand),
+}
+
+#[derive(Subcommand)]
+enum SignaturesCommand {
+    /// Signatures and attestations Keyward pushed, oldest first.
+    List {
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Signed at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Signed before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only registry/repository names matching this glob.
+        #[arg(long)]
+        repository: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +122,16 @@ enum KeyCommand {
         /// Backend (default: the daemon's default backend).
         #[arg(long, default_value = "")]
         backend: String,
+        /// registry/repository globs the key may sign (comma separated); default any.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+    },
+    /// Set the repositories (globs) a key may sign; no pattern means any.
+    Scope {
+        /// Key name.
+        name: String,
+        /// registry/repository globs, e.g. registry.example.com/prod/*
+        patterns: Vec<String>,
     },
     /// List keys.
     List,
@@ -108,6 +176,7 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
         "backend": k.backend,
         "created_at": k.created_at,
         "active_version": k.active_version,
+        "scope": k.scope,
         "versions": k.versions.iter().map(|v| json!({
             "version": v.version,
             "state": state(v.state),
@@ -118,6 +187,11 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
             "retired_at": v.retired_at,
         })).collect::<Vec<_>>(),
     })
+}
+
+fn artifact_json(a: &proto::SignedArtifact) -> serde_json::Value {
+    json!({"reference": a.reference, "digest": a.digest, "pushed_to": a.pushed_to,
+           "version": a.version, "already_signed": a.already_signed})
 }
 
 fn print_key(k: &proto::Key) {
@@ -154,6 +228,7 @@ fn explain(e: tonic::Status) -> anyhow::Error {
         tonic::Code::FailedPrecondition => "failed precondition",
         tonic::Code::ResourceExhausted => "resource exhausted",
         tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DataLoss => "data integrity",
         _ => "error",
     };
     anyhow::anyhow!("{} ({code})", e.message())
@@ -172,6 +247,7 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             algorithm,
             backend,
+            scope,
         }) => {
             let k = client
                 .keys
@@ -179,6 +255,19 @@ async fn run(cli: Cli) -> Result<()> {
                     name,
                     algorithm,
                     backend,
+                    scope,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, key_json(&k), || print_key(&k));
+        }
+        Command::Key(KeyCommand::Scope { name, patterns }) => {
+            let k = client
+                .keys
+                .set_key_scope(proto::SetKeyScopeRequest {
+                    name,
+                    scope: patterns,
                 })
                 .await
                 .map_err(explain)?
@@ -297,6 +386,159 @@ async fn run(cli: Cli) -> Result<()> {
                        "digest_algorithm": r.digest_algorithm, "signature": b64}),
                 || println!("{b64}"),
             );
+        }
+        Command::Sign {
+            key,
+            annotations,
+            recursive,
+            image,
+        } => {
+            let mut map = std::collections::HashMap::new();
+            for a in annotations {
+                let (k, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("annotation {a:?} is not KEY=VALUE"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            let r = client
+                .images
+                .sign_image(proto::SignImageRequest {
+                    key,
+                    reference: image,
+                    annotations: map,
+                    recursive,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(
+                out,
+                json!(r.signed.iter().map(artifact_json).collect::<Vec<_>>()),
+                || {
+                    for s in &r.signed {
+                        let what = if s.already_signed {
+                            "already signed by"
+                        } else {
+                            "signed with"
+                        };
+                        println!("{} {what} v{}: {}", s.digest, s.version, s.pushed_to);
+                    }
+                },
+            );
+        }
+        Command::Attest {
+            key,
+            predicate,
+            predicate_type,
+            image,
+        } => {
+            let data = std::fs::read(&predicate)
+                .with_context(|| format!("cannot read predicate {}", predicate.display()))?;
+            let r = client
+                .images
+                .attest_image(proto::AttestImageRequest {
+                    key,
+                    reference: image,
+                    predicate_type,
+                    predicate: data,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let a = r.attestation.unwrap_or_default();
+            emit(
+                out,
+                json!({"attestation": artifact_json(&a), "predicate_type": r.predicate_type}),
+                || {
+                    println!(
+                        "{} attested ({}) with v{}: {}",
+                        a.digest, r.predicate_type, a.version, a.pushed_to
+                    );
+                },
+            );
+        }
+        Command::Verify { key, image } => {
+            let r = client
+                .images
+                .verify_image(proto::VerifyImageRequest {
+                    key: key.clone(),
+                    reference: image.clone(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let valid: Vec<_> = r
+                .valid
+                .iter()
+                .map(|v| json!({"version": v.version, "state": state(v.state), "docker_reference": v.docker_reference, "optional": v.optional}))
+                .collect();
+            emit(
+                out,
+                json!({"digest": r.digest, "valid": valid, "rejected": r.rejected}),
+                || {
+                    for v in &r.valid {
+                        println!(
+                            "valid: {} signed by {key} v{} ({}) as {}",
+                            r.digest,
+                            v.version,
+                            state(v.state),
+                            v.docker_reference
+                        );
+                    }
+                    for x in &r.rejected {
+                        println!("rejected: {x}");
+                    }
+                },
+            );
+            if r.valid.is_empty() {
+                anyhow::bail!(
+                    "no valid signature by key {key:?} on {image} ({})",
+                    r.digest
+                );
+            }
+        }
+        Command::Signatures(SignaturesCommand::List {
+            key,
+            since,
+            until,
+            repository,
+        }) => {
+            let r = client
+                .images
+                .list_signatures(proto::ListSignaturesRequest {
+                    key: key.unwrap_or_default(),
+                    since: since.unwrap_or_default(),
+                    until: until.unwrap_or_default(),
+                    repository: repository.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let entries: Vec<_> = r
+                .entries
+                .iter()
+                .map(|e| {
+                    json!({"kind": e.kind, "registry": e.registry, "repository": e.repository,
+                    "digest": e.digest, "tag": e.tag, "reference": e.reference, "key": e.key,
+                    "version": e.version, "fingerprint": e.fingerprint, "time": e.time,
+                    "requester": e.requester, "pushed_to": e.pushed_to})
+                })
+                .collect();
+            emit(out, json!(entries), || {
+                for e in &r.entries {
+                    println!(
+                        "{}  {:<11} {}/{}@{}  {} v{}  by {}",
+                        e.time,
+                        e.kind,
+                        e.registry,
+                        e.repository,
+                        e.digest,
+                        e.key,
+                        e.version,
+                        e.requester
+                    );
+                }
+            });
         }
         Command::Backends => {
             let b = client

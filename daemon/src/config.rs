@@ -49,6 +49,12 @@ pub struct Config {
     /// The HSMs.
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// Registry credentials and TLS settings.
+    #[serde(default, rename = "registry")]
+    pub registries: Vec<crate::registry::credentials::RegistryEntry>,
+    /// Docker `config.json` to read registry credentials from (default:
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
+    pub docker_config: Option<PathBuf>,
 }
 
 fn default_threads() -> usize {

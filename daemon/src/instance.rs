@@ -1,7 +1,7 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{KeyApi, SigningApi};
+use crate::api::{ImageApi, KeyApi, SigningApi};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
 use crate::hsm::pkcs11::Pkcs11Backend;
 use crate::hsm::yubihsm::YubiHsmBackend;
@@ -9,7 +9,11 @@ use crate::hsm::{Algorithm, Backend, HsmError, HsmPool};
 use crate::keys::{Backends, KeyError, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::pki::{self, CaRecord, PkiError, Subject, TlsIdentity};
+use crate::registry::{DockerConfig, Registries, RegistrySettings};
+use crate::signing::ImageSigner;
+use crate::signing::ledger::SignatureLedger;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
+use keyward_proto::v1::image_service_server::ImageServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
 use keyward_proto::v1::signing_service_server::SigningServiceServer;
 use std::collections::BTreeMap;
@@ -224,6 +228,9 @@ impl Instance {
         config: Config,
         extra: Vec<Arc<dyn Backend>>,
     ) -> Result<Self, StartError> {
+        // Registry clients (rustls) use the process-wide crypto provider; ring is the
+        // one already linked for gRPC. Installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
         let cfgs = config.backends.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -375,6 +382,20 @@ impl Instance {
         for w in &report.without_id {
             tracing::warn!(object = %w, "HSM private key without CKA_ID (half-written object; left in place)");
         }
+        let docker_path = self
+            .config
+            .docker_config
+            .clone()
+            .unwrap_or_else(DockerConfig::default_path);
+        let registries = Registries::new(RegistrySettings {
+            entries: self.config.registries.clone(),
+            docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
+        });
+        let signer = Arc::new(ImageSigner::new(
+            keys.clone(),
+            registries,
+            SignatureLedger::new(self.store.clone()),
+        ));
         let (cert, key) = self.server_identity(&ca).await?;
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(cert, key))
@@ -398,6 +419,10 @@ impl Instance {
             ))
             .add_service(SigningServiceServer::with_interceptor(
                 SigningApi::new(keys.clone(), self.metrics.clone()),
+                crate::identity::authenticate,
+            ))
+            .add_service(ImageServiceServer::with_interceptor(
+                ImageApi::new(signer.clone(), self.metrics.clone()),
                 crate::identity::authenticate,
             ));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -424,6 +449,7 @@ impl Instance {
             })?;
             h.map_err(io("HTTP server"))?;
             // Keep the registry (and with it the HSM pools) alive until both stop.
+            drop(signer);
             drop(keys);
             Ok(())
         });

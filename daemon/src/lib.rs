@@ -13,4 +13,6 @@ pub mod instance;
 pub mod keys;
 pub mod metrics;
 pub mod pki;
+pub mod registry;
+pub mod signing;
 pub mod store;

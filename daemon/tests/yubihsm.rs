@@ -58,7 +58,7 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
     std::fs::write(tmp.path().join("msg"), &msg).unwrap();
 
     for (name, alg) in [("p256", "ecdsa-p256"), ("ed", "ed25519")] {
-        let rec = reg.create(name, alg, "").await.unwrap();
+        let rec = reg.create(name, alg, "", Vec::new()).await.unwrap();
         let v1 = rec.active().unwrap().clone();
         let (version, sig) = reg
             .sign(name, SignInput::Message(msg.clone()))
@@ -121,7 +121,10 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
 async fn unsupported_algorithm_names_what_yubihsm_supports_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (reg, _) = registry(tmp.path()).await;
-    let err = reg.create("big", "rsa-pss-3072", "yubi").await.unwrap_err();
+    let err = reg
+        .create("big", "rsa-pss-3072", "yubi", Vec::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, KeyError::Hsm(HsmError::Unsupported { .. })),
         "{err}"

@@ -303,7 +303,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             .create_key(proto::CreateKeyRequest {
                 name: "ed".into(),
                 algorithm: "ed25519".into(),
-                backend: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap();

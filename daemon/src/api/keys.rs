@@ -29,7 +29,8 @@ fn ts(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
-fn state(s: VersionState) -> pb::VersionState {
+/// The API view of a version state.
+pub fn state(s: VersionState) -> pb::VersionState {
     match s {
         VersionState::Pending => pb::VersionState::Pending,
         VersionState::Active => pb::VersionState::Active,
@@ -60,6 +61,7 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         created_at: ts(Some(r.created_at)),
         active_version: r.active().map(|v| v.version).unwrap_or(0),
         versions: r.versions.iter().map(version).collect(),
+        scope: r.scope.clone(),
     }
 }
 
@@ -71,7 +73,10 @@ impl pb::key_service_server::KeyService for KeyApi {
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let result = self.keys.create(&r.name, &r.algorithm, &r.backend).await;
+        let result = self
+            .keys
+            .create(&r.name, &r.algorithm, &r.backend, r.scope)
+            .await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
         }
@@ -84,7 +89,7 @@ impl pb::key_service_server::KeyService for KeyApi {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let who = principal(&req)?;
         let keys = self.keys.list().iter().map(|k| key(k)).collect();
-        finish(&self.metrics, "ListKeys", &who.name, Ok(()))?;
+        finish::<(), KeyError>(&self.metrics, "ListKeys", &who.name, Ok(()))?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
@@ -157,7 +162,20 @@ impl pb::key_service_server::KeyService for KeyApi {
                 is_default: name == backends.default_name(),
             })
             .collect();
-        finish(&self.metrics, "ListBackends", &who.name, Ok(()))?;
+        finish::<(), KeyError>(&self.metrics, "ListBackends", &who.name, Ok(()))?;
         Ok(Response::new(pb::ListBackendsResponse { backends: list }))
+    }
+
+    async fn set_key_scope(
+        &self,
+        req: Request<pb::SetKeyScopeRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self.keys.set_scope(&r.name, r.scope).await;
+        if let Ok(k) = &result {
+            tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
+        }
+        finish(&self.metrics, "SetKeyScope", &who.name, result).map(|k| Response::new(key(&k)))
     }
 }

@@ -1,15 +1,19 @@
 //! tonic services. This is the one place where domain errors become `tonic::Status`:
 //! callers get a clear, safe message; the log gets the detail.
 
+mod images;
 mod keys;
 mod signing;
 
+pub use images::ImageApi;
 pub use keys::KeyApi;
 pub use signing::SigningApi;
 
 use crate::hsm::HsmError;
 use crate::keys::KeyError;
 use crate::metrics::Metrics;
+use crate::registry::RegistryError;
+use crate::signing::ImageError;
 use tonic::{Code, Status};
 
 /// Maps a key error to the status the caller sees.
@@ -47,12 +51,50 @@ fn short(e: &KeyError) -> &'static str {
     }
 }
 
+/// Maps an image-signing error to the status the caller sees.
+pub fn image_status(e: &ImageError) -> Status {
+    match e {
+        ImageError::Key(k) => status(k),
+        ImageError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+        ImageError::PermissionDenied(m) => Status::permission_denied(m.clone()),
+        ImageError::Store(_) => Status::internal("internal error: the signature ledger failed"),
+        ImageError::Registry(r) => {
+            let code = match r {
+                RegistryError::InvalidReference { .. } => Code::InvalidArgument,
+                RegistryError::NotFound(_) => Code::NotFound,
+                RegistryError::Auth { .. } => Code::Unauthenticated,
+                RegistryError::Unavailable { .. } => Code::Unavailable,
+                RegistryError::DigestMismatch { .. } => Code::DataLoss,
+                RegistryError::Protocol { .. } => Code::Unavailable,
+            };
+            Status::new(code, r.to_string())
+        }
+    }
+}
+
+/// Errors that become a gRPC status.
+pub(crate) trait ToStatus: std::fmt::Display {
+    fn to_status(&self) -> Status;
+}
+
+impl ToStatus for KeyError {
+    fn to_status(&self) -> Status {
+        status(self)
+    }
+}
+
+impl ToStatus for ImageError {
+    fn to_status(&self) -> Status {
+        image_status(self)
+    }
+}
+
 /// Logs and counts the outcome of a request.
-pub(crate) fn finish<T>(
+pub(crate) fn finish<T, E: ToStatus>(
     metrics: &Metrics,
     method: &'static str,
     principal: &str,
-    result: Result<T, KeyError>,
+    result: Result<T, E>,
 ) -> Result<T, Status> {
     match result {
         Ok(v) => {
@@ -60,7 +102,7 @@ pub(crate) fn finish<T>(
             Ok(v)
         }
         Err(e) => {
-            let st = status(&e);
+            let st = e.to_status();
             if matches!(st.code(), Code::Internal | Code::Unavailable) {
                 tracing::error!(method, principal, error = %e, "request failed");
             } else {

@@ -74,7 +74,7 @@ impl pb::signing_service_server::SigningService for SigningApi {
                 SignInput::Message(_) => rec.algorithm.default_digest().to_string(),
             };
             let (version, signature) = self.keys.sign(&name, input).await?;
-            Ok(pb::SignResponse {
+            Ok::<_, KeyError>(pb::SignResponse {
                 key: name.clone(),
                 version,
                 algorithm: rec.algorithm.to_string(),

@@ -3,7 +3,7 @@
 
 mod record;
 
-pub use record::{KeyRecord, KeyVersion, VersionState, validate_name};
+pub use record::{KeyRecord, KeyVersion, VersionState, validate_name, validate_scope};
 
 use crate::hsm::public_key::fingerprint;
 use crate::hsm::{Algorithm, HsmError, HsmPool, SignInput};
@@ -249,8 +249,10 @@ impl KeyRegistry {
         name: &str,
         algorithm: &str,
         backend: &str,
+        scope: Vec<String>,
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_name(name).map_err(KeyError::InvalidArgument)?;
+        validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
         let algorithm = if algorithm.is_empty() {
             Algorithm::EcdsaP256
         } else {
@@ -272,6 +274,7 @@ impl KeyRegistry {
             backend: backend.clone(),
             created_at: now(),
             versions: vec![v1],
+            scope,
         };
         let stored =
             store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
@@ -319,6 +322,21 @@ impl KeyRegistry {
                 Err(e.into())
             }
         }
+    }
+
+    /// Replaces the repositories a key may sign.
+    pub async fn set_scope(
+        &self,
+        name: &str,
+        scope: Vec<String>,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
+        let _w = self.writes.lock().await;
+        let mut rec = (*self.get(name)?).clone();
+        rec.scope = scope;
+        self.store
+            .put(Namespace::Keys, name, &store::to_json(&rec)?)?;
+        Ok(self.remember(rec))
     }
 
     /// Signs with the key's active version; returns the version used and the signature.

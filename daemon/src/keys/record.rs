@@ -90,6 +90,9 @@ pub struct KeyRecord {
     pub created_at: OffsetDateTime,
     /// Versions, oldest first.
     pub versions: Vec<KeyVersion>,
+    /// Repositories (`registry/repository` globs) this key may sign; empty means any.
+    #[serde(default)]
+    pub scope: Vec<String>,
 }
 
 impl KeyRecord {
@@ -104,6 +107,18 @@ impl KeyRecord {
     pub fn version(&self, n: u32) -> Option<&KeyVersion> {
         self.versions.iter().find(|v| v.version == n)
     }
+}
+
+/// Checks scope globs (`registry.example.com/prod/*`; `*` stays within one path
+/// segment, `**` crosses them).
+pub fn validate_scope(scope: &[String]) -> Result<(), String> {
+    for g in scope {
+        if g.is_empty() {
+            return Err("empty scope pattern".into());
+        }
+        glob::Pattern::new(g).map_err(|e| format!("invalid scope pattern {g:?}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Key names: 1 to 64 characters of `a-z 0-9 . _ -`, starting with a letter or digit.

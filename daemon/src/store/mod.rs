@@ -12,6 +12,8 @@ pub enum Namespace {
     Keys,
     /// Instance facts: the CA, server identity.
     Meta,
+    /// The signature ledger, by time.
+    Ledger,
 }
 
 impl Namespace {
@@ -19,6 +21,7 @@ impl Namespace {
         match self {
             Namespace::Keys => "keys",
             Namespace::Meta => "meta",
+            Namespace::Ledger => "ledger",
         }
     }
 }

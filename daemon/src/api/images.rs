@@ -1,0 +1,180 @@
+//! `keyward.v1.ImageService`.
+
+use super::finish;
+use super::keys::state;
+use crate::identity::principal;
+use crate::metrics::Metrics;
+use crate::signing::ledger::LedgerQuery;
+use crate::signing::{ImageError, ImageSigner, Signed};
+use keyward_proto::v1 as pb;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Serves image signing, attestation, verification and the ledger.
+#[derive(Debug, Clone)]
+pub struct ImageApi {
+    signer: Arc<ImageSigner>,
+    metrics: Arc<Metrics>,
+}
+
+impl ImageApi {
+    /// A service over the signer.
+    pub fn new(signer: Arc<ImageSigner>, metrics: Arc<Metrics>) -> Self {
+        Self { signer, metrics }
+    }
+}
+
+fn artifact(s: &Signed) -> pb::SignedArtifact {
+    pb::SignedArtifact {
+        reference: s.reference.clone(),
+        digest: s.digest.clone(),
+        pushed_to: s.pushed_to.clone(),
+        version: s.version,
+        already_signed: s.already_signed,
+    }
+}
+
+fn time_arg(name: &str, v: &str) -> Result<Option<OffsetDateTime>, ImageError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    OffsetDateTime::parse(v, &Rfc3339).map(Some).map_err(|e| {
+        ImageError::InvalidArgument(format!(
+            "--{name} {v:?} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z): {e}"
+        ))
+    })
+}
+
+#[tonic::async_trait]
+impl pb::image_service_server::ImageService for ImageApi {
+    async fn sign_image(
+        &self,
+        req: Request<pb::SignImageRequest>,
+    ) -> Result<Response<pb::SignImageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self
+            .signer
+            .sign(
+                &who.name,
+                &r.key,
+                &r.reference,
+                r.annotations.into_iter().collect(),
+                r.recursive,
+            )
+            .await;
+        if let Ok(signed) = &result {
+            for s in signed.iter().filter(|s| !s.already_signed) {
+                self.metrics.signature(&r.key);
+                tracing::info!(principal = %who.name, key = %r.key, version = s.version, digest = %s.digest, pushed_to = %s.pushed_to, "image signed");
+            }
+        }
+        finish(&self.metrics, "SignImage", &who.name, result).map(|s| {
+            Response::new(pb::SignImageResponse {
+                signed: s.iter().map(artifact).collect(),
+            })
+        })
+    }
+
+    async fn attest_image(
+        &self,
+        req: Request<pb::AttestImageRequest>,
+    ) -> Result<Response<pb::AttestImageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self
+            .signer
+            .attest(
+                &who.name,
+                &r.key,
+                &r.reference,
+                &r.predicate_type,
+                &r.predicate,
+            )
+            .await;
+        if let Ok((s, t)) = &result {
+            self.metrics.signature(&r.key);
+            tracing::info!(principal = %who.name, key = %r.key, digest = %s.digest, predicate_type = %t, "image attested");
+        }
+        finish(&self.metrics, "AttestImage", &who.name, result).map(|(s, t)| {
+            Response::new(pb::AttestImageResponse {
+                attestation: Some(artifact(&s)),
+                predicate_type: t,
+            })
+        })
+    }
+
+    async fn verify_image(
+        &self,
+        req: Request<pb::VerifyImageRequest>,
+    ) -> Result<Response<pb::VerifyImageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = self.signer.verify(&r.key, &r.reference).await;
+        finish(&self.metrics, "VerifyImage", &who.name, result).map(|v| {
+            Response::new(pb::VerifyImageResponse {
+                digest: v.digest,
+                valid: v
+                    .valid
+                    .into_iter()
+                    .map(|s| pb::VerifiedSignature {
+                        version: s.version,
+                        state: state(s.state) as i32,
+                        docker_reference: s.docker_reference,
+                        optional: s.optional.into_iter().collect(),
+                    })
+                    .collect(),
+                rejected: v.rejected,
+            })
+        })
+    }
+
+    async fn list_signatures(
+        &self,
+        req: Request<pb::ListSignaturesRequest>,
+    ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let result = (|| {
+            let q = LedgerQuery {
+                key: (!r.key.is_empty()).then(|| r.key.clone()),
+                since: time_arg("since", &r.since)?,
+                until: time_arg("until", &r.until)?,
+                repository: if r.repository.is_empty() {
+                    None
+                } else {
+                    Some(glob::Pattern::new(&r.repository).map_err(|e| {
+                        ImageError::InvalidArgument(format!(
+                            "invalid repository glob {:?}: {e}",
+                            r.repository
+                        ))
+                    })?)
+                },
+            };
+            Ok::<_, ImageError>(self.signer.ledger().list(&q)?)
+        })();
+        finish(&self.metrics, "ListSignatures", &who.name, result).map(|entries| {
+            Response::new(pb::ListSignaturesResponse {
+                entries: entries
+                    .into_iter()
+                    .map(|e| pb::LedgerEntry {
+                        kind: e.kind,
+                        registry: e.registry,
+                        repository: e.repository,
+                        digest: e.digest,
+                        tag: e.tag,
+                        reference: e.reference,
+                        key: e.key,
+                        version: e.version,
+                        fingerprint: e.fingerprint,
+                        time: e.time.format(&Rfc3339).unwrap_or_default(),
+                        requester: e.requester,
+                        pushed_to: e.pushed_to,
+                    })
+                    .collect(),
+            })
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! The signature ledger: every signature and attestation Keyward pushed.
+
+use crate::store::{self, Namespace, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// One pushed signature or attestation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// `signature` or `attestation`.
+    pub kind: String,
+    /// Registry host.
+    pub registry: String,
+    /// Repository, without registry.
+    pub repository: String,
+    /// The signed manifest digest.
+    pub digest: String,
+    /// The tag requested, if any.
+    pub tag: String,
+    /// The reference as requested.
+    pub reference: String,
+    /// Key name.
+    pub key: String,
+    /// Key version.
+    pub version: u32,
+    /// Fingerprint of the version's public key.
+    pub fingerprint: String,
+    /// When it was pushed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Who asked.
+    pub requester: String,
+    /// Where it was pushed: `registry/repository:sha256-<hex>.sig`.
+    pub pushed_to: String,
+}
+
+/// Filters for listing.
+#[derive(Debug, Default, Clone)]
+pub struct LedgerQuery {
+    /// Only this key.
+    pub key: Option<String>,
+    /// Signed at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Signed before.
+    pub until: Option<OffsetDateTime>,
+    /// `registry/repository` matches this glob.
+    pub repository: Option<glob::Pattern>,
+}
+
+/// Ledger over the store, ordered by time.
+#[derive(Clone)]
+pub struct SignatureLedger {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for SignatureLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignatureLedger").finish_non_exhaustive()
+    }
+}
+
+impl SignatureLedger {
+    /// A ledger in this store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Records an entry durably.
+    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+        let mut r = [0u8; 4];
+        let _ = getrandom::getrandom(&mut r);
+        let key = format!(
+            "{:024}-{}",
+            entry.time.unix_timestamp_nanos(),
+            hex::encode(r)
+        );
+        self.store
+            .put(Namespace::Ledger, &key, &store::to_json(entry)?)
+    }
+
+    /// Entries matching the query, oldest first.
+    pub fn list(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, StoreError> {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for (k, v) in self.store.list(Namespace::Ledger)? {
+            let e: LedgerEntry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: k,
+                detail: e.to_string(),
+            })?;
+            if q.key.as_ref().is_some_and(|key| key != &e.key)
+                || q.since.is_some_and(|t| e.time < t)
+                || q.until.is_some_and(|t| e.time >= t)
+                || q.repository.as_ref().is_some_and(|p| {
+                    !p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
+                })
+            {
+                continue;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
