@@ -49,11 +49,13 @@ impl DevDaemon {
 
     /// Starts `keywardd dev --dir DIR`; on failure returns what the daemon printed.
     pub fn start_in(dir: &Path) -> Result<Self, String> {
-        Self::start_with(dir, &[])
+        // No Docker credentials from the environment unless a test gives some.
+        let none = dir.join("no-docker-config");
+        Self::start_with(dir, &[("DOCKER_CONFIG", &none)])
     }
 
-    /// Like [`DevDaemon::start_in`] with extra arguments to `keywardd dev`.
-    pub fn start_with(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+    /// Like [`DevDaemon::start_in`] with extra environment variables.
+    pub fn start_with(dir: &Path, envs: &[(&str, &Path)]) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         // A client.toml left by an earlier run would look like readiness.
         let _ = std::fs::remove_file(dir.join("client.toml"));
@@ -63,7 +65,7 @@ impl DevDaemon {
             .args(["dev", "--dir"])
             .arg(dir)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(extra)
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .env_remove("SOFTHSM2_CONF")
             .stdout(out)
             .stderr(log)
@@ -246,6 +248,19 @@ impl Drop for DevDaemon {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+pub mod registry;
+
+/// Path of the cosign binary installed by `scripts/install-deps.sh`.
+pub fn cosign() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/cosign");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-deps.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
 }
 
 /// Runs a command, asserting success; returns stdout.

@@ -1,0 +1,497 @@
+//! Image signing against the real distribution registry, checked by cosign.
+
+use keyward_tests::registry::TestRegistry;
+use keyward_tests::{DevDaemon, cosign};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cosign_verify(key: &Path, image: &str, docker_config: Option<&Path>) -> Output {
+    let mut cmd = Command::new(cosign());
+    cmd.args(["verify", "--key"]).arg(key).args([
+        "--insecure-ignore-tlog=true",
+        "--allow-http-registry",
+        image,
+    ]);
+    if let Some(d) = docker_config {
+        cmd.env("DOCKER_CONFIG", d);
+    } else {
+        cmd.env("DOCKER_CONFIG", "/nonexistent");
+    }
+    cmd.output().unwrap()
+}
+
+fn public_key(d: &DevDaemon, key: &str) -> std::path::PathBuf {
+    let p = d.dir.join(format!("{key}.pub.pem"));
+    std::fs::write(&p, d.ok(&["key", "public", key])).unwrap();
+    p
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn layers(reg: &TestRegistry, repo: &str, digest: &str) -> Vec<serde_json::Value> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest(repo, &format!("{}.sig", digest.replace(':', "-"))))
+            .unwrap();
+    m["layers"].as_array().unwrap().clone()
+}
+
+#[test]
+fn cosign_accepts_our_signatures_and_rejects_everything_else() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let digest = reg.push_image("team/app:v1", "app one");
+    let other_digest = reg.push_image("team/app:v2", "app two");
+    let image = format!("{}/team/app:v1", reg.addr);
+    let unsigned = format!("{}/team/app:v2", reg.addr);
+    d.ok(&["key", "create", "release"]);
+    d.ok(&["key", "create", "stranger"]);
+    let (release, stranger) = (public_key(&d, "release"), public_key(&d, "stranger"));
+
+    let signed = json(&d.ok(&[
+        "-o", "json", "sign", "--key", "release", "-a", "build=42", &image,
+    ]));
+    assert_eq!(signed[0]["digest"], digest.as_str());
+    assert_eq!(signed[0]["already_signed"], false);
+
+    // Accepted with the right key; the payload names the reference as requested.
+    let ok = cosign_verify(&release, &image, None);
+    assert!(
+        ok.status.success(),
+        "cosign rejected our signature: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let payload = json(String::from_utf8_lossy(&ok.stdout).trim());
+    assert_eq!(
+        payload[0]["critical"]["identity"]["docker-reference"],
+        image.as_str()
+    );
+    assert_eq!(
+        payload[0]["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    assert_eq!(payload[0]["optional"]["build"], "42");
+    // By digest too.
+    assert!(
+        cosign_verify(&release, &format!("{}/team/app@{digest}", reg.addr), None)
+            .status
+            .success()
+    );
+
+    // Rejected with another key, and for an unsigned image.
+    assert!(!cosign_verify(&stranger, &image, None).status.success());
+    assert!(!cosign_verify(&release, &unsigned, None).status.success());
+    let err = d.fails(&["verify", "--key", "release", &unsigned]);
+    assert!(err.contains("no valid signature"), "{err}");
+    let v = json(&d.ok(&["-o", "json", "verify", "--key", "release", &image]));
+    assert_eq!(v["valid"][0]["version"], 1);
+    assert_eq!(v["valid"][0]["state"], "active");
+
+    // A signature does not verify for another image: copy v1's signature manifest
+    // onto v2's signature tag.
+    let sig_manifest = reg.manifest("team/app", &format!("{}.sig", digest.replace(':', "-")));
+    reg.put_manifest(
+        "team/app",
+        &format!("{}.sig", other_digest.replace(':', "-")),
+        &sig_manifest,
+    );
+    assert!(
+        !cosign_verify(&release, &unsigned, None).status.success(),
+        "v1's signature verified for v2"
+    );
+    let v = json(&d.ok(&["-o", "json", "verify", "--key", "release", &image]));
+    assert_eq!(v["valid"].as_array().unwrap().len(), 1);
+    let err = d.fails(&["verify", "--key", "release", &unsigned]);
+    assert!(err.contains("no valid signature"), "{err}");
+}
+
+#[test]
+fn a_tampered_payload_is_rejected_and_a_second_signature_keeps_the_first() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let digest = reg.push_image("app:v1", "tamper");
+    let image = format!("{}/app:v1", reg.addr);
+    d.ok(&["key", "create", "one"]);
+    d.ok(&["key", "create", "two", "--algorithm", "ed25519"]);
+    let (one, two) = (public_key(&d, "one"), public_key(&d, "two"));
+    d.ok(&["sign", "--key", "one", &image]);
+    d.ok(&["sign", "--key", "two", &image]);
+    assert_eq!(layers(&reg, "app", &digest).len(), 2);
+    assert!(
+        cosign_verify(&one, &image, None).status.success(),
+        "first signature lost"
+    );
+    assert!(
+        cosign_verify(&two, &image, None).status.success(),
+        "ed25519 signature rejected"
+    );
+
+    // Signing again with the same key version adds nothing.
+    let again = json(&d.ok(&["-o", "json", "sign", "--key", "one", &image]));
+    assert_eq!(again[0]["already_signed"], true);
+    assert_eq!(layers(&reg, "app", &digest).len(), 2);
+
+    // Tamper: rewrite key one's payload (another docker-reference) keeping its signature.
+    let mut ls = layers(&reg, "app", &digest);
+    let payload = reg.blob("app", ls[0]["digest"].as_str().unwrap());
+    let forged = String::from_utf8(payload)
+        .unwrap()
+        .replace("app:v1", "app:evil")
+        .into_bytes();
+    let forged_digest = reg.put_blob("app", &forged);
+    ls[0]["digest"] = forged_digest.into();
+    ls[0]["size"] = forged.len().into();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest("app", &format!("{}.sig", digest.replace(':', "-"))))
+            .unwrap();
+    m["layers"] = serde_json::Value::Array(ls);
+    reg.put_manifest(
+        "app",
+        &format!("{}.sig", digest.replace(':', "-")),
+        m.to_string().as_bytes(),
+    );
+    assert!(
+        !cosign_verify(&one, &image, None).status.success(),
+        "cosign accepted a tampered payload"
+    );
+    let err = d.fails(&["verify", "--key", "one", &image]);
+    assert!(err.contains("no valid signature"), "{err}");
+    assert!(cosign_verify(&two, &image, None).status.success());
+}
+
+#[test]
+fn attestations_verify_with_cosign_for_their_predicate_type() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("svc:1.0", "attested");
+    let image = format!("{}/svc:1.0", reg.addr);
+    d.ok(&["key", "create", "prov"]);
+    let key = public_key(&d, "prov");
+    let predicate = d.dir.join("provenance.json");
+    std::fs::write(
+        &predicate,
+        r#"{"builder":{"id":"https://ci.example.com"},"buildType":"https://example.com/make"}"#,
+    )
+    .unwrap();
+    let out = json(&d.ok(&[
+        "-o",
+        "json",
+        "attest",
+        "--key",
+        "prov",
+        "--type",
+        "slsaprovenance",
+        "--predicate",
+        predicate.to_str().unwrap(),
+        &image,
+    ]));
+    assert_eq!(out["predicate_type"], "https://slsa.dev/provenance/v0.2");
+
+    let verify = |ty: &str| {
+        Command::new(cosign())
+            .args(["verify-attestation", "--key"])
+            .arg(&key)
+            .args([
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                "--type",
+                ty,
+                &image,
+            ])
+            .env("DOCKER_CONFIG", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let ok = verify("slsaprovenance");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !verify("spdx").status.success(),
+        "an slsa attestation passed as spdx"
+    );
+
+    let err = d.fails(&[
+        "attest",
+        "--key",
+        "prov",
+        "--type",
+        "sbom",
+        "--predicate",
+        predicate.to_str().unwrap(),
+        &image,
+    ]);
+    assert!(
+        err.contains("unknown predicate type") && err.contains("cyclonedx"),
+        "{err}"
+    );
+    std::fs::write(&predicate, "not json").unwrap();
+    let err = d.fails(&[
+        "attest",
+        "--key",
+        "prov",
+        "--predicate",
+        predicate.to_str().unwrap(),
+        &image,
+    ]);
+    assert!(err.contains("not valid JSON"), "{err}");
+}
+
+#[test]
+fn recursive_signing_covers_the_index_and_every_platform() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let (index, platforms) = reg.push_index("multi:latest", "multi", &["amd64", "arm64"]);
+    d.ok(&["key", "create", "k"]);
+    let key = public_key(&d, "k");
+    let image = format!("{}/multi:latest", reg.addr);
+
+    let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));
+    assert_eq!(signed.as_array().unwrap().len(), 1);
+    assert_eq!(signed[0]["digest"], index.as_str());
+    let signed = json(&d.ok(&["-o", "json", "sign", "--recursive", "--key", "k", &image]));
+    let digests: Vec<_> = signed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(digests.len(), 3, "{signed}");
+    for p in &platforms {
+        assert!(digests.contains(p));
+        assert!(
+            cosign_verify(&key, &format!("{}/multi@{p}", reg.addr), None)
+                .status
+                .success(),
+            "platform {p}"
+        );
+    }
+    assert!(cosign_verify(&key, &image, None).status.success());
+}
+
+#[test]
+fn basic_auth_registries_take_docker_config_credentials() {
+    let reg = TestRegistry::start_with_auth("ci", "s3cret-pass");
+    let digest = reg.push_image("private/app:v1", "private");
+    let image = format!("{}/private/app:v1", reg.addr);
+    let docker = reg.docker_config();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DevDaemon::start_with(tmp.path(), &[("DOCKER_CONFIG", &docker)]).unwrap();
+    d.ok(&["key", "create", "k"]);
+    let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));
+    assert_eq!(signed[0]["digest"], digest.as_str());
+    assert!(
+        cosign_verify(&public_key(&d, "k"), &image, Some(&docker))
+            .status
+            .success()
+    );
+    assert!(!d.log().contains("s3cret-pass"), "registry password logged");
+
+    // Without credentials: a clear authentication error naming the registry.
+    let anon = DevDaemon::start();
+    anon.ok(&["key", "create", "k"]);
+    let err = anon.fails(&["sign", "--key", "k", &image]);
+    assert!(
+        err.contains(&format!("registry {} refused authentication", reg.addr)),
+        "{err}"
+    );
+    assert!(err.contains("unauthenticated"), "{err}");
+    assert_eq!(anon.ok(&["signatures", "list"]).trim(), "");
+}
+
+#[test]
+fn bad_references_missing_images_and_unreachable_registries_are_named() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("app:v1", "errors");
+    d.ok(&["key", "create", "k"]);
+    let err = d.fails(&["sign", "--key", "k", "Not A/Reference::"]);
+    assert!(
+        err.contains("malformed image reference") && err.contains("invalid argument"),
+        "{err}"
+    );
+    let err = d.fails(&["sign", "--key", "k", &format!("{}/app:nope", reg.addr)]);
+    assert!(
+        err.contains("not found") && err.contains("app:nope"),
+        "{err}"
+    );
+    let err = d.fails(&["sign", "--key", "k", &format!("{}/ghost:v1", reg.addr)]);
+    assert!(err.contains("(not found)"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = d.fails(&["sign", "--key", "k", &format!("{closed}/app:v1")]);
+    assert!(
+        err.contains(&format!("registry {closed} is unreachable")) && err.contains("(unavailable)"),
+        "{err}"
+    );
+    let err = d.fails(&["sign", "--key", "ghost", &format!("{}/app:v1", reg.addr)]);
+    assert!(err.contains("key \"ghost\" not found"), "{err}");
+    d.ok(&["key", "create", "rsa", "--algorithm", "rsa-pss-3072"]);
+    let err = d.fails(&["sign", "--key", "rsa", &format!("{}/app:v1", reg.addr)]);
+    assert!(err.contains("PKCS#1 v1.5"), "{err}");
+    assert_eq!(
+        d.ok(&["signatures", "list"]).trim(),
+        "",
+        "failed requests were recorded"
+    );
+}
+
+#[test]
+fn scope_policy_refuses_repositories_outside_the_key_scope() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("prod/api:v1", "prod");
+    reg.push_image("dev/api:v1", "dev");
+    let scope = format!("{}/prod/*", reg.addr);
+    d.ok(&["key", "create", "prod-key", "--scope", &scope]);
+    d.ok(&[
+        "sign",
+        "--key",
+        "prod-key",
+        &format!("{}/prod/api:v1", reg.addr),
+    ]);
+    let err = d.fails(&[
+        "sign",
+        "--key",
+        "prod-key",
+        &format!("{}/dev/api:v1", reg.addr),
+    ]);
+    assert!(
+        err.contains("permission denied") && err.contains(&scope),
+        "{err}"
+    );
+    // `*` does not cross a path segment.
+    reg.push_image("prod/team/api:v1", "nested");
+    let err = d.fails(&[
+        "sign",
+        "--key",
+        "prod-key",
+        &format!("{}/prod/team/api:v1", reg.addr),
+    ]);
+    assert!(err.contains("matches none"), "{err}");
+    d.ok(&["key", "scope", "prod-key", &format!("{}/prod/**", reg.addr)]);
+    d.ok(&[
+        "sign",
+        "--key",
+        "prod-key",
+        &format!("{}/prod/team/api:v1", reg.addr),
+    ]);
+    let err = d.fails(&["key", "scope", "prod-key", "[unclosed"]);
+    assert!(err.contains("invalid scope pattern"), "{err}");
+}
+
+#[test]
+fn the_ledger_answers_what_a_key_signed_and_a_failed_push_records_nothing() {
+    let mut reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let a = reg.push_image("a/app:v1", "ledger-a");
+    reg.push_image("b/app:v1", "ledger-b");
+    d.ok(&["key", "create", "k1"]);
+    d.ok(&["key", "create", "k2"]);
+    let before = time_now();
+    d.ok(&["sign", "--key", "k1", &format!("{}/a/app:v1", reg.addr)]);
+    d.ok(&["sign", "--key", "k2", &format!("{}/b/app:v1", reg.addr)]);
+    let all = json(&d.ok(&["-o", "json", "signatures", "list"]));
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let k1 = json(&d.ok(&["-o", "json", "signatures", "list", "--key", "k1"]));
+    assert_eq!(k1.as_array().unwrap().len(), 1);
+    let e = &k1[0];
+    assert_eq!(e["digest"], a.as_str());
+    assert_eq!(e["repository"], "a/app");
+    assert_eq!(e["tag"], "v1");
+    assert_eq!(e["requester"], "admin");
+    assert_eq!(e["version"], 1);
+    assert_eq!(
+        e["pushed_to"],
+        format!("{}/a/app:{}.sig", reg.addr, a.replace(':', "-"))
+    );
+    let by_repo = json(&d.ok(&[
+        "-o",
+        "json",
+        "signatures",
+        "list",
+        "--repository",
+        &format!("{}/b/*", reg.addr),
+    ]));
+    assert_eq!(by_repo.as_array().unwrap().len(), 1);
+    assert_eq!(by_repo[0]["key"], "k2");
+    let since = json(&d.ok(&["-o", "json", "signatures", "list", "--since", &before]));
+    assert_eq!(since.as_array().unwrap().len(), 2);
+    let until = json(&d.ok(&["-o", "json", "signatures", "list", "--until", &before]));
+    assert_eq!(until.as_array().unwrap().len(), 0);
+    let err = d.fails(&["signatures", "list", "--since", "yesterday"]);
+    assert!(err.contains("RFC 3339"), "{err}");
+
+    // The registry goes read-only: the push fails, nothing is recorded, and the
+    // existing signature manifest still holds k1's signature.
+    reg.restart(true);
+    let err = d.fails(&["sign", "--key", "k2", &format!("{}/a/app:v1", reg.addr)]);
+    assert!(err.contains(&reg.addr), "{err}");
+    assert_eq!(
+        json(&d.ok(&["-o", "json", "signatures", "list"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(layers(&reg, "a/app", &a).len(), 1);
+    assert!(
+        cosign_verify(
+            &public_key(&d, "k1"),
+            &format!("{}/a/app:v1", reg.addr),
+            None
+        )
+        .status
+        .success()
+    );
+}
+
+fn time_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_registry_that_lies_about_the_digest_is_refused() {
+    // A fake registry that serves a manifest under a digest it does not have.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;
+            let lie = format!("sha256:{}", "1".repeat(64));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {lie}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let mut s = stream;
+            let _ = s.write_all(head.as_bytes());
+            if !request_line.starts_with("HEAD") {
+                let _ = s.write_all(body);
+            }
+        }
+    });
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "k"]);
+    let err = d.fails(&["sign", "--key", "k", &format!("{addr}/app:v1")]);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert_eq!(d.ok(&["signatures", "list"]).trim(), "");
+}
