@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keyward's main job in one command: a dev instance with its own SoftHSM token, a key
-# generated inside it, a file signed through the daemon, and the signature checked
-# with openssl against the key's public half and the Keyward CA.
+# generated inside it, a file signed and checked with openssl, and an image pushed to a
+# local registry, signed and attested through the daemon, and verified with cosign.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +42,55 @@ base64 -d "$DIR/artifact.sig" >"$DIR/artifact.sig.der"
 openssl dgst -sha256 -verify "$DIR/release-demo.pem" -signature "$DIR/artifact.sig.der" "$DIR/artifact.txt"
 openssl verify -CAfile "$DIR/instance/ca.pem" "$DIR/release-demo.crt"
 
+step "Starting a local OCI registry (docker-registry on 127.0.0.1) and pushing an image with skopeo"
+REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REG="127.0.0.1:$REG_PORT"
+cat >"$DIR/registry.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $DIR/registry}}
+http: {addr: $REG}
+YAML
+docker-registry serve "$DIR/registry.yml" >"$DIR/registry.log" 2>&1 &
+REG_PID=$!
+trap 'kill $PID $REG_PID 2>/dev/null || true; wait $PID $REG_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+# A small image as an OCI layout, built here without a Docker engine.
+L="$DIR/layout"; mkdir -p "$L/blobs/sha256"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
+blob() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$L/blobs/sha256/$d"; echo "$d"; }
+printf 'hello from keyward %s\n' "$(date -u +%FT%TZ)" >"$DIR/hello.txt"
+tar -C "$DIR" -cf "$DIR/layer.tar" hello.txt
+LD=$(blob "$DIR/layer.tar"); LS=$(stat -c%s "$DIR/layer.tar")
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{"Cmd":["cat","/hello.txt"]}}' "$LD" >"$DIR/config.json"
+CD=$(blob "$DIR/config.json"); CS=$(stat -c%s "$DIR/config.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' "$CD" "$CS" "$LD" "$LS" >"$DIR/manifest.json"
+MD=$(blob "$DIR/manifest.json"); MS=$(stat -c%s "$DIR/manifest.json")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' "$MD" "$MS" >"$L/index.json"
+skopeo copy --quiet --dest-tls-verify=false "oci:$L:v1" "docker://$REG/demo/hello:v1"
+echo "pushed $REG/demo/hello:v1"
+
+step "Signing the image with the HSM-held key (cosign simple signing, stored as sha256-<digest>.sig)"
+"$BIN/keyward" sign --key release-demo -a "build=demo" "$REG/demo/hello:v1"
+
+step "cosign verifies the signature with the key's public half"
+COSIGN=.tools/bin/cosign
+DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo.pem" --insecure-ignore-tlog=true \
+  --allow-http-registry "$REG/demo/hello:v1" 2>&1 | sed 's/^/  /'
+
+step "Attesting build provenance (in-toto statement in a DSSE envelope) and verifying it with cosign"
+echo '{"builder":{"id":"https://ci.example.com/keyward-demo"},"buildType":"https://example.com/demo"}' >"$DIR/provenance.json"
+"$BIN/keyward" attest --key release-demo --type slsaprovenance --predicate "$DIR/provenance.json" "$REG/demo/hello:v1"
+DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify-attestation --key "$DIR/release-demo.pem" --insecure-ignore-tlog=true \
+  --allow-http-registry --type slsaprovenance "$REG/demo/hello:v1" >/dev/null 2>"$DIR/attest-verify.log" \
+  && echo "  cosign verify-attestation: OK" || { cat "$DIR/attest-verify.log"; exit 1; }
+
+step "The signature ledger: what release-demo signed"
+"$BIN/keyward" signatures list --key release-demo
+
 step "Rotating the key: v1 retires (still verifies), v2 signs"
 "$BIN/keyward" key rotate release-demo
+"$BIN/keyward" verify --key release-demo "$REG/demo/hello:v1"
 
 step "The token holds the keys as sensitive, never-extractable objects"
 SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so \
@@ -51,4 +98,5 @@ SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/sofths
   | grep -E 'Private Key|label|Access' || true
 
 step "Done"
-echo "keywardd signed $DIR/artifact.txt with key release-demo; openssl verified the signature and the certificate."
+echo "keywardd signed $DIR/artifact.txt (openssl verified it and the key's certificate) and $REG/demo/hello:v1 (cosign verified the signature and the provenance attestation) with key release-demo, held in SoftHSM."
+
