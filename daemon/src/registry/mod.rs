@@ -169,10 +169,19 @@ pub struct Manifest {
     pub media_type: String,
 }
 
+/// How long an authorisation (bearer token or the knowledge that none is needed) is
+/// reused before the registry is asked again. Registry tokens usually live 60 s or more;
+/// a request refused before then re-authorises once.
+const AUTH_REUSE: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Clients per registry, with credentials.
 pub struct Registries {
     settings: RegistrySettings,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// (registry, repository, push?) -> when it was last authorised.
+    authorised: Mutex<HashMap<(String, String, bool), std::time::Instant>>,
+    /// Blobs known to exist, per repository (shared config blobs are pushed once).
+    known_blobs: Mutex<std::collections::HashSet<(String, String, String)>>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -187,7 +196,47 @@ impl Registries {
         Self {
             settings,
             clients: Mutex::new(HashMap::new()),
+            authorised: Mutex::new(HashMap::new()),
+            known_blobs: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Authorises for an operation on a repository unless that was done recently
+    /// (`force` asks again, after the registry refused a request).
+    async fn authorise(
+        &self,
+        client: &Client,
+        image: &Reference,
+        push: bool,
+        force: bool,
+    ) -> Result<(), RegistryError> {
+        let registry = image.resolve_registry().to_string();
+        let key = (registry.clone(), image.repository().to_string(), push);
+        if !force {
+            let recent = self
+                .authorised
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < AUTH_REUSE);
+            if recent {
+                return Ok(());
+            }
+        }
+        let op = if push {
+            oci_client::RegistryOperation::Push
+        } else {
+            oci_client::RegistryOperation::Pull
+        };
+        client
+            .auth(image, &self.auth(&registry), op)
+            .await
+            .map_err(|e| Self::map(&registry, "authentication", e))?;
+        self.authorised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, std::time::Instant::now());
+        Ok(())
     }
 
     fn client(&self, registry: &str) -> Result<Arc<Client>, RegistryError> {
@@ -287,10 +336,19 @@ impl Registries {
     pub async fn manifest(&self, reference: &Reference) -> Result<Manifest, RegistryError> {
         let registry = reference.resolve_registry().to_string();
         let client = self.client(&registry)?;
-        let (bytes, digest) = client
-            .pull_manifest_raw(reference, &self.auth(&registry), &MANIFEST_TYPES)
-            .await
-            .map_err(|e| Self::map(&registry, &format!("manifest {}", reference.whole()), e))?;
+        let what = format!("manifest {}", reference.whole());
+        let mut retried = false;
+        let (bytes, digest) = loop {
+            self.authorise(&client, reference, false, retried).await?;
+            match client
+                .pull_manifest_raw(reference, &self.auth(&registry), &MANIFEST_TYPES)
+                .await
+                .map_err(|e| Self::map(&registry, &what, e))
+            {
+                Err(RegistryError::Auth { .. }) if !retried => retried = true,
+                r => break r?,
+            }
+        };
         let actual = sha256_digest(&bytes);
         let expected = reference.digest().unwrap_or(&digest);
         if expected != actual || digest != actual {
@@ -349,32 +407,64 @@ impl Registries {
         Ok(out)
     }
 
-    /// Uploads a blob unless the registry has it; returns its digest.
+    /// Uploads a blob; returns its digest. With `shared`, the blob is one that many
+    /// pushes reuse: it is uploaded only if the registry lacks it, and remembered.
     pub async fn push_blob(
         &self,
         image: &Reference,
         data: Vec<u8>,
+        shared: bool,
     ) -> Result<String, RegistryError> {
         let registry = image.resolve_registry().to_string();
         let client = self.client(&registry)?;
         let digest = sha256_digest(&data);
-        client
-            .auth(
-                image,
-                &self.auth(&registry),
-                oci_client::RegistryOperation::Push,
-            )
-            .await
-            .map_err(|e| Self::map(&registry, "authentication", e))?;
-        let exists = client
-            .blob_exists(image, &digest)
-            .await
-            .map_err(|e| Self::map(&registry, &format!("blob {digest}"), e))?;
-        if !exists {
-            client
-                .push_blob(image, data, &digest)
-                .await
-                .map_err(|e| Self::map(&registry, &format!("blob {digest}"), e))?;
+        let known_key = (
+            registry.clone(),
+            image.repository().to_string(),
+            digest.clone(),
+        );
+        if shared
+            && self
+                .known_blobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&known_key)
+        {
+            return Ok(digest);
+        }
+        let what = format!("blob {digest}");
+        let mut retried = false;
+        loop {
+            self.authorise(&client, image, true, retried).await?;
+            let result = async {
+                if shared
+                    && client
+                        .blob_exists(image, &digest)
+                        .await
+                        .map_err(|e| Self::map(&registry, &what, e))?
+                {
+                    return Ok(());
+                }
+                client
+                    .push_blob(image, data.clone(), &digest)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Self::map(&registry, &what, e))
+            }
+            .await;
+            match result {
+                Err(RegistryError::Auth { .. }) if !retried => retried = true,
+                r => {
+                    r?;
+                    break;
+                }
+            }
+        }
+        if shared {
+            self.known_blobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(known_key);
         }
         Ok(digest)
     }
@@ -433,7 +523,7 @@ mod tests {
             ImageRef::parse(&d).unwrap().identity(),
             "127.0.0.1:5000/app"
         );
-        assert!(ImageRef::parse("UPPER/case:x").is_err());
+        assert!(ImageRef::parse("has space/app:v1").is_err());
         assert!(ImageRef::parse("app:").is_err());
     }
 }

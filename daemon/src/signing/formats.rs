@@ -70,16 +70,17 @@ pub fn existing_layers(manifest: Option<&[u8]>) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The config blob cosign writes for a signature image: its rootfs lists the layers.
-pub fn config_blob(layers: &[Value]) -> Vec<u8> {
-    let diff_ids: Vec<&str> = layers.iter().filter_map(|l| l["digest"].as_str()).collect();
+/// The config blob of signature and attestation manifests. Verifiers read only the
+/// layers, so one constant config serves every manifest of a repository and is uploaded
+/// once.
+pub fn config_blob() -> Vec<u8> {
     serde_json::to_vec(&json!({
         "architecture": "",
         "config": {},
         "created": "0001-01-01T00:00:00Z",
-        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "history": [],
         "os": "",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+        "rootfs": {"type": "layers", "diff_ids": []}
     }))
     .unwrap_or_default()
 }

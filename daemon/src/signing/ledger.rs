@@ -66,8 +66,9 @@ impl SignatureLedger {
         Self { store }
     }
 
-    /// Records an entry durably.
-    pub fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+    /// Records an entry durably. The write (and its fsync, shared with concurrent
+    /// writers) runs on the blocking pool, not on the async runtime.
+    pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
         let mut r = [0u8; 4];
         let _ = getrandom::getrandom(&mut r);
         let key = format!(
@@ -75,8 +76,11 @@ impl SignatureLedger {
             entry.time.unix_timestamp_nanos(),
             hex::encode(r)
         );
-        self.store
-            .put(Namespace::Ledger, &key, &store::to_json(entry)?)
+        let value = store::to_json(entry)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put(Namespace::Ledger, &key, &value))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))?
     }
 
     /// Entries matching the query, oldest first.

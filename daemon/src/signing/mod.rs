@@ -247,7 +247,10 @@ impl ImageSigner {
             .version(version)
             .map(|v| v.fingerprint.clone())
             .unwrap_or_default();
-        let payload_digest = self.registries.push_blob(&sig_ref, payload.clone()).await?;
+        let payload_digest = self
+            .registries
+            .push_blob(&sig_ref, payload.clone(), false)
+            .await?;
         let mut ann = BTreeMap::new();
         ann.insert(
             SIGNATURE_ANNOTATION.to_string(),
@@ -259,20 +262,22 @@ impl ImageSigner {
         layers.push(layer(SIMPLE_SIGNING, &payload, &payload_digest, ann));
         self.push_manifest(&sig_ref, &layers).await?;
 
-        self.ledger.record(&LedgerEntry {
-            kind: "signature".into(),
-            registry: image.parsed.registry().to_string(),
-            repository: image.parsed.repository().to_string(),
-            digest: digest.to_string(),
-            tag: image.parsed.tag().unwrap_or_default().to_string(),
-            reference: image.original.clone(),
-            key: key.to_string(),
-            version,
-            fingerprint,
-            time: OffsetDateTime::now_utc(),
-            requester: requester.to_string(),
-            pushed_to: pushed_to.clone(),
-        })?;
+        self.ledger
+            .record(&LedgerEntry {
+                kind: "signature".into(),
+                registry: image.parsed.registry().to_string(),
+                repository: image.parsed.repository().to_string(),
+                digest: digest.to_string(),
+                tag: image.parsed.tag().unwrap_or_default().to_string(),
+                reference: image.original.clone(),
+                key: key.to_string(),
+                version,
+                fingerprint,
+                time: OffsetDateTime::now_utc(),
+                requester: requester.to_string(),
+                pushed_to: pushed_to.clone(),
+            })
+            .await?;
         Ok(Signed {
             reference: image.original.clone(),
             digest: digest.to_string(),
@@ -289,9 +294,11 @@ impl ImageSigner {
         tag_ref: &oci_client::Reference,
         layers: &[Value],
     ) -> Result<(), ImageError> {
-        let config = config_blob(layers);
+        let config = config_blob();
         let config_digest = sha256_digest(&config);
-        self.registries.push_blob(tag_ref, config.clone()).await?;
+        self.registries
+            .push_blob(tag_ref, config.clone(), true)
+            .await?;
         let manifest = image_manifest(&config, &config_digest, layers);
         self.registries
             .push_manifest(tag_ref, manifest, crate::registry::OCI_MANIFEST)
@@ -339,7 +346,7 @@ impl ImageSigner {
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
         let env_digest = self
             .registries
-            .push_blob(&att_ref, envelope.clone())
+            .push_blob(&att_ref, envelope.clone(), false)
             .await?;
         let mut ann = BTreeMap::new();
         ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
@@ -352,20 +359,22 @@ impl ImageSigner {
         layers.push(layer(DSSE_ENVELOPE, &envelope, &env_digest, ann));
         self.push_manifest(&att_ref, &layers).await?;
 
-        self.ledger.record(&LedgerEntry {
-            kind: "attestation".into(),
-            registry: image.parsed.registry().to_string(),
-            repository: image.parsed.repository().to_string(),
-            digest: digest.clone(),
-            tag: image.parsed.tag().unwrap_or_default().to_string(),
-            reference: image.original.clone(),
-            key: key.to_string(),
-            version,
-            fingerprint,
-            time: OffsetDateTime::now_utc(),
-            requester: requester.to_string(),
-            pushed_to: pushed_to.clone(),
-        })?;
+        self.ledger
+            .record(&LedgerEntry {
+                kind: "attestation".into(),
+                registry: image.parsed.registry().to_string(),
+                repository: image.parsed.repository().to_string(),
+                digest: digest.clone(),
+                tag: image.parsed.tag().unwrap_or_default().to_string(),
+                reference: image.original.clone(),
+                key: key.to_string(),
+                version,
+                fingerprint,
+                time: OffsetDateTime::now_utc(),
+                requester: requester.to_string(),
+                pushed_to: pushed_to.clone(),
+            })
+            .await?;
         Ok((
             Signed {
                 reference: image.original.clone(),

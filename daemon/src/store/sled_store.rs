@@ -4,9 +4,22 @@ use super::{Namespace, Store, StoreError};
 use std::path::Path;
 
 /// sled database; one process at a time (sled locks the directory).
+///
+/// Writes are made durable by group commit: every write takes a sequence number, and a
+/// writer whose write was already covered by a flush that started after it returns
+/// without flushing again, so concurrent writers share one fsync.
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    commit: std::sync::Arc<GroupCommit>,
+}
+
+#[derive(Debug, Default)]
+struct GroupCommit {
+    /// Sequence number of the last write made.
+    written: std::sync::atomic::AtomicU64,
+    /// Held while flushing; holds the sequence number the last flush covered.
+    flushed: std::sync::Mutex<u64>,
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -27,7 +40,34 @@ impl SledStore {
                 StoreError::Engine(format!("cannot open store in {}: {text}", dir.display()))
             }
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            commit: Default::default(),
+        })
+    }
+
+    /// Makes every write up to and including `seq` durable.
+    fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut flushed = self
+            .commit
+            .flushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *flushed >= seq {
+            return Ok(());
+        }
+        let upto = self.commit.written.load(Ordering::SeqCst);
+        self.db.flush().map_err(engine)?;
+        *flushed = upto;
+        Ok(())
+    }
+
+    fn wrote(&self) -> u64 {
+        self.commit
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
     }
 
     fn tree(&self, ns: Namespace) -> Result<sled::Tree, StoreError> {
@@ -43,8 +83,8 @@ impl Store for SledStore {
     fn put(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let tree = self.tree(ns)?;
         tree.insert(key, value).map_err(engine)?;
-        tree.flush().map_err(engine)?;
-        Ok(())
+        let seq = self.wrote();
+        self.durable(seq)
     }
 
     fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
@@ -55,7 +95,8 @@ impl Store for SledStore {
         if swapped.is_err() {
             return Ok(false);
         }
-        tree.flush().map_err(engine)?;
+        let seq = self.wrote();
+        self.durable(seq)?;
         Ok(true)
     }
 
