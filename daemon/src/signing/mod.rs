@@ -76,6 +76,18 @@ pub struct Verification {
     pub rejected: Vec<String>,
 }
 
+/// What a ledger entry is made from.
+struct Recorded<'a> {
+    kind: &'static str,
+    image: &'a ImageRef,
+    digest: &'a str,
+    key: &'a str,
+    version: u32,
+    fingerprint: String,
+    requester: &'a str,
+    pushed_to: &'a str,
+}
+
 /// Signs images with keys from the registry of keys and pushes the results.
 pub struct ImageSigner {
     keys: Arc<KeyRegistry>,
@@ -156,6 +168,25 @@ impl ImageSigner {
     /// The ledger.
     pub fn ledger(&self) -> &SignatureLedger {
         &self.ledger
+    }
+
+    /// Writes a ledger entry for a signature or attestation that reached the registry.
+    async fn record(&self, r: Recorded<'_>) -> Result<(), ImageError> {
+        let entry = LedgerEntry {
+            kind: r.kind.to_string(),
+            registry: r.image.parsed.registry().to_string(),
+            repository: r.image.parsed.repository().to_string(),
+            digest: r.digest.to_string(),
+            tag: r.image.parsed.tag().unwrap_or_default().to_string(),
+            reference: r.image.original.clone(),
+            key: r.key.to_string(),
+            version: r.version,
+            fingerprint: r.fingerprint,
+            time: OffsetDateTime::now_utc(),
+            requester: r.requester.to_string(),
+            pushed_to: r.pushed_to.to_string(),
+        };
+        Ok(self.ledger.record(&entry).await?)
     }
 
     fn tag_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
@@ -262,22 +293,17 @@ impl ImageSigner {
         layers.push(layer(SIMPLE_SIGNING, &payload, &payload_digest, ann));
         self.push_manifest(&sig_ref, &layers).await?;
 
-        self.ledger
-            .record(&LedgerEntry {
-                kind: "signature".into(),
-                registry: image.parsed.registry().to_string(),
-                repository: image.parsed.repository().to_string(),
-                digest: digest.to_string(),
-                tag: image.parsed.tag().unwrap_or_default().to_string(),
-                reference: image.original.clone(),
-                key: key.to_string(),
-                version,
-                fingerprint,
-                time: OffsetDateTime::now_utc(),
-                requester: requester.to_string(),
-                pushed_to: pushed_to.clone(),
-            })
-            .await?;
+        self.record(Recorded {
+            kind: "signature",
+            image,
+            digest,
+            key,
+            version,
+            fingerprint,
+            requester,
+            pushed_to: &pushed_to,
+        })
+        .await?;
         Ok(Signed {
             reference: image.original.clone(),
             digest: digest.to_string(),
@@ -359,22 +385,17 @@ impl ImageSigner {
         layers.push(layer(DSSE_ENVELOPE, &envelope, &env_digest, ann));
         self.push_manifest(&att_ref, &layers).await?;
 
-        self.ledger
-            .record(&LedgerEntry {
-                kind: "attestation".into(),
-                registry: image.parsed.registry().to_string(),
-                repository: image.parsed.repository().to_string(),
-                digest: digest.clone(),
-                tag: image.parsed.tag().unwrap_or_default().to_string(),
-                reference: image.original.clone(),
-                key: key.to_string(),
-                version,
-                fingerprint,
-                time: OffsetDateTime::now_utc(),
-                requester: requester.to_string(),
-                pushed_to: pushed_to.clone(),
-            })
-            .await?;
+        self.record(Recorded {
+            kind: "attestation",
+            image: &image,
+            digest: &digest,
+            key,
+            version,
+            fingerprint,
+            requester,
+            pushed_to: &pushed_to,
+        })
+        .await?;
         Ok((
             Signed {
                 reference: image.original.clone(),
