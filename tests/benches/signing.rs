@@ -32,7 +32,11 @@ fn env_secs(name: &str, default: u64) -> Duration {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--raw-child") {
-        return raw_child(Path::new(&args[i + 1]), args[i + 2].parse()?);
+        return raw_child(
+            Path::new(&args[i + 1]),
+            args[i + 2].parse()?,
+            args[i + 3].parse()?,
+        );
     }
     let tmp = tempfile::tempdir()?;
     let target = std::env::current_exe()?
@@ -51,8 +55,8 @@ fn main() -> anyhow::Result<()> {
         "Keyward signing benchmark ({} cores)",
         std::thread::available_parallelism()?.get()
     );
-    let raw1 = raw(tmp.path(), 1)?;
-    let raw2 = raw(tmp.path(), 2)?;
+    let raw1 = raw(tmp.path(), 1, 10)?;
+    let raw2 = raw(tmp.path(), 2, 10)?;
     println!(
         "raw cryptoki ECDSA P-256 (SoftHSM, cached handle): 1 thread {raw1:.0}/s, 2 threads {raw2:.0}/s"
     );
@@ -134,6 +138,13 @@ fn main() -> anyhow::Result<()> {
         raw2,
     );
     println!("rate with 3,000 keys / rate with 10 keys: {:.3}", r3k / r10);
+    stop(&mut child);
+    let raw1_3k = raw(tmp.path(), 1, 3000)?;
+    println!(
+        "raw cryptoki, 1 thread, 3,000 keys on the token: {raw1_3k:.0}/s ({:.3} of the 10-key raw rate)",
+        raw1_3k / raw1
+    );
+    let (mut child, cfg, _) = start(&keywardd, &dir)?;
     // Last: image signing writes to the store, and sled's background work afterwards
     // would weigh on the raw-signing phases.
     let (images, secs) = rt.block_on(image_bench(&cfg, tmp.path()))?;
@@ -382,8 +393,8 @@ async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration,
 
 /// Raw signing rate in a child process with its own SoftHSM token (SoftHSM reads
 /// SOFTHSM2_CONF at load time, so the token's configuration goes in the child's env).
-fn raw(tmp: &Path, threads: usize) -> anyhow::Result<f64> {
-    let dir = tmp.join(format!("raw{threads}"));
+fn raw(tmp: &Path, threads: usize, keys: u16) -> anyhow::Result<f64> {
+    let dir = tmp.join(format!("raw{threads}-{keys}"));
     std::fs::create_dir_all(dir.join("tokens"))?;
     let conf = dir.join("softhsm2.conf");
     std::fs::write(
@@ -413,6 +424,7 @@ fn raw(tmp: &Path, threads: usize) -> anyhow::Result<f64> {
         .arg("--raw-child")
         .arg(&dir)
         .arg(threads.to_string())
+        .arg(keys.to_string())
         .env("SOFTHSM2_CONF", &conf)
         .output()?;
     anyhow::ensure!(
@@ -423,7 +435,7 @@ fn raw(tmp: &Path, threads: usize) -> anyhow::Result<f64> {
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
-fn raw_child(_dir: &Path, threads: usize) -> anyhow::Result<()> {
+fn raw_child(_dir: &Path, threads: usize, keys: u16) -> anyhow::Result<()> {
     let ctx = Pkcs11::new(MODULE)?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
     let slot = ctx.get_slots_with_token()?.into_iter().find(|s| {
@@ -435,7 +447,7 @@ fn raw_child(_dir: &Path, threads: usize) -> anyhow::Result<()> {
     let login = ctx.open_rw_session(slot)?;
     login.login(UserType::User, Some(&AuthPin::new("1234".into())))?;
     let mut key = None;
-    for i in 0..10u8 {
+    for i in 0..keys {
         let (_, private) = login.generate_key_pair(
             &Mechanism::EccKeyPairGen,
             &[
@@ -443,13 +455,13 @@ fn raw_child(_dir: &Path, threads: usize) -> anyhow::Result<()> {
                 Attribute::EcParams(vec![
                     0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
                 ]),
-                Attribute::Id(vec![i]),
+                Attribute::Id(i.to_be_bytes().to_vec()),
             ],
             &[
                 Attribute::Token(true),
                 Attribute::Sensitive(true),
                 Attribute::Sign(true),
-                Attribute::Id(vec![i]),
+                Attribute::Id(i.to_be_bytes().to_vec()),
             ],
         )?;
         key = Some(private);
