@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyward/v1/keys.proto",
         "keyward/v1/signing.proto",
         "keyward/v1/images.proto",
+        "keyward/v1/principals.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

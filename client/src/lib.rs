@@ -4,6 +4,7 @@
 
 use keyward_proto::v1::image_service_client::ImageServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
+use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
 use keyward_proto::v1::signing_service_client::SigningServiceClient;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,8 @@ pub struct Client {
     pub signing: SigningServiceClient<Channel>,
     /// Container images.
     pub images: ImageServiceClient<Channel>,
+    /// Principals.
+    pub principals: PrincipalServiceClient<Channel>,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -130,7 +133,8 @@ impl Client {
         Ok(Self {
             keys: KeyServiceClient::new(channel.clone()),
             signing: SigningServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
+            images: ImageServiceClient::new(channel.clone()),
+            principals: PrincipalServiceClient::new(channel),
         })
     }
 }

@@ -89,6 +89,59 @@ enum Command {
     /// The signature ledger.
     #[command(subcommand)]
     Signatures(SignaturesCommand),
+    /// Manage principals (people and machines that call Keyward).
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Show the principal this configuration authenticates as.
+    Whoami,
+}
+
+#[derive(Subcommand)]
+enum PrincipalCommand {
+    /// Register a principal: its TLS key is generated here, the daemon certifies it, and
+    /// FILE becomes a ready client.toml (key, certificate and CA beside it).
+    Add {
+        /// Principal name (certificate common name).
+        name: String,
+        /// signer, approver, key-admin, revoker, auditor, admin (repeatable or comma separated).
+        #[arg(long = "role", required = true, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Where to write the new principal's client.toml.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List principals.
+    List,
+    /// Show a principal.
+    Show {
+        /// Principal name.
+        name: String,
+    },
+    /// Remove a principal; its certificate is refused from the next request on.
+    Remove {
+        /// Principal name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Set who may sign with a key and which repositories it may sign.
+    Set {
+        /// Key name.
+        name: String,
+        /// Principals who may sign (comma separated); "" allows every signer.
+        #[arg(long, value_delimiter = ',')]
+        signers: Option<Vec<String>>,
+        /// registry/repository globs (comma separated); "" allows any.
+        #[arg(long, value_delimiter = ',')]
+        scope: Option<Vec<String>>,
+    },
+    /// Show a key's policy.
+    Show {
+        /// Key name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +179,9 @@ enum KeyCommand {
         #[arg(long, value_delimiter = ',')]
         scope: Vec<String>,
     },
+    /// A key's policy: signers and scope.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Set the repositories (globs) a key may sign; no pattern means any.
     Scope {
         /// Key name.
@@ -177,6 +233,7 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
         "created_at": k.created_at,
         "active_version": k.active_version,
         "scope": k.scope,
+        "signers": k.signers,
         "versions": k.versions.iter().map(|v| json!({
             "version": v.version,
             "state": state(v.state),
@@ -192,6 +249,56 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
 fn artifact_json(a: &proto::SignedArtifact) -> serde_json::Value {
     json!({"reference": a.reference, "digest": a.digest, "pushed_to": a.pushed_to,
            "version": a.version, "already_signed": a.already_signed})
+}
+
+fn print_policy(k: &proto::Key) {
+    let any = |v: &Vec<String>, what: &str| {
+        if v.is_empty() {
+            what.to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("{}", k.name);
+    println!(
+        "  signers: {}",
+        any(&k.signers, "any principal with the signer role")
+    );
+    println!("  scope:   {}", any(&k.scope, "any repository"));
+}
+
+fn principal_json(p: &proto::Principal) -> serde_json::Value {
+    json!({"name": p.name, "roles": p.roles, "created_at": p.created_at, "created_by": p.created_by,
+           "removed": p.removed, "removed_at": p.removed_at, "certificate_fingerprint": p.certificate_fingerprint})
+}
+
+fn print_principal(p: &proto::Principal) {
+    println!(
+        "{}  roles={}  {}",
+        p.name,
+        p.roles.join(","),
+        if p.removed { "removed" } else { "active" }
+    );
+    println!("  added {} by {}", p.created_at, p.created_by);
+    if p.removed {
+        println!("  removed {}", p.removed_at);
+    }
+    println!("  certificate sha256 {}", p.certificate_fingerprint);
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_key(k: &proto::Key) {
@@ -273,6 +380,164 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(explain)?
                 .into_inner();
             emit(out, key_json(&k), || print_key(&k));
+        }
+        Command::Key(KeyCommand::Policy(PolicyCommand::Set {
+            name,
+            signers,
+            scope,
+        })) => {
+            let clean = |v: Option<Vec<String>>| {
+                v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
+            };
+            let (signers, scope) = (clean(signers), clean(scope));
+            anyhow::ensure!(
+                signers.is_some() || scope.is_some(),
+                "nothing to set: give --signers and/or --scope"
+            );
+            let k = client
+                .keys
+                .set_key_policy(proto::SetKeyPolicyRequest {
+                    name,
+                    set_signers: signers.is_some(),
+                    signers: signers.unwrap_or_default(),
+                    set_scope: scope.is_some(),
+                    scope: scope.unwrap_or_default(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(
+                out,
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope}),
+                || print_policy(&k),
+            );
+        }
+        Command::Key(KeyCommand::Policy(PolicyCommand::Show { name })) => {
+            let k = client
+                .keys
+                .get_key(proto::GetKeyRequest { name })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(
+                out,
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope}),
+                || print_policy(&k),
+            );
+        }
+        Command::Principal(PrincipalCommand::Add {
+            name,
+            roles,
+            out: file,
+        }) => {
+            let pair = rcgen::KeyPair::generate().context("cannot generate a TLS key")?;
+            let r = client
+                .principals
+                .add_principal(proto::AddPrincipalRequest {
+                    name: name.clone(),
+                    roles,
+                    public_key: rcgen::PublicKeyData::subject_public_key_info(&pair),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let dir = dir.canonicalize()?;
+            let (crt, key, ca) = (
+                dir.join(format!("{name}.crt")),
+                dir.join(format!("{name}.key")),
+                dir.join("ca.pem"),
+            );
+            write_private(&key, pair.serialize_pem().as_bytes())?;
+            std::fs::write(&crt, &r.certificate_pem)
+                .with_context(|| format!("cannot write {}", crt.display()))?;
+            std::fs::write(&ca, &r.ca_certificate_pem)
+                .with_context(|| format!("cannot write {}", ca.display()))?;
+            let toml = format!(
+                "# keyward client configuration for principal {name}\nendpoint = {:?}\nserver_name = {:?}\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+                cfg.endpoint,
+                cfg.server_name
+                    .clone()
+                    .unwrap_or_else(|| "localhost".into()),
+                ca.display().to_string(),
+                crt.display().to_string(),
+                key.display().to_string()
+            );
+            write_private(&file, toml.as_bytes())?;
+            let p = r.principal.unwrap_or_default();
+            emit(
+                out,
+                json!({"principal": principal_json(&p), "client_config": file}),
+                || {
+                    println!(
+                        "principal {} added with roles {}; client configuration: {}",
+                        p.name,
+                        p.roles.join(", "),
+                        file.display()
+                    );
+                },
+            );
+        }
+        Command::Principal(PrincipalCommand::List) => {
+            let ps = client
+                .principals
+                .list_principals(proto::ListPrincipalsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .principals;
+            emit(
+                out,
+                json!(ps.iter().map(principal_json).collect::<Vec<_>>()),
+                || {
+                    for p in &ps {
+                        println!(
+                            "{}\t{}\t{}",
+                            p.name,
+                            p.roles.join(","),
+                            if p.removed { "removed" } else { "active" }
+                        );
+                    }
+                },
+            );
+        }
+        Command::Principal(PrincipalCommand::Show { name }) => {
+            let p = client
+                .principals
+                .get_principal(proto::GetPrincipalRequest { name })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, principal_json(&p), || print_principal(&p));
+        }
+        Command::Principal(PrincipalCommand::Remove { name }) => {
+            let p = client
+                .principals
+                .remove_principal(proto::RemovePrincipalRequest { name })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, principal_json(&p), || {
+                println!(
+                    "principal {} removed; its certificate is refused from now on",
+                    p.name
+                )
+            });
+        }
+        Command::Whoami => {
+            let p = client
+                .principals
+                .who_am_i(proto::WhoAmIRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, principal_json(&p), || print_principal(&p));
         }
         Command::Key(KeyCommand::List) => {
             let keys = client

@@ -1,11 +1,13 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{ImageApi, KeyApi, SigningApi};
+use crate::api::{ImageApi, KeyApi, PrincipalApi, SigningApi};
+use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
 use crate::hsm::pkcs11::Pkcs11Backend;
 use crate::hsm::yubihsm::YubiHsmBackend;
 use crate::hsm::{Algorithm, Backend, HsmError, HsmPool};
+use crate::identity::Authenticator;
 use crate::keys::{Backends, KeyError, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::pki::{self, CaRecord, PkiError, Subject, TlsIdentity};
@@ -15,6 +17,7 @@ use crate::signing::ledger::SignatureLedger;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
 use keyward_proto::v1::image_service_server::ImageServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
+use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
 use keyward_proto::v1::signing_service_server::SigningServiceServer;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -136,6 +139,7 @@ pub struct Instance {
     config: Config,
     store: Arc<dyn Store>,
     backends: Arc<Backends>,
+    principals: Arc<Principals>,
     metrics: Arc<Metrics>,
 }
 
@@ -256,10 +260,12 @@ impl Instance {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
+        let principals = Arc::new(Principals::load(store.clone())?);
         Ok(Self {
             config,
             store,
             backends,
+            principals,
             metrics,
         })
     }
@@ -308,7 +314,13 @@ impl Instance {
             });
         }
         tracing::info!(backend, fingerprint = %pki::ca_fingerprint(&ca), "Keyward CA created in the HSM");
-        self.issue_client(&ca, admin).await
+        let identity = self.issue_client(&ca, admin).await?;
+        let fingerprint = pem_fingerprint(&identity.tls.certificate_pem)
+            .ok_or_else(|| StartError::Config("issued an unreadable certificate".into()))?;
+        self.principals
+            .add(admin, vec![Role::Admin], fingerprint, "keywardd init")
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        Ok(identity)
     }
 
     /// Issues a client identity for a principal.
@@ -410,20 +422,30 @@ impl Instance {
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let http_addr = http.local_addr().map_err(io("local address"))?;
 
+        let auth = Authenticator::new(self.principals.clone());
         let router = Server::builder()
             .tls_config(tls)
             .map_err(|e| StartError::Config(format!("TLS configuration: {e}")))?
             .add_service(KeyServiceServer::with_interceptor(
-                KeyApi::new(keys.clone(), self.metrics.clone()),
-                crate::identity::authenticate,
+                KeyApi::new(keys.clone(), self.principals.clone(), self.metrics.clone()),
+                auth.clone(),
             ))
             .add_service(SigningServiceServer::with_interceptor(
                 SigningApi::new(keys.clone(), self.metrics.clone()),
-                crate::identity::authenticate,
+                auth.clone(),
             ))
             .add_service(ImageServiceServer::with_interceptor(
                 ImageApi::new(signer.clone(), self.metrics.clone()),
-                crate::identity::authenticate,
+                auth.clone(),
+            ))
+            .add_service(PrincipalServiceServer::with_interceptor(
+                PrincipalApi::new(
+                    self.principals.clone(),
+                    ca.clone(),
+                    keys.clone(),
+                    self.metrics.clone(),
+                ),
+                auth,
             ));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let http_app = crate::http::router(self.metrics.clone());

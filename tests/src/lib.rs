@@ -124,6 +124,16 @@ impl DevDaemon {
             .expect("run keyward")
     }
 
+    /// Runs `keyward ARGS` with another principal's client configuration.
+    pub fn keyward_as(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new(bin("keyward"))
+            .env("KEYWARD_CONFIG", config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyward")
+    }
+
     /// Runs `keyward ARGS`, asserts success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.keyward(args);

@@ -2,6 +2,7 @@
 
 use super::finish;
 use super::keys::state;
+use crate::authz::Action;
 use crate::identity::principal;
 use crate::metrics::Metrics;
 use crate::signing::ledger::LedgerQuery;
@@ -54,6 +55,16 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::SignImageRequest>,
     ) -> Result<Response<pb::SignImageResponse>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::Sign,
+            "SignImage",
+            "sign images",
+        )?;
+        if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
+            super::may_sign(&self.metrics, &who, &rec, "SignImage")?;
+        }
         let r = req.into_inner();
         let result = self
             .signer
@@ -83,6 +94,16 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::AttestImageRequest>,
     ) -> Result<Response<pb::AttestImageResponse>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::Sign,
+            "AttestImage",
+            "attest images",
+        )?;
+        if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
+            super::may_sign(&self.metrics, &who, &rec, "AttestImage")?;
+        }
         let r = req.into_inner();
         let result = self
             .signer
@@ -136,6 +157,13 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::ListSignaturesRequest>,
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::ReadLedger,
+            "ListSignatures",
+            "read the signature ledger",
+        )?;
         let r = req.into_inner();
         let result = (|| {
             let q = LedgerQuery {

@@ -1,6 +1,7 @@
 //! `keyward.v1.KeyService`.
 
 use super::finish;
+use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, VersionState};
@@ -15,13 +16,18 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct KeyApi {
     keys: Arc<KeyRegistry>,
+    principals: Arc<Principals>,
     metrics: Arc<Metrics>,
 }
 
 impl KeyApi {
     /// A service over the registry.
-    pub fn new(keys: Arc<KeyRegistry>, metrics: Arc<Metrics>) -> Self {
-        Self { keys, metrics }
+    pub fn new(keys: Arc<KeyRegistry>, principals: Arc<Principals>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            keys,
+            principals,
+            metrics,
+        }
     }
 }
 
@@ -62,6 +68,7 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         active_version: r.active().map(|v| v.version).unwrap_or(0),
         versions: r.versions.iter().map(version).collect(),
         scope: r.scope.clone(),
+        signers: r.signers.clone(),
     }
 }
 
@@ -72,6 +79,13 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::ManageKeys,
+            "CreateKey",
+            "create keys",
+        )?;
         let r = req.into_inner();
         let result = self
             .keys
@@ -104,6 +118,13 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::ManageKeys,
+            "RotateKey",
+            "rotate keys",
+        )?;
         let result = self.keys.rotate(&req.get_ref().name).await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
@@ -171,11 +192,56 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyScopeRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::ManageKeys,
+            "SetKeyScope",
+            "set key policy",
+        )?;
         let r = req.into_inner();
-        let result = self.keys.set_scope(&r.name, r.scope).await;
+        let result = self.keys.set_policy(&r.name, None, Some(r.scope)).await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
         }
         finish(&self.metrics, "SetKeyScope", &who.name, result).map(|k| Response::new(key(&k)))
+    }
+
+    async fn set_key_policy(
+        &self,
+        req: Request<pb::SetKeyPolicyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let who = principal(&req)?;
+        super::gate(
+            &self.metrics,
+            &who,
+            Action::ManageKeys,
+            "SetKeyPolicy",
+            "set key policy",
+        )?;
+        let r = req.into_inner();
+        let result = async {
+            if r.set_signers {
+                for s in &r.signers {
+                    if self.principals.get(s).is_err() {
+                        return Err(KeyError::InvalidArgument(format!(
+                            "no principal named {s:?}; add it first (keyward principal add)"
+                        )));
+                    }
+                }
+            }
+            self.keys
+                .set_policy(
+                    &r.name,
+                    r.set_signers.then_some(r.signers),
+                    r.set_scope.then_some(r.scope),
+                )
+                .await
+        }
+        .await;
+        if let Ok(k) = &result {
+            tracing::info!(principal = %who.name, key = %k.name, signers = ?k.signers, scope = ?k.scope, "key policy set");
+        }
+        finish(&self.metrics, "SetKeyPolicy", &who.name, result).map(|k| Response::new(key(&k)))
     }
 }

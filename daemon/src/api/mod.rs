@@ -3,10 +3,12 @@
 
 mod images;
 mod keys;
+mod principals;
 mod signing;
 
 pub use images::ImageApi;
 pub use keys::KeyApi;
+pub use principals::PrincipalApi;
 pub use signing::SigningApi;
 
 use crate::hsm::HsmError;
@@ -112,4 +114,39 @@ pub(crate) fn finish<T, E: ToStatus>(
             Err(st)
         }
     }
+}
+
+/// Checks the caller's roles for an action; a refusal is logged and counted.
+pub(crate) fn gate(
+    metrics: &Metrics,
+    who: &crate::identity::Principal,
+    action: crate::authz::Action,
+    method: &'static str,
+    what: &str,
+) -> Result<(), Status> {
+    who.allow(action, what).inspect_err(|st| {
+        tracing::info!(method, principal = %who.name, reason = %st.message(), "request refused");
+        metrics.request(method, st.code());
+    })
+}
+
+/// Checks a key's signer list: when it names principals, only they may sign with it.
+pub(crate) fn may_sign(
+    metrics: &Metrics,
+    who: &crate::identity::Principal,
+    key: &crate::keys::KeyRecord,
+    method: &'static str,
+) -> Result<(), Status> {
+    if key.signers.is_empty() || key.signers.iter().any(|s| s == &who.name) {
+        return Ok(());
+    }
+    let st = Status::permission_denied(format!(
+        "principal {:?} is not among the signers of key {:?} ({})",
+        who.name,
+        key.name,
+        key.signers.join(", ")
+    ));
+    tracing::info!(method, principal = %who.name, reason = %st.message(), "request refused");
+    metrics.request(method, st.code());
+    Err(st)
 }

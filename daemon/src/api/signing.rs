@@ -1,6 +1,7 @@
 //! `keyward.v1.SigningService`.
 
 use super::finish;
+use crate::authz::Action;
 use crate::hsm::{DigestAlgorithm, SignInput};
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRegistry};
@@ -61,6 +62,10 @@ impl pb::signing_service_server::SigningService for SigningApi {
         req: Request<pb::SignDigestRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         let who = principal(&req)?;
+        super::gate(&self.metrics, &who, Action::Sign, "SignDigest", "sign")?;
+        if let Ok(rec) = self.keys.get(&req.get_ref().key) {
+            super::may_sign(&self.metrics, &who, &rec, "SignDigest")?;
+        }
         let r = req.into_inner();
         let name = r.key.clone();
         let result = async {

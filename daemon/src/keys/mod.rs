@@ -275,6 +275,7 @@ impl KeyRegistry {
             created_at: now(),
             versions: vec![v1],
             scope,
+            signers: Vec::new(),
         };
         let stored =
             store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
@@ -324,16 +325,24 @@ impl KeyRegistry {
         }
     }
 
-    /// Replaces the repositories a key may sign.
-    pub async fn set_scope(
+    /// Replaces a key's signers and/or the repositories it may sign.
+    pub async fn set_policy(
         &self,
         name: &str,
-        scope: Vec<String>,
+        signers: Option<Vec<String>>,
+        scope: Option<Vec<String>>,
     ) -> Result<Arc<KeyRecord>, KeyError> {
-        validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
+        if let Some(scope) = &scope {
+            validate_scope(scope).map_err(KeyError::InvalidArgument)?;
+        }
         let _w = self.writes.lock().await;
         let mut rec = (*self.get(name)?).clone();
-        rec.scope = scope;
+        if let Some(scope) = scope {
+            rec.scope = scope;
+        }
+        if let Some(signers) = signers {
+            rec.signers = signers;
+        }
         self.store
             .put(Namespace::Keys, name, &store::to_json(&rec)?)?;
         Ok(self.remember(rec))

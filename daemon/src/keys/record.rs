@@ -93,6 +93,9 @@ pub struct KeyRecord {
     /// Repositories (`registry/repository` globs) this key may sign; empty means any.
     #[serde(default)]
     pub scope: Vec<String>,
+    /// Principals who may sign with it; empty means every principal with the signer role.
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 impl KeyRecord {

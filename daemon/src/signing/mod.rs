@@ -165,6 +165,11 @@ impl ImageSigner {
         }
     }
 
+    /// The keys it signs with.
+    pub fn keys(&self) -> &Arc<KeyRegistry> {
+        &self.keys
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &SignatureLedger {
         &self.ledger

@@ -14,6 +14,8 @@ pub enum Namespace {
     Meta,
     /// The signature ledger, by time.
     Ledger,
+    /// Principals, by name.
+    Principals,
 }
 
 impl Namespace {
@@ -22,6 +24,7 @@ impl Namespace {
             Namespace::Keys => "keys",
             Namespace::Meta => "meta",
             Namespace::Ledger => "ledger",
+            Namespace::Principals => "principals",
         }
     }
 }

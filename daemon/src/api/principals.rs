@@ -1,0 +1,198 @@
+//! `keyward.v1.PrincipalService`.
+
+use super::{finish, gate};
+use crate::authz::{Action, PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
+use crate::hsm::{Algorithm, HsmPool};
+use crate::identity::principal;
+use crate::keys::KeyError;
+use crate::metrics::Metrics;
+use crate::pki::{self, CaRecord, PkiError, Subject};
+use keyward_proto::v1 as pb;
+use p256::pkcs8::DecodePublicKey;
+use std::sync::Arc;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Code, Request, Response, Status};
+
+/// Serves principal management.
+pub struct PrincipalApi {
+    principals: Arc<Principals>,
+    ca: Arc<CaRecord>,
+    keys: Arc<crate::keys::KeyRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl PrincipalApi {
+    /// A service over the principals; certificates are issued by the CA.
+    pub fn new(
+        principals: Arc<Principals>,
+        ca: Arc<CaRecord>,
+        keys: Arc<crate::keys::KeyRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            principals,
+            ca,
+            keys,
+            metrics,
+        }
+    }
+
+    fn ca_pool(&self) -> Result<&HsmPool, KeyError> {
+        self.keys.backends().get(&self.ca.backend)
+    }
+}
+
+/// The API view of a principal.
+pub fn view(p: &PrincipalRecord) -> pb::Principal {
+    pb::Principal {
+        name: p.name.clone(),
+        roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        created_at: p.created_at.format(&Rfc3339).unwrap_or_default(),
+        created_by: p.created_by.clone(),
+        removed: p.removed_at.is_some(),
+        removed_at: p
+            .removed_at
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default(),
+        certificate_fingerprint: p.certificate_fingerprint.clone(),
+    }
+}
+
+impl super::ToStatus for PrincipalError {
+    fn to_status(&self) -> Status {
+        let code = match self {
+            PrincipalError::NotFound(_) => Code::NotFound,
+            PrincipalError::AlreadyExists(_) => Code::AlreadyExists,
+            PrincipalError::InvalidArgument(_) => Code::InvalidArgument,
+            PrincipalError::FailedPrecondition(_) => Code::FailedPrecondition,
+            PrincipalError::Store(_) => {
+                return Status::internal("internal error: the store failed; nothing was changed");
+            }
+        };
+        Status::new(code, self.to_string())
+    }
+}
+
+impl std::fmt::Debug for PrincipalApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalApi").finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::principal_service_server::PrincipalService for PrincipalApi {
+    async fn add_principal(
+        &self,
+        req: Request<pb::AddPrincipalRequest>,
+    ) -> Result<Response<pb::AddPrincipalResponse>, Status> {
+        let who = principal(&req)?;
+        gate(
+            &self.metrics,
+            &who,
+            Action::ManagePrincipals,
+            "AddPrincipal",
+            "add principals",
+        )?;
+        let r = req.into_inner();
+        let roles = match self.principals.check_new(&r.name, &r.roles) {
+            Ok(roles) => roles,
+            Err(e) => return finish(&self.metrics, "AddPrincipal", &who.name, Err(e)),
+        };
+        if p256::PublicKey::from_public_key_der(&r.public_key).is_err() {
+            let e = PrincipalError::InvalidArgument(
+                "public_key must be a DER SubjectPublicKeyInfo of a P-256 key".into(),
+            );
+            return finish(&self.metrics, "AddPrincipal", &who.name, Err(e));
+        }
+        let pool = match self.ca_pool() {
+            Ok(p) => p,
+            Err(e) => return finish(&self.metrics, "AddPrincipal", &who.name, Err(e)),
+        };
+        let (ca, name, spki) = (self.ca.clone(), r.name.clone(), r.public_key.clone());
+        let issued: Result<String, PkiError> = pool
+            .run("issue-client", move |s| {
+                pki::issue(s, &ca, Subject::Client(&name), &spki, Algorithm::EcdsaP256)
+            })
+            .await;
+        let cert = finish(
+            &self.metrics,
+            "AddPrincipal",
+            &who.name,
+            issued.map_err(KeyError::from),
+        )?;
+        let fingerprint = pem_fingerprint(&cert)
+            .ok_or_else(|| Status::internal("internal error: issued an unreadable certificate"))?;
+        let added = self.principals.add(&r.name, roles, fingerprint, &who.name);
+        if let Ok(p) = &added {
+            tracing::info!(principal = %who.name, added = %p.name, roles = ?p.roles, "principal added");
+        }
+        let p = finish(&self.metrics, "AddPrincipal", &who.name, added)?;
+        Ok(Response::new(pb::AddPrincipalResponse {
+            principal: Some(view(&p)),
+            certificate_pem: cert,
+            ca_certificate_pem: self.ca.certificate_pem.clone(),
+        }))
+    }
+
+    async fn list_principals(
+        &self,
+        req: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        let who = principal(&req)?;
+        gate(
+            &self.metrics,
+            &who,
+            Action::ManagePrincipals,
+            "ListPrincipals",
+            "list principals",
+        )?;
+        let principals = self.principals.list().iter().map(|p| view(p)).collect();
+        finish::<(), PrincipalError>(&self.metrics, "ListPrincipals", &who.name, Ok(()))?;
+        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+    }
+
+    async fn get_principal(
+        &self,
+        req: Request<pb::GetPrincipalRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let who = principal(&req)?;
+        if req.get_ref().name != who.name {
+            gate(
+                &self.metrics,
+                &who,
+                Action::ManagePrincipals,
+                "GetPrincipal",
+                "show other principals",
+            )?;
+        }
+        let result = self.principals.get(&req.get_ref().name);
+        finish(&self.metrics, "GetPrincipal", &who.name, result).map(|p| Response::new(view(&p)))
+    }
+
+    async fn remove_principal(
+        &self,
+        req: Request<pb::RemovePrincipalRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let who = principal(&req)?;
+        gate(
+            &self.metrics,
+            &who,
+            Action::ManagePrincipals,
+            "RemovePrincipal",
+            "remove principals",
+        )?;
+        let result = self.principals.remove(&req.get_ref().name);
+        if let Ok(p) = &result {
+            tracing::info!(principal = %who.name, removed = %p.name, "principal removed");
+        }
+        finish(&self.metrics, "RemovePrincipal", &who.name, result).map(|p| Response::new(view(&p)))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let who = principal(&req)?;
+        Ok(Response::new(view(&who.record)))
+    }
+}

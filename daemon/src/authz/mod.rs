@@ -1,0 +1,341 @@
+//! Who may do what: principals (named by their client certificates), their roles, and
+//! the check every request passes. Denials say why, never echo a secret.
+
+use crate::store::{self, Namespace, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
+
+/// A role from the configuration of principals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Requests signatures.
+    Signer,
+    /// Approves other people's signing requests.
+    Approver,
+    /// Creates, rotates and sets policy on keys.
+    KeyAdmin,
+    /// Revokes key versions.
+    Revoker,
+    /// Reads the ledger and the audit log.
+    Auditor,
+    /// Everything, including principal management.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Signer,
+        Role::Approver,
+        Role::KeyAdmin,
+        Role::Revoker,
+        Role::Auditor,
+        Role::Admin,
+    ];
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Signer => "signer",
+            Role::Approver => "approver",
+            Role::KeyAdmin => "key-admin",
+            Role::Revoker => "revoker",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a role name; the error lists the valid ones.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {s:?}; roles: {}",
+                    Self::ALL.map(Role::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// What a request does, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read keys, public keys, backends; verify images.
+    Read,
+    /// Sign blobs and images, attest.
+    Sign,
+    /// Create and rotate keys, set key policy.
+    ManageKeys,
+    /// Read the signature ledger.
+    ReadLedger,
+    /// Add, list and remove principals.
+    ManagePrincipals,
+}
+
+impl Action {
+    /// The roles that allow it (admin allows everything).
+    fn roles(self) -> &'static [Role] {
+        match self {
+            Action::Read => &Role::ALL,
+            Action::Sign => &[Role::Signer, Role::Admin],
+            Action::ManageKeys => &[Role::KeyAdmin, Role::Admin],
+            Action::ReadLedger => &[Role::Auditor, Role::KeyAdmin, Role::Admin],
+            Action::ManagePrincipals => &[Role::Admin],
+        }
+    }
+}
+
+/// A stored principal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalRecord {
+    /// Name (the certificate's common name).
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// SHA-256 of its client certificate (DER), hex: only this certificate names it.
+    pub certificate_fingerprint: String,
+    /// When it was added.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Who added it (`keywardd init` for the first admin).
+    pub created_by: String,
+    /// When it was removed; a removed principal's certificate is refused.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub removed_at: Option<OffsetDateTime>,
+}
+
+impl PrincipalRecord {
+    /// Whether it may do `action`; the error says which roles would.
+    pub fn allow(&self, action: Action, what: &str) -> Result<(), String> {
+        if self.roles.iter().any(|r| action.roles().contains(r)) {
+            return Ok(());
+        }
+        Err(format!(
+            "principal {:?} may not {what}: that needs the role {} (it has: {})",
+            self.name,
+            action
+                .roles()
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            if self.roles.is_empty() {
+                "none".to_string()
+            } else {
+                self.roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))
+    }
+}
+
+/// Errors of principal management.
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalError {
+    /// No such principal.
+    #[error("principal {0:?} not found")]
+    NotFound(String),
+    /// The name is taken (also by a removed principal: names are never reused).
+    #[error("principal {0:?} already exists")]
+    AlreadyExists(String),
+    /// Malformed request.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Refused by a rule.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// All principals, cached over the store.
+pub struct Principals {
+    store: Arc<dyn Store>,
+    by_name: RwLock<HashMap<String, Arc<PrincipalRecord>>>,
+    writes: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Principals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principals").finish_non_exhaustive()
+    }
+}
+
+impl Principals {
+    /// Loads every principal.
+    pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let mut by_name = HashMap::new();
+        for (k, v) in store.list(Namespace::Principals)? {
+            let rec: PrincipalRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: k.clone(),
+                    detail: e.to_string(),
+                })?;
+            by_name.insert(k, Arc::new(rec));
+        }
+        Ok(Self {
+            store,
+            by_name: RwLock::new(by_name),
+            writes: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// A principal by name.
+    pub fn get(&self, name: &str) -> Result<Arc<PrincipalRecord>, PrincipalError> {
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PrincipalError::NotFound(name.to_string()))
+    }
+
+    /// All principals by name.
+    pub fn list(&self) -> Vec<Arc<PrincipalRecord>> {
+        let mut v: Vec<_> = self
+            .by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The active principal a verified client certificate names, or why there is none.
+    pub fn authenticate(
+        &self,
+        name: &str,
+        cert_fingerprint: &str,
+    ) -> Result<Arc<PrincipalRecord>, String> {
+        let rec = self
+            .get(name)
+            .map_err(|_| format!("principal {name:?} is not registered"))?;
+        if rec.removed_at.is_some() {
+            return Err(format!(
+                "principal {name:?} was removed; its certificate is no longer accepted"
+            ));
+        }
+        if rec.certificate_fingerprint != cert_fingerprint {
+            return Err(format!(
+                "this certificate is not the one registered for principal {name:?}"
+            ));
+        }
+        Ok(rec)
+    }
+
+    fn save(
+        &self,
+        rec: PrincipalRecord,
+        new: bool,
+    ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
+        let value = store::to_json(&rec)?;
+        if new {
+            if !self
+                .store
+                .create(Namespace::Principals, &rec.name, &value)?
+            {
+                return Err(PrincipalError::AlreadyExists(rec.name));
+            }
+        } else {
+            self.store.put(Namespace::Principals, &rec.name, &value)?;
+        }
+        let rec = Arc::new(rec);
+        self.by_name
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.name.clone(), rec.clone());
+        Ok(rec)
+    }
+
+    /// Registers a principal whose certificate has been issued.
+    pub fn add(
+        &self,
+        name: &str,
+        roles: Vec<Role>,
+        certificate_fingerprint: String,
+        created_by: &str,
+    ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.save(
+            PrincipalRecord {
+                name: name.to_string(),
+                roles,
+                certificate_fingerprint,
+                created_at: OffsetDateTime::now_utc(),
+                created_by: created_by.to_string(),
+                removed_at: None,
+            },
+            true,
+        )
+    }
+
+    /// Checks a new principal's name and roles before its certificate is issued.
+    pub fn check_new(&self, name: &str, roles: &[String]) -> Result<Vec<Role>, PrincipalError> {
+        crate::keys::validate_name(name).map_err(|e| {
+            PrincipalError::InvalidArgument(e.replace("key name", "principal name"))
+        })?;
+        if self.get(name).is_ok() {
+            return Err(PrincipalError::AlreadyExists(name.to_string()));
+        }
+        if roles.is_empty() {
+            return Err(PrincipalError::InvalidArgument(format!(
+                "give the principal at least one role: {}",
+                Role::ALL.map(Role::as_str).join(", ")
+            )));
+        }
+        let mut parsed = Vec::new();
+        for r in roles {
+            let r = Role::parse(r).map_err(PrincipalError::InvalidArgument)?;
+            if !parsed.contains(&r) {
+                parsed.push(r);
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Removes a principal: its certificate is refused from the next request on. The
+    /// last active admin cannot be removed.
+    pub fn remove(&self, name: &str) -> Result<Arc<PrincipalRecord>, PrincipalError> {
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = (*self.get(name)?).clone();
+        if rec.removed_at.is_some() {
+            return Ok(Arc::new(rec));
+        }
+        if rec.roles.contains(&Role::Admin) {
+            let admins = self
+                .list()
+                .iter()
+                .filter(|p| p.removed_at.is_none() && p.roles.contains(&Role::Admin))
+                .count();
+            if admins <= 1 {
+                return Err(PrincipalError::FailedPrecondition(format!(
+                    "{name:?} is the last admin; add another admin before removing it"
+                )));
+            }
+        }
+        rec.removed_at = Some(OffsetDateTime::now_utc());
+        self.save(rec, false)
+    }
+}
+
+/// SHA-256 of the DER inside a PEM certificate, hex.
+pub fn pem_fingerprint(pem: &str) -> Option<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    Some(hex::encode(sha2::Sha256::digest(der)))
+}

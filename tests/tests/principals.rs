@@ -1,0 +1,211 @@
+//! Principals and roles: every request is checked against the caller's registered
+//! certificate and roles, and refusals say which role is missing.
+
+use keyward_tests::DevDaemon;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn add(d: &DevDaemon, name: &str, roles: &str) -> PathBuf {
+    let file = d.dir.join("people").join(name).join("client.toml");
+    d.ok(&[
+        "principal",
+        "add",
+        name,
+        "--role",
+        roles,
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    file
+}
+
+fn ok_as(d: &DevDaemon, cfg: &Path, args: &[&str]) -> String {
+    let o = d.keyward_as(cfg, args);
+    assert!(
+        o.status.success(),
+        "keyward {args:?} failed: {}",
+        stderr(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn denied_as(d: &DevDaemon, cfg: &Path, args: &[&str]) -> String {
+    let o = d.keyward_as(cfg, args);
+    assert!(!o.status.success(), "keyward {args:?} was allowed");
+    stderr(&o)
+}
+
+#[test]
+fn roles_decide_what_each_principal_may_do() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "release"]);
+    let alice = add(&d, "alice", "signer");
+    let olga = add(&d, "olga", "auditor");
+    let kim = add(&d, "kim", "key-admin");
+
+    // The new principal's key was made on the client, readable by its owner only.
+    let key = alice.parent().unwrap().join("alice.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0);
+    let me: serde_json::Value =
+        serde_json::from_str(&ok_as(&d, &alice, &["-o", "json", "whoami"])).unwrap();
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["roles"][0], "signer");
+
+    // A signer signs and reads, but does not manage keys or principals.
+    ok_as(
+        &d,
+        &alice,
+        &["sign-blob", "--key", "release", "/etc/hostname"],
+    );
+    ok_as(&d, &alice, &["key", "list"]);
+    let err = denied_as(&d, &alice, &["key", "create", "mine"]);
+    assert!(err.contains("principal \"alice\" may not create keys: that needs the role key-admin or admin (it has: signer)"), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    let err = denied_as(
+        &d,
+        &alice,
+        &[
+            "principal",
+            "add",
+            "eve",
+            "--role",
+            "admin",
+            "--out",
+            "/tmp/never/eve.toml",
+        ],
+    );
+    assert!(err.contains("needs the role admin"), "{err}");
+    assert!(!Path::new("/tmp/never/eve.crt").exists());
+    let err = denied_as(&d, &alice, &["signatures", "list"]);
+    assert!(err.contains("read the signature ledger"), "{err}");
+
+    // An auditor reads the ledger but does not sign.
+    ok_as(&d, &olga, &["signatures", "list"]);
+    let err = denied_as(
+        &d,
+        &olga,
+        &["sign-blob", "--key", "release", "/etc/hostname"],
+    );
+    assert!(
+        err.contains("needs the role signer or admin (it has: auditor)"),
+        "{err}"
+    );
+
+    // A key admin creates and rotates keys but does not sign.
+    ok_as(&d, &kim, &["key", "create", "team"]);
+    ok_as(&d, &kim, &["key", "rotate", "team"]);
+    denied_as(&d, &kim, &["sign-blob", "--key", "team", "/etc/hostname"]);
+
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "principal", "list"])).unwrap();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "alice", "kim", "olga"]);
+    assert_eq!(list[0]["created_by"], "keywardd init");
+    assert_eq!(list[1]["created_by"], "admin");
+}
+
+#[test]
+fn a_removed_principal_is_refused_from_the_next_request_on() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "release"]);
+    let bob = add(&d, "bob", "signer");
+    ok_as(
+        &d,
+        &bob,
+        &["sign-blob", "--key", "release", "/etc/hostname"],
+    );
+    d.ok(&["principal", "remove", "bob"]);
+    let err = denied_as(
+        &d,
+        &bob,
+        &["sign-blob", "--key", "release", "/etc/hostname"],
+    );
+    assert!(
+        err.contains("principal \"bob\" was removed") && err.contains("unauthenticated"),
+        "{err}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "principal", "show", "bob"])).unwrap();
+    assert_eq!(shown["removed"], true);
+    // Names are not reused, so an old certificate can never come back to life.
+    let err = d.fails(&[
+        "principal",
+        "add",
+        "bob",
+        "--role",
+        "signer",
+        "--out",
+        d.dir.join("bob2.toml").to_str().unwrap(),
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    // The last admin cannot be removed.
+    let err = d.fails(&["principal", "remove", "admin"]);
+    assert!(err.contains("last admin"), "{err}");
+    d.ok(&["whoami"]);
+}
+
+#[test]
+fn key_signers_limit_who_may_sign_with_a_key() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "prod"]);
+    let alice = add(&d, "alice", "signer");
+    let bob = add(&d, "bob", "signer");
+    d.ok(&["key", "policy", "set", "prod", "--signers", "alice"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "key", "policy", "show", "prod"])).unwrap();
+    assert_eq!(shown["signers"][0], "alice");
+    ok_as(&d, &alice, &["sign-blob", "--key", "prod", "/etc/hostname"]);
+    let err = denied_as(&d, &bob, &["sign-blob", "--key", "prod", "/etc/hostname"]);
+    assert!(
+        err.contains("principal \"bob\" is not among the signers of key \"prod\" (alice)"),
+        "{err}"
+    );
+    let err = d.fails(&["key", "policy", "set", "prod", "--signers", "mallory"]);
+    assert!(err.contains("no principal named \"mallory\""), "{err}");
+    d.ok(&["key", "policy", "set", "prod", "--signers", ""]);
+    ok_as(&d, &bob, &["sign-blob", "--key", "prod", "/etc/hostname"]);
+}
+
+#[test]
+fn bad_principal_requests_are_explained() {
+    let d = DevDaemon::start();
+    let out = d.dir.join("x.toml");
+    let err = d.fails(&[
+        "principal",
+        "add",
+        "x",
+        "--role",
+        "superuser",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("unknown role \"superuser\"")
+            && err.contains("signer, approver, key-admin, revoker, auditor, admin"),
+        "{err}"
+    );
+    let err = d.fails(&[
+        "principal",
+        "add",
+        "Bad Name",
+        "--role",
+        "signer",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("invalid principal name"), "{err}");
+    let err = d.fails(&["principal", "show", "nobody"]);
+    assert!(err.contains("principal \"nobody\" not found"), "{err}");
+    assert!(!out.exists());
+}
