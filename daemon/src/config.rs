@@ -55,6 +55,44 @@ pub struct Config {
     /// Docker `config.json` to read registry credentials from (default:
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record every request (turn off only to measure its cost).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sign the chain head after this many records...
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_records: u64,
+    /// ...or after this many seconds, whichever comes first.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_checkpoint_records() -> u64 {
+    1000
+}
+fn default_checkpoint_seconds() -> u64 {
+    10
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            checkpoint_records: default_checkpoint_records(),
+            checkpoint_seconds: default_checkpoint_seconds(),
+        }
+    }
 }
 
 fn default_threads() -> usize {

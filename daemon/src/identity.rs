@@ -53,12 +53,13 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 #[derive(Clone)]
 pub struct Authenticator {
     principals: Arc<Principals>,
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 impl Authenticator {
-    /// An interceptor over the registered principals.
-    pub fn new(principals: Arc<Principals>) -> Self {
-        Self { principals }
+    /// An interceptor over the registered principals; refusals go to the audit log.
+    pub fn new(principals: Arc<Principals>, audit: Arc<crate::audit::AuditLog>) -> Self {
+        Self { principals, audit }
     }
 }
 
@@ -79,6 +80,21 @@ impl tonic::service::Interceptor for Authenticator {
             .authenticate(&name, &fingerprint)
             .map_err(|why| {
                 tracing::info!(principal = %name, reason = %why, "request refused at authentication");
+                // The caller is refused either way; the record is written in the
+                // background (an interceptor cannot wait).
+                let (audit, who, reason) = (self.audit.clone(), name.clone(), why.clone());
+                tokio::spawn(async move {
+                    let _ = audit
+                        .append(crate::audit::Entry {
+                            principal: &who,
+                            action: "Authenticate",
+                            target: "",
+                            decision: "denied",
+                            reason: &reason,
+                            request_hash: "",
+                        })
+                        .await;
+                });
                 Status::unauthenticated(why)
             })?;
         req.extensions_mut().insert(Principal { name, record });

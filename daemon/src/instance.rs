@@ -1,7 +1,9 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{ImageApi, KeyApi, PrincipalApi, SigningApi};
+use crate::api::{AuditApi, ImageApi, KeyApi, PrincipalApi, SigningApi};
+use crate::audit::{AuditKey, AuditLog};
+use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
 use crate::hsm::pkcs11::Pkcs11Backend;
@@ -344,6 +346,36 @@ impl Instance {
         })
     }
 
+    /// The audit key: generated inside the CA's HSM on first start, then reused.
+    async fn audit_key(&self) -> Result<AuditKey, StartError> {
+        if let Some(k) = store::get_json::<AuditKey>(self.store.as_ref(), Namespace::Meta, "audit_key")? {
+            return Ok(k);
+        }
+        let pool = self.ca_pool()?;
+        let backend = pool.backend().name().to_string();
+        let generated = pool
+            .run("generate", |s| s.generate("audit", Algorithm::EcdsaP256))
+            .await
+            .map_err(|source| StartError::Hsm {
+                backend: backend.clone(),
+                source,
+            })?;
+        let key = AuditKey {
+            backend,
+            hsm_id: generated.hsm_id.clone(),
+            public_key: hex::encode(&generated.public_key_der),
+        };
+        let stored = store::to_json(&key).and_then(|v| self.store.create(Namespace::Meta, "audit_key", &v));
+        if !matches!(stored, Ok(true)) {
+            let id = generated.hsm_id;
+            let _: Result<(), HsmError> = pool.run("destroy", move |s| s.destroy(&id)).await;
+            stored?;
+            return Err(StartError::Config("the audit key was created concurrently; restart".into()));
+        }
+        tracing::info!("audit key created in the HSM");
+        Ok(key)
+    }
+
     /// The server's TLS identity from the data directory, issued anew if missing.
     async fn server_identity(&self, ca: &CaRecord) -> Result<(String, String), StartError> {
         let dir = self.config.data_dir.join("tls");
@@ -422,20 +454,32 @@ impl Instance {
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let http_addr = http.local_addr().map_err(io("local address"))?;
 
-        let auth = Authenticator::new(self.principals.clone());
+        let audit_key = self.audit_key().await?;
+        let audit = Arc::new(
+            AuditLog::open(self.store.clone(), audit_key, self.config.audit.enabled)
+                .map_err(StartError::Store)?,
+        );
+        if !audit.enabled() {
+            tracing::warn!("the audit log is disabled ([audit] enabled = false): requests are not recorded");
+        }
+        let obs = crate::api::Observer {
+            metrics: self.metrics.clone(),
+            audit: audit.clone(),
+        };
+        let auth = Authenticator::new(self.principals.clone(), audit.clone());
         let router = Server::builder()
             .tls_config(tls)
             .map_err(|e| StartError::Config(format!("TLS configuration: {e}")))?
             .add_service(KeyServiceServer::with_interceptor(
-                KeyApi::new(keys.clone(), self.principals.clone(), self.metrics.clone()),
+                KeyApi::new(keys.clone(), self.principals.clone(), obs.clone()),
                 auth.clone(),
             ))
             .add_service(SigningServiceServer::with_interceptor(
-                SigningApi::new(keys.clone(), self.metrics.clone()),
+                SigningApi::new(keys.clone(), obs.clone()),
                 auth.clone(),
             ))
             .add_service(ImageServiceServer::with_interceptor(
-                ImageApi::new(signer.clone(), self.metrics.clone()),
+                ImageApi::new(signer.clone(), obs.clone()),
                 auth.clone(),
             ))
             .add_service(PrincipalServiceServer::with_interceptor(
@@ -443,8 +487,12 @@ impl Instance {
                     self.principals.clone(),
                     ca.clone(),
                     keys.clone(),
-                    self.metrics.clone(),
+                    obs.clone(),
                 ),
+                auth.clone(),
+            ))
+            .add_service(AuditServiceServer::with_interceptor(
+                AuditApi::new(audit.clone(), obs.clone()),
                 auth,
             ));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -455,6 +503,14 @@ impl Instance {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        let checkpoints = tokio::spawn(crate::audit::checkpoint_loop(
+            audit.clone(),
+            self.backends.clone(),
+            self.config.ca_backend().to_string(),
+            std::time::Duration::from_secs(self.config.audit.checkpoint_seconds.max(1)),
+            self.config.audit.checkpoint_records.max(1),
+            stop_rx.clone(),
+        ));
         let mut stop_grpc = stop_rx.clone();
         let mut stop_http = stop_rx;
         let task = tokio::spawn(async move {
@@ -470,6 +526,8 @@ impl Instance {
                 source: std::io::Error::other(e.to_string()),
             })?;
             h.map_err(io("HTTP server"))?;
+            // A last checkpoint covers the final records before the HSM pools close.
+            let _ = checkpoints.await;
             // Keep the registry (and with it the HSM pools) alive until both stop.
             drop(signer);
             drop(keys);

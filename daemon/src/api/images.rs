@@ -1,10 +1,9 @@
 //! `keyward.v1.ImageService`.
 
-use super::finish;
 use super::keys::state;
 use crate::authz::Action;
 use crate::identity::principal;
-use crate::metrics::Metrics;
+use super::Observer;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, Signed};
 use keyward_proto::v1 as pb;
@@ -17,13 +16,13 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct ImageApi {
     signer: Arc<ImageSigner>,
-    metrics: Arc<Metrics>,
+    obs: Observer,
 }
 
 impl ImageApi {
     /// A service over the signer.
-    pub fn new(signer: Arc<ImageSigner>, metrics: Arc<Metrics>) -> Self {
-        Self { signer, metrics }
+    pub fn new(signer: Arc<ImageSigner>, obs: Observer) -> Self {
+        Self { signer, obs }
     }
 }
 
@@ -55,15 +54,10 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::SignImageRequest>,
     ) -> Result<Response<pb::SignImageResponse>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::Sign,
-            "SignImage",
-            "sign images",
-        )?;
+        let call = self.obs.call(&who, "SignImage", req.get_ref().reference.clone(), req.get_ref());
+        call.gate(Action::Sign, "sign images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
-            super::may_sign(&self.metrics, &who, &rec, "SignImage")?;
+            call.may_sign(&rec).await?;
         }
         let r = req.into_inner();
         let result = self
@@ -78,11 +72,11 @@ impl pb::image_service_server::ImageService for ImageApi {
             .await;
         if let Ok(signed) = &result {
             for s in signed.iter().filter(|s| !s.already_signed) {
-                self.metrics.signature(&r.key);
+                self.obs.metrics.signature(&r.key);
                 tracing::info!(principal = %who.name, key = %r.key, version = s.version, digest = %s.digest, pushed_to = %s.pushed_to, "image signed");
             }
         }
-        finish(&self.metrics, "SignImage", &who.name, result).map(|s| {
+        call.finish(result).await.map(|s| {
             Response::new(pb::SignImageResponse {
                 signed: s.iter().map(artifact).collect(),
             })
@@ -94,15 +88,10 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::AttestImageRequest>,
     ) -> Result<Response<pb::AttestImageResponse>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::Sign,
-            "AttestImage",
-            "attest images",
-        )?;
+        let call = self.obs.call(&who, "AttestImage", req.get_ref().reference.clone(), req.get_ref());
+        call.gate(Action::Sign, "attest images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
-            super::may_sign(&self.metrics, &who, &rec, "AttestImage")?;
+            call.may_sign(&rec).await?;
         }
         let r = req.into_inner();
         let result = self
@@ -116,10 +105,10 @@ impl pb::image_service_server::ImageService for ImageApi {
             )
             .await;
         if let Ok((s, t)) = &result {
-            self.metrics.signature(&r.key);
+            self.obs.metrics.signature(&r.key);
             tracing::info!(principal = %who.name, key = %r.key, digest = %s.digest, predicate_type = %t, "image attested");
         }
-        finish(&self.metrics, "AttestImage", &who.name, result).map(|(s, t)| {
+        call.finish(result).await.map(|(s, t)| {
             Response::new(pb::AttestImageResponse {
                 attestation: Some(artifact(&s)),
                 predicate_type: t,
@@ -132,9 +121,10 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::VerifyImageRequest>,
     ) -> Result<Response<pb::VerifyImageResponse>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "VerifyImage", req.get_ref().reference.clone(), req.get_ref());
         let r = req.into_inner();
         let result = self.signer.verify(&r.key, &r.reference).await;
-        finish(&self.metrics, "VerifyImage", &who.name, result).map(|v| {
+        call.finish(result).await.map(|v| {
             Response::new(pb::VerifyImageResponse {
                 digest: v.digest,
                 valid: v
@@ -157,13 +147,8 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::ListSignaturesRequest>,
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::ReadLedger,
-            "ListSignatures",
-            "read the signature ledger",
-        )?;
+        let call = self.obs.call(&who, "ListSignatures", req.get_ref().key.clone(), req.get_ref());
+        call.gate(Action::ReadLedger, "read the signature ledger").await?;
         let r = req.into_inner();
         let result = (|| {
             let q = LedgerQuery {
@@ -183,7 +168,7 @@ impl pb::image_service_server::ImageService for ImageApi {
             };
             Ok::<_, ImageError>(self.signer.ledger().list(&q)?)
         })();
-        finish(&self.metrics, "ListSignatures", &who.name, result).map(|entries| {
+        call.finish(result).await.map(|entries| {
             Response::new(pb::ListSignaturesResponse {
                 entries: entries
                     .into_iter()

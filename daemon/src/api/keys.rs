@@ -1,11 +1,10 @@
 //! `keyward.v1.KeyService`.
 
-use super::finish;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, VersionState};
-use crate::metrics::Metrics;
+use super::Observer;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -17,16 +16,16 @@ use tonic::{Request, Response, Status};
 pub struct KeyApi {
     keys: Arc<KeyRegistry>,
     principals: Arc<Principals>,
-    metrics: Arc<Metrics>,
+    obs: Observer,
 }
 
 impl KeyApi {
     /// A service over the registry.
-    pub fn new(keys: Arc<KeyRegistry>, principals: Arc<Principals>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(keys: Arc<KeyRegistry>, principals: Arc<Principals>, obs: Observer) -> Self {
         Self {
             keys,
             principals,
-            metrics,
+            obs,
         }
     }
 }
@@ -79,13 +78,8 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::ManageKeys,
-            "CreateKey",
-            "create keys",
-        )?;
+        let call = self.obs.call(&who, "CreateKey", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManageKeys, "create keys").await?;
         let r = req.into_inner();
         let result = self
             .keys
@@ -94,7 +88,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
         }
-        finish(&self.metrics, "CreateKey", &who.name, result).map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|k| Response::new(key(&k)))
     }
 
     async fn list_keys(
@@ -102,15 +96,17 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "ListKeys", "", req.get_ref());
         let keys = self.keys.list().iter().map(|k| key(k)).collect();
-        finish::<(), KeyError>(&self.metrics, "ListKeys", &who.name, Ok(()))?;
+        call.finish::<(), KeyError>(Ok(())).await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "GetKey", req.get_ref().name.clone(), req.get_ref());
         let result = self.keys.get(&req.get_ref().name);
-        finish(&self.metrics, "GetKey", &who.name, result).map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|k| Response::new(key(&k)))
     }
 
     async fn rotate_key(
@@ -118,18 +114,13 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::ManageKeys,
-            "RotateKey",
-            "rotate keys",
-        )?;
+        let call = self.obs.call(&who, "RotateKey", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManageKeys, "rotate keys").await?;
         let result = self.keys.rotate(&req.get_ref().name).await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
         }
-        finish(&self.metrics, "RotateKey", &who.name, result).map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|k| Response::new(key(&k)))
     }
 
     async fn get_public_key(
@@ -137,6 +128,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PublicKey>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "GetPublicKey", req.get_ref().name.clone(), req.get_ref());
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
             let v = if r.version == 0 {
@@ -160,7 +152,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                 state: state(v.state) as i32,
             })
         });
-        finish(&self.metrics, "GetPublicKey", &who.name, result).map(Response::new)
+        call.finish(result).await.map(Response::new)
     }
 
     async fn list_backends(
@@ -168,6 +160,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::ListBackendsRequest>,
     ) -> Result<Response<pb::ListBackendsResponse>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "ListBackends", "", req.get_ref());
         let backends = self.keys.backends();
         let list = backends
             .iter()
@@ -183,7 +176,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                 is_default: name == backends.default_name(),
             })
             .collect();
-        finish::<(), KeyError>(&self.metrics, "ListBackends", &who.name, Ok(()))?;
+        call.finish::<(), KeyError>(Ok(())).await?;
         Ok(Response::new(pb::ListBackendsResponse { backends: list }))
     }
 
@@ -192,19 +185,14 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyScopeRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::ManageKeys,
-            "SetKeyScope",
-            "set key policy",
-        )?;
+        let call = self.obs.call(&who, "SetKeyScope", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManageKeys, "set key policy").await?;
         let r = req.into_inner();
         let result = self.keys.set_policy(&r.name, None, Some(r.scope)).await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
         }
-        finish(&self.metrics, "SetKeyScope", &who.name, result).map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|k| Response::new(key(&k)))
     }
 
     async fn set_key_policy(
@@ -212,13 +200,8 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyPolicyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        super::gate(
-            &self.metrics,
-            &who,
-            Action::ManageKeys,
-            "SetKeyPolicy",
-            "set key policy",
-        )?;
+        let call = self.obs.call(&who, "SetKeyPolicy", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManageKeys, "set key policy").await?;
         let r = req.into_inner();
         let result = async {
             if r.set_signers {
@@ -242,6 +225,6 @@ impl pb::key_service_server::KeyService for KeyApi {
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, signers = ?k.signers, scope = ?k.scope, "key policy set");
         }
-        finish(&self.metrics, "SetKeyPolicy", &who.name, result).map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|k| Response::new(key(&k)))
     }
 }

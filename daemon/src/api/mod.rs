@@ -1,19 +1,22 @@
 //! tonic services. This is the one place where domain errors become `tonic::Status`:
 //! callers get a clear, safe message; the log gets the detail.
 
+mod audit;
 mod images;
 mod keys;
+mod outcome;
 mod principals;
 mod signing;
 
+pub use audit::AuditApi;
 pub use images::ImageApi;
 pub use keys::KeyApi;
+pub use outcome::Observer;
 pub use principals::PrincipalApi;
 pub use signing::SigningApi;
 
 use crate::hsm::HsmError;
 use crate::keys::KeyError;
-use crate::metrics::Metrics;
 use crate::registry::RegistryError;
 use crate::signing::ImageError;
 use tonic::{Code, Status};
@@ -75,7 +78,8 @@ pub fn image_status(e: &ImageError) -> Status {
 }
 
 /// Errors that become a gRPC status.
-pub(crate) trait ToStatus: std::fmt::Display {
+pub trait ToStatus: std::fmt::Display {
+    /// The status the caller sees.
     fn to_status(&self) -> Status;
 }
 
@@ -89,64 +93,4 @@ impl ToStatus for ImageError {
     fn to_status(&self) -> Status {
         image_status(self)
     }
-}
-
-/// Logs and counts the outcome of a request.
-pub(crate) fn finish<T, E: ToStatus>(
-    metrics: &Metrics,
-    method: &'static str,
-    principal: &str,
-    result: Result<T, E>,
-) -> Result<T, Status> {
-    match result {
-        Ok(v) => {
-            metrics.request(method, Code::Ok);
-            Ok(v)
-        }
-        Err(e) => {
-            let st = e.to_status();
-            if matches!(st.code(), Code::Internal | Code::Unavailable) {
-                tracing::error!(method, principal, error = %e, "request failed");
-            } else {
-                tracing::info!(method, principal, error = %e, "request refused");
-            }
-            metrics.request(method, st.code());
-            Err(st)
-        }
-    }
-}
-
-/// Checks the caller's roles for an action; a refusal is logged and counted.
-pub(crate) fn gate(
-    metrics: &Metrics,
-    who: &crate::identity::Principal,
-    action: crate::authz::Action,
-    method: &'static str,
-    what: &str,
-) -> Result<(), Status> {
-    who.allow(action, what).inspect_err(|st| {
-        tracing::info!(method, principal = %who.name, reason = %st.message(), "request refused");
-        metrics.request(method, st.code());
-    })
-}
-
-/// Checks a key's signer list: when it names principals, only they may sign with it.
-pub(crate) fn may_sign(
-    metrics: &Metrics,
-    who: &crate::identity::Principal,
-    key: &crate::keys::KeyRecord,
-    method: &'static str,
-) -> Result<(), Status> {
-    if key.signers.is_empty() || key.signers.iter().any(|s| s == &who.name) {
-        return Ok(());
-    }
-    let st = Status::permission_denied(format!(
-        "principal {:?} is not among the signers of key {:?} ({})",
-        who.name,
-        key.name,
-        key.signers.join(", ")
-    ));
-    tracing::info!(method, principal = %who.name, reason = %st.message(), "request refused");
-    metrics.request(method, st.code());
-    Err(st)
 }

@@ -1,11 +1,10 @@
 //! `keyward.v1.PrincipalService`.
 
-use super::{finish, gate};
 use crate::authz::{Action, PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
 use crate::hsm::{Algorithm, HsmPool};
 use crate::identity::principal;
 use crate::keys::KeyError;
-use crate::metrics::Metrics;
+use super::Observer;
 use crate::pki::{self, CaRecord, PkiError, Subject};
 use keyward_proto::v1 as pb;
 use p256::pkcs8::DecodePublicKey;
@@ -18,7 +17,7 @@ pub struct PrincipalApi {
     principals: Arc<Principals>,
     ca: Arc<CaRecord>,
     keys: Arc<crate::keys::KeyRegistry>,
-    metrics: Arc<Metrics>,
+    obs: Observer,
 }
 
 impl PrincipalApi {
@@ -27,13 +26,13 @@ impl PrincipalApi {
         principals: Arc<Principals>,
         ca: Arc<CaRecord>,
         keys: Arc<crate::keys::KeyRegistry>,
-        metrics: Arc<Metrics>,
+        obs: Observer,
     ) -> Self {
         Self {
             principals,
             ca,
             keys,
-            metrics,
+            obs,
         }
     }
 
@@ -86,27 +85,22 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::AddPrincipalRequest>,
     ) -> Result<Response<pb::AddPrincipalResponse>, Status> {
         let who = principal(&req)?;
-        gate(
-            &self.metrics,
-            &who,
-            Action::ManagePrincipals,
-            "AddPrincipal",
-            "add principals",
-        )?;
+        let call = self.obs.call(&who, "AddPrincipal", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManagePrincipals, "add principals").await?;
         let r = req.into_inner();
         let roles = match self.principals.check_new(&r.name, &r.roles) {
             Ok(roles) => roles,
-            Err(e) => return finish(&self.metrics, "AddPrincipal", &who.name, Err(e)),
+            Err(e) => return call.finish(Err(e)).await,
         };
         if p256::PublicKey::from_public_key_der(&r.public_key).is_err() {
             let e = PrincipalError::InvalidArgument(
                 "public_key must be a DER SubjectPublicKeyInfo of a P-256 key".into(),
             );
-            return finish(&self.metrics, "AddPrincipal", &who.name, Err(e));
+            return call.finish(Err(e)).await;
         }
         let pool = match self.ca_pool() {
             Ok(p) => p,
-            Err(e) => return finish(&self.metrics, "AddPrincipal", &who.name, Err(e)),
+            Err(e) => return call.finish(Err(e)).await,
         };
         let (ca, name, spki) = (self.ca.clone(), r.name.clone(), r.public_key.clone());
         let issued: Result<String, PkiError> = pool
@@ -114,19 +108,17 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
                 pki::issue(s, &ca, Subject::Client(&name), &spki, Algorithm::EcdsaP256)
             })
             .await;
-        let cert = finish(
-            &self.metrics,
-            "AddPrincipal",
-            &who.name,
-            issued.map_err(KeyError::from),
-        )?;
+        let cert = match issued {
+            Ok(c) => c,
+            Err(e) => return call.finish(Err(KeyError::from(e))).await,
+        };
         let fingerprint = pem_fingerprint(&cert)
             .ok_or_else(|| Status::internal("internal error: issued an unreadable certificate"))?;
         let added = self.principals.add(&r.name, roles, fingerprint, &who.name);
         if let Ok(p) = &added {
             tracing::info!(principal = %who.name, added = %p.name, roles = ?p.roles, "principal added");
         }
-        let p = finish(&self.metrics, "AddPrincipal", &who.name, added)?;
+        let p = call.finish(added).await?;
         Ok(Response::new(pb::AddPrincipalResponse {
             principal: Some(view(&p)),
             certificate_pem: cert,
@@ -139,15 +131,10 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let who = principal(&req)?;
-        gate(
-            &self.metrics,
-            &who,
-            Action::ManagePrincipals,
-            "ListPrincipals",
-            "list principals",
-        )?;
+        let call = self.obs.call(&who, "ListPrincipals", "", req.get_ref());
+        call.gate(Action::ManagePrincipals, "list principals").await?;
         let principals = self.principals.list().iter().map(|p| view(p)).collect();
-        finish::<(), PrincipalError>(&self.metrics, "ListPrincipals", &who.name, Ok(()))?;
+        call.finish::<(), PrincipalError>(Ok(())).await?;
         Ok(Response::new(pb::ListPrincipalsResponse { principals }))
     }
 
@@ -156,17 +143,12 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
+        let call = self.obs.call(&who, "GetPrincipal", req.get_ref().name.clone(), req.get_ref());
         if req.get_ref().name != who.name {
-            gate(
-                &self.metrics,
-                &who,
-                Action::ManagePrincipals,
-                "GetPrincipal",
-                "show other principals",
-            )?;
+            call.gate(Action::ManagePrincipals, "show other principals").await?;
         }
         let result = self.principals.get(&req.get_ref().name);
-        finish(&self.metrics, "GetPrincipal", &who.name, result).map(|p| Response::new(view(&p)))
+        call.finish(result).await.map(|p| Response::new(view(&p)))
     }
 
     async fn remove_principal(
@@ -174,18 +156,13 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::RemovePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
-        gate(
-            &self.metrics,
-            &who,
-            Action::ManagePrincipals,
-            "RemovePrincipal",
-            "remove principals",
-        )?;
+        let call = self.obs.call(&who, "RemovePrincipal", req.get_ref().name.clone(), req.get_ref());
+        call.gate(Action::ManagePrincipals, "remove principals").await?;
         let result = self.principals.remove(&req.get_ref().name);
         if let Ok(p) = &result {
             tracing::info!(principal = %who.name, removed = %p.name, "principal removed");
         }
-        finish(&self.metrics, "RemovePrincipal", &who.name, result).map(|p| Response::new(view(&p)))
+        call.finish(result).await.map(|p| Response::new(view(&p)))
     }
 
     async fn who_am_i(

@@ -1,11 +1,10 @@
 //! `keyward.v1.SigningService`.
 
-use super::finish;
 use crate::authz::Action;
 use crate::hsm::{DigestAlgorithm, SignInput};
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRegistry};
-use crate::metrics::Metrics;
+use super::Observer;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -17,13 +16,13 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024 - 1024;
 #[derive(Debug, Clone)]
 pub struct SigningApi {
     keys: Arc<KeyRegistry>,
-    metrics: Arc<Metrics>,
+    obs: Observer,
 }
 
 impl SigningApi {
     /// A service over the registry.
-    pub fn new(keys: Arc<KeyRegistry>, metrics: Arc<Metrics>) -> Self {
-        Self { keys, metrics }
+    pub fn new(keys: Arc<KeyRegistry>, obs: Observer) -> Self {
+        Self { keys, obs }
     }
 }
 
@@ -62,9 +61,10 @@ impl pb::signing_service_server::SigningService for SigningApi {
         req: Request<pb::SignDigestRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         let who = principal(&req)?;
-        super::gate(&self.metrics, &who, Action::Sign, "SignDigest", "sign")?;
+        let call = self.obs.call(&who, "SignDigest", req.get_ref().key.clone(), req.get_ref());
+        call.gate(Action::Sign, "sign").await?;
         if let Ok(rec) = self.keys.get(&req.get_ref().key) {
-            super::may_sign(&self.metrics, &who, &rec, "SignDigest")?;
+            call.may_sign(&rec).await?;
         }
         let r = req.into_inner();
         let name = r.key.clone();
@@ -89,9 +89,9 @@ impl pb::signing_service_server::SigningService for SigningApi {
         }
         .await;
         if result.is_ok() {
-            self.metrics.signature(&name);
+            self.obs.metrics.signature(&name);
             tracing::debug!(principal = %who.name, key = %name, "signed");
         }
-        finish(&self.metrics, "SignDigest", &who.name, result).map(Response::new)
+        call.finish(result).await.map(Response::new)
     }
 }

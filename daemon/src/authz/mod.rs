@@ -75,6 +75,8 @@ pub enum Action {
     ReadLedger,
     /// Add, list and remove principals.
     ManagePrincipals,
+    /// Read the audit log.
+    ReadAudit,
 }
 
 impl Action {
@@ -86,6 +88,7 @@ impl Action {
             Action::ManageKeys => &[Role::KeyAdmin, Role::Admin],
             Action::ReadLedger => &[Role::Auditor, Role::KeyAdmin, Role::Admin],
             Action::ManagePrincipals => &[Role::Admin],
+            Action::ReadAudit => &[Role::Auditor, Role::Admin],
         }
     }
 }

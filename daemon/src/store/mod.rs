@@ -16,6 +16,8 @@ pub enum Namespace {
     Ledger,
     /// Principals, by name.
     Principals,
+    /// The audit log, by sequence number.
+    Audit,
 }
 
 impl Namespace {
@@ -25,6 +27,7 @@ impl Namespace {
             Namespace::Meta => "meta",
             Namespace::Ledger => "ledger",
             Namespace::Principals => "principals",
+            Namespace::Audit => "audit",
         }
     }
 }
@@ -55,6 +58,16 @@ pub trait Store: Send + Sync {
     fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
     /// All records of a namespace, ordered by key.
     fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Records whose key is at or after `from`, ordered by key.
+    fn list_from(&self, ns: Namespace, from: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The record with the greatest key.
+    fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+    /// Writes a record without waiting for durability; returns a token for
+    /// [`Store::wait_durable`]. Lets a caller that must order writes (a hash chain)
+    /// release its lock before the fsync, which concurrent writers then share.
+    fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
+    /// Waits until the write with this token is durable.
+    fn wait_durable(&self, token: u64) -> Result<(), StoreError>;
 }
 
 /// Reads and decodes a JSON record.

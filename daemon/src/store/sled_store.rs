@@ -100,6 +100,33 @@ impl Store for SledStore {
         Ok(true)
     }
 
+    fn list_from(&self, ns: Namespace, from: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.tree(ns)?
+            .range(from..)
+            .map(|r| {
+                let (k, v) = r.map_err(engine)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .tree(ns)?
+            .last()
+            .map_err(engine)?
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())))
+    }
+
+    fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+        self.tree(ns)?.insert(key, value).map_err(engine)?;
+        Ok(self.wrote())
+    }
+
+    fn wait_durable(&self, token: u64) -> Result<(), StoreError> {
+        self.durable(token)
+    }
+
     fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.tree(ns)?
             .iter()

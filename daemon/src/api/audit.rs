@@ -1,0 +1,73 @@
+//! `keyward.v1.AuditService`.
+
+use super::Observer;
+use crate::audit::AuditLog;
+use crate::authz::Action;
+use crate::identity::principal;
+use crate::signing::ImageError;
+use keyward_proto::v1 as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Serves the audit log.
+#[derive(Debug)]
+pub struct AuditApi {
+    audit: Arc<AuditLog>,
+    obs: Observer,
+}
+
+impl AuditApi {
+    /// A service over the log.
+    pub fn new(audit: Arc<AuditLog>, obs: Observer) -> Self {
+        Self { audit, obs }
+    }
+}
+
+type Lines = Pin<Box<dyn Stream<Item = Result<pb::AuditLine, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for AuditApi {
+    type ExportAuditStream = Lines;
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Lines>, Status> {
+        let who = principal(&req)?;
+        let call = self.obs.call(&who, "ExportAudit", "", req.get_ref());
+        call.gate(Action::ReadAudit, "read the audit log").await?;
+        let r = req.into_inner();
+        let result = (|| {
+            let since = if r.since.is_empty() {
+                None
+            } else {
+                Some(OffsetDateTime::parse(&r.since, &Rfc3339).map_err(|e| {
+                    ImageError::InvalidArgument(format!(
+                        "--since {:?} is not an RFC 3339 time: {e}",
+                        r.since
+                    ))
+                })?)
+            };
+            Ok::<_, ImageError>(self.audit.export(r.from_seq, since)?)
+        })();
+        let lines = call.finish(result).await?;
+        let stream = tokio_stream::iter(lines.into_iter().map(|line| Ok(pb::AuditLine { line })));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn audit_public_key(
+        &self,
+        req: Request<pb::AuditPublicKeyRequest>,
+    ) -> Result<Response<pb::AuditPublicKeyResponse>, Status> {
+        let who = principal(&req)?;
+        let call = self.obs.call(&who, "AuditPublicKey", "", req.get_ref());
+        call.finish::<_, ImageError>(Ok(())).await?;
+        Ok(Response::new(pb::AuditPublicKeyResponse {
+            public_key_pem: self.audit.public_key_pem(),
+        }))
+    }
+}

@@ -1,0 +1,283 @@
+//! The audit log: every request, allowed or denied, as a hash-chained record; every N
+//! records or T seconds the chain head is signed by an audit key inside the HSM.
+//!
+//! A record's `hash` is SHA-256 of the record as compact JSON with sorted keys and
+//! without the `hash` field; `prev_hash` is the previous record's hash (64 zeros for the
+//! first). A checkpoint signs `keyward-audit-checkpoint\n{seq}\n{head_hash}` with ECDSA
+//! P-256 (SHA-256). Editing, dropping or reordering exported records breaks the chain or
+//! a checkpoint, which `keyward audit verify` reports offline.
+//!
+//! A request is answered only after its record is durable; when the log cannot be
+//! written, the request is refused (fail closed). Concurrent records share one fsync.
+
+use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmPool, SignInput};
+use crate::store::{Namespace, Store, StoreError};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Hash of the first record's predecessor.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The record could not be written or made durable.
+    #[error("the audit log cannot be written: {0}")]
+    Store(#[from] StoreError),
+    /// A checkpoint could not be signed.
+    #[error("the audit key failed: {0}")]
+    Hsm(#[from] HsmError),
+}
+
+/// What the audit key is (stored in the instance's metadata).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditKey {
+    /// Backend holding it.
+    pub backend: String,
+    /// Its HSM id.
+    pub hsm_id: String,
+    /// DER SubjectPublicKeyInfo, hex.
+    pub public_key: String,
+}
+
+/// One decision to record.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    /// Who asked (empty when the caller could not be authenticated).
+    pub principal: &'a str,
+    /// The API method.
+    pub action: &'a str,
+    /// What it was about (key, image reference, principal).
+    pub target: &'a str,
+    /// `allowed`, `denied` or `failed`.
+    pub decision: &'a str,
+    /// Why (for denials and failures).
+    pub reason: &'a str,
+    /// SHA-256 of the request message, hex.
+    pub request_hash: &'a str,
+}
+
+/// SHA-256 of a JSON value as compact JSON with sorted keys, without its `hash` field.
+pub fn record_hash(record: &Value) -> String {
+    let mut v = record.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("hash");
+    }
+    hex::encode(sha2::Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
+}
+
+/// The bytes a checkpoint signature covers.
+pub fn checkpoint_message(seq: u64, head_hash: &str) -> Vec<u8> {
+    format!("keyward-audit-checkpoint\n{seq}\n{head_hash}").into_bytes()
+}
+
+fn record_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+struct Head {
+    seq: u64,
+    hash: String,
+    checkpointed: u64,
+}
+
+/// The audit log over the store.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    head: Mutex<Head>,
+    key: AuditKey,
+    enabled: bool,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("enabled", &self.enabled).finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log where it left off.
+    pub fn open(store: Arc<dyn Store>, key: AuditKey, enabled: bool) -> Result<Self, StoreError> {
+        let mut head = Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+            checkpointed: 0,
+        };
+        let (mut record_seen, mut checkpoint_seen) = (false, false);
+        for (k, v) in store.list_from(Namespace::Audit, "")?.into_iter().rev() {
+            let rec: Value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: k.clone(),
+                detail: e.to_string(),
+            })?;
+            let seq = rec["seq"].as_u64().unwrap_or(0);
+            if rec["type"] == "checkpoint" && !checkpoint_seen {
+                head.checkpointed = seq;
+                checkpoint_seen = true;
+            } else if rec["type"] == "record" && !record_seen {
+                head.seq = seq;
+                head.hash = rec["hash"].as_str().unwrap_or(GENESIS).to_string();
+                record_seen = true;
+            }
+            if record_seen && checkpoint_seen {
+                break;
+            }
+        }
+        Ok(Self {
+            store,
+            head: Mutex::new(head),
+            key,
+            enabled,
+        })
+    }
+
+    /// Whether records are written (off only for benchmarks).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The audit key's public half, PEM.
+    pub fn public_key_pem(&self) -> String {
+        hex::decode(&self.key.public_key)
+            .map(|d| crate::hsm::public_key::spki_pem(&d))
+            .unwrap_or_default()
+    }
+
+    /// Appends a record and returns once it is durable.
+    pub async fn append(&self, e: Entry<'_>) -> Result<u64, AuditError> {
+        if !self.enabled {
+            return Ok(0);
+        }
+        let (seq, token) = {
+            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = head.seq + 1;
+            let mut rec = json!({
+                "type": "record",
+                "seq": seq,
+                "time": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+                "principal": e.principal,
+                "action": e.action,
+                "target": e.target,
+                "decision": e.decision,
+                "reason": e.reason,
+                "request_hash": e.request_hash,
+                "prev_hash": head.hash,
+            });
+            let hash = record_hash(&rec);
+            rec["hash"] = Value::String(hash.clone());
+            let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+            let token = self
+                .store
+                .put_deferred(Namespace::Audit, &record_key(seq), &bytes)?;
+            head.seq = seq;
+            head.hash = hash;
+            (seq, token)
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.wait_durable(token))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Ok(seq)
+    }
+
+    /// Signs the chain head with the audit key if records were added since the last
+    /// checkpoint.
+    pub async fn checkpoint(&self, pool: &HsmPool) -> Result<Option<u64>, AuditError> {
+        let (seq, hash) = {
+            let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            if head.seq == head.checkpointed {
+                return Ok(None);
+            }
+            (head.seq, head.hash.clone())
+        };
+        let msg = checkpoint_message(seq, &hash);
+        let id = self.key.hsm_id.clone();
+        let input = SignInput::Digest(DigestAlgorithm::Sha256, DigestAlgorithm::Sha256.hash(&msg));
+        let sig: Vec<u8> = pool
+            .run("audit-checkpoint", move |s| s.sign(&id, Algorithm::EcdsaP256, &input))
+            .await
+            .map_err(|e: HsmError| e)?;
+        let rec = json!({
+            "type": "checkpoint",
+            "seq": seq,
+            "head_hash": hash,
+            "time": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+            "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+        });
+        let store = self.store.clone();
+        let key = format!("{}c", record_key(seq));
+        let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+        tokio::task::spawn_blocking(move || store.put(Namespace::Audit, &key, &bytes))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        head.checkpointed = head.checkpointed.max(seq);
+        Ok(Some(seq))
+    }
+
+    /// Records not yet covered by a checkpoint.
+    pub fn uncheckpointed(&self) -> u64 {
+        let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        head.seq - head.checkpointed
+    }
+
+    /// Exported lines (records and checkpoints) from sequence number `from_seq` on,
+    /// optionally only those at or after `since`.
+    pub fn export(&self, from_seq: u64, since: Option<OffsetDateTime>) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.store.list_from(Namespace::Audit, &record_key(from_seq))? {
+            if let Some(since) = since {
+                let v: Value = serde_json::from_slice(&v).unwrap_or_default();
+                let t = v["time"]
+                    .as_str()
+                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+                if t.is_some_and(|t| t < since) {
+                    continue;
+                }
+            }
+            out.push(String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(out)
+    }
+}
+
+/// Runs checkpoints every `every` or when `max_records` accumulate, until `stop`.
+pub async fn checkpoint_loop(
+    log: Arc<AuditLog>,
+    pool_owner: Arc<crate::keys::Backends>,
+    backend: String,
+    every: Duration,
+    max_records: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if since.elapsed() < every && log.uncheckpointed() < max_records {
+            continue;
+        }
+        since = tokio::time::Instant::now();
+        let Ok(pool) = pool_owner.get(&backend) else {
+            continue;
+        };
+        if let Err(e) = log.checkpoint(pool).await {
+            tracing::error!(error = %e, "audit checkpoint failed");
+        }
+    }
+    if let Ok(pool) = pool_owner.get(&backend) {
+        let _ = log.checkpoint(pool).await;
+    }
+}
+
+/// SHA-256 of a request message, hex.
+pub fn request_hash(msg: &impl prost::Message) -> String {
+    hex::encode(sha2::Sha256::digest(msg.encode_to_vec()))
+}
