@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+use keyward_proto::v1::audit_service_client::AuditServiceClient;
 use keyward_proto::v1::image_service_client::ImageServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
 use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub use keyward_proto::v1 as proto;
+
+pub mod audit;
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,8 @@ pub struct Client {
     pub images: ImageServiceClient<Channel>,
     /// Principals.
     pub principals: PrincipalServiceClient<Channel>,
+    /// The audit log.
+    pub audit: AuditServiceClient<Channel>,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -134,7 +139,8 @@ impl Client {
             keys: KeyServiceClient::new(channel.clone()),
             signing: SigningServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel.clone()),
-            principals: PrincipalServiceClient::new(channel),
+            principals: PrincipalServiceClient::new(channel.clone()),
+            audit: AuditServiceClient::new(channel),
         })
     }
 }

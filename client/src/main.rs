@@ -94,6 +94,38 @@ enum Command {
     Principal(PrincipalCommand),
     /// Show the principal this configuration authenticates as.
     Whoami,
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the last records; with -f keep printing new ones.
+    Tail {
+        /// Follow: poll for new records every second.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many records to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Print records and checkpoints as JSON lines (redirect to a file to keep them).
+    Export {
+        /// Only lines at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Print the audit key's public half (PEM).
+    PublicKey,
+    /// Verify an export offline: the hash chain and the HSM-signed checkpoints.
+    Verify {
+        /// The exported JSON lines.
+        file: PathBuf,
+        /// The audit public key (PEM) from `keyward audit public-key`.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -341,7 +373,83 @@ fn explain(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({code})", e.message())
 }
 
+async fn export_lines(client: &mut Client, from_seq: u64, since: String) -> Result<Vec<String>> {
+    let mut stream = client
+        .audit
+        .export_audit(proto::ExportAuditRequest { from_seq, since })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(l) = stream.message().await.map_err(explain)? {
+        out.push(l.line);
+    }
+    Ok(out)
+}
+
+fn line_seq(line: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0)
+}
+
+fn print_audit_line(line: &str, output: Output) {
+    if output == Output::Json {
+        println!("{line}");
+        return;
+    }
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    if v["type"] == "checkpoint" {
+        println!(
+            "{}  #{:<6} checkpoint signed by the audit key",
+            v["time"].as_str().unwrap_or(""),
+            v["seq"].as_u64().unwrap_or(0)
+        );
+    } else {
+        println!(
+            "{}  #{:<6} {:<8} {:<14} {:<16} {}{}",
+            v["time"].as_str().unwrap_or(""),
+            v["seq"].as_u64().unwrap_or(0),
+            v["decision"].as_str().unwrap_or(""),
+            v["principal"].as_str().unwrap_or(""),
+            v["action"].as_str().unwrap_or(""),
+            v["target"].as_str().unwrap_or(""),
+            match v["reason"].as_str() {
+                Some(r) if !r.is_empty() => format!("  ({r})"),
+                _ => String::new(),
+            }
+        );
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Audit(AuditCommand::Verify { file, key }) = &cli.command {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let pem = std::fs::read_to_string(key)
+            .with_context(|| format!("cannot read {}", key.display()))?;
+        let v = keyward_client::audit::verify(&text, &pem)
+            .map_err(|e| anyhow::anyhow!("audit log verification failed: {e}"))?;
+        emit(
+            cli.output,
+            json!({"records": v.records, "checkpoints": v.checkpoints, "covered_up_to": v.covered_up_to, "last_seq": v.last_seq}),
+            || {
+                println!(
+                    "OK: {} records, hash chain intact; {} checkpoint signatures verified, covering records up to {}",
+                    v.records, v.checkpoints, v.covered_up_to
+                );
+                if v.covered_up_to < v.last_seq {
+                    println!(
+                        "note: records {}..={} are not yet covered by a checkpoint",
+                        v.covered_up_to + 1,
+                        v.last_seq
+                    );
+                }
+            },
+        );
+        return Ok(());
+    }
     let path = cli
         .config
         .clone()
@@ -529,6 +637,43 @@ async fn run(cli: Cli) -> Result<()> {
                     p.name
                 )
             });
+        }
+        Command::Audit(AuditCommand::Verify { .. }) => unreachable!("handled before connecting"),
+        Command::Audit(AuditCommand::PublicKey) => {
+            let k = client
+                .audit
+                .audit_public_key(proto::AuditPublicKeyRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print!("{}", k.public_key_pem);
+        }
+        Command::Audit(AuditCommand::Export { since }) => {
+            for line in export_lines(&mut client, 0, since.unwrap_or_default()).await? {
+                println!("{line}");
+            }
+        }
+        Command::Audit(AuditCommand::Tail { follow, lines }) => {
+            let all = export_lines(&mut client, 0, String::new()).await?;
+            let mut next = all.last().map(|l| line_seq(l) + 1).unwrap_or(1);
+            for line in all.iter().skip(all.len().saturating_sub(lines)) {
+                print_audit_line(line, out);
+            }
+            if !follow {
+                return Ok(());
+            }
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let fresh = export_lines(&mut client, next, String::new()).await?;
+                for line in &fresh {
+                    if line_seq(line) >= next {
+                        print_audit_line(line, out);
+                    }
+                }
+                if let Some(l) = fresh.last() {
+                    next = next.max(line_seq(l) + 1);
+                }
+            }
         }
         Command::Whoami => {
             let p = client

@@ -3,7 +3,6 @@
 
 use crate::api::{AuditApi, ImageApi, KeyApi, PrincipalApi, SigningApi};
 use crate::audit::{AuditKey, AuditLog};
-use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
 use crate::hsm::pkcs11::Pkcs11Backend;
@@ -17,6 +16,7 @@ use crate::registry::{DockerConfig, Registries, RegistrySettings};
 use crate::signing::ImageSigner;
 use crate::signing::ledger::SignatureLedger;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
+use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use keyward_proto::v1::image_service_server::ImageServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
 use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
@@ -348,7 +348,9 @@ impl Instance {
 
     /// The audit key: generated inside the CA's HSM on first start, then reused.
     async fn audit_key(&self) -> Result<AuditKey, StartError> {
-        if let Some(k) = store::get_json::<AuditKey>(self.store.as_ref(), Namespace::Meta, "audit_key")? {
+        if let Some(k) =
+            store::get_json::<AuditKey>(self.store.as_ref(), Namespace::Meta, "audit_key")?
+        {
             return Ok(k);
         }
         let pool = self.ca_pool()?;
@@ -365,12 +367,15 @@ impl Instance {
             hsm_id: generated.hsm_id.clone(),
             public_key: hex::encode(&generated.public_key_der),
         };
-        let stored = store::to_json(&key).and_then(|v| self.store.create(Namespace::Meta, "audit_key", &v));
+        let stored =
+            store::to_json(&key).and_then(|v| self.store.create(Namespace::Meta, "audit_key", &v));
         if !matches!(stored, Ok(true)) {
             let id = generated.hsm_id;
             let _: Result<(), HsmError> = pool.run("destroy", move |s| s.destroy(&id)).await;
             stored?;
-            return Err(StartError::Config("the audit key was created concurrently; restart".into()));
+            return Err(StartError::Config(
+                "the audit key was created concurrently; restart".into(),
+            ));
         }
         tracing::info!("audit key created in the HSM");
         Ok(key)
@@ -460,7 +465,9 @@ impl Instance {
                 .map_err(StartError::Store)?,
         );
         if !audit.enabled() {
-            tracing::warn!("the audit log is disabled ([audit] enabled = false): requests are not recorded");
+            tracing::warn!(
+                "the audit log is disabled ([audit] enabled = false): requests are not recorded"
+            );
         }
         let obs = crate::api::Observer {
             metrics: self.metrics.clone(),

@@ -376,7 +376,11 @@ fn keys_created_under_full_signing_load_leave_no_half_written_objects() {
         "only {signed} signatures ran alongside key creation"
     );
     let keys = d.token_keys();
-    assert_eq!(keys.len(), 33, "CA + audit + hot + 30 keys expected: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        33,
+        "CA + audit + hot + 30 keys expected: {keys:?}"
+    );
     assert!(
         keys.iter()
             .all(|k| k["id"].as_str().is_some_and(|i| !i.is_empty())),

@@ -1,9 +1,9 @@
 //! `keyward.v1.ImageService`.
 
+use super::Observer;
 use super::keys::state;
 use crate::authz::Action;
 use crate::identity::principal;
-use super::Observer;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, Signed};
 use keyward_proto::v1 as pb;
@@ -54,7 +54,12 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::SignImageRequest>,
     ) -> Result<Response<pb::SignImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "SignImage", req.get_ref().reference.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "SignImage",
+            req.get_ref().reference.clone(),
+            req.get_ref(),
+        );
         call.gate(Action::Sign, "sign images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
             call.may_sign(&rec).await?;
@@ -88,7 +93,12 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::AttestImageRequest>,
     ) -> Result<Response<pb::AttestImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "AttestImage", req.get_ref().reference.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "AttestImage",
+            req.get_ref().reference.clone(),
+            req.get_ref(),
+        );
         call.gate(Action::Sign, "attest images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
             call.may_sign(&rec).await?;
@@ -121,7 +131,12 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::VerifyImageRequest>,
     ) -> Result<Response<pb::VerifyImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "VerifyImage", req.get_ref().reference.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "VerifyImage",
+            req.get_ref().reference.clone(),
+            req.get_ref(),
+        );
         let r = req.into_inner();
         let result = self.signer.verify(&r.key, &r.reference).await;
         call.finish(result).await.map(|v| {
@@ -147,8 +162,14 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::ListSignaturesRequest>,
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListSignatures", req.get_ref().key.clone(), req.get_ref());
-        call.gate(Action::ReadLedger, "read the signature ledger").await?;
+        let call = self.obs.call(
+            &who,
+            "ListSignatures",
+            req.get_ref().key.clone(),
+            req.get_ref(),
+        );
+        call.gate(Action::ReadLedger, "read the signature ledger")
+            .await?;
         let r = req.into_inner();
         let result = (|| {
             let q = LedgerQuery {

@@ -1,10 +1,10 @@
 //! `keyward.v1.KeyService`.
 
+use super::Observer;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, VersionState};
-use super::Observer;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -78,7 +78,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "CreateKey", req.get_ref().name.clone(), req.get_ref());
+        let call = self
+            .obs
+            .call(&who, "CreateKey", req.get_ref().name.clone(), req.get_ref());
         call.gate(Action::ManageKeys, "create keys").await?;
         let r = req.into_inner();
         let result = self
@@ -104,7 +106,9 @@ impl pb::key_service_server::KeyService for KeyApi {
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "GetKey", req.get_ref().name.clone(), req.get_ref());
+        let call = self
+            .obs
+            .call(&who, "GetKey", req.get_ref().name.clone(), req.get_ref());
         let result = self.keys.get(&req.get_ref().name);
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -114,7 +118,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "RotateKey", req.get_ref().name.clone(), req.get_ref());
+        let call = self
+            .obs
+            .call(&who, "RotateKey", req.get_ref().name.clone(), req.get_ref());
         call.gate(Action::ManageKeys, "rotate keys").await?;
         let result = self.keys.rotate(&req.get_ref().name).await;
         if let Ok(k) = &result {
@@ -128,7 +134,12 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PublicKey>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "GetPublicKey", req.get_ref().name.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "GetPublicKey",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
             let v = if r.version == 0 {
@@ -185,7 +196,12 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyScopeRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "SetKeyScope", req.get_ref().name.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "SetKeyScope",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
         call.gate(Action::ManageKeys, "set key policy").await?;
         let r = req.into_inner();
         let result = self.keys.set_policy(&r.name, None, Some(r.scope)).await;
@@ -200,7 +216,12 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyPolicyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "SetKeyPolicy", req.get_ref().name.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "SetKeyPolicy",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
         call.gate(Action::ManageKeys, "set key policy").await?;
         let r = req.into_inner();
         let result = async {

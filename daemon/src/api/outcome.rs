@@ -110,17 +110,21 @@ impl Call<'_> {
             }
             Err(e) => {
                 let st = e.to_status();
-                if matches!(st.code(), Code::Internal | Code::Unavailable | Code::DataLoss) {
+                if matches!(
+                    st.code(),
+                    Code::Internal | Code::Unavailable | Code::DataLoss
+                ) {
                     tracing::error!(method = self.method, principal = %self.who.name, error = %e, "request failed");
                 } else {
                     tracing::info!(method = self.method, principal = %self.who.name, error = %e, "request refused");
                 }
                 self.obs.metrics.request(self.method, st.code());
-                let decision = if matches!(st.code(), Code::PermissionDenied | Code::Unauthenticated) {
-                    "denied"
-                } else {
-                    "failed"
-                };
+                let decision =
+                    if matches!(st.code(), Code::PermissionDenied | Code::Unauthenticated) {
+                        "denied"
+                    } else {
+                        "failed"
+                    };
                 self.record(decision, st.message()).await?;
                 Err(st)
             }

@@ -1,10 +1,10 @@
 //! `keyward.v1.PrincipalService`.
 
+use super::Observer;
 use crate::authz::{Action, PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
 use crate::hsm::{Algorithm, HsmPool};
 use crate::identity::principal;
 use crate::keys::KeyError;
-use super::Observer;
 use crate::pki::{self, CaRecord, PkiError, Subject};
 use keyward_proto::v1 as pb;
 use p256::pkcs8::DecodePublicKey;
@@ -85,8 +85,14 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::AddPrincipalRequest>,
     ) -> Result<Response<pb::AddPrincipalResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "AddPrincipal", req.get_ref().name.clone(), req.get_ref());
-        call.gate(Action::ManagePrincipals, "add principals").await?;
+        let call = self.obs.call(
+            &who,
+            "AddPrincipal",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
+        call.gate(Action::ManagePrincipals, "add principals")
+            .await?;
         let r = req.into_inner();
         let roles = match self.principals.check_new(&r.name, &r.roles) {
             Ok(roles) => roles,
@@ -132,7 +138,8 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let who = principal(&req)?;
         let call = self.obs.call(&who, "ListPrincipals", "", req.get_ref());
-        call.gate(Action::ManagePrincipals, "list principals").await?;
+        call.gate(Action::ManagePrincipals, "list principals")
+            .await?;
         let principals = self.principals.list().iter().map(|p| view(p)).collect();
         call.finish::<(), PrincipalError>(Ok(())).await?;
         Ok(Response::new(pb::ListPrincipalsResponse { principals }))
@@ -143,9 +150,15 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "GetPrincipal", req.get_ref().name.clone(), req.get_ref());
+        let call = self.obs.call(
+            &who,
+            "GetPrincipal",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
         if req.get_ref().name != who.name {
-            call.gate(Action::ManagePrincipals, "show other principals").await?;
+            call.gate(Action::ManagePrincipals, "show other principals")
+                .await?;
         }
         let result = self.principals.get(&req.get_ref().name);
         call.finish(result).await.map(|p| Response::new(view(&p)))
@@ -156,8 +169,14 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::RemovePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "RemovePrincipal", req.get_ref().name.clone(), req.get_ref());
-        call.gate(Action::ManagePrincipals, "remove principals").await?;
+        let call = self.obs.call(
+            &who,
+            "RemovePrincipal",
+            req.get_ref().name.clone(),
+            req.get_ref(),
+        );
+        call.gate(Action::ManagePrincipals, "remove principals")
+            .await?;
         let result = self.principals.remove(&req.get_ref().name);
         if let Ok(p) = &result {
             tracing::info!(principal = %who.name, removed = %p.name, "principal removed");

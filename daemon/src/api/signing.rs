@@ -1,10 +1,10 @@
 //! `keyward.v1.SigningService`.
 
+use super::Observer;
 use crate::authz::Action;
 use crate::hsm::{DigestAlgorithm, SignInput};
 use crate::identity::principal;
 use crate::keys::{KeyError, KeyRegistry};
-use super::Observer;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -61,7 +61,9 @@ impl pb::signing_service_server::SigningService for SigningApi {
         req: Request<pb::SignDigestRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "SignDigest", req.get_ref().key.clone(), req.get_ref());
+        let call = self
+            .obs
+            .call(&who, "SignDigest", req.get_ref().key.clone(), req.get_ref());
         call.gate(Action::Sign, "sign").await?;
         if let Ok(rec) = self.keys.get(&req.get_ref().key) {
             call.may_sign(&rec).await?;

@@ -69,7 +69,9 @@ pub fn record_hash(record: &Value) -> String {
     if let Some(o) = v.as_object_mut() {
         o.remove("hash");
     }
-    hex::encode(sha2::Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(&v).unwrap_or_default(),
+    ))
 }
 
 /// The bytes a checkpoint signature covers.
@@ -97,7 +99,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("enabled", &self.enabled).finish_non_exhaustive()
+        f.debug_struct("AuditLog")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,7 +203,9 @@ impl AuditLog {
         let id = self.key.hsm_id.clone();
         let input = SignInput::Digest(DigestAlgorithm::Sha256, DigestAlgorithm::Sha256.hash(&msg));
         let sig: Vec<u8> = pool
-            .run("audit-checkpoint", move |s| s.sign(&id, Algorithm::EcdsaP256, &input))
+            .run("audit-checkpoint", move |s| {
+                s.sign(&id, Algorithm::EcdsaP256, &input)
+            })
             .await
             .map_err(|e: HsmError| e)?;
         let rec = json!({
@@ -228,9 +234,16 @@ impl AuditLog {
 
     /// Exported lines (records and checkpoints) from sequence number `from_seq` on,
     /// optionally only those at or after `since`.
-    pub fn export(&self, from_seq: u64, since: Option<OffsetDateTime>) -> Result<Vec<String>, StoreError> {
+    pub fn export(
+        &self,
+        from_seq: u64,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
-        for (_, v) in self.store.list_from(Namespace::Audit, &record_key(from_seq))? {
+        for (_, v) in self
+            .store
+            .list_from(Namespace::Audit, &record_key(from_seq))?
+        {
             if let Some(since) = since {
                 let v: Value = serde_json::from_slice(&v).unwrap_or_default();
                 let t = v["time"]

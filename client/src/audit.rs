@@ -1,0 +1,126 @@
+//! Offline verification of an exported audit log: the hash chain and the checkpoint
+//! signatures made by the audit key inside the HSM.
+
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use p256::pkcs8::DecodePublicKey;
+use serde_json::Value;
+use sha2::Digest;
+
+/// What a successful verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoint signatures checked.
+    pub checkpoints: u64,
+    /// Highest sequence number covered by a valid checkpoint (0: none).
+    pub covered_up_to: u64,
+    /// Highest sequence number seen.
+    pub last_seq: u64,
+}
+
+/// SHA-256 of a record as compact JSON with sorted keys, without its `hash` field (the
+/// rule keywardd uses).
+fn record_hash(record: &Value) -> String {
+    let mut v = record.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("hash");
+    }
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(&v).unwrap_or_default(),
+    ))
+}
+
+/// Verifies exported lines against the audit public key (PEM). The error names the
+/// first bad line.
+pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
+    use base64::Engine;
+    let body: String = public_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| "the audit key file is not PEM".to_string())?;
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&der)
+        .map_err(|e| format!("the audit key is not a P-256 public key: {e}"))?;
+    let mut out = Verified {
+        records: 0,
+        checkpoints: 0,
+        covered_up_to: 0,
+        last_seq: 0,
+    };
+    let mut hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut prev: Option<(u64, String)> = None;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let n = i + 1;
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
+        let seq = v["seq"]
+            .as_u64()
+            .ok_or_else(|| format!("line {n}: no sequence number"))?;
+        match v["type"].as_str() {
+            Some("record") => {
+                let what = format!("record {seq} (line {n})");
+                let stored = v["hash"].as_str().unwrap_or_default();
+                if record_hash(&v) != stored {
+                    return Err(format!(
+                        "{what}: its hash does not match its content (edited)"
+                    ));
+                }
+                let prev_hash = v["prev_hash"].as_str().unwrap_or_default();
+                if let Some((pseq, phash)) = &prev {
+                    if seq != pseq + 1 {
+                        return Err(format!(
+                            "{what}: expected record {} next (records dropped or reordered)",
+                            pseq + 1
+                        ));
+                    }
+                    if prev_hash != phash {
+                        return Err(format!("{what}: prev_hash does not match record {pseq}"));
+                    }
+                } else if seq == 1 && prev_hash != "0".repeat(64) {
+                    return Err(format!(
+                        "{what}: the first record must follow the genesis hash"
+                    ));
+                }
+                hashes.insert(seq, stored.to_string());
+                prev = Some((seq, stored.to_string()));
+                out.records += 1;
+                out.last_seq = seq;
+            }
+            Some("checkpoint") => {
+                let what = format!("checkpoint at record {seq} (line {n})");
+                let head = v["head_hash"].as_str().unwrap_or_default();
+                match hashes.get(&seq) {
+                    Some(h) if h == head => {}
+                    Some(_) => {
+                        return Err(format!("{what}: signs a different record {seq} (edited)"));
+                    }
+                    None => return Err(format!("{what}: record {seq} is missing before it")),
+                }
+                let sig = base64::engine::general_purpose::STANDARD
+                    .decode(v["signature"].as_str().unwrap_or_default())
+                    .map_err(|_| format!("{what}: signature is not base64"))?;
+                let sig = p256::ecdsa::Signature::from_der(&sig)
+                    .map_err(|_| format!("{what}: signature is malformed"))?;
+                let msg = format!("keyward-audit-checkpoint\n{seq}\n{head}");
+                key.verify_prehash(&sha2::Sha256::digest(msg.as_bytes()), &sig)
+                    .map_err(|_| {
+                        format!("{what}: the signature does not verify with the audit key")
+                    })?;
+                out.checkpoints += 1;
+                out.covered_up_to = out.covered_up_to.max(seq);
+            }
+            _ => return Err(format!("line {n}: unknown line type")),
+        }
+    }
+    if out.records == 0 {
+        return Err("no audit records in the input".into());
+    }
+    Ok(out)
+}
