@@ -90,7 +90,13 @@ impl DevLayout {
 
     /// Makes sure the token exists (initialising it with fresh PINs on first start) and
     /// writes `keywardd.toml` for it.
-    pub fn prepare(&self, module: &Path, grpc: &str, http: &str) -> Result<(), StartError> {
+    pub fn prepare(
+        &self,
+        module: &Path,
+        grpc: &str,
+        http: &str,
+        audit: bool,
+    ) -> Result<(), StartError> {
         let so = self.pin(&self.so_pin_file())?;
         let user = self.pin(&self.pin_file())?;
         crate::hsm::pkcs11::ensure_token(module, TOKEN_LABEL, &so, &user).map_err(|source| {
@@ -104,7 +110,8 @@ impl DevLayout {
              data_dir = \"data\"\n\
              [listen]\ngrpc = {grpc:?}\nhttp = {http:?}\n\n\
              [[backend]]\ntype = \"pkcs11\"\nname = \"softhsm\"\nmodule = {module:?}\n\
-             token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n",
+             token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n\n\
+             [audit]\nenabled = {audit}\n",
             conf = self.softhsm_conf().display(),
             module = module.display().to_string(),
         );

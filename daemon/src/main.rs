@@ -64,6 +64,9 @@ enum Command {
         /// PKCS#11 module of SoftHSM2.
         #[arg(long, default_value = SOFTHSM_MODULE)]
         module: PathBuf,
+        /// Do not record requests in the audit log (only to measure what it costs).
+        #[arg(long)]
+        no_audit: bool,
     },
 }
 
@@ -135,6 +138,7 @@ async fn run(command: Command) -> Result<()> {
             grpc_addr,
             http_addr,
             module,
+            no_audit,
         } => {
             let started = std::time::Instant::now();
             let layout = DevLayout::create(&dir)?;
@@ -142,7 +146,7 @@ async fn run(command: Command) -> Result<()> {
             let l = layout.clone();
             let (g, h) = (grpc_addr.to_string(), http_addr.to_string());
             let m = module.clone();
-            tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h)).await??;
+            tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit)).await??;
             let cfg = Config::load(&layout.config_file())?;
             let instance = Instance::open(cfg).await?;
             if instance.ca()?.is_none() {

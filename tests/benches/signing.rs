@@ -98,6 +98,22 @@ fn main() -> anyhow::Result<()> {
         raw2,
     );
 
+    // The same load with the audit log off: what recording every request costs.
+    stop(&mut child);
+    let (mut off, off_cfg, _) = start_with(&keywardd, &dir, &["--no-audit"])?;
+    let (r_off, p50_off, p99_off) = rt.block_on(async {
+        let client = Client::connect(&off_cfg).await?;
+        load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
+    })?;
+    stop(&mut off);
+    println!(
+        "daemon SignDigest, audit log off: {r_off:.0}/s, p50 {:.2} ms, p99 {:.2} ms; audit on / off = {:.3}",
+        p50_off.as_secs_f64() * 1e3,
+        p99_off.as_secs_f64() * 1e3,
+        r10 / r_off
+    );
+    let (mut child, cfg, _) = start(&keywardd, &dir)?;
+
     let started = Instant::now();
     rt.block_on(async {
         let client = Client::connect(&cfg).await?;
@@ -310,6 +326,14 @@ fn report(what: &str, rate: f64, p50: Duration, p99: Duration, raw1: f64, raw2: 
 }
 
 fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
+    start_with(keywardd, dir, &[])
+}
+
+fn start_with(
+    keywardd: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(Child, ClientConfig, Duration)> {
     std::fs::create_dir_all(dir)?;
     let _ = std::fs::remove_file(dir.join("client.toml"));
     let t = Instant::now();
@@ -317,6 +341,7 @@ fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Du
         .args(["dev", "--dir"])
         .arg(dir)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(extra)
         .env("KEYWARD_LOG", "warn")
         .env_remove("SOFTHSM2_CONF")
         .stdout(Stdio::null())
