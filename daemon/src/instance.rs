@@ -421,7 +421,14 @@ impl Instance {
             self.backends.clone(),
             ca.clone(),
         )?);
-        let report = keys.reconcile().await?;
+        let audit_key = self.audit_key().await?;
+        let report = keys
+            .reconcile(&[(
+                audit_key.backend.clone(),
+                audit_key.hsm_id.clone(),
+                "the audit key".to_string(),
+            )])
+            .await?;
         for m in &report.missing_on_hsm {
             tracing::warn!(version = %m, "key version is in the store but its HSM object is missing; it cannot sign");
         }
@@ -459,7 +466,6 @@ impl Instance {
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let http_addr = http.local_addr().map_err(io("local address"))?;
 
-        let audit_key = self.audit_key().await?;
         let audit = Arc::new(
             AuditLog::open(self.store.clone(), audit_key, self.config.audit.enabled)
                 .map_err(StartError::Store)?,

@@ -231,6 +231,7 @@ fn keys_survive_a_restart_on_the_same_directory() {
     );
     assert!(openssl_verifies("ecdsa-p384", &public, &sig, &blob));
     assert!(!d.log().contains("missing"), "{}", d.log());
+    assert!(!d.log().contains("not in the store"), "{}", d.log());
 }
 
 #[test]

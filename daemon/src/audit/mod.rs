@@ -89,12 +89,32 @@ struct Head {
     checkpointed: u64,
 }
 
+type Waiter = (u64, tokio::sync::oneshot::Sender<Result<(), String>>);
+
 /// The audit log over the store.
 pub struct AuditLog {
     store: Arc<dyn Store>,
     head: Mutex<Head>,
     key: AuditKey,
     enabled: bool,
+    /// Group commit: appenders hand their write token to one flusher thread, which
+    /// makes every pending record durable with one fsync and then answers them all.
+    flusher: Mutex<std::sync::mpsc::Sender<Waiter>>,
+}
+
+/// Waits for pending writes, makes all of them durable at once, answers each waiter.
+fn flush_loop(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Waiter>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let upto = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
+        let result = store.wait_durable(upto).map_err(|e| e.to_string());
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -132,11 +152,18 @@ impl AuditLog {
                 break;
             }
         }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flush_store = store.clone();
+        std::thread::Builder::new()
+            .name("audit-flush".into())
+            .spawn(move || flush_loop(flush_store, rx))
+            .map_err(|e| StoreError::Engine(format!("cannot start the audit flusher: {e}")))?;
         Ok(Self {
             store,
             head: Mutex::new(head),
             key,
             enabled,
+            flusher: Mutex::new(tx),
         })
     }
 
@@ -182,10 +209,15 @@ impl AuditLog {
             head.hash = hash;
             (seq, token)
         };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.wait_durable(token))
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((token, tx))
+            .map_err(|_| StoreError::Engine("the audit flusher stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Engine("the audit flusher stopped".into()))?
+            .map_err(StoreError::Engine)?;
         Ok(seq)
     }
 

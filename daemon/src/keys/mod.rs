@@ -381,7 +381,11 @@ impl KeyRegistry {
     }
 
     /// Compares the store with every backend's objects. Reports, never deletes.
-    pub async fn reconcile(&self) -> Result<Reconciliation, KeyError> {
+    /// `others` are further objects the instance owns: (backend, HSM id, what).
+    pub async fn reconcile(
+        &self,
+        others: &[(String, String, String)],
+    ) -> Result<Reconciliation, KeyError> {
         let mut report = Reconciliation::default();
         for (backend, pool) in self.backends.iter() {
             let objects = pool
@@ -400,6 +404,11 @@ impl KeyRegistry {
             }
             if &self.ca.backend == backend {
                 expected.insert(self.ca.hsm_id.clone(), "the Keyward CA".into());
+            }
+            for (b, id, what) in others {
+                if b == backend {
+                    expected.insert(id.clone(), what.clone());
+                }
             }
             let mut seen = std::collections::HashSet::new();
             for o in objects {
