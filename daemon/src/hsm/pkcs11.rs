@@ -192,6 +192,37 @@ pub fn ensure_token(
     so_pin: &str,
     user_pin: &str,
 ) -> Result<bool, HsmError> {
+    retry_transient(label, || ensure_token_once(module, label, so_pin, user_pin))
+}
+
+/// Retries an operation that failed with a device error (another process logging in to
+/// the token can make SoftHSM answer CKR_GENERAL_ERROR), with backoff; other errors
+/// (wrong PIN, configuration) are returned at once.
+fn retry_transient<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, HsmError>,
+) -> Result<T, HsmError> {
+    let mut delay = Duration::from_millis(25);
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(HsmError::Device { op, detail }) if attempt < 6 => {
+                tracing::warn!(token = %what, op, error = %detail, attempt, "retrying PKCS#11 start-up");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(500));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn ensure_token_once(
+    module: &Path,
+    label: &str,
+    so_pin: &str,
+    user_pin: &str,
+) -> Result<bool, HsmError> {
     let ctx = Pkcs11::new(module).map_err(|e| {
         HsmError::Config(format!(
             "cannot load PKCS#11 module {}: {e}",
@@ -240,6 +271,14 @@ impl Pkcs11Backend {
     /// A wrong PIN fails at once and is not retried, so that the token's retry counter
     /// is not run down by a daemon in a restart loop.
     pub fn open(settings: Pkcs11Settings) -> Result<Self, HsmError> {
+        // Another process logging in to the same token while we start can make SoftHSM
+        // fail a login or a lookup with CKR_GENERAL_ERROR: those are retried. A wrong PIN
+        // or a configuration error is final.
+        retry_transient(&settings.token_label, || Self::open_once(&settings))
+    }
+
+    fn open_once(settings: &Pkcs11Settings) -> Result<Self, HsmError> {
+        let settings = settings.clone();
         let pin = settings.pin.read()?;
         let (ctx, slot) = open_token(&settings)?;
         let login = ctx
