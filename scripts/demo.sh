@@ -92,6 +92,17 @@ step "Rotating the key: v1 retires (still verifies), v2 signs"
 "$BIN/keyward" key rotate release-demo
 "$BIN/keyward" verify --key release-demo "$REG/demo/hello:v1"
 
+step "A signer who is not an admin: roles decide what each principal may do"
+"$BIN/keyward" principal add ci-bot --role signer --out "$DIR/ci-bot/client.toml"
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --key release-demo "$DIR/artifact.txt" >/dev/null && echo "  ci-bot signed a blob"
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" key create rogue 2>&1 | sed 's/^/  /' || true
+
+step "Every request is in the hash-chained audit log; an export verifies offline"
+"$BIN/keyward" audit tail -n 8
+"$BIN/keyward" audit public-key >"$DIR/audit.pem"
+"$BIN/keyward" audit export >"$DIR/audit.jsonl"
+"$BIN/keyward" audit verify "$DIR/audit.jsonl" --key "$DIR/audit.pem"
+
 step "The token holds the keys as sensitive, never-extractable objects"
 SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so \
   --token-label keyward-dev --login --pin "$(cat "$DIR/instance/pin")" --list-objects --type privkey 2>/dev/null \
