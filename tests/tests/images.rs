@@ -495,3 +495,127 @@ fn a_registry_that_lies_about_the_digest_is_refused() {
     assert!(err.contains("does not match its digest"), "{err}");
     assert_eq!(d.ok(&["signatures", "list"]).trim(), "");
 }
+
+#[test]
+fn registry_credentials_from_the_daemon_configuration() {
+    // A production-style instance (init + serve) whose keywardd.toml carries the
+    // registry's credentials in a [[registry]] entry, the password in a variable.
+    use keyward_tests::{SOFTHSM_MODULE, bin};
+    use std::process::{Command, Stdio};
+    let reg = TestRegistry::start_with_auth("deployer", "from-config-pass");
+    let image = format!("{}/svc/api:v3", reg.addr);
+    reg.push_image("svc/api:v3", "configured credentials");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "prod",
+            "--pin",
+            "246810",
+            "--so-pin",
+            "13579",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.join("keywardd.toml"),
+        format!(
+            "data_dir = \"data\"\n[listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:0\"\n\
+             [[backend]]\ntype = \"pkcs11\"\nname = \"hsm\"\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"prod\"\npin_env = \"TOKEN_PIN\"\n\
+             [[registry]]\nhost = \"{}\"\nusername = \"deployer\"\npassword_env = \"REGISTRY_PASSWORD\"\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let daemon = |args: &[&str]| {
+        let mut c = Command::new(bin("keywardd"));
+        c.args(args)
+            .arg("--config")
+            .arg(dir.join("keywardd.toml"))
+            .env("SOFTHSM2_CONF", &conf)
+            .env("TOKEN_PIN", "246810")
+            .env("REGISTRY_PASSWORD", "from-config-pass")
+            .env("DOCKER_CONFIG", dir.join("no-docker"));
+        c
+    };
+    let out = daemon(&["init"])
+        .args(["--admin", "ops", "--out"])
+        .arg(dir.join("ops"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let mut serve = daemon(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keywardd serve did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cli = |args: &[&str]| {
+        Command::new(bin("keyward"))
+            .env("KEYWARD_CONFIG", dir.join("ops/client.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let created = cli(&["key", "create", "svc"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let signed = cli(&["sign", "--key", "svc", &image]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let public = dir.join("svc.pem");
+    std::fs::write(&public, cli(&["key", "public", "svc"]).stdout).unwrap();
+    assert!(
+        cosign_verify(&public, &image, Some(&reg.docker_config()))
+            .status
+            .success()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(
+        !log.contains("from-config-pass") && !log.contains("246810"),
+        "a secret was logged: {log}"
+    );
+}
