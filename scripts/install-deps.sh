@@ -48,6 +48,12 @@ if [[ ! -x "$TOOLS/bin/cosign" ]]; then
 fi
 "$TOOLS/bin/cosign" version >/dev/null
 
+# pyotp: an independent TOTP implementation the tests check Keyward's codes against.
+if ! python3 -c "import pyotp" 2>/dev/null; then
+  echo "install-deps: installing pyotp"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyotp
+fi
+
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-nextest"

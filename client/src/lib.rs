@@ -5,10 +5,12 @@
 use keyward_proto::v1::audit_service_client::AuditServiceClient;
 use keyward_proto::v1::image_service_client::ImageServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
+use keyward_proto::v1::mfa_service_client::MfaServiceClient;
 use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
 use keyward_proto::v1::signing_service_client::SigningServiceClient;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub use keyward_proto::v1 as proto;
@@ -83,19 +85,47 @@ impl ClientConfig {
     }
 }
 
+/// Adds the caller's one-time code (`x-keyward-otp`) to every request, when given.
+#[derive(Clone, Default)]
+pub struct Otp(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Otp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Otp(REDACTED)"
+        } else {
+            "Otp(None)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Otp {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("x-keyward-otp", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel that carries the one-time code.
+pub type OtpChannel = InterceptedService<Channel, Otp>;
+
 /// A connection to keywardd.
 #[derive(Debug, Clone)]
 pub struct Client {
     /// Key management.
-    pub keys: KeyServiceClient<Channel>,
+    pub keys: KeyServiceClient<OtpChannel>,
     /// Raw signing.
-    pub signing: SigningServiceClient<Channel>,
+    pub signing: SigningServiceClient<OtpChannel>,
     /// Container images.
-    pub images: ImageServiceClient<Channel>,
+    pub images: ImageServiceClient<OtpChannel>,
     /// Principals.
-    pub principals: PrincipalServiceClient<Channel>,
+    pub principals: PrincipalServiceClient<OtpChannel>,
     /// The audit log.
-    pub audit: AuditServiceClient<Channel>,
+    pub audit: AuditServiceClient<OtpChannel>,
+    /// Second factor enrolment.
+    pub mfa: MfaServiceClient<OtpChannel>,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -106,6 +136,20 @@ fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
 impl Client {
     /// Connects with mutual TLS.
     pub async fn connect(cfg: &ClientConfig) -> Result<Self, ClientError> {
+        Self::connect_with_otp(cfg, None).await
+    }
+
+    /// Connects with mutual TLS; every request carries the one-time code `otp`.
+    pub async fn connect_with_otp(
+        cfg: &ClientConfig,
+        otp: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let otp = match otp {
+            Some(code) => Otp(Some(code.trim().parse().map_err(|_| {
+                ClientError::Config("the one-time code must be 6 digits".into())
+            })?)),
+            None => Otp(None),
+        };
         let ca = read(&cfg.ca_cert, "CA certificate")?;
         let cert = read(&cfg.cert, "client certificate")?;
         let key = zeroize::Zeroizing::new(read(&cfg.key, "client key")?);
@@ -135,12 +179,14 @@ impl Client {
                 }
                 err(&detail)
             })?;
+        let ch = InterceptedService::new(channel, otp);
         Ok(Self {
-            keys: KeyServiceClient::new(channel.clone()),
-            signing: SigningServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel.clone()),
-            principals: PrincipalServiceClient::new(channel.clone()),
-            audit: AuditServiceClient::new(channel),
+            keys: KeyServiceClient::new(ch.clone()),
+            signing: SigningServiceClient::new(ch.clone()),
+            images: ImageServiceClient::new(ch.clone()),
+            principals: PrincipalServiceClient::new(ch.clone()),
+            audit: AuditServiceClient::new(ch.clone()),
+            mfa: MfaServiceClient::new(ch),
         })
     }
 }

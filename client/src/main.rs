@@ -22,6 +22,9 @@ struct Cli {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "text")]
     output: Output,
+    /// One-time code from your authenticator app, for actions that need MFA.
+    #[arg(long, global = true, env = "KEYWARD_OTP", hide_env_values = true)]
+    otp: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,6 +100,20 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Your TOTP second factor.
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+#[derive(Subcommand)]
+enum MfaCommand {
+    /// Start enrolment: prints an otpauth:// URI and a QR code for an authenticator app.
+    Enroll,
+    /// Activate the enrolment with a first code.
+    Confirm {
+        /// The 6-digit code the app shows.
+        code: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +185,9 @@ enum PolicyCommand {
         /// registry/repository globs (comma separated); "" allows any.
         #[arg(long, value_delimiter = ',')]
         scope: Option<Vec<String>>,
+        /// Whether signing with this key needs a one-time code.
+        #[arg(long)]
+        require_mfa: Option<bool>,
     },
     /// Show a key's policy.
     Show {
@@ -297,6 +317,14 @@ fn print_policy(k: &proto::Key) {
         any(&k.signers, "any principal with the signer role")
     );
     println!("  scope:   {}", any(&k.scope, "any repository"));
+    println!(
+        "  MFA:     {}",
+        if k.require_mfa {
+            "required to sign"
+        } else {
+            "not required to sign"
+        }
+    );
 }
 
 fn principal_json(p: &proto::Principal) -> serde_json::Value {
@@ -455,7 +483,7 @@ async fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(ClientConfig::default_path);
     let cfg = ClientConfig::load(&path)?;
-    let mut client = Client::connect(&cfg).await?;
+    let mut client = Client::connect_with_otp(&cfg, cli.otp.as_deref()).await?;
     let out = cli.output;
     match cli.command {
         Command::Key(KeyCommand::Create {
@@ -493,14 +521,15 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             signers,
             scope,
+            require_mfa,
         })) => {
             let clean = |v: Option<Vec<String>>| {
                 v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
             };
             let (signers, scope) = (clean(signers), clean(scope));
             anyhow::ensure!(
-                signers.is_some() || scope.is_some(),
-                "nothing to set: give --signers and/or --scope"
+                signers.is_some() || scope.is_some() || require_mfa.is_some(),
+                "nothing to set: give --signers, --scope or --require-mfa"
             );
             let k = client
                 .keys
@@ -510,13 +539,15 @@ async fn run(cli: Cli) -> Result<()> {
                     signers: signers.unwrap_or_default(),
                     set_scope: scope.is_some(),
                     scope: scope.unwrap_or_default(),
+                    set_require_mfa: require_mfa.is_some(),
+                    require_mfa: require_mfa.unwrap_or(false),
                 })
                 .await
                 .map_err(explain)?
                 .into_inner();
             emit(
                 out,
-                json!({"name": k.name, "signers": k.signers, "scope": k.scope}),
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa}),
                 || print_policy(&k),
             );
         }
@@ -529,7 +560,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             emit(
                 out,
-                json!({"name": k.name, "signers": k.signers, "scope": k.scope}),
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa}),
                 || print_policy(&k),
             );
         }
@@ -674,6 +705,38 @@ async fn run(cli: Cli) -> Result<()> {
                     next = next.max(line_seq(l) + 1);
                 }
             }
+        }
+        Command::Mfa(MfaCommand::Enroll) => {
+            let r = client
+                .mfa
+                .enroll(proto::EnrollRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, json!({"otpauth_uri": r.otpauth_uri}), || {
+                println!(
+                    "Add this to your authenticator app (shown once), then run `keyward mfa confirm CODE`:"
+                );
+                println!("{}", r.otpauth_uri);
+                if let Ok(code) = qrcode::QrCode::new(r.otpauth_uri.as_bytes()) {
+                    println!(
+                        "{}",
+                        code.render::<qrcode::render::unicode::Dense1x2>()
+                            .quiet_zone(true)
+                            .build()
+                    );
+                }
+            });
+        }
+        Command::Mfa(MfaCommand::Confirm { code }) => {
+            client
+                .mfa
+                .confirm(proto::ConfirmRequest { code })
+                .await
+                .map_err(explain)?;
+            emit(out, json!({"confirmed": true}), || {
+                println!("MFA enrolment confirmed")
+            });
         }
         Command::Whoami => {
             let p = client

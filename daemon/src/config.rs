@@ -58,6 +58,42 @@ pub struct Config {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The TOTP second factor.
+    #[serde(default)]
+    pub mfa: MfaConfig,
+}
+
+/// MFA settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// Require a one-time code for key and principal management and for signing with
+    /// keys whose policy says so.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Wrong codes before a lockout.
+    #[serde(default = "default_failures")]
+    pub max_failures: u32,
+    /// Lockout length in seconds.
+    #[serde(default = "default_lockout")]
+    pub lockout_seconds: u64,
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_lockout() -> u64 {
+    300
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        Self {
+            required: true,
+            max_failures: default_failures(),
+            lockout_seconds: default_lockout(),
+        }
+    }
 }
 
 /// The audit log's settings.

@@ -96,6 +96,7 @@ impl DevLayout {
         grpc: &str,
         http: &str,
         audit: bool,
+        require_mfa: bool,
     ) -> Result<(), StartError> {
         let so = self.pin(&self.so_pin_file())?;
         let user = self.pin(&self.pin_file())?;
@@ -111,7 +112,8 @@ impl DevLayout {
              [listen]\ngrpc = {grpc:?}\nhttp = {http:?}\n\n\
              [[backend]]\ntype = \"pkcs11\"\nname = \"softhsm\"\nmodule = {module:?}\n\
              token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n\n\
-             [audit]\nenabled = {audit}\n",
+             [audit]\nenabled = {audit}\n\n\
+             [mfa]\nrequired = {require_mfa}\n",
             conf = self.softhsm_conf().display(),
             module = module.display().to_string(),
         );

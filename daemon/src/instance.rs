@@ -1,7 +1,7 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{AuditApi, ImageApi, KeyApi, PrincipalApi, SigningApi};
+use crate::api::{AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
 use crate::audit::{AuditKey, AuditLog};
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
@@ -11,6 +11,7 @@ use crate::hsm::{Algorithm, Backend, HsmError, HsmPool};
 use crate::identity::Authenticator;
 use crate::keys::{Backends, KeyError, KeyRegistry};
 use crate::metrics::Metrics;
+use crate::mfa::{Mfa, MfaSettings, NewEnrolment, SealingKey};
 use crate::pki::{self, CaRecord, PkiError, Subject, TlsIdentity};
 use crate::registry::{DockerConfig, Registries, RegistrySettings};
 use crate::signing::ImageSigner;
@@ -19,6 +20,7 @@ use crate::store::{self, Namespace, SledStore, Store, StoreError};
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use keyward_proto::v1::image_service_server::ImageServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
+use keyward_proto::v1::mfa_service_server::MfaServiceServer;
 use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
 use keyward_proto::v1::signing_service_server::SigningServiceServer;
 use std::collections::BTreeMap;
@@ -381,6 +383,55 @@ impl Instance {
         Ok(key)
     }
 
+    /// Second factors, with the key that seals TOTP secrets (generated inside the CA's
+    /// HSM on first use).
+    pub async fn mfa(&self) -> Result<Mfa, StartError> {
+        let key =
+            match store::get_json::<SealingKey>(self.store.as_ref(), Namespace::Meta, "mfa_key")? {
+                Some(k) => k,
+                None => {
+                    let pool = self.ca_pool()?;
+                    let backend = pool.backend().name().to_string();
+                    let hsm_id = pool
+                        .run("generate", |s| s.generate_sealing_key("mfa"))
+                        .await
+                        .map_err(|source| StartError::Hsm {
+                            backend: backend.clone(),
+                            source,
+                        })?;
+                    let key = SealingKey { backend, hsm_id };
+                    if !self
+                        .store
+                        .create(Namespace::Meta, "mfa_key", &store::to_json(&key)?)?
+                    {
+                        return Err(StartError::Config(
+                            "the MFA key was created concurrently; restart".into(),
+                        ));
+                    }
+                    key
+                }
+            };
+        Ok(Mfa::new(
+            self.store.clone(),
+            self.backends.clone(),
+            key,
+            MfaSettings {
+                required: self.config.mfa.required,
+                max_failures: self.config.mfa.max_failures.max(1),
+                lockout: std::time::Duration::from_secs(self.config.mfa.lockout_seconds),
+            },
+        ))
+    }
+
+    /// Enrols a principal's TOTP, active at once (the first admin at initialisation).
+    pub async fn enroll_now(&self, principal: &str) -> Result<NewEnrolment, StartError> {
+        self.mfa()
+            .await?
+            .enroll(principal, true)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+
     /// The server's TLS identity from the data directory, issued anew if missing.
     async fn server_identity(&self, ca: &CaRecord) -> Result<(String, String), StartError> {
         let dir = self.config.data_dir.join("tls");
@@ -475,9 +526,14 @@ impl Instance {
                 "the audit log is disabled ([audit] enabled = false): requests are not recorded"
             );
         }
+        let mfa = Arc::new(self.mfa().await?);
+        if !mfa.required() {
+            tracing::warn!("MFA is not enforced ([mfa] required = false)");
+        }
         let obs = crate::api::Observer {
             metrics: self.metrics.clone(),
             audit: audit.clone(),
+            mfa,
         };
         let auth = Authenticator::new(self.principals.clone(), audit.clone());
         let router = Server::builder()
@@ -506,6 +562,10 @@ impl Instance {
             ))
             .add_service(AuditServiceServer::with_interceptor(
                 AuditApi::new(audit.clone(), obs.clone()),
+                auth.clone(),
+            ))
+            .add_service(MfaServiceServer::with_interceptor(
+                MfaApi::new(obs.clone()),
                 auth,
             ));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod instance;
 pub mod keys;
 pub mod metrics;
+pub mod mfa;
 pub mod pki;
 pub mod registry;
 pub mod signing;

@@ -67,6 +67,10 @@ enum Command {
         /// Do not record requests in the audit log (only to measure what it costs).
         #[arg(long)]
         no_audit: bool,
+        /// Enforce MFA as a production instance does (the admin's TOTP URI is printed
+        /// when the instance is created).
+        #[arg(long)]
+        require_mfa: bool,
     },
 }
 
@@ -101,6 +105,20 @@ fn main() -> Result<()> {
     runtime.block_on(run(cli.command))
 }
 
+/// Shows a TOTP enrolment once: the otpauth URI and a QR code for authenticator apps.
+fn print_enrolment(principal: &str, uri: &str) {
+    println!("MFA for {principal:?}: add this to an authenticator app now; it is not shown again.");
+    println!("{uri}");
+    if let Ok(code) = qrcode::QrCode::new(uri.as_bytes()) {
+        println!(
+            "{}",
+            code.render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build()
+        );
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -130,8 +148,10 @@ async fn run(command: Command) -> Result<()> {
             let instance = Instance::open(cfg).await?;
             let id = instance.initialise(&admin).await?;
             let path = id.write(&out, Some(&endpoint))?;
+            let otp = instance.enroll_now(&admin).await?;
             println!("Keyward CA created inside the HSM.");
             println!("Admin {admin:?}: client configuration {}", path.display());
+            print_enrolment(&admin, &otp.uri);
         }
         Command::Dev {
             dir,
@@ -139,6 +159,7 @@ async fn run(command: Command) -> Result<()> {
             http_addr,
             module,
             no_audit,
+            require_mfa,
         } => {
             let started = std::time::Instant::now();
             let layout = DevLayout::create(&dir)?;
@@ -146,13 +167,18 @@ async fn run(command: Command) -> Result<()> {
             let l = layout.clone();
             let (g, h) = (grpc_addr.to_string(), http_addr.to_string());
             let m = module.clone();
-            tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit)).await??;
+            tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit, require_mfa))
+                .await??;
             let cfg = Config::load(&layout.config_file())?;
             let instance = Instance::open(cfg).await?;
             if instance.ca()?.is_none() {
                 let id = instance.initialise("admin").await?;
                 // The endpoint is known only once bound; client.toml is written below.
                 id.write(&layout.dir, None)?;
+                let otp = instance.enroll_now("admin").await?;
+                if require_mfa {
+                    print_enrolment("admin", &otp.uri);
+                }
             }
             let running = instance.serve(shutdown_signal()).await?;
             let endpoint = format!("https://{}", running.grpc_addr);
@@ -164,12 +190,17 @@ async fn run(command: Command) -> Result<()> {
                 &layout.dir.join("admin.key"),
             )?;
             println!(
-                "Keyward dev instance ready in {:.2}s (not for production: one directory holds the token, its PINs and the admin key)\n\
+                "Keyward dev instance ready in {:.2}s (not for production: one directory holds the token, its PINs and the admin key; {})\n\
                  \x20 gRPC (mTLS):   {endpoint}\n\
                  \x20 health/metrics: http://{}/healthz  http://{}/metrics\n\
                  \x20 client:        export KEYWARD_CONFIG={}\n\
                  \x20 token:         SOFTHSM2_CONF={} pkcs11-tool --module {} --token-label {TOKEN_LABEL} --login --pin \"$(cat {})\" --list-objects",
                 started.elapsed().as_secs_f64(),
+                if require_mfa {
+                    "MFA enforced"
+                } else {
+                    "MFA not enforced: use --require-mfa"
+                },
                 running.http_addr,
                 running.http_addr,
                 layout.client_config().display(),

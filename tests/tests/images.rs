@@ -568,6 +568,8 @@ fn registry_credentials_from_the_daemon_configuration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // init enrols the admin's TOTP; key creation needs a code.
+    let secret = keyward_tests::otpauth_secret(&String::from_utf8_lossy(&out.stdout));
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let mut serve = daemon(&["serve"])
         .stdout(Stdio::null())
@@ -589,7 +591,14 @@ fn registry_credentials_from_the_daemon_configuration() {
             .output()
             .unwrap()
     };
-    let created = cli(&["key", "create", "svc"]);
+    keyward_tests::wait_for_fresh_step();
+    let created = cli(&[
+        "key",
+        "create",
+        "svc",
+        "--otp",
+        &keyward_tests::pyotp(&secret, 0),
+    ]);
     assert!(
         created.status.success(),
         "{}",

@@ -38,7 +38,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Lines>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "ExportAudit", "", req.get_ref());
+        let call = self.obs.call(&who, "ExportAudit", "", &req);
         call.gate(Action::ReadAudit, "read the audit log").await?;
         let r = req.into_inner();
         let result = (|| {
@@ -64,7 +64,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         req: Request<pb::AuditPublicKeyRequest>,
     ) -> Result<Response<pb::AuditPublicKeyResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "AuditPublicKey", "", req.get_ref());
+        let call = self.obs.call(&who, "AuditPublicKey", "", &req);
         call.finish::<_, ImageError>(Ok(())).await?;
         Ok(Response::new(pb::AuditPublicKeyResponse {
             public_key_pem: self.audit.public_key_pem(),

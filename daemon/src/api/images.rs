@@ -54,15 +54,15 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::SignImageRequest>,
     ) -> Result<Response<pb::SignImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "SignImage",
-            req.get_ref().reference.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "SignImage", req.get_ref().reference.clone(), &req);
         call.gate(Action::Sign, "sign images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
             call.may_sign(&rec).await?;
+            if rec.require_mfa {
+                call.require_mfa("signing with this key").await?;
+            }
         }
         let r = req.into_inner();
         let result = self
@@ -93,15 +93,15 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::AttestImageRequest>,
     ) -> Result<Response<pb::AttestImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "AttestImage",
-            req.get_ref().reference.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "AttestImage", req.get_ref().reference.clone(), &req);
         call.gate(Action::Sign, "attest images").await?;
         if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
             call.may_sign(&rec).await?;
+            if rec.require_mfa {
+                call.require_mfa("signing with this key").await?;
+            }
         }
         let r = req.into_inner();
         let result = self
@@ -131,12 +131,9 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::VerifyImageRequest>,
     ) -> Result<Response<pb::VerifyImageResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "VerifyImage",
-            req.get_ref().reference.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "VerifyImage", req.get_ref().reference.clone(), &req);
         let r = req.into_inner();
         let result = self.signer.verify(&r.key, &r.reference).await;
         call.finish(result).await.map(|v| {
@@ -162,12 +159,9 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::ListSignaturesRequest>,
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "ListSignatures",
-            req.get_ref().key.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "ListSignatures", req.get_ref().key.clone(), &req);
         call.gate(Action::ReadLedger, "read the signature ledger")
             .await?;
         let r = req.into_inner();

@@ -68,6 +68,7 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         versions: r.versions.iter().map(version).collect(),
         scope: r.scope.clone(),
         signers: r.signers.clone(),
+        require_mfa: r.require_mfa,
     }
 }
 
@@ -80,8 +81,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         let who = principal(&req)?;
         let call = self
             .obs
-            .call(&who, "CreateKey", req.get_ref().name.clone(), req.get_ref());
+            .call(&who, "CreateKey", req.get_ref().name.clone(), &req);
         call.gate(Action::ManageKeys, "create keys").await?;
+        call.require_mfa("create keys").await?;
         let r = req.into_inner();
         let result = self
             .keys
@@ -98,7 +100,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListKeys", "", req.get_ref());
+        let call = self.obs.call(&who, "ListKeys", "", &req);
         let keys = self.keys.list().iter().map(|k| key(k)).collect();
         call.finish::<(), KeyError>(Ok(())).await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
@@ -108,7 +110,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         let who = principal(&req)?;
         let call = self
             .obs
-            .call(&who, "GetKey", req.get_ref().name.clone(), req.get_ref());
+            .call(&who, "GetKey", req.get_ref().name.clone(), &req);
         let result = self.keys.get(&req.get_ref().name);
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -120,8 +122,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         let who = principal(&req)?;
         let call = self
             .obs
-            .call(&who, "RotateKey", req.get_ref().name.clone(), req.get_ref());
+            .call(&who, "RotateKey", req.get_ref().name.clone(), &req);
         call.gate(Action::ManageKeys, "rotate keys").await?;
+        call.require_mfa("rotate keys").await?;
         let result = self.keys.rotate(&req.get_ref().name).await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
@@ -134,12 +137,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PublicKey>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "GetPublicKey",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "GetPublicKey", req.get_ref().name.clone(), &req);
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
             let v = if r.version == 0 {
@@ -171,7 +171,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::ListBackendsRequest>,
     ) -> Result<Response<pb::ListBackendsResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListBackends", "", req.get_ref());
+        let call = self.obs.call(&who, "ListBackends", "", &req);
         let backends = self.keys.backends();
         let list = backends
             .iter()
@@ -196,15 +196,16 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyScopeRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "SetKeyScope",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "SetKeyScope", req.get_ref().name.clone(), &req);
         call.gate(Action::ManageKeys, "set key policy").await?;
+        call.require_mfa("changing key policy").await?;
         let r = req.into_inner();
-        let result = self.keys.set_policy(&r.name, None, Some(r.scope)).await;
+        let result = self
+            .keys
+            .set_policy(&r.name, None, Some(r.scope), None)
+            .await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
         }
@@ -216,13 +217,11 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::SetKeyPolicyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "SetKeyPolicy",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "SetKeyPolicy", req.get_ref().name.clone(), &req);
         call.gate(Action::ManageKeys, "set key policy").await?;
+        call.require_mfa("changing key policy").await?;
         let r = req.into_inner();
         let result = async {
             if r.set_signers {
@@ -239,6 +238,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                     &r.name,
                     r.set_signers.then_some(r.signers),
                     r.set_scope.then_some(r.scope),
+                    r.set_require_mfa.then_some(r.require_mfa),
                 )
                 .await
         }

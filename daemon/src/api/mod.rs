@@ -4,6 +4,7 @@
 mod audit;
 mod images;
 mod keys;
+mod mfa;
 mod outcome;
 mod principals;
 mod signing;
@@ -11,6 +12,7 @@ mod signing;
 pub use audit::AuditApi;
 pub use images::ImageApi;
 pub use keys::KeyApi;
+pub use mfa::MfaApi;
 pub use outcome::Observer;
 pub use principals::PrincipalApi;
 pub use signing::SigningApi;

@@ -7,6 +7,7 @@ use crate::authz::Action;
 use crate::identity::Principal;
 use crate::keys::KeyRecord;
 use crate::metrics::Metrics;
+use crate::mfa::{Mfa, MfaError};
 use std::sync::Arc;
 use tonic::{Code, Status};
 
@@ -17,7 +18,12 @@ pub struct Observer {
     pub metrics: Arc<Metrics>,
     /// The audit log.
     pub audit: Arc<AuditLog>,
+    /// Second factors.
+    pub mfa: Arc<Mfa>,
 }
+
+/// Request metadata carrying a one-time code.
+pub const OTP_HEADER: &str = "x-keyward-otp";
 
 /// One request in progress.
 pub struct Call<'a> {
@@ -26,23 +32,29 @@ pub struct Call<'a> {
     method: &'static str,
     target: String,
     request_hash: String,
+    otp: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Observer {
     /// Starts accounting for a request.
-    pub fn call<'a>(
+    pub fn call<'a, M: prost::Message>(
         &'a self,
         who: &'a Principal,
         method: &'static str,
         target: impl Into<String>,
-        request: &impl prost::Message,
+        request: &tonic::Request<M>,
     ) -> Call<'a> {
         Call {
             obs: self,
             who,
             method,
             target: target.into(),
-            request_hash: request_hash(request),
+            request_hash: request_hash(request.get_ref()),
+            otp: request
+                .metadata()
+                .get(OTP_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| zeroize::Zeroizing::new(s.trim().to_string())),
         }
     }
 }
@@ -82,6 +94,32 @@ impl Call<'_> {
             Ok(()) => Ok(()),
             Err(st) => Err(self.refuse(st).await),
         }
+    }
+
+    /// Asks for the caller's one-time code when MFA is enforced. Refusals (missing,
+    /// wrong, reused code, lockout) are audited and never echo the code.
+    pub async fn require_mfa(&self, what: &str) -> Result<(), Status> {
+        if !self.obs.mfa.required() {
+            return Ok(());
+        }
+        match self
+            .obs
+            .mfa
+            .verify(
+                &self.who.name,
+                what,
+                self.otp.as_deref().map(|s| s.as_str()),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refuse(mfa_status(&e)).await),
+        }
+    }
+
+    /// The caller's one-time code, if it sent one.
+    pub fn otp(&self) -> Option<&str> {
+        self.otp.as_deref().map(|s| s.as_str())
     }
 
     /// Checks a key's signer list: when it names principals, only they may sign with it.
@@ -129,5 +167,24 @@ impl Call<'_> {
                 Err(st)
             }
         }
+    }
+}
+
+/// The status for an MFA refusal.
+pub fn mfa_status(e: &MfaError) -> Status {
+    match e {
+        MfaError::Store(_) | MfaError::Hsm(_) => {
+            Status::unavailable("the second-factor check failed; see the daemon log")
+        }
+        MfaError::Malformed | MfaError::NothingToConfirm(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::unauthenticated(e.to_string()),
+    }
+}
+
+impl ToStatus for MfaError {
+    fn to_status(&self) -> Status {
+        mfa_status(self)
     }
 }

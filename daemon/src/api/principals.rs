@@ -85,12 +85,9 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::AddPrincipalRequest>,
     ) -> Result<Response<pb::AddPrincipalResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "AddPrincipal",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "AddPrincipal", req.get_ref().name.clone(), &req);
         call.gate(Action::ManagePrincipals, "add principals")
             .await?;
         let r = req.into_inner();
@@ -137,7 +134,7 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListPrincipals", "", req.get_ref());
+        let call = self.obs.call(&who, "ListPrincipals", "", &req);
         call.gate(Action::ManagePrincipals, "list principals")
             .await?;
         let principals = self.principals.list().iter().map(|p| view(p)).collect();
@@ -150,12 +147,9 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "GetPrincipal",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "GetPrincipal", req.get_ref().name.clone(), &req);
         if req.get_ref().name != who.name {
             call.gate(Action::ManagePrincipals, "show other principals")
                 .await?;
@@ -169,12 +163,9 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::RemovePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let who = principal(&req)?;
-        let call = self.obs.call(
-            &who,
-            "RemovePrincipal",
-            req.get_ref().name.clone(),
-            req.get_ref(),
-        );
+        let call = self
+            .obs
+            .call(&who, "RemovePrincipal", req.get_ref().name.clone(), &req);
         call.gate(Action::ManagePrincipals, "remove principals")
             .await?;
         let result = self.principals.remove(&req.get_ref().name);

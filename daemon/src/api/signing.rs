@@ -63,10 +63,13 @@ impl pb::signing_service_server::SigningService for SigningApi {
         let who = principal(&req)?;
         let call = self
             .obs
-            .call(&who, "SignDigest", req.get_ref().key.clone(), req.get_ref());
+            .call(&who, "SignDigest", req.get_ref().key.clone(), &req);
         call.gate(Action::Sign, "sign").await?;
         if let Ok(rec) = self.keys.get(&req.get_ref().key) {
             call.may_sign(&rec).await?;
+            if rec.require_mfa {
+                call.require_mfa("signing with this key").await?;
+            }
         }
         let r = req.into_inner();
         let name = r.key.clone();

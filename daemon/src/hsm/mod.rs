@@ -157,4 +157,11 @@ pub trait HsmSession: Send {
     fn list_objects(&mut self) -> Result<Vec<HsmObject>, HsmError>;
     /// Deletes a key pair (private and public objects).
     fn destroy(&mut self, hsm_id: &str) -> Result<(), HsmError>;
+    /// Generates a non-extractable secret key for sealing small secrets (AES-256 on
+    /// PKCS#11, an AES-CCM wrap key on YubiHSM); returns its id.
+    fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError>;
+    /// Encrypts a small secret inside the HSM (authenticated: AES-GCM or AES-CCM).
+    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// Decrypts what [`HsmSession::seal`] made; fails if it was altered.
+    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError>;
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -414,6 +415,18 @@ impl Pkcs11Session {
         Ok(h)
     }
 
+    /// A secret (sealing) key by CKA_ID; these are few and looked up rarely.
+    fn secret_key(&self, hsm_id: &str) -> Result<ObjectHandle, HsmError> {
+        let id = parse_id(hsm_id)?;
+        let _find = read(&self.objects.generation);
+        self.session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Id(id)])
+            .map_err(|e| device("find sealing key", e))?
+            .first()
+            .copied()
+            .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))
+    }
+
     fn forget(&self, id: &[u8]) {
         write(&self.objects.handles).remove(id);
     }
@@ -676,6 +689,65 @@ impl HsmSession for Pkcs11Session {
             out.push(obj);
         }
         Ok(out)
+    }
+
+    fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError> {
+        let mut id = vec![0u8; 16];
+        getrandom::getrandom(&mut id).map_err(|e| HsmError::Device {
+            op: "generate",
+            detail: e.to_string(),
+        })?;
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32u64.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Id(id.clone()),
+            Attribute::Label(format!("{LABEL_PREFIX}{label}").into_bytes()),
+        ];
+        let _exclusive = write(&self.objects.generation);
+        self.session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| device("generate sealing key", e))?;
+        Ok(hex::encode(id))
+    }
+
+    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.secret_key(key_id)?;
+        let mut iv = [0u8; 12];
+        getrandom::getrandom(&mut iv).map_err(|e| HsmError::Device {
+            op: "seal",
+            detail: e.to_string(),
+        })?;
+        let mut iv_param = iv;
+        let params = GcmParams::new(&mut iv_param, b"keyward-seal", 128u64.into())
+            .map_err(|e| device("seal", e))?;
+        let ct = self
+            .session
+            .encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            .map_err(|e| device("seal", e))?;
+        let mut out = iv.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.secret_key(key_id)?;
+        if sealed.len() < 12 + 16 {
+            return Err(HsmError::InvalidInput("sealed secret is too short".into()));
+        }
+        let mut iv = [0u8; 12];
+        iv.copy_from_slice(&sealed[..12]);
+        let params = GcmParams::new(&mut iv, b"keyward-seal", 128u64.into())
+            .map_err(|e| device("unseal", e))?;
+        self.session
+            .decrypt(&Mechanism::AesGcm(params), key, &sealed[12..])
+            .map_err(|e| device("unseal", e))
     }
 
     fn destroy(&mut self, hsm_id: &str) -> Result<(), HsmError> {

@@ -246,4 +246,37 @@ impl HsmSession for YubiHsmSession {
             .delete_object(id, object::Type::AsymmetricKey)
             .map_err(|e| device("destroy key", e))
     }
+
+    fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError> {
+        let id = self.free_id()?;
+        let text: String = format!("keyward:{label}").chars().take(40).collect();
+        self.client
+            .generate_wrap_key(
+                id,
+                object::Label::from(text.as_str()),
+                Domain::DOM1,
+                Capability::WRAP_DATA | Capability::UNWRAP_DATA,
+                Capability::empty(),
+                yubihsm::wrap::Algorithm::Aes256Ccm,
+            )
+            .map_err(|e| device("generate sealing key", e))?;
+        Ok(format_id(id))
+    }
+
+    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let id = parse_id(key_id)?;
+        self.client
+            .wrap_data(id, plaintext.to_vec())
+            .map(|m| m.into_vec())
+            .map_err(|e| device("seal", e))
+    }
+
+    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let id = parse_id(key_id)?;
+        let msg = yubihsm::wrap::Message::from_vec(sealed.to_vec())
+            .map_err(|e| HsmError::InvalidInput(format!("sealed secret is malformed: {e}")))?;
+        self.client
+            .unwrap_data(id, msg)
+            .map_err(|e| device("unseal", e))
+    }
 }

@@ -276,6 +276,7 @@ impl KeyRegistry {
             versions: vec![v1],
             scope,
             signers: Vec::new(),
+            require_mfa: false,
         };
         let stored =
             store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
@@ -331,6 +332,7 @@ impl KeyRegistry {
         name: &str,
         signers: Option<Vec<String>>,
         scope: Option<Vec<String>>,
+        require_mfa: Option<bool>,
     ) -> Result<Arc<KeyRecord>, KeyError> {
         if let Some(scope) = &scope {
             validate_scope(scope).map_err(KeyError::InvalidArgument)?;
@@ -342,6 +344,9 @@ impl KeyRegistry {
         }
         if let Some(signers) = signers {
             rec.signers = signers;
+        }
+        if let Some(m) = require_mfa {
+            rec.require_mfa = m;
         }
         self.store
             .put(Namespace::Keys, name, &store::to_json(&rec)?)?;

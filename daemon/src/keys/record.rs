@@ -96,6 +96,9 @@ pub struct KeyRecord {
     /// Principals who may sign with it; empty means every principal with the signer role.
     #[serde(default)]
     pub signers: Vec<String>,
+    /// Signing with this key needs a one-time code.
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 impl KeyRecord {

@@ -18,6 +18,8 @@ pub enum Namespace {
     Principals,
     /// The audit log, by sequence number.
     Audit,
+    /// MFA enrolments (sealed secrets), by principal.
+    Mfa,
 }
 
 impl Namespace {
@@ -28,6 +30,7 @@ impl Namespace {
             Namespace::Ledger => "ledger",
             Namespace::Principals => "principals",
             Namespace::Audit => "audit",
+            Namespace::Mfa => "mfa",
         }
     }
 }

@@ -1,0 +1,177 @@
+//! TOTP second factor through the real daemon and CLI, with codes computed by PyPI's
+//! pyotp (an independent RFC 6238 implementation).
+
+use keyward_tests::{DevDaemon, otpauth_secret, pyotp, wait_for_fresh_step};
+use std::path::Path;
+
+fn mfa_daemon(dir: &Path) -> (DevDaemon, String) {
+    let d = DevDaemon::start_dev(
+        dir,
+        &["--require-mfa"],
+        &[("DOCKER_CONFIG", &dir.join("none"))],
+    )
+    .unwrap();
+    let banner = std::fs::read_to_string(dir.join("daemon.out")).unwrap();
+    assert!(banner.contains("MFA enforced"), "{banner}");
+    (d, otpauth_secret(&banner))
+}
+
+#[test]
+fn key_management_needs_a_code_and_each_code_is_accepted_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, secret) = mfa_daemon(tmp.path());
+    wait_for_fresh_step();
+    let err = d.fails(&["key", "create", "k1"]);
+    assert!(
+        err.contains("MFA required") && err.contains("--otp") && err.contains("unauthenticated"),
+        "{err}"
+    );
+    let previous = pyotp(&secret, -1);
+    d.ok(&["key", "create", "k1", "--otp", &previous]);
+    let err = d.fails(&["key", "create", "k2", "--otp", &previous]);
+    assert!(err.contains("already used"), "{err}");
+    d.ok(&["key", "create", "k2", "--otp", &pyotp(&secret, 0)]);
+    // Signing with a key whose policy does not ask for MFA needs no code.
+    d.ok(&["sign-blob", "--key", "k1", "/etc/hostname"]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "k1",
+        "--require-mfa",
+        "true",
+        "--otp",
+        &pyotp(&secret, 1),
+    ]);
+    let err = d.fails(&["sign-blob", "--key", "k1", "/etc/hostname"]);
+    assert!(
+        err.contains("MFA required") && err.contains("signing with this key"),
+        "{err}"
+    );
+
+    // The secret is never stored or logged in plaintext, and refusals are audited
+    // without the code.
+    let log = d.log();
+    assert!(!log.contains(&secret), "the TOTP secret was logged");
+    let audit = d.ok(&["audit", "export"]);
+    assert!(!audit.contains(&secret));
+    assert!(audit.contains("already used"), "{audit}");
+    assert!(
+        !audit.contains(&previous),
+        "a code was written to the audit log"
+    );
+    let raw = std::fs::read_dir(tmp.path().join("data/store")).unwrap();
+    for f in raw.flatten() {
+        if f.path().is_file() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret in {}",
+                f.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_codes_lock_the_principal_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, secret) = mfa_daemon(tmp.path());
+    wait_for_fresh_step();
+    let valid: Vec<String> = (-1..=1).map(|k| pyotp(&secret, k)).collect();
+    let wrong = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    for attempt in 1..=4 {
+        let err = d.fails(&["key", "create", "x", "--otp", &wrong]);
+        assert!(
+            err.contains("wrong one-time code")
+                && err.contains(&format!("{} attempts left", 5 - attempt)),
+            "{err}"
+        );
+    }
+    let err = d.fails(&["key", "create", "x", "--otp", &wrong]);
+    assert!(err.contains("locked") && err.contains("until"), "{err}");
+    // Even a right code is refused during the lockout.
+    let err = d.fails(&["key", "create", "x", "--otp", &valid[1]]);
+    assert!(err.contains("locked"), "{err}");
+    let audit = d.ok(&["audit", "export"]);
+    assert!(audit.contains("locked"), "the lockout was not audited");
+    let err = d.fails(&["key", "create", "x", "--otp", "12ab"]);
+    assert!(err.contains("6 digits") || err.contains("locked"), "{err}");
+}
+
+#[test]
+fn a_new_principal_enrols_and_confirms_its_own_factor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, admin) = mfa_daemon(tmp.path());
+    wait_for_fresh_step();
+    let bob = d.dir.join("bob/client.toml");
+    d.ok(&[
+        "principal",
+        "add",
+        "bob",
+        "--role",
+        "signer",
+        "--out",
+        bob.to_str().unwrap(),
+        "--otp",
+        &pyotp(&admin, -1),
+    ]);
+    d.ok(&["key", "create", "guarded", "--otp", &pyotp(&admin, 0)]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "guarded",
+        "--require-mfa",
+        "true",
+        "--otp",
+        &pyotp(&admin, 1),
+    ]);
+
+    let o = d.keyward_as(&bob, &["sign-blob", "--key", "guarded", "/etc/hostname"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no MFA enrolment"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = d.keyward_as(&bob, &["-o", "json", "mfa", "enroll"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uri: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let uri = uri["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/") && uri.contains("issuer=Keyward"),
+        "{uri}"
+    );
+    let secret = otpauth_secret(uri);
+    // Not active until confirmed.
+    let o = d.keyward_as(
+        &bob,
+        &[
+            "sign-blob",
+            "--key",
+            "guarded",
+            "/etc/hostname",
+            "--otp",
+            &pyotp(&secret, 0),
+        ],
+    );
+    assert!(!o.status.success());
+    let o = d.keyward_as(&bob, &["mfa", "confirm", &pyotp(&secret, -1)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = d.keyward_as(
+        &bob,
+        &[
+            "sign-blob",
+            "--key",
+            "guarded",
+            "/etc/hostname",
+            "--otp",
+            &pyotp(&secret, 0),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
