@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+use keyward_proto::v1::approval_service_client::ApprovalServiceClient;
 use keyward_proto::v1::audit_service_client::AuditServiceClient;
 use keyward_proto::v1::image_service_client::ImageServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
@@ -126,6 +127,8 @@ pub struct Client {
     pub audit: AuditServiceClient<OtpChannel>,
     /// Second factor enrolment.
     pub mfa: MfaServiceClient<OtpChannel>,
+    /// Approvals (two-person rule).
+    pub approvals: ApprovalServiceClient<OtpChannel>,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -186,7 +189,8 @@ impl Client {
             images: ImageServiceClient::new(ch.clone()),
             principals: PrincipalServiceClient::new(ch.clone()),
             audit: AuditServiceClient::new(ch.clone()),
-            mfa: MfaServiceClient::new(ch),
+            mfa: MfaServiceClient::new(ch.clone()),
+            approvals: ApprovalServiceClient::new(ch),
         })
     }
 }

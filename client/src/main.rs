@@ -48,6 +48,9 @@ enum Command {
         /// Also write the base64 signature to this file.
         #[arg(long)]
         output_signature: Option<PathBuf>,
+        /// If the key needs approvals, wait for them and then print the signature.
+        #[arg(long)]
+        wait: bool,
         /// The file to sign.
         file: PathBuf,
     },
@@ -64,8 +67,27 @@ enum Command {
         /// For an index, also sign every platform manifest.
         #[arg(long)]
         recursive: bool,
+        /// If the key needs approvals, wait for them and then print the result.
+        #[arg(long)]
+        wait: bool,
         /// registry/repository[:tag][@digest]
         image: String,
+    },
+    /// Signing requests waiting for approval.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve a signing request (needs the approver role, and --otp when MFA is on).
+    Approve {
+        /// Approval id.
+        id: String,
+    },
+    /// Deny a signing request.
+    Deny {
+        /// Approval id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
     /// Attach a signed in-toto attestation to an image (like cosign attest).
     Attest {
@@ -103,6 +125,21 @@ enum Command {
     /// Your TOTP second factor.
     #[command(subcommand)]
     Mfa(MfaCommand),
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List approvals, newest first.
+    List {
+        /// Only those still waiting.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Show what a request would sign, who asked, who approved, and the result.
+    Show {
+        /// Approval id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +225,12 @@ enum PolicyCommand {
         /// Whether signing with this key needs a one-time code.
         #[arg(long)]
         require_mfa: Option<bool>,
+        /// Principals who may approve requests (comma separated); "" allows every approver.
+        #[arg(long, value_delimiter = ',')]
+        approvers: Option<Vec<String>>,
+        /// Distinct approvals a signing request needs (0: none).
+        #[arg(long)]
+        approvals: Option<u32>,
     },
     /// Show a key's policy.
     Show {
@@ -301,6 +344,85 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
 fn artifact_json(a: &proto::SignedArtifact) -> serde_json::Value {
     json!({"reference": a.reference, "digest": a.digest, "pushed_to": a.pushed_to,
            "version": a.version, "already_signed": a.already_signed})
+}
+
+fn approval_json(a: &proto::Approval) -> serde_json::Value {
+    json!({"id": a.id, "status": a.status, "key": a.key, "kind": a.kind, "requester": a.requester,
+           "created_at": a.created_at, "expires_at": a.expires_at, "reference": a.reference,
+           "digests": a.digests, "digest_algorithm": a.digest_algorithm, "annotations": a.annotations,
+           "approvals_needed": a.approvals_needed, "approved_by": a.approved_by,
+           "denied_by": a.denied_by, "deny_reason": a.deny_reason, "signature": a.signature,
+           "version": a.version, "pushed_to": a.pushed_to, "error": a.error,
+           "request_hash": a.request_hash})
+}
+
+fn print_approval(a: &proto::Approval) {
+    println!("approval {}  {}", a.id, a.status);
+    println!("  key:        {}", a.key);
+    println!("  requester:  {}", a.requester);
+    if a.kind == "image" {
+        println!("  image:      {}", a.reference);
+        for d in &a.digests {
+            println!("  digest:     {d}");
+        }
+        for (k, v) in &a.annotations {
+            println!("  annotation: {k}={v}");
+        }
+    } else {
+        println!(
+            "  blob:       {} {}",
+            a.digest_algorithm,
+            a.digests.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    println!(
+        "  approvals:  {}/{} {}",
+        a.approved_by.len(),
+        a.approvals_needed,
+        a.approved_by.join(", ")
+    );
+    println!("  expires:    {}", a.expires_at);
+    if !a.denied_by.is_empty() {
+        println!("  denied by:  {} ({})", a.denied_by, a.deny_reason);
+    }
+    if !a.error.is_empty() {
+        println!("  error:      {}", a.error);
+    }
+}
+
+fn pending_note(out: Output, id: &str) -> Result<()> {
+    emit(out, json!({"pending": true, "approval_id": id}), || {
+        println!(
+            "approval required: request {id} waits for approvers (keyward approvals show {id}; keyward approve {id})"
+        );
+    });
+    Ok(())
+}
+
+/// Polls an approval until it is signed, denied or expired.
+async fn wait_for(client: &mut Client, id: &str) -> Result<proto::Approval> {
+    eprintln!("waiting for approval of request {id} ...");
+    loop {
+        let a = client
+            .approvals
+            .get_approval(proto::GetApprovalRequest { id: id.to_string() })
+            .await
+            .map_err(explain)?
+            .into_inner();
+        match a.status.as_str() {
+            "signed" => return Ok(a),
+            "denied" => anyhow::bail!(
+                "request {id} was denied by {}: {}",
+                a.denied_by,
+                a.deny_reason
+            ),
+            "expired" => anyhow::bail!(
+                "request {id} expired at {} without enough approvals",
+                a.expires_at
+            ),
+            _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
 }
 
 fn print_policy(k: &proto::Key) {
@@ -522,14 +644,20 @@ async fn run(cli: Cli) -> Result<()> {
             signers,
             scope,
             require_mfa,
+            approvers,
+            approvals,
         })) => {
             let clean = |v: Option<Vec<String>>| {
                 v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
             };
-            let (signers, scope) = (clean(signers), clean(scope));
+            let (signers, scope, approvers) = (clean(signers), clean(scope), clean(approvers));
             anyhow::ensure!(
-                signers.is_some() || scope.is_some() || require_mfa.is_some(),
-                "nothing to set: give --signers, --scope or --require-mfa"
+                signers.is_some()
+                    || scope.is_some()
+                    || require_mfa.is_some()
+                    || approvers.is_some()
+                    || approvals.is_some(),
+                "nothing to set: give --signers, --scope, --require-mfa, --approvers or --approvals"
             );
             let k = client
                 .keys
@@ -541,13 +669,17 @@ async fn run(cli: Cli) -> Result<()> {
                     scope: scope.unwrap_or_default(),
                     set_require_mfa: require_mfa.is_some(),
                     require_mfa: require_mfa.unwrap_or(false),
+                    set_approvers: approvers.is_some(),
+                    approvers: approvers.unwrap_or_default(),
+                    set_approvals: approvals.is_some(),
+                    approvals: approvals.unwrap_or(0),
                 })
                 .await
                 .map_err(explain)?
                 .into_inner();
             emit(
                 out,
-                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa}),
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa, "approvers": k.approvers, "approvals": k.approvals}),
                 || print_policy(&k),
             );
         }
@@ -560,7 +692,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             emit(
                 out,
-                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa}),
+                json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa, "approvers": k.approvers, "approvals": k.approvals}),
                 || print_policy(&k),
             );
         }
@@ -706,6 +838,67 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Approvals(ApprovalsCommand::List { pending }) => {
+            let l = client
+                .approvals
+                .list_approvals(proto::ListApprovalsRequest {
+                    pending_only: pending,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .approvals;
+            emit(
+                out,
+                json!(l.iter().map(approval_json).collect::<Vec<_>>()),
+                || {
+                    for a in &l {
+                        println!(
+                            "{}  {:<8} {} {}  key={} by {}  {}/{} approvals",
+                            a.id,
+                            a.status,
+                            a.kind,
+                            if a.reference.is_empty() {
+                                &a.digests[0]
+                            } else {
+                                &a.reference
+                            },
+                            a.key,
+                            a.requester,
+                            a.approved_by.len(),
+                            a.approvals_needed
+                        );
+                    }
+                },
+            );
+        }
+        Command::Approvals(ApprovalsCommand::Show { id }) => {
+            let a = client
+                .approvals
+                .get_approval(proto::GetApprovalRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, approval_json(&a), || print_approval(&a));
+        }
+        Command::Approve { id } => {
+            let a = client
+                .approvals
+                .approve(proto::ApproveRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, approval_json(&a), || print_approval(&a));
+        }
+        Command::Deny { id, reason } => {
+            let a = client
+                .approvals
+                .deny(proto::DenyRequest { id, reason })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            emit(out, approval_json(&a), || print_approval(&a));
+        }
         Command::Mfa(MfaCommand::Enroll) => {
             let r = client
                 .mfa
@@ -814,6 +1007,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::SignBlob {
             key,
             output_signature,
+            wait,
             file,
         } => {
             let data =
@@ -843,12 +1037,22 @@ async fn run(cli: Cli) -> Result<()> {
                     req.digest = sha2::Sha256::digest(&data).to_vec();
                 }
             }
-            let r = client
+            let mut r = client
                 .signing
                 .sign_digest(req)
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if r.pending {
+                if !wait {
+                    return pending_note(out, &r.approval_id);
+                }
+                let a = wait_for(&mut client, &r.approval_id).await?;
+                r.signature = base64::engine::general_purpose::STANDARD
+                    .decode(&a.signature)
+                    .context("the approval's signature is not base64")?;
+                r.version = a.version;
+            }
             let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
             if let Some(p) = &output_signature {
                 std::fs::write(p, &b64).with_context(|| format!("cannot write {}", p.display()))?;
@@ -864,6 +1068,7 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             annotations,
             recursive,
+            wait,
             image,
         } => {
             let mut map = std::collections::HashMap::new();
@@ -884,6 +1089,22 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if r.pending {
+                if !wait {
+                    return pending_note(out, &r.approval_id);
+                }
+                let a = wait_for(&mut client, &r.approval_id).await?;
+                emit(out, approval_json(&a), || {
+                    for (d, p) in a.digests.iter().zip(&a.pushed_to) {
+                        println!(
+                            "{d} signed with v{} after approval by {}: {p}",
+                            a.version,
+                            a.approved_by.join(", ")
+                        );
+                    }
+                });
+                return Ok(());
+            }
             emit(
                 out,
                 json!(r.signed.iter().map(artifact_json).collect::<Vec<_>>()),

@@ -1,7 +1,7 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
+use crate::api::{ApprovalApi, AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
 use crate::audit::{AuditKey, AuditLog};
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
@@ -17,6 +17,7 @@ use crate::registry::{DockerConfig, Registries, RegistrySettings};
 use crate::signing::ImageSigner;
 use crate::signing::ledger::SignatureLedger;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
+use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use keyward_proto::v1::image_service_server::ImageServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
@@ -535,6 +536,13 @@ impl Instance {
             audit: audit.clone(),
             mfa,
         };
+        let approvals = Arc::new(crate::approvals::Approvals::new(
+            self.store.clone(),
+            keys.clone(),
+            signer.clone(),
+            std::time::Duration::from_secs(3600),
+        ));
+        approvals.resume().await;
         let auth = Authenticator::new(self.principals.clone(), audit.clone());
         let router = Server::builder()
             .tls_config(tls)
@@ -544,11 +552,11 @@ impl Instance {
                 auth.clone(),
             ))
             .add_service(SigningServiceServer::with_interceptor(
-                SigningApi::new(keys.clone(), obs.clone()),
+                SigningApi::new(keys.clone(), approvals.clone(), obs.clone()),
                 auth.clone(),
             ))
             .add_service(ImageServiceServer::with_interceptor(
-                ImageApi::new(signer.clone(), obs.clone()),
+                ImageApi::new(signer.clone(), approvals.clone(), obs.clone()),
                 auth.clone(),
             ))
             .add_service(PrincipalServiceServer::with_interceptor(
@@ -566,6 +574,10 @@ impl Instance {
             ))
             .add_service(MfaServiceServer::with_interceptor(
                 MfaApi::new(obs.clone()),
+                auth.clone(),
+            ))
+            .add_service(ApprovalServiceServer::with_interceptor(
+                ApprovalApi::new(approvals, obs.clone()),
                 auth,
             ));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));

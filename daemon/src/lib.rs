@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod config;

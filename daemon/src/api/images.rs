@@ -16,13 +16,22 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct ImageApi {
     signer: Arc<ImageSigner>,
+    approvals: Arc<crate::approvals::Approvals>,
     obs: Observer,
 }
 
 impl ImageApi {
     /// A service over the signer.
-    pub fn new(signer: Arc<ImageSigner>, obs: Observer) -> Self {
-        Self { signer, obs }
+    pub fn new(
+        signer: Arc<ImageSigner>,
+        approvals: Arc<crate::approvals::Approvals>,
+        obs: Observer,
+    ) -> Self {
+        Self {
+            signer,
+            approvals,
+            obs,
+        }
     }
 }
 
@@ -64,7 +73,36 @@ impl pb::image_service_server::ImageService for ImageApi {
                 call.require_mfa("signing with this key").await?;
             }
         }
+        let request_hash = crate::audit::request_hash(req.get_ref());
         let r = req.into_inner();
+        let needed = self
+            .signer
+            .keys()
+            .get(&r.key)
+            .map(|k| k.approvals)
+            .unwrap_or(0);
+        if needed > 0 {
+            let result = self
+                .approvals
+                .request_image(
+                    &who.name,
+                    &r.key,
+                    &r.reference,
+                    r.recursive,
+                    r.annotations.into_iter().collect(),
+                    &request_hash,
+                    needed,
+                )
+                .await;
+            return call.finish(result).await.map(|a| {
+                tracing::info!(principal = %who.name, key = %r.key, approval = %a.id, "image signing request waits for approval");
+                Response::new(pb::SignImageResponse {
+                    signed: Vec::new(),
+                    approval_id: a.id,
+                    pending: true,
+                })
+            });
+        }
         let result = self
             .signer
             .sign(
@@ -84,6 +122,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         call.finish(result).await.map(|s| {
             Response::new(pb::SignImageResponse {
                 signed: s.iter().map(artifact).collect(),
+                ..Default::default()
             })
         })
     }

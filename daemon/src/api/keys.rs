@@ -69,6 +69,8 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         scope: r.scope.clone(),
         signers: r.signers.clone(),
         require_mfa: r.require_mfa,
+        approvers: r.approvers.clone(),
+        approvals: r.approvals,
     }
 }
 
@@ -204,7 +206,13 @@ impl pb::key_service_server::KeyService for KeyApi {
         let r = req.into_inner();
         let result = self
             .keys
-            .set_policy(&r.name, None, Some(r.scope), None)
+            .set_policy(
+                &r.name,
+                crate::keys::PolicyChange {
+                    scope: Some(r.scope),
+                    ..Default::default()
+                },
+            )
             .await;
         if let Ok(k) = &result {
             tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
@@ -224,8 +232,15 @@ impl pb::key_service_server::KeyService for KeyApi {
         call.require_mfa("changing key policy").await?;
         let r = req.into_inner();
         let result = async {
+            let mut named: Vec<&String> = Vec::new();
             if r.set_signers {
-                for s in &r.signers {
+                named.extend(&r.signers);
+            }
+            if r.set_approvers {
+                named.extend(&r.approvers);
+            }
+            {
+                for s in named {
                     if self.principals.get(s).is_err() {
                         return Err(KeyError::InvalidArgument(format!(
                             "no principal named {s:?}; add it first (keyward principal add)"
@@ -236,9 +251,13 @@ impl pb::key_service_server::KeyService for KeyApi {
             self.keys
                 .set_policy(
                     &r.name,
-                    r.set_signers.then_some(r.signers),
-                    r.set_scope.then_some(r.scope),
-                    r.set_require_mfa.then_some(r.require_mfa),
+                    crate::keys::PolicyChange {
+                        signers: r.set_signers.then_some(r.signers.clone()),
+                        scope: r.set_scope.then_some(r.scope.clone()),
+                        require_mfa: r.set_require_mfa.then_some(r.require_mfa),
+                        approvers: r.set_approvers.then_some(r.approvers.clone()),
+                        approvals: r.set_approvals.then_some(r.approvals),
+                    },
                 )
                 .await
         }

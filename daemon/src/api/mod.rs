@@ -1,6 +1,7 @@
 //! tonic services. This is the one place where domain errors become `tonic::Status`:
 //! callers get a clear, safe message; the log gets the detail.
 
+mod approvals;
 mod audit;
 mod images;
 mod keys;
@@ -9,6 +10,7 @@ mod outcome;
 mod principals;
 mod signing;
 
+pub use approvals::ApprovalApi;
 pub use audit::AuditApi;
 pub use images::ImageApi;
 pub use keys::KeyApi;

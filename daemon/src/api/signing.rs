@@ -16,13 +16,22 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024 - 1024;
 #[derive(Debug, Clone)]
 pub struct SigningApi {
     keys: Arc<KeyRegistry>,
+    approvals: Arc<crate::approvals::Approvals>,
     obs: Observer,
 }
 
 impl SigningApi {
     /// A service over the registry.
-    pub fn new(keys: Arc<KeyRegistry>, obs: Observer) -> Self {
-        Self { keys, obs }
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        approvals: Arc<crate::approvals::Approvals>,
+        obs: Observer,
+    ) -> Self {
+        Self {
+            keys,
+            approvals,
+            obs,
+        }
     }
 }
 
@@ -71,8 +80,28 @@ impl pb::signing_service_server::SigningService for SigningApi {
                 call.require_mfa("signing with this key").await?;
             }
         }
+        let request_hash = crate::audit::request_hash(req.get_ref());
         let r = req.into_inner();
         let name = r.key.clone();
+        let needed = self.keys.get(&name).map(|k| k.approvals).unwrap_or(0);
+        if needed > 0 {
+            let result = async {
+                let input = input(r)?;
+                self.approvals
+                    .request_blob(&who.name, &name, &input, &request_hash, needed)
+                    .map_err(|e| KeyError::InvalidArgument(e.to_string()))
+            }
+            .await;
+            return call.finish(result).await.map(|a| {
+                tracing::info!(principal = %who.name, key = %name, approval = %a.id, "signing request waits for approval");
+                Response::new(pb::SignResponse {
+                    key: name.clone(),
+                    approval_id: a.id,
+                    pending: true,
+                    ..Default::default()
+                })
+            });
+        }
         let result = async {
             let rec = self.keys.get(&name)?;
             let input = input(r)?;
@@ -90,6 +119,7 @@ impl pb::signing_service_server::SigningService for SigningApi {
                 algorithm: rec.algorithm.to_string(),
                 signature,
                 digest_algorithm,
+                ..Default::default()
             })
         }
         .await;

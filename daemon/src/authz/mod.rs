@@ -77,6 +77,8 @@ pub enum Action {
     ManagePrincipals,
     /// Read the audit log.
     ReadAudit,
+    /// Approve other principals' signing requests.
+    Approve,
 }
 
 impl Action {
@@ -89,6 +91,7 @@ impl Action {
             Action::ReadLedger => &[Role::Auditor, Role::KeyAdmin, Role::Admin],
             Action::ManagePrincipals => &[Role::Admin],
             Action::ReadAudit => &[Role::Auditor, Role::Admin],
+            Action::Approve => &[Role::Approver, Role::Admin],
         }
     }
 }

@@ -47,6 +47,21 @@ pub enum KeyError {
     Pki(#[from] PkiError),
 }
 
+/// A change of key policy; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct PolicyChange {
+    /// Who may sign.
+    pub signers: Option<Vec<String>>,
+    /// Which repositories it may sign.
+    pub scope: Option<Vec<String>>,
+    /// Whether signing needs a one-time code.
+    pub require_mfa: Option<bool>,
+    /// Who may approve.
+    pub approvers: Option<Vec<String>>,
+    /// How many approvals a request needs.
+    pub approvals: Option<u32>,
+}
+
 /// The configured HSM backends, each with its worker pool.
 #[derive(Debug)]
 pub struct Backends {
@@ -277,6 +292,8 @@ impl KeyRegistry {
             scope,
             signers: Vec::new(),
             require_mfa: false,
+            approvers: Vec::new(),
+            approvals: 0,
         };
         let stored =
             store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
@@ -326,27 +343,37 @@ impl KeyRegistry {
         }
     }
 
-    /// Replaces a key's signers and/or the repositories it may sign.
+    /// Changes a key's policy; fields left `None` stay as they are.
     pub async fn set_policy(
         &self,
         name: &str,
-        signers: Option<Vec<String>>,
-        scope: Option<Vec<String>>,
-        require_mfa: Option<bool>,
+        change: PolicyChange,
     ) -> Result<Arc<KeyRecord>, KeyError> {
-        if let Some(scope) = &scope {
+        if let Some(scope) = &change.scope {
             validate_scope(scope).map_err(KeyError::InvalidArgument)?;
         }
         let _w = self.writes.lock().await;
         let mut rec = (*self.get(name)?).clone();
-        if let Some(scope) = scope {
+        if let Some(scope) = change.scope {
             rec.scope = scope;
         }
-        if let Some(signers) = signers {
+        if let Some(signers) = change.signers {
             rec.signers = signers;
         }
-        if let Some(m) = require_mfa {
+        if let Some(m) = change.require_mfa {
             rec.require_mfa = m;
+        }
+        if let Some(a) = change.approvers {
+            rec.approvers = a;
+        }
+        if let Some(n) = change.approvals {
+            if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
+                return Err(KeyError::InvalidArgument(format!(
+                    "{n} approvals cannot be reached with {} named approvers",
+                    rec.approvers.len()
+                )));
+            }
+            rec.approvals = n;
         }
         self.store
             .put(Namespace::Keys, name, &store::to_json(&rec)?)?;

@@ -99,6 +99,12 @@ pub struct KeyRecord {
     /// Signing with this key needs a one-time code.
     #[serde(default)]
     pub require_mfa: bool,
+    /// Who may approve signing requests; empty means anyone with the approver role.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Distinct approvals a signing request needs (0: signs at once).
+    #[serde(default)]
+    pub approvals: u32,
 }
 
 impl KeyRecord {

@@ -150,7 +150,8 @@ fn sign_input(algorithm: Algorithm, message: &[u8]) -> SignInput {
     }
 }
 
-fn parse_ref(reference: &str) -> Result<ImageRef, ImageError> {
+/// Parses an image reference; a malformed one is an invalid argument.
+pub fn parse_ref(reference: &str) -> Result<ImageRef, ImageError> {
     ImageRef::parse(reference).map_err(|e| ImageError::InvalidArgument(e.to_string()))
 }
 
@@ -212,6 +213,19 @@ impl ImageSigner {
         annotations: BTreeMap<String, String>,
         recursive: bool,
     ) -> Result<Vec<Signed>, ImageError> {
+        let (image, targets) = self.plan(key, reference, recursive).await?;
+        self.sign_planned(requester, key, &image, &targets, &annotations)
+            .await
+    }
+
+    /// Checks the key may sign the image and resolves the digests a signature would
+    /// cover (the index and, with `recursive`, every platform manifest).
+    pub async fn plan(
+        &self,
+        key: &str,
+        reference: &str,
+        recursive: bool,
+    ) -> Result<(ImageRef, Vec<String>), ImageError> {
         let image = parse_ref(reference)?;
         let rec = self.keys.get(key)?;
         image_capable(&rec)?;
@@ -226,10 +240,24 @@ impl ImageSigner {
                 }
             }
         }
+        Ok((image, targets))
+    }
+
+    /// Signs digests resolved by [`ImageSigner::plan`] (an approved request signs
+    /// exactly what was approved, even if the tag moved since).
+    pub async fn sign_planned(
+        &self,
+        requester: &str,
+        key: &str,
+        image: &ImageRef,
+        targets: &[String],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Vec<Signed>, ImageError> {
+        let rec = self.keys.get(key)?;
         let mut out = Vec::new();
         for digest in targets {
             out.push(
-                self.sign_digest(requester, &rec.name, &image, &digest, &annotations)
+                self.sign_digest(requester, &rec.name, image, digest, annotations)
                     .await?,
             );
         }

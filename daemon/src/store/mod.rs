@@ -20,6 +20,8 @@ pub enum Namespace {
     Audit,
     /// MFA enrolments (sealed secrets), by principal.
     Mfa,
+    /// Signing requests waiting for approval, by id.
+    Approvals,
 }
 
 impl Namespace {
@@ -31,6 +33,7 @@ impl Namespace {
             Namespace::Principals => "principals",
             Namespace::Audit => "audit",
             Namespace::Mfa => "mfa",
+            Namespace::Approvals => "approvals",
         }
     }
 }

@@ -1,0 +1,147 @@
+//! `keyward.v1.ApprovalService`.
+
+use super::{Observer, ToStatus};
+use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Subject};
+use crate::authz::Action;
+use crate::identity::principal;
+use keyward_proto::v1 as pb;
+use std::sync::Arc;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Serves approvals.
+#[derive(Debug)]
+pub struct ApprovalApi {
+    approvals: Arc<Approvals>,
+    obs: Observer,
+}
+
+impl ApprovalApi {
+    /// A service over the approvals.
+    pub fn new(approvals: Arc<Approvals>, obs: Observer) -> Self {
+        Self { approvals, obs }
+    }
+}
+
+impl ToStatus for ApprovalError {
+    fn to_status(&self) -> Status {
+        match self {
+            ApprovalError::NotFound(_) => Status::not_found(self.to_string()),
+            ApprovalError::NotPending { .. } => Status::failed_precondition(self.to_string()),
+            ApprovalError::Refused(_) => Status::permission_denied(self.to_string()),
+            ApprovalError::Key(k) => k.to_status(),
+            ApprovalError::Image(i) => i.to_status(),
+            ApprovalError::Store(_) => Status::internal("internal error: the store failed"),
+        }
+    }
+}
+
+fn ts(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The API view of an approval: everything an approver needs to see.
+pub fn view(r: &ApprovalRecord) -> pb::Approval {
+    let mut a = pb::Approval {
+        id: r.id.clone(),
+        status: r.status.clone(),
+        key: r.key.clone(),
+        requester: r.requester.clone(),
+        created_at: ts(r.created_at),
+        expires_at: ts(r.expires_at),
+        approvals_needed: r.needed,
+        approved_by: r.approved_by.clone(),
+        denied_by: r
+            .denied_by
+            .as_ref()
+            .map(|d| d.0.clone())
+            .unwrap_or_default(),
+        deny_reason: r
+            .denied_by
+            .as_ref()
+            .map(|d| d.1.clone())
+            .unwrap_or_default(),
+        signature: r.signature.clone().unwrap_or_default(),
+        version: r.version,
+        pushed_to: r.pushed_to.clone(),
+        error: r.error.clone().unwrap_or_default(),
+        request_hash: r.request_hash.clone(),
+        ..Default::default()
+    };
+    match &r.subject {
+        Subject::Blob {
+            digest_algorithm,
+            data,
+        } => {
+            a.kind = "blob".into();
+            a.digest_algorithm = digest_algorithm.clone();
+            a.digests = vec![data.clone()];
+        }
+        Subject::Image {
+            reference,
+            digests,
+            annotations,
+        } => {
+            a.kind = "image".into();
+            a.reference = reference.clone();
+            a.digests = digests.clone();
+            a.annotations = annotations.clone().into_iter().collect();
+        }
+    }
+    a
+}
+
+#[tonic::async_trait]
+impl pb::approval_service_server::ApprovalService for ApprovalApi {
+    async fn list_approvals(
+        &self,
+        req: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        let who = principal(&req)?;
+        let call = self.obs.call(&who, "ListApprovals", "", &req);
+        let result = self.approvals.list(req.get_ref().pending_only);
+        call.finish(result).await.map(|l| {
+            Response::new(pb::ListApprovalsResponse {
+                approvals: l.iter().map(view).collect(),
+            })
+        })
+    }
+
+    async fn get_approval(
+        &self,
+        req: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let who = principal(&req)?;
+        let call = self
+            .obs
+            .call(&who, "GetApproval", req.get_ref().id.clone(), &req);
+        let result = self.approvals.get(&req.get_ref().id);
+        call.finish(result).await.map(|r| Response::new(view(&r)))
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let who = principal(&req)?;
+        let call = self
+            .obs
+            .call(&who, "Approve", req.get_ref().id.clone(), &req);
+        call.gate(Action::Approve, "approve signing requests")
+            .await?;
+        call.require_mfa("approving").await?;
+        let result = self.approvals.approve(&who.record, &req.get_ref().id).await;
+        if let Ok(r) = &result {
+            tracing::info!(principal = %who.name, approval = %r.id, status = %r.status, "approval recorded");
+        }
+        call.finish(result).await.map(|r| Response::new(view(&r)))
+    }
+
+    async fn deny(&self, req: Request<pb::DenyRequest>) -> Result<Response<pb::Approval>, Status> {
+        let who = principal(&req)?;
+        let call = self.obs.call(&who, "Deny", req.get_ref().id.clone(), &req);
+        let r = req.get_ref();
+        let result = self.approvals.deny(&who.record, &r.id, &r.reason).await;
+        call.finish(result).await.map(|r| Response::new(view(&r)))
+    }
+}

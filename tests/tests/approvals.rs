@@ -1,0 +1,227 @@
+//! The two-person rule: signing requests on keys that need approvals are signed only
+//! after enough distinct approvers, never the requester, approve that exact request.
+
+use keyward_tests::registry::TestRegistry;
+use keyward_tests::{DevDaemon, cosign};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn add(d: &DevDaemon, name: &str, roles: &str) -> PathBuf {
+    let file = d.dir.join("people").join(name).join("client.toml");
+    d.ok(&[
+        "principal",
+        "add",
+        name,
+        "--role",
+        roles,
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    file
+}
+
+fn as_(d: &DevDaemon, cfg: &Path, args: &[&str]) -> Output {
+    d.keyward_as(cfg, args)
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "unexpectedly allowed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "prod"]);
+    let alice = add(&d, "alice", "signer");
+    let ann = add(&d, "ann", "approver");
+    let aaron = add(&d, "aaron", "approver");
+    d.ok(&["key", "policy", "set", "prod", "--approvals", "2"]);
+    let blob = d.dir.join("release.tar");
+    std::fs::write(&blob, b"release bits").unwrap();
+    let b = blob.to_str().unwrap();
+
+    let req = json(&as_(
+        &d,
+        &alice,
+        &["-o", "json", "sign-blob", "--key", "prod", b],
+    ));
+    assert_eq!(req["pending"], true);
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    // What the approver sees: key, requester, the exact digest.
+    let shown = json(&as_(&d, &ann, &["-o", "json", "approvals", "show", &id]));
+    assert_eq!(shown["key"], "prod");
+    assert_eq!(shown["requester"], "alice");
+    assert_eq!(shown["kind"], "blob");
+    use sha2::Digest;
+    assert_eq!(
+        shown["digests"][0],
+        hex::encode(sha2::Sha256::digest(b"release bits"))
+    );
+    assert_eq!(shown["status"], "pending");
+
+    // The requester cannot approve (no role); a signer cannot either.
+    assert!(err(&as_(&d, &alice, &["approve", &id])).contains("needs the role approver"));
+    let first = json(&as_(&d, &ann, &["-o", "json", "approve", &id]));
+    assert_eq!(first["status"], "pending");
+    assert_eq!(first["approved_by"][0], "ann");
+    assert!(err(&as_(&d, &ann, &["approve", &id])).contains("already approved"));
+    let done = json(&as_(&d, &aaron, &["-o", "json", "approve", &id]));
+    assert_eq!(done["status"], "signed", "{done}");
+    let sig = done["signature"].as_str().unwrap();
+
+    // The signature verifies for the requested blob.
+    let public = d.dir.join("prod.pem");
+    std::fs::write(&public, d.ok(&["key", "public", "prod"])).unwrap();
+    use base64::Engine;
+    std::fs::write(
+        d.dir.join("sig"),
+        base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .unwrap(),
+    )
+    .unwrap();
+    let ok = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&public)
+        .arg("-signature")
+        .arg(d.dir.join("sig"))
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(err(&as_(&d, &aaron, &["approve", &id])).contains("is signed"));
+}
+
+#[test]
+fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "k"]);
+    let ann = add(&d, "ann", "approver");
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "k",
+        "--approvals",
+        "1",
+        "--approvers",
+        "ann",
+    ]);
+    let other = add(&d, "otto", "approver");
+    // admin requests, then tries to approve its own request.
+    let req = json(&d.keyward(&["-o", "json", "sign-blob", "--key", "k", "/etc/hostname"]));
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    let e = err(&d.keyward(&["approve", &id]));
+    assert!(e.contains("separation of duties"), "{e}");
+    let e = err(&as_(&d, &other, &["approve", &id]));
+    assert!(
+        e.contains("not among the approvers of key \"k\" (ann)"),
+        "{e}"
+    );
+
+    // --wait blocks until the approval arrives, then prints the signature.
+    let cfg = d.client_config();
+    let waiter = std::thread::spawn(move || {
+        Command::new(keyward_tests::bin("keyward"))
+            .env("KEYWARD_CONFIG", cfg)
+            .args([
+                "-o",
+                "json",
+                "sign-blob",
+                "--wait",
+                "--key",
+                "k",
+                "/etc/hostname",
+            ])
+            .output()
+            .unwrap()
+    });
+    let pending = loop {
+        let l = json(&d.keyward(&["-o", "json", "approvals", "list", "--pending"]));
+        if let Some(p) = l
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] != id.as_str())
+        {
+            break p["id"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    json(&as_(&d, &ann, &["-o", "json", "approve", &pending]));
+    let out = json(&waiter.join().unwrap());
+    assert_eq!(out["key"], "k");
+    assert!(out["signature"].as_str().unwrap().len() > 80, "{out}");
+
+    // Denied requests stay denied.
+    let denied = json(&as_(
+        &d,
+        &ann,
+        &["-o", "json", "deny", &id, "--reason", "not a release"],
+    ));
+    assert_eq!(denied["status"], "denied");
+    assert_eq!(denied["deny_reason"], "not a release");
+    assert!(err(&as_(&d, &ann, &["approve", &id])).contains("is denied"));
+    let audit = d.ok(&["audit", "export"]);
+    assert!(
+        audit.contains("\"action\":\"Approve\"") && audit.contains("separation of duties"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn an_image_request_signs_the_digest_that_was_approved_even_if_the_tag_moves() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let approved = reg.push_image("app:v1", "approved content");
+    let image = format!("{}/app:v1", reg.addr);
+    d.ok(&["key", "create", "img"]);
+    let ann = add(&d, "ann", "approver");
+    d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
+    let req = json(&d.keyward(&[
+        "-o", "json", "sign", "--key", "img", "-a", "build=7", &image,
+    ]));
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    let shown = json(&as_(&d, &ann, &["-o", "json", "approvals", "show", &id]));
+    assert_eq!(shown["reference"], image.as_str());
+    assert_eq!(shown["digests"][0], approved.as_str());
+    assert_eq!(shown["annotations"]["build"], "7");
+
+    // The tag moves to other content before anyone approves.
+    let moved = reg.push_image("app:v1", "something else");
+    assert_ne!(moved, approved);
+    let done = json(&as_(&d, &ann, &["-o", "json", "approve", &id]));
+    assert_eq!(done["status"], "signed", "{done}");
+    let public = d.dir.join("img.pem");
+    std::fs::write(&public, d.ok(&["key", "public", "img"])).unwrap();
+    let verify = |r: &str| {
+        Command::new(cosign())
+            .args(["verify", "--key"])
+            .arg(&public)
+            .args(["--insecure-ignore-tlog=true", "--allow-http-registry", r])
+            .env("DOCKER_CONFIG", "/nonexistent")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        verify(&format!("{}/app@{approved}", reg.addr)),
+        "the approved digest is not signed"
+    );
+    assert!(!verify(&image), "the moved tag's new content was signed");
+}
