@@ -9,7 +9,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(
     name = "keyward",
     version,
@@ -35,7 +35,7 @@ enum Output {
     Json,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// Manage keys.
     #[command(subcommand)]
@@ -127,7 +127,7 @@ enum Command {
     Mfa(MfaCommand),
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum ApprovalsCommand {
     /// List approvals, newest first.
     List {
@@ -142,7 +142,7 @@ enum ApprovalsCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum MfaCommand {
     /// Start enrolment: prints an otpauth:// URI and a QR code for an authenticator app.
     Enroll,
@@ -153,7 +153,7 @@ enum MfaCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum AuditCommand {
     /// Print the last records; with -f keep printing new ones.
     Tail {
@@ -182,7 +182,7 @@ enum AuditCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum PrincipalCommand {
     /// Register a principal: its TLS key is generated here, the daemon certifies it, and
     /// FILE becomes a ready client.toml (key, certificate and CA beside it).
@@ -210,7 +210,7 @@ enum PrincipalCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum PolicyCommand {
     /// Set who may sign with a key and which repositories it may sign.
     Set {
@@ -239,7 +239,7 @@ enum PolicyCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum SignaturesCommand {
     /// Signatures and attestations Keyward pushed, oldest first.
     List {
@@ -258,7 +258,7 @@ enum SignaturesCommand {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum KeyCommand {
     /// Create a key inside an HSM.
     Create {
@@ -1258,8 +1258,22 @@ async fn run(cli: Cli) -> Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
+    let mut cli = Cli::parse();
+    let mut result = run(cli.clone()).await;
+    // On a terminal, a command that needs a one-time code asks for it.
+    if let Err(e) = &result
+        && cli.otp.is_none()
+        && e.to_string().contains("MFA required")
+        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        eprint!("One-time code: ");
+        let mut code = String::new();
+        if std::io::stdin().read_line(&mut code).is_ok() && !code.trim().is_empty() {
+            cli.otp = Some(code.trim().to_string());
+            result = run(cli).await;
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
