@@ -97,8 +97,31 @@ step "A signer who is not an admin: roles decide what each principal may do"
 KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --key release-demo "$DIR/artifact.txt" >/dev/null && echo "  ci-bot signed a blob"
 KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" key create rogue 2>&1 | sed 's/^/  /' || true
 
+step "MFA: ci-bot enrols a TOTP second factor (any authenticator app; here PyPI's pyotp plays the app)"
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" -o json mfa enroll >"$DIR/ci-bot/enrol.json"
+SECRET=$(python3 -c 'import json,sys,urllib.parse as u; q=u.urlparse(json.load(open(sys.argv[1]))["otpauth_uri"]).query; print(u.parse_qs(q)["secret"][0])' "$DIR/ci-bot/enrol.json")
+echo "  otpauth URI issued; the secret is stored sealed by an AES key inside the HSM"
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" mfa confirm "$(python3 -c 'import pyotp,sys; print(pyotp.TOTP(sys.argv[1]).now())' "$SECRET")" | sed 's/^/  /'
+
+step "Two-person rule: release-demo now needs one approval; ci-bot asks, an approver approves"
+"$BIN/keyward" principal add rita --role approver --out "$DIR/rita/client.toml" >/dev/null
+"$BIN/keyward" key policy set release-demo --approvals 1 --approvers rita
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --wait --key release-demo --output-signature "$DIR/approved.sig" "$DIR/artifact.txt" >/dev/null &
+WAITER=$!
+for _ in $(seq 1 50); do
+  ID=$("$BIN/keyward" -o json approvals list --pending | python3 -c 'import json,sys; l=json.load(sys.stdin); print(l[0]["id"] if l else "")')
+  [[ -n "$ID" ]] && break
+  sleep 0.2
+done
+KEYWARD_CONFIG="$DIR/rita/client.toml" "$BIN/keyward" approvals show "$ID" | sed 's/^/  /'
+KEYWARD_CONFIG="$DIR/rita/client.toml" "$BIN/keyward" approve "$ID" | sed -n '1p' | sed 's/^/  /'
+wait $WAITER
+base64 -d "$DIR/approved.sig" >"$DIR/approved.sig.der"
+"$BIN/keyward" key public release-demo >"$DIR/release-demo-v2.pem"
+openssl dgst -sha256 -verify "$DIR/release-demo-v2.pem" -signature "$DIR/approved.sig.der" "$DIR/artifact.txt" | sed 's/^/  approved signature: /'
+
 step "Every request is in the hash-chained audit log; an export verifies offline"
-"$BIN/keyward" audit tail -n 8
+"$BIN/keyward" audit tail -n 10
 "$BIN/keyward" audit public-key >"$DIR/audit.pem"
 "$BIN/keyward" audit export >"$DIR/audit.jsonl"
 "$BIN/keyward" audit verify "$DIR/audit.jsonl" --key "$DIR/audit.pem"

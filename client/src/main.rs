@@ -447,6 +447,13 @@ fn print_policy(k: &proto::Key) {
             "not required to sign"
         }
     );
+    if k.approvals > 0 {
+        println!(
+            "  approvals: {} from {}",
+            k.approvals,
+            any(&k.approvers, "any approver")
+        );
+    }
 }
 
 fn principal_json(p: &proto::Principal) -> serde_json::Value {
