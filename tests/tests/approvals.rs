@@ -225,3 +225,43 @@ fn an_image_request_signs_the_digest_that_was_approved_even_if_the_tag_moves() {
     );
     assert!(!verify(&image), "the moved tag's new content was signed");
 }
+
+#[test]
+fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
+    let mut reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    let digest = reg.push_image("svc:1", "resumed");
+    let image = format!("{}/svc:1", reg.addr);
+    d.ok(&["key", "create", "img"]);
+    let ann = add(&d, "ann", "approver");
+    d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
+    let req = json(&d.keyward(&["-o", "json", "sign", "--key", "img", &image]));
+    let id = req["approval_id"].as_str().unwrap().to_string();
+
+    // The registry goes away between request and approval: signing fails, the
+    // approval is kept as approved with the error.
+    reg.stop();
+    let a = json(&as_(&d, &ann, &["-o", "json", "approve", &id]));
+    assert_eq!(a["status"], "approved", "{a}");
+    assert!(a["error"].as_str().unwrap().contains("unreachable"), "{a}");
+    assert!(err(&as_(&d, &ann, &["approve", &id])).contains("is approved"));
+
+    // After a restart with the registry back, the approved request is signed, once.
+    reg.restart(false);
+    d.stop_cleanly();
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let a = json(&d.keyward(&["-o", "json", "approvals", "show", &id]));
+    assert_eq!(a["status"], "signed", "{a}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&reg.manifest("svc", &format!("{}.sig", digest.replace(':', "-"))))
+            .unwrap();
+    assert_eq!(
+        m["layers"].as_array().unwrap().len(),
+        1,
+        "signed twice: {m}"
+    );
+    let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "img"]));
+    assert_eq!(ledger.as_array().unwrap().len(), 1);
+    assert_eq!(ledger[0]["requester"], "admin");
+}
