@@ -144,3 +144,24 @@ async fn unsupported_algorithm_names_what_yubihsm_supports_and_leaves_nothing() 
         "only the CA key should be on the device: {objects:?}"
     );
 }
+
+#[tokio::test]
+async fn a_panicking_hsm_job_fails_its_request_but_not_the_worker() {
+    // MockHsm panics on commands it does not implement (WrapData).
+    let pool = HsmPool::start(mock(), 1).unwrap();
+    let r: Result<Vec<u8>, HsmError> = pool
+        .run("seal", |s| {
+            let key = s.generate_sealing_key("mfa")?;
+            s.seal(&key, b"x")
+        })
+        .await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("panicked"), "{e}");
+    // The worker thread is still there to take the next job. (MockHsm's client is
+    // poisoned by its own panic, so the next job does not touch it.)
+    let answer: u32 = pool
+        .run("noop", |_| Ok::<_, HsmError>(42))
+        .await
+        .expect("the worker survived");
+    assert_eq!(answer, 42);
+}

@@ -52,7 +52,12 @@ impl HsmPool {
                 .name(format!("hsm-{}-{i}", backend.name()))
                 .spawn(move || {
                     for job in rx {
-                        job(session.as_mut());
+                        // A panicking job (a bug, or a test double that panics on an
+                        // unsupported command) fails its caller, not the worker.
+                        let run = std::panic::AssertUnwindSafe(|| job(session.as_mut()));
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!("an HSM job panicked; its request failed");
+                        }
                     }
                     drop(session);
                 })
@@ -115,6 +120,9 @@ impl HsmPool {
                 return Err(HsmError::PoolClosed.into());
             }
         }
-        rx.await.map_err(|_| HsmError::PoolClosed)?
+        rx.await.map_err(|_| HsmError::Device {
+            op,
+            detail: "the operation ended without a result (it panicked); see the daemon log".into(),
+        })?
     }
 }
