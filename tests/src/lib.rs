@@ -130,6 +130,15 @@ impl DevDaemon {
             .expect("run keyward")
     }
 
+    /// Registers a principal with these roles (comma separated); returns its
+    /// client.toml.
+    pub fn add_principal(&self, name: &str, roles: &str) -> PathBuf {
+        let file = self.dir.join("people").join(name).join("client.toml");
+        let path = file.to_str().expect("utf-8 path");
+        self.ok(&["principal", "add", name, "--role", roles, "--out", path]);
+        file
+    }
+
     /// Runs `keyward ARGS` with another principal's client configuration.
     pub fn keyward_as(&self, config: &Path, args: &[&str]) -> Output {
         Command::new(bin("keyward"))
@@ -277,6 +286,36 @@ pub fn cosign() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Makes `dir/softhsm2.conf` and initialises a SoftHSM token labelled `label` in
+/// `dir/tokens`, as an operator would with softhsm2-util; returns the conf path.
+pub fn softhsm_token(dir: &Path, label: &str, pin: &str, so_pin: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("tokens")).expect("mkdir tokens");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .expect("write softhsm2.conf");
+    run_ok(
+        Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                pin,
+                "--so-pin",
+                so_pin,
+            ])
+            .env("SOFTHSM2_CONF", &conf),
+    );
+    conf
 }
 
 /// The `secret=` of an otpauth URI.

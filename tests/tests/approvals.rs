@@ -3,22 +3,8 @@
 
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::{DevDaemon, cosign};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn add(d: &DevDaemon, name: &str, roles: &str) -> PathBuf {
-    let file = d.dir.join("people").join(name).join("client.toml");
-    d.ok(&[
-        "principal",
-        "add",
-        name,
-        "--role",
-        roles,
-        "--out",
-        file.to_str().unwrap(),
-    ]);
-    file
-}
 
 fn as_(d: &DevDaemon, cfg: &Path, args: &[&str]) -> Output {
     d.keyward_as(cfg, args)
@@ -42,9 +28,9 @@ fn err(o: &Output) -> String {
 fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "prod"]);
-    let alice = add(&d, "alice", "signer");
-    let ann = add(&d, "ann", "approver");
-    let aaron = add(&d, "aaron", "approver");
+    let alice = d.add_principal("alice", "signer");
+    let ann = d.add_principal("ann", "approver");
+    let aaron = d.add_principal("aaron", "approver");
     d.ok(&["key", "policy", "set", "prod", "--approvals", "2"]);
     let blob = d.dir.join("release.tar");
     std::fs::write(&blob, b"release bits").unwrap();
@@ -110,7 +96,7 @@ fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester()
 fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
-    let ann = add(&d, "ann", "approver");
+    let ann = d.add_principal("ann", "approver");
     d.ok(&[
         "key",
         "policy",
@@ -121,7 +107,7 @@ fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
         "--approvers",
         "ann",
     ]);
-    let other = add(&d, "otto", "approver");
+    let other = d.add_principal("otto", "approver");
     // admin requests, then tries to approve its own request.
     let req = json(&d.keyward(&["-o", "json", "sign-blob", "--key", "k", "/etc/hostname"]));
     let id = req["approval_id"].as_str().unwrap().to_string();
@@ -190,7 +176,7 @@ fn an_image_request_signs_the_digest_that_was_approved_even_if_the_tag_moves() {
     let approved = reg.push_image("app:v1", "approved content");
     let image = format!("{}/app:v1", reg.addr);
     d.ok(&["key", "create", "img"]);
-    let ann = add(&d, "ann", "approver");
+    let ann = d.add_principal("ann", "approver");
     d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
     let req = json(&d.keyward(&[
         "-o", "json", "sign", "--key", "img", "-a", "build=7", &image,
@@ -234,7 +220,7 @@ fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
     let digest = reg.push_image("svc:1", "resumed");
     let image = format!("{}/svc:1", reg.addr);
     d.ok(&["key", "create", "img"]);
-    let ann = add(&d, "ann", "approver");
+    let ann = d.add_principal("ann", "approver");
     d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
     let req = json(&d.keyward(&["-o", "json", "sign", "--key", "img", &image]));
     let id = req["approval_id"].as_str().unwrap().to_string();

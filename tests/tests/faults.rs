@@ -150,30 +150,7 @@ fn init_creates_a_ca_in_the_hsm_and_an_admin_who_can_connect() {
     // A production-style instance: a token made with softhsm2-util, keywardd init, serve.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir(dir.join("tokens")).unwrap();
-    std::fs::write(
-        dir.join("softhsm2.conf"),
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "prod",
-            "--pin",
-            "123456",
-            "--so-pin",
-            "654321",
-        ])
-        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", stderr(&init));
+    keyward_tests::softhsm_token(dir, "prod", "123456", "654321");
     std::fs::write(
         dir.join("keywardd.toml"),
         format!(

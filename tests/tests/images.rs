@@ -507,31 +507,7 @@ fn registry_credentials_from_the_daemon_configuration() {
     reg.push_image("svc/api:v3", "configured credentials");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "prod",
-            "--pin",
-            "246810",
-            "--so-pin",
-            "13579",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success());
+    let conf = keyward_tests::softhsm_token(dir, "prod", "246810", "13579");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -2,25 +2,11 @@
 //! certificate and roles, and refusals say which role is missing.
 
 use keyward_tests::DevDaemon;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn add(d: &DevDaemon, name: &str, roles: &str) -> PathBuf {
-    let file = d.dir.join("people").join(name).join("client.toml");
-    d.ok(&[
-        "principal",
-        "add",
-        name,
-        "--role",
-        roles,
-        "--out",
-        file.to_str().unwrap(),
-    ]);
-    file
 }
 
 fn ok_as(d: &DevDaemon, cfg: &Path, args: &[&str]) -> String {
@@ -43,9 +29,9 @@ fn denied_as(d: &DevDaemon, cfg: &Path, args: &[&str]) -> String {
 fn roles_decide_what_each_principal_may_do() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "release"]);
-    let alice = add(&d, "alice", "signer");
-    let olga = add(&d, "olga", "auditor");
-    let kim = add(&d, "kim", "key-admin");
+    let alice = d.add_principal("alice", "signer");
+    let olga = d.add_principal("olga", "auditor");
+    let kim = d.add_principal("kim", "key-admin");
 
     // The new principal's key was made on the client, readable by its owner only.
     let key = alice.parent().unwrap().join("alice.key");
@@ -119,7 +105,7 @@ fn roles_decide_what_each_principal_may_do() {
 fn a_removed_principal_is_refused_from_the_next_request_on() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "release"]);
-    let bob = add(&d, "bob", "signer");
+    let bob = d.add_principal("bob", "signer");
     ok_as(
         &d,
         &bob,
@@ -159,8 +145,8 @@ fn a_removed_principal_is_refused_from_the_next_request_on() {
 fn key_signers_limit_who_may_sign_with_a_key() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "prod"]);
-    let alice = add(&d, "alice", "signer");
-    let bob = add(&d, "bob", "signer");
+    let alice = d.add_principal("alice", "signer");
+    let bob = d.add_principal("bob", "signer");
     d.ok(&["key", "policy", "set", "prod", "--signers", "alice"]);
     let shown: serde_json::Value =
         serde_json::from_str(&d.ok(&["-o", "json", "key", "policy", "show", "prod"])).unwrap();
