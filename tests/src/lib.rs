@@ -288,6 +288,16 @@ pub fn cosign() -> PathBuf {
     p
 }
 
+/// Kills a child process when dropped, so that a failing test leaves no daemon behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Makes `dir/softhsm2.conf` and initialises a SoftHSM token labelled `label` in
 /// `dir/tokens`, as an operator would with softhsm2-util; returns the conf path.
 pub fn softhsm_token(dir: &Path, label: &str, pin: &str, so_pin: &str) -> PathBuf {

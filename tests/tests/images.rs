@@ -547,11 +547,13 @@ fn registry_credentials_from_the_daemon_configuration() {
     // init enrols the admin's TOTP; key creation needs a code.
     let secret = keyward_tests::otpauth_secret(&String::from_utf8_lossy(&out.stdout));
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut serve = daemon(&["serve"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut serve = keyward_tests::ChildGuard(
+        daemon(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -594,9 +596,9 @@ fn registry_credentials_from_the_daemon_configuration() {
             .success()
     );
     let _ = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
+        .args(["-TERM", &serve.0.id().to_string()])
         .status();
-    let status = serve.wait().unwrap();
+    let status = serve.0.wait().unwrap();
     assert!(status.success(), "{status}");
     let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
     assert!(
