@@ -420,31 +420,7 @@ async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration,
 /// SOFTHSM2_CONF at load time, so the token's configuration goes in the child's env).
 fn raw(tmp: &Path, threads: usize, keys: u16) -> anyhow::Result<f64> {
     let dir = tmp.join(format!("raw{threads}-{keys}"));
-    std::fs::create_dir_all(dir.join("tokens"))?;
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.join("tokens").display()
-        ),
-    )?;
-    let ok = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "raw",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "softhsm2-util failed");
+    let conf = keyward_tests::softhsm_token(&dir, "raw", "1234", "5678");
     let out = Command::new(std::env::current_exe()?)
         .arg("--raw-child")
         .arg(&dir)

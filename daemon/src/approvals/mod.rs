@@ -259,33 +259,30 @@ impl Approvals {
         )
     }
 
-    /// Records an approval; the request is signed once enough distinct approvers agreed.
-    pub async fn approve(
-        &self,
-        approver: &PrincipalRecord,
-        id: &str,
-    ) -> Result<ApprovalRecord, ApprovalError> {
-        let _one = self.decide.lock().await;
-        let mut r = self.get(id)?;
+    /// A request that can still be approved or denied.
+    fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        let r = self.get(id)?;
         if r.status != "pending" {
             return Err(ApprovalError::NotPending {
                 id: r.id,
                 status: r.status,
             });
         }
+        Ok(r)
+    }
+
+    /// Records an approval; the request is signed once enough distinct approvers agreed.
+    /// The caller has checked the approver role (the API's gate).
+    pub async fn approve(
+        &self,
+        approver: &PrincipalRecord,
+        id: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let _one = self.decide.lock().await;
+        let mut r = self.pending(id)?;
         if r.requester == approver.name {
             return Err(ApprovalError::Refused(format!(
                 "{:?} requested this signature and may not approve it (separation of duties)",
-                approver.name
-            )));
-        }
-        if !approver
-            .roles
-            .iter()
-            .any(|x| matches!(x, Role::Approver | Role::Admin))
-        {
-            return Err(ApprovalError::Refused(format!(
-                "principal {:?} may not approve: that needs the role approver",
                 approver.name
             )));
         }
@@ -322,13 +319,7 @@ impl Approvals {
         reason: &str,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let _one = self.decide.lock().await;
-        let mut r = self.get(id)?;
-        if r.status != "pending" {
-            return Err(ApprovalError::NotPending {
-                id: r.id,
-                status: r.status,
-            });
-        }
+        let mut r = self.pending(id)?;
         if !who
             .roles
             .iter()
