@@ -1,4 +1,5 @@
-//! Compiles the .proto files with protox (pure Rust, no `protoc` needed).
+//! Compiles the .proto files with protox (pure Rust, no `protoc` needed), and keeps
+//! the encoded descriptor set so that the daemon's tests can walk every RPC.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
@@ -11,6 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["."])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("keyward_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

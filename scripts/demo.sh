@@ -28,19 +28,22 @@ done
 cat "$DIR/keywardd.out"
 export KEYWARD_CONFIG="$DIR/instance/client.toml"
 
-step "Creating key release-demo (ECDSA P-256, generated inside SoftHSM)"
-"$BIN/keyward" key create release-demo --algorithm ecdsa-p256
+step "Creating two keys inside SoftHSM (ECDSA P-256): release-demo signs images, release-files signs files"
+"$BIN/keyward" key create release-demo --algorithm ecdsa-p256 --purpose image
+"$BIN/keyward" key create release-files --algorithm ecdsa-p256 --purpose blob
 
 step "Signing a file through the daemon (the private key never leaves the HSM)"
 printf 'keyward demo artifact %s\n' "$(date -u +%FT%TZ)" >"$DIR/artifact.txt"
-"$BIN/keyward" sign-blob --key release-demo --output-signature "$DIR/artifact.sig" "$DIR/artifact.txt"
+"$BIN/keyward" sign-blob --key release-files --output-signature "$DIR/artifact.sig" "$DIR/artifact.txt"
+echo "  an image key refuses files, so no one can sign a forged image payload with it:"
+"$BIN/keyward" sign-blob --key release-demo "$DIR/artifact.txt" 2>&1 | sed 's/^/  /' || true
 
 step "Verifying with openssl"
-"$BIN/keyward" key public release-demo >"$DIR/release-demo.pem"
-"$BIN/keyward" key public release-demo --certificate >"$DIR/release-demo.crt"
+"$BIN/keyward" key public release-files >"$DIR/release-files.pem"
+"$BIN/keyward" key public release-files --certificate >"$DIR/release-files.crt"
 base64 -d "$DIR/artifact.sig" >"$DIR/artifact.sig.der"
-openssl dgst -sha256 -verify "$DIR/release-demo.pem" -signature "$DIR/artifact.sig.der" "$DIR/artifact.txt"
-openssl verify -CAfile "$DIR/instance/ca.pem" "$DIR/release-demo.crt"
+openssl dgst -sha256 -verify "$DIR/release-files.pem" -signature "$DIR/artifact.sig.der" "$DIR/artifact.txt"
+openssl verify -CAfile "$DIR/instance/ca.pem" "$DIR/release-files.crt"
 
 step "Starting a local OCI registry (docker-registry on 127.0.0.1) and pushing an image with skopeo"
 REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -94,7 +97,7 @@ step "Rotating the key: v1 retires (still verifies), v2 signs"
 
 step "A signer who is not an admin: roles decide what each principal may do"
 "$BIN/keyward" principal add ci-bot --role signer --out "$DIR/ci-bot/client.toml"
-KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --key release-demo "$DIR/artifact.txt" >/dev/null && echo "  ci-bot signed a blob"
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --key release-files "$DIR/artifact.txt" >/dev/null && echo "  ci-bot signed a blob"
 KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" key create rogue 2>&1 | sed 's/^/  /' || true
 
 step "MFA: ci-bot enrols a TOTP second factor (any authenticator app; here PyPI's pyotp plays the app)"
@@ -103,10 +106,10 @@ SECRET=$(python3 -c 'import json,sys,urllib.parse as u; q=u.urlparse(json.load(o
 echo "  otpauth URI issued; the secret is stored sealed by an AES key inside the HSM"
 KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" mfa confirm "$(python3 -c 'import pyotp,sys; print(pyotp.TOTP(sys.argv[1]).now())' "$SECRET")" | sed 's/^/  /'
 
-step "Two-person rule: release-demo now needs one approval; ci-bot asks, an approver approves"
+step "Two-person rule: release-files now needs one approval; ci-bot asks, an approver approves"
 "$BIN/keyward" principal add rita --role approver --out "$DIR/rita/client.toml" >/dev/null
-"$BIN/keyward" key policy set release-demo --approvals 1 --approvers rita
-KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --wait --key release-demo --output-signature "$DIR/approved.sig" "$DIR/artifact.txt" >/dev/null &
+"$BIN/keyward" key policy set release-files --approvals 1 --approvers rita
+KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --wait --key release-files --output-signature "$DIR/approved.sig" "$DIR/artifact.txt" >/dev/null &
 WAITER=$!
 for _ in $(seq 1 50); do
   ID=$("$BIN/keyward" -o json approvals list --pending | python3 -c 'import json,sys; l=json.load(sys.stdin); print(l[0]["id"] if l else "")')
@@ -117,8 +120,7 @@ KEYWARD_CONFIG="$DIR/rita/client.toml" "$BIN/keyward" approvals show "$ID" | sed
 KEYWARD_CONFIG="$DIR/rita/client.toml" "$BIN/keyward" approve "$ID" | sed -n '1p' | sed 's/^/  /'
 wait $WAITER
 base64 -d "$DIR/approved.sig" >"$DIR/approved.sig.der"
-"$BIN/keyward" key public release-demo >"$DIR/release-demo-v2.pem"
-openssl dgst -sha256 -verify "$DIR/release-demo-v2.pem" -signature "$DIR/approved.sig.der" "$DIR/artifact.txt" | sed 's/^/  approved signature: /'
+openssl dgst -sha256 -verify "$DIR/release-files.pem" -signature "$DIR/approved.sig.der" "$DIR/artifact.txt" | sed 's/^/  approved signature: /'
 
 step "Every request is in the hash-chained audit log; an export verifies offline"
 "$BIN/keyward" audit tail -n 10
@@ -132,5 +134,5 @@ SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/sofths
   | grep -E 'Private Key|label|Access' || true
 
 step "Done"
-echo "keywardd signed $DIR/artifact.txt (openssl verified it and the key's certificate) and $REG/demo/hello:v1 (cosign verified the signature and the provenance attestation) with key release-demo, held in SoftHSM."
+echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), both held in SoftHSM."
 

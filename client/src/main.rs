@@ -100,6 +100,9 @@ enum Command {
         /// slsaprovenance, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, custom, or a URI.
         #[arg(long = "type", default_value = "custom")]
         predicate_type: String,
+        /// If the key needs approvals, wait for them.
+        #[arg(long)]
+        wait: bool,
         /// registry/repository[:tag][@digest]
         image: String,
     },
@@ -273,6 +276,10 @@ enum KeyCommand {
         /// registry/repository globs the key may sign (comma separated); default any.
         #[arg(long, value_delimiter = ',')]
         scope: Vec<String>,
+        /// image: signs container images and attestations (keyward sign, attest);
+        /// blob: signs files (keyward sign-blob).
+        #[arg(long, default_value = "image", value_parser = ["image", "blob"])]
+        purpose: String,
     },
     /// A key's policy: signers and scope.
     #[command(subcommand)]
@@ -325,6 +332,7 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
         "name": k.name,
         "algorithm": k.algorithm,
         "backend": k.backend,
+        "purpose": k.purpose,
         "created_at": k.created_at,
         "active_version": k.active_version,
         "scope": k.scope,
@@ -353,7 +361,8 @@ fn approval_json(a: &proto::Approval) -> serde_json::Value {
            "approvals_needed": a.approvals_needed, "approved_by": a.approved_by,
            "denied_by": a.denied_by, "deny_reason": a.deny_reason, "signature": a.signature,
            "version": a.version, "pushed_to": a.pushed_to, "error": a.error,
-           "request_hash": a.request_hash})
+           "request_hash": a.request_hash, "file_name": a.file_name, "size": a.size,
+           "predicate_type": a.predicate_type, "predicate_digest": a.predicate_digest})
 }
 
 fn print_approval(a: &proto::Approval) {
@@ -368,7 +377,20 @@ fn print_approval(a: &proto::Approval) {
         for (k, v) in &a.annotations {
             println!("  annotation: {k}={v}");
         }
+    } else if a.kind == "attestation" {
+        println!("  image:      {}", a.reference);
+        for d in &a.digests {
+            println!("  digest:     {d}");
+        }
+        println!(
+            "  predicate:  {} sha256:{}",
+            a.predicate_type, a.predicate_digest
+        );
     } else {
+        println!(
+            "  file:       {} ({} bytes, as the requester says)",
+            a.file_name, a.size
+        );
         println!(
             "  blob:       {} {}",
             a.digest_algorithm,
@@ -420,6 +442,7 @@ async fn wait_for(client: &mut Client, id: &str) -> Result<proto::Approval> {
                 "request {id} expired at {} without enough approvals",
                 a.expires_at
             ),
+            "refused" => anyhow::bail!("request {id} was approved but not signed: {}", a.error),
             _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
         }
     }
@@ -492,8 +515,8 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
 
 fn print_key(k: &proto::Key) {
     println!(
-        "{}  {}  backend={}  active=v{}",
-        k.name, k.algorithm, k.backend, k.active_version
+        "{}  {}  purpose={}  backend={}  active=v{}",
+        k.name, k.algorithm, k.purpose, k.backend, k.active_version
     );
     for v in &k.versions {
         println!(
@@ -620,6 +643,7 @@ async fn run(cli: Cli) -> Result<()> {
             algorithm,
             backend,
             scope,
+            purpose,
         }) => {
             let k = client
                 .keys
@@ -628,6 +652,7 @@ async fn run(cli: Cli) -> Result<()> {
                     algorithm,
                     backend,
                     scope,
+                    purpose,
                 })
                 .await
                 .map_err(explain)?
@@ -1027,6 +1052,11 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             let mut req = proto::SignDigestRequest {
                 key,
+                file_name: file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                size: data.len() as u64,
                 ..Default::default()
             };
             // Ed25519 signs the message itself; the others sign a digest made here, so
@@ -1131,6 +1161,7 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             predicate,
             predicate_type,
+            wait,
             image,
         } => {
             let data = std::fs::read(&predicate)
@@ -1146,6 +1177,23 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if r.pending {
+                if !wait {
+                    return pending_note(out, &r.approval_id);
+                }
+                let a = wait_for(&mut client, &r.approval_id).await?;
+                emit(out, approval_json(&a), || {
+                    println!(
+                        "{} attested ({}) with v{} after approval by {}: {}",
+                        a.digests.first().map(String::as_str).unwrap_or(""),
+                        a.predicate_type,
+                        a.version,
+                        a.approved_by.join(", "),
+                        a.pushed_to.join(", ")
+                    );
+                });
+                return Ok(());
+            }
             let a = r.attestation.unwrap_or_default();
             emit(
                 out,

@@ -1,20 +1,22 @@
 //! A Keyward instance: opens the configured HSMs and the store, initialises the CA,
 //! and serves the gRPC API (mTLS) and the HTTP endpoints.
 
-use crate::api::{ApprovalApi, AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
+use crate::api::{
+    ApprovalApi, AuditApi, Gate, GateLayer, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi,
+};
 use crate::audit::{AuditKey, AuditLog};
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::{BackendConfig, Config, YubiConnector, pkcs11_settings, secret_source};
 use crate::hsm::pkcs11::Pkcs11Backend;
 use crate::hsm::yubihsm::YubiHsmBackend;
 use crate::hsm::{Algorithm, Backend, HsmError, HsmPool};
-use crate::identity::Authenticator;
 use crate::keys::{Backends, KeyError, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::mfa::{Mfa, MfaSettings, NewEnrolment, SealingKey};
 use crate::pki::{self, CaRecord, PkiError, Subject, TlsIdentity};
 use crate::registry::{DockerConfig, Registries, RegistrySettings};
 use crate::signing::ImageSigner;
+use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
@@ -499,11 +501,9 @@ impl Instance {
             entries: self.config.registries.clone(),
             docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
         });
-        let signer = Arc::new(ImageSigner::new(
-            keys.clone(),
-            registries,
-            SignatureLedger::new(self.store.clone()),
-        ));
+        let ledger = SignatureLedger::new(self.store.clone());
+        let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));
+        let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = self.server_identity(&ca).await?;
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(cert, key))
@@ -539,49 +539,46 @@ impl Instance {
         let approvals = Arc::new(crate::approvals::Approvals::new(
             self.store.clone(),
             keys.clone(),
-            signer.clone(),
+            (signer.clone(), blobs.clone()),
+            self.principals.clone(),
+            audit.clone(),
             std::time::Duration::from_secs(3600),
         ));
         approvals.resume().await;
-        let auth = Authenticator::new(self.principals.clone(), audit.clone());
+        let gate = GateLayer::new(Gate::new(
+            self.principals.clone(),
+            keys.clone(),
+            obs.clone(),
+        ));
         let router = Server::builder()
             .tls_config(tls)
             .map_err(|e| StartError::Config(format!("TLS configuration: {e}")))?
-            .add_service(KeyServiceServer::with_interceptor(
-                KeyApi::new(keys.clone(), self.principals.clone(), obs.clone()),
-                auth.clone(),
-            ))
-            .add_service(SigningServiceServer::with_interceptor(
-                SigningApi::new(keys.clone(), approvals.clone(), obs.clone()),
-                auth.clone(),
-            ))
-            .add_service(ImageServiceServer::with_interceptor(
-                ImageApi::new(signer.clone(), approvals.clone(), obs.clone()),
-                auth.clone(),
-            ))
-            .add_service(PrincipalServiceServer::with_interceptor(
-                PrincipalApi::new(
-                    self.principals.clone(),
-                    ca.clone(),
-                    keys.clone(),
-                    obs.clone(),
-                ),
-                auth.clone(),
-            ))
-            .add_service(AuditServiceServer::with_interceptor(
-                AuditApi::new(audit.clone(), obs.clone()),
-                auth.clone(),
-            ))
-            .add_service(MfaServiceServer::with_interceptor(
-                MfaApi::new(obs.clone()),
-                auth.clone(),
-            ))
-            .add_service(ApprovalServiceServer::with_interceptor(
-                ApprovalApi::new(approvals, obs.clone()),
-                auth,
-            ));
+            .layer(gate)
+            .add_service(KeyServiceServer::new(KeyApi::new(
+                keys.clone(),
+                self.principals.clone(),
+                obs.clone(),
+            )))
+            .add_service(SigningServiceServer::new(SigningApi::new(
+                blobs.clone(),
+                approvals.clone(),
+                obs.clone(),
+            )))
+            .add_service(ImageServiceServer::new(ImageApi::new(
+                signer.clone(),
+                approvals.clone(),
+                obs.clone(),
+            )))
+            .add_service(PrincipalServiceServer::new(PrincipalApi::new(
+                self.principals.clone(),
+                ca.clone(),
+                keys.clone(),
+            )))
+            .add_service(AuditServiceServer::new(AuditApi::new(audit.clone())))
+            .add_service(MfaServiceServer::new(MfaApi::new(obs.clone())))
+            .add_service(ApprovalServiceServer::new(ApprovalApi::new(approvals)));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-        let http_app = crate::http::router(self.metrics.clone());
+        let http_app = crate::http::router(self.metrics.clone(), audit.clone());
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

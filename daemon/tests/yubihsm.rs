@@ -1,10 +1,11 @@
 //! The YubiHSM backend against the `yubihsm` crate's MockHsm (a YubiHSM2 cannot run
 //! here): keys, CA and signatures go through the same registry code as PKCS#11.
 
+use keyward_daemon::authz::{PrincipalRecord, Role, SignPermit, check_key_use};
 use keyward_daemon::hsm::public_key::spki_pem;
 use keyward_daemon::hsm::yubihsm::YubiHsmBackend;
 use keyward_daemon::hsm::{Algorithm, Backend, HsmError, HsmPool, SignInput};
-use keyward_daemon::keys::{Backends, KeyError, KeyRegistry, VersionState};
+use keyward_daemon::keys::{Backends, KeyError, KeyRecord, KeyRegistry, Purpose, VersionState};
 use keyward_daemon::pki::{self, CaRecord};
 use keyward_daemon::store::{SledStore, Store};
 use std::collections::BTreeMap;
@@ -40,6 +41,19 @@ async fn registry(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord) {
     (Arc::new(reg), ca)
 }
 
+/// The signing checks a signer passes, as the gate would make them.
+fn permit(key: &Arc<KeyRecord>) -> SignPermit {
+    let signer = PrincipalRecord {
+        name: "ci".into(),
+        roles: vec![Role::Signer],
+        certificate_fingerprint: String::new(),
+        created_at: time::OffsetDateTime::now_utc(),
+        created_by: "test".into(),
+        removed_at: None,
+    };
+    check_key_use(&signer, key.clone(), Purpose::Blob).unwrap()
+}
+
 fn openssl_ok(args: &[&str]) -> bool {
     Command::new("openssl")
         .args(args)
@@ -58,10 +72,13 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
     std::fs::write(tmp.path().join("msg"), &msg).unwrap();
 
     for (name, alg) in [("p256", "ecdsa-p256"), ("ed", "ed25519")] {
-        let rec = reg.create(name, alg, "", Vec::new()).await.unwrap();
+        let rec = reg
+            .create(name, alg, "", Vec::new(), Purpose::Blob)
+            .await
+            .unwrap();
         let v1 = rec.active().unwrap().clone();
         let (version, sig) = reg
-            .sign(name, SignInput::Message(msg.clone()))
+            .sign(&permit(&rec), SignInput::Message(msg.clone()))
             .await
             .unwrap();
         assert_eq!(version, 1);
@@ -113,7 +130,10 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
     let rec = reg.rotate("p256").await.unwrap();
     assert_eq!(rec.version(1).unwrap().state, VersionState::Retired);
     assert_eq!(rec.active().unwrap().version, 2);
-    let (version, _) = reg.sign("p256", SignInput::Message(msg)).await.unwrap();
+    let (version, _) = reg
+        .sign(&permit(&rec), SignInput::Message(msg))
+        .await
+        .unwrap();
     assert_eq!(version, 2);
 }
 
@@ -122,7 +142,7 @@ async fn unsupported_algorithm_names_what_yubihsm_supports_and_leaves_nothing() 
     let tmp = tempfile::tempdir().unwrap();
     let (reg, _) = registry(tmp.path()).await;
     let err = reg
-        .create("big", "rsa-pss-3072", "yubi", Vec::new())
+        .create("big", "rsa-pss-3072", "yubi", Vec::new(), Purpose::Blob)
         .await
         .unwrap_err();
     assert!(

@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         c.keys
             .create_key(proto::CreateKeyRequest {
                 name: "bench".into(),
+                purpose: "blob".into(),
                 ..Default::default()
             })
             .await?;

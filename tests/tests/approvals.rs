@@ -27,7 +27,7 @@ fn err(o: &Output) -> String {
 #[test]
 fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester() {
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "prod"]);
+    d.ok(&["key", "create", "prod", "--purpose", "blob"]);
     let alice = d.add_principal("alice", "signer");
     let ann = d.add_principal("ann", "approver");
     let aaron = d.add_principal("aaron", "approver");
@@ -95,7 +95,7 @@ fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester()
 #[test]
 fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "k"]);
+    d.ok(&["key", "create", "k", "--purpose", "blob"]);
     let ann = d.add_principal("ann", "approver");
     d.ok(&[
         "key",

@@ -35,7 +35,7 @@ fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 fn every_decision_is_recorded_and_an_export_verifies_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
-    d.ok(&["key", "create", "rel"]);
+    d.ok(&["key", "create", "rel", "--purpose", "blob"]);
     d.ok(&["sign-blob", "--key", "rel", "/etc/hostname"]);
     d.fails(&["key", "show", "missing"]);
     let signer = d.dir.join("people/sam.toml");

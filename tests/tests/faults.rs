@@ -268,7 +268,7 @@ fn clients_without_a_keyward_certificate_are_refused_at_the_handshake() {
 fn start_up_survives_another_process_logging_in_to_the_token() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
-    d.ok(&["key", "create", "busy"]);
+    d.ok(&["key", "create", "busy", "--purpose", "blob"]);
     d.stop_cleanly();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s2, dir) = (stop.clone(), tmp.path().to_path_buf());
@@ -317,8 +317,9 @@ fn start_up_reports_versions_missing_from_the_hsm_and_deletes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
     let created: serde_json::Value =
-        serde_json::from_str(&d.ok(&["-o", "json", "key", "create", "lost"])).unwrap();
-    d.ok(&["key", "create", "fine"]);
+        serde_json::from_str(&d.ok(&["-o", "json", "key", "create", "lost", "--purpose", "blob"]))
+            .unwrap();
+    d.ok(&["key", "create", "fine", "--purpose", "blob"]);
     let id = created["versions"][0]["hsm_id"]
         .as_str()
         .unwrap()

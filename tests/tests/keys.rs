@@ -77,6 +77,8 @@ fn every_algorithm_signs_and_openssl_verifies_signature_and_certificate() {
             "key",
             "create",
             &name,
+            "--purpose",
+            "blob",
             "--algorithm",
             alg,
         ]))
@@ -163,7 +165,7 @@ fn rotation_retires_the_old_version_which_still_verifies_but_never_signs() {
     let d = DevDaemon::start();
     let work = tempfile::tempdir().unwrap();
     let blob = write(work.path(), "a", b"payload");
-    d.ok(&["key", "create", "release"]);
+    d.ok(&["key", "create", "release", "--purpose", "blob"]);
     let v1_pub = write(
         work.path(),
         "v1.pem",
@@ -210,7 +212,15 @@ fn rotation_retires_the_old_version_which_still_verifies_but_never_signs() {
 fn keys_survive_a_restart_on_the_same_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
-    d.ok(&["key", "create", "keep", "--algorithm", "ecdsa-p384"]);
+    d.ok(&[
+        "key",
+        "create",
+        "keep",
+        "--purpose",
+        "blob",
+        "--algorithm",
+        "ecdsa-p384",
+    ]);
     let before = d.ok(&["key", "public", "keep"]);
     let ca_before = std::fs::read_to_string(tmp.path().join("ca.pem")).unwrap();
     d.stop_cleanly();
@@ -254,7 +264,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         err.contains("unknown backend \"cloudhsm\"") && err.contains("softhsm"),
         "{err}"
     );
-    d.ok(&["key", "create", "dup"]);
+    d.ok(&["key", "create", "dup", "--purpose", "blob"]);
     let err = d.fails(&["key", "create", "dup"]);
     assert!(err.contains("already exists"), "{err}");
     let err = d.fails(&["sign-blob", "--key", "ghost", "/etc/hostname"]);
@@ -304,6 +314,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             .create_key(proto::CreateKeyRequest {
                 name: "ed".into(),
                 algorithm: "ed25519".into(),
+                purpose: "blob".into(),
                 ..Default::default()
             })
             .await
@@ -326,7 +337,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
 #[test]
 fn keys_created_under_full_signing_load_leave_no_half_written_objects() {
     let mut d = DevDaemon::start();
-    d.ok(&["key", "create", "hot"]);
+    d.ok(&["key", "create", "hot", "--purpose", "blob"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (signed, created) = rt.block_on(async {
         let client = d.client().await;
@@ -397,7 +408,7 @@ fn health_and_metrics_report_requests_and_signatures() {
     let (status, body) = d.http_get("/healthz");
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("ok"));
-    d.ok(&["key", "create", "m"]);
+    d.ok(&["key", "create", "m", "--purpose", "blob"]);
     d.ok(&["sign-blob", "--key", "m", "/etc/hostname"]);
     d.ok(&["sign-blob", "--key", "m", "/etc/hostname"]);
     let (_, metrics) = d.http_get("/metrics");

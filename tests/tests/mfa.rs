@@ -21,13 +21,21 @@ fn key_management_needs_a_code_and_each_code_is_accepted_once() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, secret) = mfa_daemon(tmp.path());
     wait_for_fresh_step();
-    let err = d.fails(&["key", "create", "k1"]);
+    let err = d.fails(&["key", "create", "k1", "--purpose", "blob"]);
     assert!(
         err.contains("MFA required") && err.contains("--otp") && err.contains("unauthenticated"),
         "{err}"
     );
     let previous = pyotp(&secret, -1);
-    d.ok(&["key", "create", "k1", "--otp", &previous]);
+    d.ok(&[
+        "key",
+        "create",
+        "k1",
+        "--purpose",
+        "blob",
+        "--otp",
+        &previous,
+    ]);
     let err = d.fails(&["key", "create", "k2", "--otp", &previous]);
     assert!(err.contains("already used"), "{err}");
     d.ok(&["key", "create", "k2", "--otp", &pyotp(&secret, 0)]);
@@ -119,7 +127,15 @@ fn a_new_principal_enrols_and_confirms_its_own_factor() {
         "--otp",
         &pyotp(&admin, -1),
     ]);
-    d.ok(&["key", "create", "guarded", "--otp", &pyotp(&admin, 0)]);
+    d.ok(&[
+        "key",
+        "create",
+        "guarded",
+        "--purpose",
+        "blob",
+        "--otp",
+        &pyotp(&admin, 0),
+    ]);
     d.ok(&[
         "key",
         "policy",

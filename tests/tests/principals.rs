@@ -28,7 +28,7 @@ fn denied_as(d: &DevDaemon, cfg: &Path, args: &[&str]) -> String {
 #[test]
 fn roles_decide_what_each_principal_may_do() {
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "release"]);
+    d.ok(&["key", "create", "release", "--purpose", "blob"]);
     let alice = d.add_principal("alice", "signer");
     let olga = d.add_principal("olga", "auditor");
     let kim = d.add_principal("kim", "key-admin");
@@ -84,7 +84,7 @@ fn roles_decide_what_each_principal_may_do() {
     );
 
     // A key admin creates and rotates keys but does not sign.
-    ok_as(&d, &kim, &["key", "create", "team"]);
+    ok_as(&d, &kim, &["key", "create", "team", "--purpose", "blob"]);
     ok_as(&d, &kim, &["key", "rotate", "team"]);
     denied_as(&d, &kim, &["sign-blob", "--key", "team", "/etc/hostname"]);
 
@@ -104,7 +104,7 @@ fn roles_decide_what_each_principal_may_do() {
 #[test]
 fn a_removed_principal_is_refused_from_the_next_request_on() {
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "release"]);
+    d.ok(&["key", "create", "release", "--purpose", "blob"]);
     let bob = d.add_principal("bob", "signer");
     ok_as(
         &d,
@@ -144,7 +144,7 @@ fn a_removed_principal_is_refused_from_the_next_request_on() {
 #[test]
 fn key_signers_limit_who_may_sign_with_a_key() {
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "prod"]);
+    d.ok(&["key", "create", "prod", "--purpose", "blob"]);
     let alice = d.add_principal("alice", "signer");
     let bob = d.add_principal("bob", "signer");
     d.ok(&["key", "policy", "set", "prod", "--signers", "alice"]);

@@ -1,9 +1,8 @@
 //! `keyward.v1.ApprovalService`.
 
-use super::{Observer, ToStatus};
+use super::ToStatus;
+use super::gate::admitted;
 use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Subject};
-use crate::authz::Action;
-use crate::identity::principal;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
@@ -13,13 +12,12 @@ use tonic::{Request, Response, Status};
 #[derive(Debug)]
 pub struct ApprovalApi {
     approvals: Arc<Approvals>,
-    obs: Observer,
 }
 
 impl ApprovalApi {
     /// A service over the approvals.
-    pub fn new(approvals: Arc<Approvals>, obs: Observer) -> Self {
-        Self { approvals, obs }
+    pub fn new(approvals: Arc<Approvals>) -> Self {
+        Self { approvals }
     }
 }
 
@@ -72,10 +70,27 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
         Subject::Blob {
             digest_algorithm,
             data,
+            file_name,
+            size,
         } => {
             a.kind = "blob".into();
             a.digest_algorithm = digest_algorithm.clone();
             a.digests = vec![data.clone()];
+            a.file_name = file_name.clone();
+            a.size = *size;
+        }
+        Subject::Attestation {
+            reference,
+            digest,
+            predicate_type,
+            predicate_digest,
+            ..
+        } => {
+            a.kind = "attestation".into();
+            a.reference = reference.clone();
+            a.digests = vec![digest.clone()];
+            a.predicate_type = predicate_type.clone();
+            a.predicate_digest = predicate_digest.clone();
         }
         Subject::Image {
             reference,
@@ -97,8 +112,7 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         req: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListApprovals", "", &req);
+        let call = admitted(&req)?;
         let result = self.approvals.list(req.get_ref().pending_only);
         call.finish(result).await.map(|l| {
             Response::new(pb::ListApprovalsResponse {
@@ -111,10 +125,7 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         req: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "GetApproval", req.get_ref().id.clone(), &req);
+        let call = admitted(&req)?;
         let result = self.approvals.get(&req.get_ref().id);
         call.finish(result).await.map(|r| Response::new(view(&r)))
     }
@@ -123,25 +134,24 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         &self,
         req: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "Approve", req.get_ref().id.clone(), &req);
-        call.gate(Action::Approve, "approve signing requests")
-            .await?;
-        call.require_mfa("approving").await?;
-        let result = self.approvals.approve(&who.record, &req.get_ref().id).await;
+        let call = admitted(&req)?;
+        let result = self
+            .approvals
+            .approve(&call.who.record, &req.get_ref().id)
+            .await;
         if let Ok(r) = &result {
-            tracing::info!(principal = %who.name, approval = %r.id, status = %r.status, "approval recorded");
+            tracing::info!(principal = %call.principal(), approval = %r.id, status = %r.status, "approval recorded");
         }
         call.finish(result).await.map(|r| Response::new(view(&r)))
     }
 
     async fn deny(&self, req: Request<pb::DenyRequest>) -> Result<Response<pb::Approval>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "Deny", req.get_ref().id.clone(), &req);
+        let call = admitted(&req)?;
         let r = req.get_ref();
-        let result = self.approvals.deny(&who.record, &r.id, &r.reason).await;
+        let result = self
+            .approvals
+            .deny(&call.who.record, &r.id, &r.reason)
+            .await;
         call.finish(result).await.map(|r| Response::new(view(&r)))
     }
 }

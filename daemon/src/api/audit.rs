@@ -1,9 +1,7 @@
 //! `keyward.v1.AuditService`.
 
-use super::Observer;
+use super::gate::admitted;
 use crate::audit::AuditLog;
-use crate::authz::Action;
-use crate::identity::principal;
 use crate::signing::ImageError;
 use keyward_proto::v1 as pb;
 use std::pin::Pin;
@@ -17,13 +15,12 @@ use tonic::{Request, Response, Status};
 #[derive(Debug)]
 pub struct AuditApi {
     audit: Arc<AuditLog>,
-    obs: Observer,
 }
 
 impl AuditApi {
     /// A service over the log.
-    pub fn new(audit: Arc<AuditLog>, obs: Observer) -> Self {
-        Self { audit, obs }
+    pub fn new(audit: Arc<AuditLog>) -> Self {
+        Self { audit }
     }
 }
 
@@ -37,9 +34,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         &self,
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Lines>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "ExportAudit", "", &req);
-        call.gate(Action::ReadAudit, "read the audit log").await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = (|| {
             let since = if r.since.is_empty() {
@@ -63,8 +58,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         &self,
         req: Request<pb::AuditPublicKeyRequest>,
     ) -> Result<Response<pb::AuditPublicKeyResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "AuditPublicKey", "", &req);
+        let call = admitted(&req)?;
         call.finish::<_, ImageError>(Ok(())).await?;
         Ok(Response::new(pb::AuditPublicKeyResponse {
             public_key_pem: self.audit.public_key_pem(),

@@ -1,9 +1,8 @@
 //! `keyward.v1.ImageService`.
 
 use super::Observer;
+use super::gate::admitted;
 use super::keys::state;
-use crate::authz::Action;
-use crate::identity::principal;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, Signed};
 use keyward_proto::v1 as pb;
@@ -62,52 +61,34 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         req: Request<pb::SignImageRequest>,
     ) -> Result<Response<pb::SignImageResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "SignImage", req.get_ref().reference.clone(), &req);
-        call.gate(Action::Sign, "sign images").await?;
-        if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
-            call.may_sign(&rec).await?;
-            if rec.require_mfa {
-                call.require_mfa("signing with this key").await?;
-            }
-        }
-        let request_hash = crate::audit::request_hash(req.get_ref());
+        let call = admitted(&req)?;
         let r = req.into_inner();
-        let needed = self
-            .signer
-            .keys()
-            .get(&r.key)
-            .map(|k| k.approvals)
-            .unwrap_or(0);
-        if needed > 0 {
+        let Some(permit) = call.permit.clone() else {
             let result = self
                 .approvals
                 .request_image(
-                    &who.name,
+                    call.principal(),
                     &r.key,
                     &r.reference,
                     r.recursive,
                     r.annotations.into_iter().collect(),
-                    &request_hash,
-                    needed,
+                    &call.request_hash,
+                    call.approvals_needed,
                 )
                 .await;
             return call.finish(result).await.map(|a| {
-                tracing::info!(principal = %who.name, key = %r.key, approval = %a.id, "image signing request waits for approval");
+                tracing::info!(principal = %call.principal(), key = %r.key, approval = %a.id, "image signing request waits for approval");
                 Response::new(pb::SignImageResponse {
                     signed: Vec::new(),
                     approval_id: a.id,
                     pending: true,
                 })
             });
-        }
+        };
         let result = self
             .signer
             .sign(
-                &who.name,
-                &r.key,
+                &permit,
                 &r.reference,
                 r.annotations.into_iter().collect(),
                 r.recursive,
@@ -116,7 +97,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         if let Ok(signed) = &result {
             for s in signed.iter().filter(|s| !s.already_signed) {
                 self.obs.metrics.signature(&r.key);
-                tracing::info!(principal = %who.name, key = %r.key, version = s.version, digest = %s.digest, pushed_to = %s.pushed_to, "image signed");
+                tracing::info!(principal = %call.principal(), key = %r.key, version = s.version, digest = %s.digest, pushed_to = %s.pushed_to, "image signed");
             }
         }
         call.finish(result).await.map(|s| {
@@ -131,36 +112,44 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         req: Request<pb::AttestImageRequest>,
     ) -> Result<Response<pb::AttestImageResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "AttestImage", req.get_ref().reference.clone(), &req);
-        call.gate(Action::Sign, "attest images").await?;
-        if let Ok(rec) = self.signer.keys().get(&req.get_ref().key) {
-            call.may_sign(&rec).await?;
-            if rec.require_mfa {
-                call.require_mfa("signing with this key").await?;
-            }
-        }
+        let call = admitted(&req)?;
         let r = req.into_inner();
+        let Some(permit) = call.permit.clone() else {
+            let result = self
+                .approvals
+                .request_attestation(
+                    call.principal(),
+                    &r.key,
+                    &r.reference,
+                    &r.predicate_type,
+                    &r.predicate,
+                    &call.request_hash,
+                    call.approvals_needed,
+                )
+                .await;
+            return call.finish(result).await.map(|a| {
+                tracing::info!(principal = %call.principal(), key = %r.key, approval = %a.id, "attestation waits for approval");
+                Response::new(pb::AttestImageResponse {
+                    attestation: None,
+                    predicate_type: String::new(),
+                    approval_id: a.id,
+                    pending: true,
+                })
+            });
+        };
         let result = self
             .signer
-            .attest(
-                &who.name,
-                &r.key,
-                &r.reference,
-                &r.predicate_type,
-                &r.predicate,
-            )
+            .attest(&permit, &r.reference, &r.predicate_type, &r.predicate)
             .await;
         if let Ok((s, t)) = &result {
             self.obs.metrics.signature(&r.key);
-            tracing::info!(principal = %who.name, key = %r.key, digest = %s.digest, predicate_type = %t, "image attested");
+            tracing::info!(principal = %call.principal(), key = %r.key, digest = %s.digest, predicate_type = %t, "image attested");
         }
         call.finish(result).await.map(|(s, t)| {
             Response::new(pb::AttestImageResponse {
                 attestation: Some(artifact(&s)),
                 predicate_type: t,
+                ..Default::default()
             })
         })
     }
@@ -169,10 +158,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         req: Request<pb::VerifyImageRequest>,
     ) -> Result<Response<pb::VerifyImageResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "VerifyImage", req.get_ref().reference.clone(), &req);
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = self.signer.verify(&r.key, &r.reference).await;
         call.finish(result).await.map(|v| {
@@ -197,12 +183,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         req: Request<pb::ListSignaturesRequest>,
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "ListSignatures", req.get_ref().key.clone(), &req);
-        call.gate(Action::ReadLedger, "read the signature ledger")
-            .await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = (|| {
             let q = LedgerQuery {
@@ -239,6 +220,7 @@ impl pb::image_service_server::ImageService for ImageApi {
                         time: e.time.format(&Rfc3339).unwrap_or_default(),
                         requester: e.requester,
                         pushed_to: e.pushed_to,
+                        size: e.size,
                     })
                     .collect(),
             })

@@ -1,10 +1,10 @@
 //! `keyward.v1.KeyService`.
 
 use super::Observer;
+use super::gate::admitted;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
-use crate::identity::principal;
-use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, VersionState};
+use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, Purpose, VersionState};
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -71,6 +71,41 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         require_mfa: r.require_mfa,
         approvers: r.approvers.clone(),
         approvals: r.approvals,
+        purpose: r.purpose.as_str().to_string(),
+    }
+}
+
+impl KeyApi {
+    /// `require_mfa` on a key promises that every signature needs a one-time code. It
+    /// is refused while no principal who may sign with the key has a confirmed second
+    /// factor: such a policy could only be stored, never met.
+    async fn mfa_possible(&self, key: &str, signers: &[String]) -> Result<(), KeyError> {
+        let candidates: Vec<String> = if signers.is_empty() {
+            self.principals
+                .list()
+                .iter()
+                .filter(|p| p.removed_at.is_none() && p.allow(Action::Sign, "sign").is_ok())
+                .map(|p| p.name.clone())
+                .collect()
+        } else {
+            signers.to_vec()
+        };
+        for name in &candidates {
+            let enrolled = self.obs.mfa.enrolled(name).await.map_err(|e| {
+                KeyError::InvalidArgument(format!("cannot read second factors: {e}"))
+            })?;
+            if enrolled {
+                return Ok(());
+            }
+        }
+        Err(KeyError::InvalidArgument(format!(
+            "key {key:?} cannot require a one-time code: none of the principals who may sign with it ({}) has a second factor. A signer runs `keyward mfa enroll` and `keyward mfa confirm CODE` first",
+            if candidates.is_empty() {
+                "nobody".to_string()
+            } else {
+                candidates.join(", ")
+            }
+        )))
     }
 }
 
@@ -80,19 +115,18 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "CreateKey", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManageKeys, "create keys").await?;
-        call.require_mfa("create keys").await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
-        let result = self
-            .keys
-            .create(&r.name, &r.algorithm, &r.backend, r.scope)
-            .await;
+        let result = match Purpose::parse(&r.purpose) {
+            Ok(purpose) => {
+                self.keys
+                    .create(&r.name, &r.algorithm, &r.backend, r.scope, purpose)
+                    .await
+            }
+            Err(e) => Err(KeyError::InvalidArgument(e)),
+        };
         if let Ok(k) = &result {
-            tracing::info!(principal = %who.name, key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
+            tracing::info!(principal = %call.principal(), key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -101,18 +135,14 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListKeys", "", &req);
+        let call = admitted(&req)?;
         let keys = self.keys.list().iter().map(|k| key(k)).collect();
         call.finish::<(), KeyError>(Ok(())).await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "GetKey", req.get_ref().name.clone(), &req);
+        let call = admitted(&req)?;
         let result = self.keys.get(&req.get_ref().name);
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -121,15 +151,10 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "RotateKey", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManageKeys, "rotate keys").await?;
-        call.require_mfa("rotate keys").await?;
+        let call = admitted(&req)?;
         let result = self.keys.rotate(&req.get_ref().name).await;
         if let Ok(k) = &result {
-            tracing::info!(principal = %who.name, key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
+            tracing::info!(principal = %call.principal(), key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -138,10 +163,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PublicKey>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "GetPublicKey", req.get_ref().name.clone(), &req);
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
             let v = if r.version == 0 {
@@ -172,8 +194,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::ListBackendsRequest>,
     ) -> Result<Response<pb::ListBackendsResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListBackends", "", &req);
+        let call = admitted(&req)?;
         let backends = self.keys.backends();
         let list = backends
             .iter()
@@ -197,12 +218,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::SetKeyScopeRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "SetKeyScope", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManageKeys, "set key policy").await?;
-        call.require_mfa("changing key policy").await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = self
             .keys
@@ -215,7 +231,7 @@ impl pb::key_service_server::KeyService for KeyApi {
             )
             .await;
         if let Ok(k) = &result {
-            tracing::info!(principal = %who.name, key = %k.name, scope = ?k.scope, "key scope set");
+            tracing::info!(principal = %call.principal(), key = %k.name, scope = ?k.scope, "key scope set");
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -224,12 +240,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::SetKeyPolicyRequest>,
     ) -> Result<Response<pb::Key>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "SetKeyPolicy", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManageKeys, "set key policy").await?;
-        call.require_mfa("changing key policy").await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let result = async {
             let mut named: Vec<&String> = Vec::new();
@@ -248,6 +259,14 @@ impl pb::key_service_server::KeyService for KeyApi {
                     }
                 }
             }
+            if r.set_require_mfa && r.require_mfa {
+                let signers = if r.set_signers {
+                    r.signers.clone()
+                } else {
+                    self.keys.get(&r.name)?.signers.clone()
+                };
+                self.mfa_possible(&r.name, &signers).await?;
+            }
             self.keys
                 .set_policy(
                     &r.name,
@@ -263,7 +282,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         }
         .await;
         if let Ok(k) = &result {
-            tracing::info!(principal = %who.name, key = %k.name, signers = ?k.signers, scope = ?k.scope, "key policy set");
+            tracing::info!(principal = %call.principal(), key = %k.name, signers = ?k.signers, scope = ?k.scope, "key policy set");
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }

@@ -1,7 +1,7 @@
 //! `keyward.v1.MfaService`.
 
 use super::Observer;
-use crate::identity::principal;
+use super::gate::admitted;
 use keyward_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -24,9 +24,8 @@ impl pb::mfa_service_server::MfaService for MfaApi {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "MfaEnroll", who.name.clone(), &req);
-        let result = self.obs.mfa.enroll(&who.name, false).await;
+        let call = admitted(&req)?;
+        let result = self.obs.mfa.enroll(call.principal(), false).await;
         let e = call.finish(result).await?;
         Ok(Response::new(pb::EnrollResponse {
             otpauth_uri: e.uri.to_string(),
@@ -37,12 +36,11 @@ impl pb::mfa_service_server::MfaService for MfaApi {
         &self,
         req: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "MfaConfirm", who.name.clone(), &req);
+        let call = admitted(&req)?;
         let result = self
             .obs
             .mfa
-            .confirm(&who.name, req.get_ref().code.trim())
+            .confirm(call.principal(), req.get_ref().code.trim())
             .await;
         call.finish(result).await?;
         Ok(Response::new(pb::ConfirmResponse {}))

@@ -1,17 +1,21 @@
-//! tonic services. This is the one place where domain errors become `tonic::Status`:
-//! callers get a clear, safe message; the log gets the detail.
+//! tonic services behind the gate (`gate.rs`), which checks the rule table
+//! (`rules.rs`) before any handler runs. This is the one place where domain errors
+//! become `tonic::Status`: callers get a clear, safe message; the log gets the detail.
 
 mod approvals;
 mod audit;
+pub mod gate;
 mod images;
 mod keys;
 mod mfa;
 mod outcome;
 mod principals;
+pub mod rules;
 mod signing;
 
 pub use approvals::ApprovalApi;
 pub use audit::AuditApi;
+pub use gate::{Gate, GateLayer};
 pub use images::ImageApi;
 pub use keys::KeyApi;
 pub use mfa::MfaApi;

@@ -1,9 +1,8 @@
 //! `keyward.v1.PrincipalService`.
 
-use super::Observer;
-use crate::authz::{Action, PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
+use super::gate::admitted;
+use crate::authz::{PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
 use crate::hsm::{Algorithm, HsmPool};
-use crate::identity::principal;
 use crate::keys::KeyError;
 use crate::pki::{self, CaRecord, PkiError, Subject};
 use keyward_proto::v1 as pb;
@@ -17,7 +16,6 @@ pub struct PrincipalApi {
     principals: Arc<Principals>,
     ca: Arc<CaRecord>,
     keys: Arc<crate::keys::KeyRegistry>,
-    obs: Observer,
 }
 
 impl PrincipalApi {
@@ -26,13 +24,11 @@ impl PrincipalApi {
         principals: Arc<Principals>,
         ca: Arc<CaRecord>,
         keys: Arc<crate::keys::KeyRegistry>,
-        obs: Observer,
     ) -> Self {
         Self {
             principals,
             ca,
             keys,
-            obs,
         }
     }
 
@@ -84,12 +80,7 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::AddPrincipalRequest>,
     ) -> Result<Response<pb::AddPrincipalResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "AddPrincipal", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManagePrincipals, "add principals")
-            .await?;
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let roles = match self.principals.check_new(&r.name, &r.roles) {
             Ok(roles) => roles,
@@ -117,9 +108,11 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         };
         let fingerprint = pem_fingerprint(&cert)
             .ok_or_else(|| Status::internal("internal error: issued an unreadable certificate"))?;
-        let added = self.principals.add(&r.name, roles, fingerprint, &who.name);
+        let added = self
+            .principals
+            .add(&r.name, roles, fingerprint, call.principal());
         if let Ok(p) = &added {
-            tracing::info!(principal = %who.name, added = %p.name, roles = ?p.roles, "principal added");
+            tracing::info!(principal = %call.principal(), added = %p.name, roles = ?p.roles, "principal added");
         }
         let p = call.finish(added).await?;
         Ok(Response::new(pb::AddPrincipalResponse {
@@ -133,10 +126,7 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self.obs.call(&who, "ListPrincipals", "", &req);
-        call.gate(Action::ManagePrincipals, "list principals")
-            .await?;
+        let call = admitted(&req)?;
         let principals = self.principals.list().iter().map(|p| view(p)).collect();
         call.finish::<(), PrincipalError>(Ok(())).await?;
         Ok(Response::new(pb::ListPrincipalsResponse { principals }))
@@ -146,14 +136,7 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "GetPrincipal", req.get_ref().name.clone(), &req);
-        if req.get_ref().name != who.name {
-            call.gate(Action::ManagePrincipals, "show other principals")
-                .await?;
-        }
+        let call = admitted(&req)?;
         let result = self.principals.get(&req.get_ref().name);
         call.finish(result).await.map(|p| Response::new(view(&p)))
     }
@@ -162,15 +145,10 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::RemovePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "RemovePrincipal", req.get_ref().name.clone(), &req);
-        call.gate(Action::ManagePrincipals, "remove principals")
-            .await?;
+        let call = admitted(&req)?;
         let result = self.principals.remove(&req.get_ref().name);
         if let Ok(p) = &result {
-            tracing::info!(principal = %who.name, removed = %p.name, "principal removed");
+            tracing::info!(principal = %call.principal(), removed = %p.name, "principal removed");
         }
         call.finish(result).await.map(|p| Response::new(view(&p)))
     }
@@ -179,7 +157,9 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let who = principal(&req)?;
-        Ok(Response::new(view(&who.record)))
+        let call = admitted(&req)?;
+        call.finish::<_, PrincipalError>(Ok(view(&call.who.record)))
+            .await
+            .map(Response::new)
     }
 }

@@ -1,10 +1,10 @@
 //! `keyward.v1.SigningService`.
 
 use super::Observer;
-use crate::authz::Action;
+use super::gate::admitted;
 use crate::hsm::{DigestAlgorithm, SignInput};
-use crate::identity::principal;
-use crate::keys::{KeyError, KeyRegistry};
+use crate::keys::KeyError;
+use crate::signing::blob::{BlobSigner, Described};
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -15,7 +15,7 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024 - 1024;
 /// Serves raw signing.
 #[derive(Debug, Clone)]
 pub struct SigningApi {
-    keys: Arc<KeyRegistry>,
+    blobs: Arc<BlobSigner>,
     approvals: Arc<crate::approvals::Approvals>,
     obs: Observer,
 }
@@ -23,19 +23,20 @@ pub struct SigningApi {
 impl SigningApi {
     /// A service over the registry.
     pub fn new(
-        keys: Arc<KeyRegistry>,
+        blobs: Arc<BlobSigner>,
         approvals: Arc<crate::approvals::Approvals>,
         obs: Observer,
     ) -> Self {
         Self {
-            keys,
+            blobs,
             approvals,
             obs,
         }
     }
 }
 
-fn input(r: pb::SignDigestRequest) -> Result<SignInput, KeyError> {
+/// What the HSM signs for a request.
+pub fn input(r: pb::SignDigestRequest) -> Result<SignInput, KeyError> {
     match (r.digest.is_empty(), r.message.is_empty()) {
         (false, false) => Err(KeyError::InvalidArgument(
             "send either a digest or a message, not both".into(),
@@ -69,31 +70,31 @@ impl pb::signing_service_server::SigningService for SigningApi {
         &self,
         req: Request<pb::SignDigestRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let who = principal(&req)?;
-        let call = self
-            .obs
-            .call(&who, "SignDigest", req.get_ref().key.clone(), &req);
-        call.gate(Action::Sign, "sign").await?;
-        if let Ok(rec) = self.keys.get(&req.get_ref().key) {
-            call.may_sign(&rec).await?;
-            if rec.require_mfa {
-                call.require_mfa("signing with this key").await?;
-            }
-        }
-        let request_hash = crate::audit::request_hash(req.get_ref());
+        let call = admitted(&req)?;
         let r = req.into_inner();
         let name = r.key.clone();
-        let needed = self.keys.get(&name).map(|k| k.approvals).unwrap_or(0);
-        if needed > 0 {
+        let described = Described {
+            file_name: r.file_name.clone(),
+            size: r.size,
+        };
+        let Some(permit) = call.permit.clone() else {
+            // The gate admitted the request but the key needs approvals first.
             let result = async {
                 let input = input(r)?;
                 self.approvals
-                    .request_blob(&who.name, &name, &input, &request_hash, needed)
+                    .request_blob(
+                        call.principal(),
+                        &name,
+                        &input,
+                        described,
+                        &call.request_hash,
+                        call.approvals_needed,
+                    )
                     .map_err(|e| KeyError::InvalidArgument(e.to_string()))
             }
             .await;
             return call.finish(result).await.map(|a| {
-                tracing::info!(principal = %who.name, key = %name, approval = %a.id, "signing request waits for approval");
+                tracing::info!(principal = %call.principal(), key = %name, approval = %a.id, "signing request waits for approval");
                 Response::new(pb::SignResponse {
                     key: name.clone(),
                     approval_id: a.id,
@@ -101,31 +102,26 @@ impl pb::signing_service_server::SigningService for SigningApi {
                     ..Default::default()
                 })
             });
-        }
+        };
         let result = async {
-            let rec = self.keys.get(&name)?;
             let input = input(r)?;
-            let digest_algorithm = match &input {
-                SignInput::Digest(d, _) => d.to_string(),
-                SignInput::Message(_) if rec.algorithm == crate::hsm::Algorithm::Ed25519 => {
-                    String::new()
-                }
-                SignInput::Message(_) => rec.algorithm.default_digest().to_string(),
-            };
-            let (version, signature) = self.keys.sign(&name, input).await?;
+            let signed = self
+                .blobs
+                .sign(&permit, input, &described, &call.request_hash)
+                .await?;
             Ok::<_, KeyError>(pb::SignResponse {
                 key: name.clone(),
-                version,
-                algorithm: rec.algorithm.to_string(),
-                signature,
-                digest_algorithm,
+                version: signed.version,
+                algorithm: permit.key().algorithm.to_string(),
+                signature: signed.signature,
+                digest_algorithm: signed.digest_algorithm,
                 ..Default::default()
             })
         }
         .await;
         if result.is_ok() {
             self.obs.metrics.signature(&name);
-            tracing::debug!(principal = %who.name, key = %name, "signed");
+            tracing::debug!(principal = %call.principal(), key = %name, "signed");
         }
         call.finish(result).await.map(Response::new)
     }

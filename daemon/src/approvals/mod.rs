@@ -7,10 +7,14 @@
 //! signed. Signing an image twice adds nothing (a key version signs a digest once),
 //! and a blob signature is only returned from the stored result.
 
-use crate::authz::{PrincipalRecord, Role};
-use crate::hsm::{DigestAlgorithm, SignInput};
+mod execute;
+
+use crate::audit::AuditLog;
+use crate::authz::Principals;
+use crate::hsm::SignInput;
 use crate::keys::{KeyError, KeyRegistry};
-use crate::signing::{ImageError, ImageSigner, parse_ref};
+use crate::signing::blob::{BlobSigner, Described};
+use crate::signing::{ImageError, ImageSigner};
 use crate::store::{self, Namespace, Store, StoreError};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -57,6 +61,25 @@ pub enum Subject {
         digest_algorithm: String,
         /// Hex digest, or base64 message.
         data: String,
+        /// File name as the requester gave it.
+        #[serde(default)]
+        file_name: String,
+        /// Size as the requester gave it.
+        #[serde(default)]
+        size: u64,
+    },
+    /// An in-toto attestation about an image: the exact statement that will be signed.
+    Attestation {
+        /// Reference as requested.
+        reference: String,
+        /// Manifest digest resolved when the request was made (the statement's subject).
+        digest: String,
+        /// Predicate type URI.
+        predicate_type: String,
+        /// The predicate, as sent.
+        predicate: serde_json::Value,
+        /// SHA-256 of the predicate bytes as sent, hex.
+        predicate_digest: String,
     },
     /// An image: the reference as requested and the digests that will be signed.
     Image {
@@ -74,7 +97,8 @@ pub enum Subject {
 pub struct ApprovalRecord {
     /// Random id.
     pub id: String,
-    /// `pending`, `approved`, `signed`, `denied`, `expired`.
+    /// `pending`, `approved`, `signed`, `denied`, `expired`, or `refused` (the checks
+    /// made again at execution failed: see `error`).
     pub status: String,
     /// Key to sign with.
     pub key: String,
@@ -112,6 +136,9 @@ pub struct Approvals {
     store: Arc<dyn Store>,
     keys: Arc<KeyRegistry>,
     signer: Arc<ImageSigner>,
+    blobs: Arc<BlobSigner>,
+    principals: Arc<Principals>,
+    audit: Arc<AuditLog>,
     ttl: Duration,
     /// Decisions one at a time, so two approvals never both trigger signing.
     decide: tokio::sync::Mutex<()>,
@@ -128,13 +155,18 @@ impl Approvals {
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<KeyRegistry>,
-        signer: Arc<ImageSigner>,
+        signers: (Arc<ImageSigner>, Arc<BlobSigner>),
+        principals: Arc<Principals>,
+        audit: Arc<AuditLog>,
         ttl: Duration,
     ) -> Self {
         Self {
             store,
             keys,
-            signer,
+            signer: signers.0,
+            blobs: signers.1,
+            principals,
+            audit,
             ttl,
             decide: tokio::sync::Mutex::new(()),
         }
@@ -217,20 +249,56 @@ impl Approvals {
         requester: &str,
         key: &str,
         input: &SignInput,
+        described: Described,
         request_hash: &str,
         needed: u32,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let subject = match input {
-            SignInput::Digest(d, bytes) => Subject::Blob {
-                digest_algorithm: d.to_string(),
-                data: hex::encode(bytes),
-            },
-            SignInput::Message(m) => Subject::Blob {
-                digest_algorithm: String::new(),
-                data: base64::engine::general_purpose::STANDARD.encode(m),
-            },
+        let (digest_algorithm, data) = match input {
+            SignInput::Digest(d, bytes) => (d.to_string(), hex::encode(bytes)),
+            SignInput::Message(m) => (
+                String::new(),
+                base64::engine::general_purpose::STANDARD.encode(m),
+            ),
+        };
+        let subject = Subject::Blob {
+            digest_algorithm,
+            data,
+            file_name: described.file_name,
+            size: described.size,
         };
         self.new_record(requester, key, subject, request_hash, needed)
+    }
+
+    /// Stores an attestation request for approval, bound to the exact statement: the
+    /// image digest resolved now, the predicate type and the predicate.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn request_attestation(
+        &self,
+        requester: &str,
+        key: &str,
+        reference: &str,
+        predicate_type: &str,
+        predicate: &[u8],
+        request_hash: &str,
+        needed: u32,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let plan = self
+            .signer
+            .plan_attestation(key, reference, predicate_type, predicate)
+            .await?;
+        self.new_record(
+            requester,
+            key,
+            Subject::Attestation {
+                reference: reference.to_string(),
+                digest: plan.digest,
+                predicate_type: plan.predicate_type,
+                predicate: plan.predicate,
+                predicate_digest: plan.predicate_digest,
+            },
+            request_hash,
+            needed,
+        )
     }
 
     /// Stores an image-signing request for approval, with the digests resolved now.
@@ -257,150 +325,5 @@ impl Approvals {
             request_hash,
             needed,
         )
-    }
-
-    /// A request that can still be approved or denied.
-    fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        let r = self.get(id)?;
-        if r.status != "pending" {
-            return Err(ApprovalError::NotPending {
-                id: r.id,
-                status: r.status,
-            });
-        }
-        Ok(r)
-    }
-
-    /// Records an approval; the request is signed once enough distinct approvers agreed.
-    /// The caller has checked the approver role (the API's gate).
-    pub async fn approve(
-        &self,
-        approver: &PrincipalRecord,
-        id: &str,
-    ) -> Result<ApprovalRecord, ApprovalError> {
-        let _one = self.decide.lock().await;
-        let mut r = self.pending(id)?;
-        if r.requester == approver.name {
-            return Err(ApprovalError::Refused(format!(
-                "{:?} requested this signature and may not approve it (separation of duties)",
-                approver.name
-            )));
-        }
-        let key = self.keys.get(&r.key)?;
-        if !key.approvers.is_empty() && !key.approvers.contains(&approver.name) {
-            return Err(ApprovalError::Refused(format!(
-                "principal {:?} is not among the approvers of key {:?} ({})",
-                approver.name,
-                key.name,
-                key.approvers.join(", ")
-            )));
-        }
-        if r.approved_by.contains(&approver.name) {
-            return Err(ApprovalError::Refused(format!(
-                "{:?} already approved this request; it needs another approver",
-                approver.name
-            )));
-        }
-        r.approved_by.push(approver.name.clone());
-        if (r.approved_by.len() as u32) < r.needed {
-            self.save(&r)?;
-            return Ok(r);
-        }
-        r.status = "approved".into();
-        self.save(&r)?;
-        Ok(self.execute(r).await)
-    }
-
-    /// Denies a pending request.
-    pub async fn deny(
-        &self,
-        who: &PrincipalRecord,
-        id: &str,
-        reason: &str,
-    ) -> Result<ApprovalRecord, ApprovalError> {
-        let _one = self.decide.lock().await;
-        let mut r = self.pending(id)?;
-        if !who
-            .roles
-            .iter()
-            .any(|x| matches!(x, Role::Approver | Role::Admin))
-            && who.name != r.requester
-        {
-            return Err(ApprovalError::Refused(format!(
-                "principal {:?} may not deny: that needs the role approver",
-                who.name
-            )));
-        }
-        r.status = "denied".into();
-        r.denied_by = Some((who.name.clone(), reason.to_string()));
-        self.save(&r)?;
-        Ok(r)
-    }
-
-    /// Signs an approved request and stores the result (or the error).
-    async fn execute(&self, mut r: ApprovalRecord) -> ApprovalRecord {
-        let result: Result<(), ApprovalError> = async {
-            match &r.subject {
-                Subject::Blob {
-                    digest_algorithm,
-                    data,
-                } => {
-                    let input = if digest_algorithm.is_empty() {
-                        SignInput::Message(
-                            base64::engine::general_purpose::STANDARD
-                                .decode(data)
-                                .map_err(|e| StoreError::Engine(e.to_string()))?,
-                        )
-                    } else {
-                        SignInput::Digest(
-                            DigestAlgorithm::parse(digest_algorithm).map_err(StoreError::Engine)?,
-                            hex::decode(data).map_err(|e| StoreError::Engine(e.to_string()))?,
-                        )
-                    };
-                    let (version, sig) = self.keys.sign(&r.key, input).await?;
-                    r.version = version;
-                    r.signature = Some(base64::engine::general_purpose::STANDARD.encode(sig));
-                }
-                Subject::Image {
-                    reference,
-                    digests,
-                    annotations,
-                } => {
-                    let image = parse_ref(reference)?;
-                    let signed = self
-                        .signer
-                        .sign_planned(&r.requester, &r.key, &image, digests, annotations)
-                        .await?;
-                    r.version = signed.first().map(|s| s.version).unwrap_or(0);
-                    r.pushed_to = signed.into_iter().map(|s| s.pushed_to).collect();
-                }
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                r.status = "signed".into();
-                r.error = None;
-            }
-            Err(e) => {
-                tracing::error!(approval = %r.id, error = %e, "signing an approved request failed; it stays approved and is retried at start-up");
-                r.error = Some(e.to_string());
-            }
-        }
-        if let Err(e) = self.save(&r) {
-            tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
-        }
-        r
-    }
-
-    /// Signs approved requests whose signing did not finish (a crash, a failed push).
-    pub async fn resume(&self) {
-        let _one = self.decide.lock().await;
-        let Ok(all) = self.list(false) else { return };
-        for r in all.into_iter().filter(|r| r.status == "approved") {
-            tracing::info!(approval = %r.id, "signing an approved request left unfinished");
-            self.execute(r).await;
-        }
     }
 }

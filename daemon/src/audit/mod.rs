@@ -100,6 +100,9 @@ pub struct AuditLog {
     /// Group commit: appenders hand their write token to one flusher thread, which
     /// makes every pending record durable with one fsync and then answers them all.
     flusher: Mutex<std::sync::mpsc::Sender<Waiter>>,
+    /// Why the last checkpoint failed; while set, requests that change state or sign
+    /// are refused and /healthz answers 503.
+    blocked: Mutex<Option<String>>,
 }
 
 /// Waits for pending writes, makes all of them durable at once, answers each waiter.
@@ -164,6 +167,7 @@ impl AuditLog {
             key,
             enabled,
             flusher: Mutex::new(tx),
+            blocked: Mutex::new(None),
         })
     }
 
@@ -258,6 +262,19 @@ impl AuditLog {
         Ok(Some(seq))
     }
 
+    /// Why requests that change state are refused, if they are: the last checkpoint
+    /// could not be signed or stored.
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_blocked(&self, why: Option<String>) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Records not yet covered by a checkpoint.
     pub fn uncheckpointed(&self) -> u64 {
         let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,15 +327,41 @@ pub async fn checkpoint_loop(
             continue;
         }
         since = tokio::time::Instant::now();
-        let Ok(pool) = pool_owner.get(&backend) else {
-            continue;
+        let result = match pool_owner.get(&backend) {
+            Ok(pool) => log.checkpoint(pool).await.map(|_| ()),
+            Err(e) => Err(AuditError::Store(StoreError::Engine(e.to_string()))),
         };
-        if let Err(e) = log.checkpoint(pool).await {
-            tracing::error!(error = %e, "audit checkpoint failed");
+        match result {
+            Ok(()) => {
+                if log.blocked().is_some() {
+                    tracing::info!(
+                        "audit checkpoint succeeded again; requests that change state are accepted"
+                    );
+                }
+                log.set_blocked(None);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint failed; refusing requests that change state or sign until one succeeds");
+                log.set_blocked(Some(format!(
+                    "the last audit checkpoint failed ({})",
+                    short(&e)
+                )));
+                // Try again soon rather than after a whole period.
+                since = tokio::time::Instant::now()
+                    .checked_sub(every.saturating_sub(Duration::from_secs(1)))
+                    .unwrap_or(since);
+            }
         }
     }
     if let Ok(pool) = pool_owner.get(&backend) {
         let _ = log.checkpoint(pool).await;
+    }
+}
+
+fn short(e: &AuditError) -> &'static str {
+    match e {
+        AuditError::Store(_) => "the store failed",
+        AuditError::Hsm(_) => "the audit key in the HSM failed",
     }
 }
 

@@ -1,6 +1,10 @@
 //! Who may do what: principals (named by their client certificates), their roles, and
 //! the check every request passes. Denials say why, never echo a secret.
 
+mod key_use;
+
+pub use key_use::{SignPermit, check_key_use};
+
 use crate::store::{self, Namespace, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -79,6 +83,8 @@ pub enum Action {
     ReadAudit,
     /// Approve other principals' signing requests.
     Approve,
+    /// Verify image signatures (the daemon fetches from registries for it).
+    Verify,
 }
 
 impl Action {
@@ -92,6 +98,13 @@ impl Action {
             Action::ManagePrincipals => &[Role::Admin],
             Action::ReadAudit => &[Role::Auditor, Role::Admin],
             Action::Approve => &[Role::Approver, Role::Admin],
+            Action::Verify => &[
+                Role::Signer,
+                Role::Approver,
+                Role::KeyAdmin,
+                Role::Auditor,
+                Role::Admin,
+            ],
         }
     }
 }

@@ -3,8 +3,9 @@
 
 mod record;
 
-pub use record::{KeyRecord, KeyVersion, VersionState, validate_name, validate_scope};
+pub use record::{KeyRecord, KeyVersion, Purpose, VersionState, validate_name, validate_scope};
 
+use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;
 use crate::hsm::{Algorithm, HsmError, HsmPool, SignInput};
 use crate::pki::{self, CaRecord, PkiError, Subject};
@@ -265,6 +266,7 @@ impl KeyRegistry {
         algorithm: &str,
         backend: &str,
         scope: Vec<String>,
+        purpose: Purpose,
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_name(name).map_err(KeyError::InvalidArgument)?;
         validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
@@ -294,6 +296,7 @@ impl KeyRegistry {
             require_mfa: false,
             approvers: Vec::new(),
             approvals: 0,
+            purpose,
         };
         let stored =
             store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
@@ -381,7 +384,13 @@ impl KeyRegistry {
     }
 
     /// Signs with the key's active version; returns the version used and the signature.
-    pub async fn sign(&self, name: &str, input: SignInput) -> Result<(u32, Vec<u8>), KeyError> {
+    /// Only a [`SignPermit`] (the signing checks passed) opens this door.
+    pub async fn sign(
+        &self,
+        permit: &SignPermit,
+        input: SignInput,
+    ) -> Result<(u32, Vec<u8>), KeyError> {
+        let name = permit.key_name();
         let rec = self.get(name)?;
         let active = rec
             .active()

@@ -76,6 +76,41 @@ pub struct KeyVersion {
     pub retired_at: Option<OffsetDateTime>,
 }
 
+/// What a key signs. A key of one purpose is refused by the RPCs of the other, so a
+/// blob key cannot forge an image signature outside the image path's scope check and
+/// ledger, and an image key cannot sign arbitrary bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Container images and attestations (`keyward sign`, `keyward attest`). Keys
+    /// created before purposes existed are image keys.
+    #[default]
+    Image,
+    /// Files (`keyward sign-blob`).
+    Blob,
+}
+
+impl Purpose {
+    /// The name users type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Image => "image",
+            Purpose::Blob => "blob",
+        }
+    }
+
+    /// Parses a purpose (empty means `image`); the error lists the valid ones.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "image" => Ok(Purpose::Image),
+            "blob" => Ok(Purpose::Blob),
+            other => Err(format!(
+                "unknown key purpose {other:?}; purposes: image (container images and attestations), blob (files)"
+            )),
+        }
+    }
+}
+
 /// A named key with its versions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -105,6 +140,9 @@ pub struct KeyRecord {
     /// Distinct approvals a signing request needs (0: signs at once).
     #[serde(default)]
     pub approvals: u32,
+    /// What it signs.
+    #[serde(default)]
+    pub purpose: Purpose,
 }
 
 impl KeyRecord {

@@ -47,6 +47,11 @@ pub enum MfaError {
     /// The code has not the form of a 6-digit code.
     #[error("a one-time code is 6 digits")]
     Malformed,
+    /// A confirmed enrolment exists.
+    #[error(
+        "principal {0:?} is already enrolled: use the code from the authenticator app that holds its Keyward entry (a lost factor needs an admin to remove and re-add the principal)"
+    )]
+    AlreadyEnrolled(String),
     /// Nothing to confirm.
     #[error("no pending MFA enrolment for principal {0:?}: run `keyward mfa enroll` first")]
     NothingToConfirm(String),
@@ -196,9 +201,7 @@ impl Mfa {
             && e.confirmed
             && !confirmed
         {
-            return Err(MfaError::Hsm(HsmError::InvalidInput(format!(
-                "principal {principal:?} is already enrolled; an admin must reset it first"
-            ))));
+            return Err(MfaError::AlreadyEnrolled(principal.to_string()));
         }
         let mut secret = Zeroizing::new(vec![0u8; 20]);
         getrandom::getrandom(secret.as_mut_slice()).map_err(|e| HsmError::Device {
@@ -222,6 +225,11 @@ impl Mfa {
             },
         )?;
         Ok(NewEnrolment { uri })
+    }
+
+    /// Whether the principal has a confirmed second factor.
+    pub async fn enrolled(&self, principal: &str) -> Result<bool, MfaError> {
+        Ok(self.load(principal)?.is_some_and(|e| e.confirmed))
     }
 
     /// Activates a pending enrolment with a first code.

@@ -47,6 +47,38 @@ pub fn simple_signing_payload(
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// A cosign simple-signing payload as read back from a registry.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SimpleSigning {
+    /// What the signature is about.
+    pub critical: Critical,
+}
+
+/// `critical` of a simple-signing payload.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Critical {
+    /// The identity the signature claims.
+    pub identity: Identity,
+    /// The signed manifest.
+    pub image: SignedImage,
+}
+
+/// `critical.identity`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Identity {
+    /// The reference as requested.
+    #[serde(rename = "docker-reference")]
+    pub docker_reference: String,
+}
+
+/// `critical.image`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SignedImage {
+    /// `sha256:<hex>`.
+    #[serde(rename = "docker-manifest-digest")]
+    pub docker_manifest_digest: String,
+}
+
 /// A layer descriptor with annotations.
 pub fn layer(
     media_type: &str,

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 /// One pushed signature or attestation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// `signature` or `attestation`.
+    /// `signature`, `attestation` or `blob`.
     pub kind: String,
     /// Registry host.
     pub registry: String,
@@ -31,8 +31,14 @@ pub struct LedgerEntry {
     pub time: OffsetDateTime,
     /// Who asked.
     pub requester: String,
-    /// Where it was pushed: `registry/repository:sha256-<hex>.sig`.
+    /// Where it was pushed: `registry/repository:sha256-<hex>.sig` (empty for blobs).
     pub pushed_to: String,
+    /// Blobs: the size the requester gave.
+    #[serde(default)]
+    pub size: u64,
+    /// SHA-256 of the request that led to it (links the entry to its audit records).
+    #[serde(default)]
+    pub request_hash: String,
 }
 
 /// Filters for listing.

@@ -1,10 +1,13 @@
 //! Signing container images: cosign simple-signing signatures and in-toto attestations
 //! pushed next to the image, verification, and the signature ledger.
 
+pub mod attest;
+pub mod blob;
 pub mod formats;
 pub mod ledger;
 pub mod verify;
 
+use crate::authz::SignPermit;
 use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, VersionState};
 use crate::registry::{ImageRef, Registries, RegistryError, sha256_digest};
@@ -191,6 +194,8 @@ impl ImageSigner {
             time: OffsetDateTime::now_utc(),
             requester: r.requester.to_string(),
             pushed_to: r.pushed_to.to_string(),
+            size: 0,
+            request_hash: String::new(),
         };
         Ok(self.ledger.record(&entry).await?)
     }
@@ -207,14 +212,13 @@ impl ImageSigner {
     /// Signs the image (and with `recursive` every platform manifest of an index).
     pub async fn sign(
         &self,
-        requester: &str,
-        key: &str,
+        permit: &SignPermit,
         reference: &str,
         annotations: BTreeMap<String, String>,
         recursive: bool,
     ) -> Result<Vec<Signed>, ImageError> {
-        let (image, targets) = self.plan(key, reference, recursive).await?;
-        self.sign_planned(requester, key, &image, &targets, &annotations)
+        let (image, targets) = self.plan(permit.key_name(), reference, recursive).await?;
+        self.sign_planned(permit, &image, &targets, &annotations)
             .await
     }
 
@@ -245,29 +249,27 @@ impl ImageSigner {
 
     /// Signs digests resolved by [`ImageSigner::plan`] (an approved request signs
     /// exactly what was approved, even if the tag moved since).
+    /// The key's scope and algorithm are checked here, on the signing path itself.
     pub async fn sign_planned(
         &self,
-        requester: &str,
-        key: &str,
+        permit: &SignPermit,
         image: &ImageRef,
         targets: &[String],
         annotations: &BTreeMap<String, String>,
     ) -> Result<Vec<Signed>, ImageError> {
-        let rec = self.keys.get(key)?;
+        let rec = self.keys.get(permit.key_name())?;
+        image_capable(&rec)?;
+        check_scope(&rec, &image.repository())?;
         let mut out = Vec::new();
         for digest in targets {
-            out.push(
-                self.sign_digest(requester, &rec.name, image, digest, annotations)
-                    .await?,
-            );
+            out.push(self.sign_digest(permit, image, digest, annotations).await?);
         }
         Ok(out)
     }
 
     async fn sign_digest(
         &self,
-        requester: &str,
-        key: &str,
+        permit: &SignPermit,
         image: &ImageRef,
         digest: &str,
         annotations: &BTreeMap<String, String>,
@@ -281,15 +283,15 @@ impl ImageSigner {
         let identity = image.identity();
         let existing = self.registries.manifest_if_exists(&sig_ref).await?;
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
+        let (key, requester) = (permit.key_name(), permit.principal());
         let rec = self.keys.get(key)?;
         let active = rec
             .active()
             .ok_or_else(|| KeyError::NoActiveVersion(key.to_string()))?;
-        let duplicate = layers.iter().any(|l| {
-            l["annotations"][FINGERPRINT_ANNOTATION] == active.fingerprint.as_str()
-                && l["annotations"][REFERENCE_ANNOTATION] == identity.as_str()
-        });
-        if duplicate {
+        if self
+            .already_signed(&sig_ref, &layers, &rec, active, digest, &identity)
+            .await
+        {
             return Ok(Signed {
                 reference: image.original.clone(),
                 digest: digest.to_string(),
@@ -305,7 +307,7 @@ impl ImageSigner {
         let payload = simple_signing_payload(&identity, digest, &optional);
         let (version, signature) = self
             .keys
-            .sign(key, sign_input(rec.algorithm, &payload))
+            .sign(permit, sign_input(rec.algorithm, &payload))
             .await?;
         let fingerprint = rec
             .version(version)
@@ -346,6 +348,50 @@ impl ImageSigner {
         })
     }
 
+    /// Whether this key version's signature of this digest for this identity is really
+    /// there: decided by verifying the layer's payload and signature with the
+    /// version's public key, never from annotations alone (anyone with push rights can
+    /// plant a layer that claims to be ours).
+    async fn already_signed(
+        &self,
+        sig_ref: &oci_client::Reference,
+        layers: &[Value],
+        rec: &KeyRecord,
+        active: &crate::keys::KeyVersion,
+        digest: &str,
+        identity: &str,
+    ) -> bool {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for l in layers.iter().filter(|l| {
+            l["mediaType"] == SIMPLE_SIGNING
+                && l["annotations"][FINGERPRINT_ANNOTATION] == active.fingerprint.as_str()
+                && l["annotations"][REFERENCE_ANNOTATION] == identity
+        }) {
+            let (Some(blob), Some(sig)) = (
+                l["digest"].as_str(),
+                l["annotations"][SIGNATURE_ANNOTATION].as_str(),
+            ) else {
+                continue;
+            };
+            let (Ok(payload), Ok(sig)) =
+                (self.registries.blob(sig_ref, blob).await, b64.decode(sig))
+            else {
+                continue;
+            };
+            let Ok(p) = serde_json::from_slice::<SimpleSigning>(&payload) else {
+                continue;
+            };
+            if p.critical.image.docker_manifest_digest == digest
+                && p.critical.identity.docker_reference == identity
+                && verify::verifies(rec.algorithm, &active.public_key, &payload, &sig)
+            {
+                return true;
+            }
+            tracing::warn!(signature = %sig_ref, layer = blob, "a signature layer claims this key version but does not verify; signing again");
+        }
+        false
+    }
+
     /// Blobs first (a registry refuses a manifest naming unknown blobs), then the
     /// manifest in one PUT: a failed push leaves the old manifest in place.
     async fn push_manifest(
@@ -363,181 +409,5 @@ impl ImageSigner {
             .push_manifest(tag_ref, manifest, crate::registry::OCI_MANIFEST)
             .await?;
         Ok(())
-    }
-
-    /// Creates an in-toto attestation about the image, signed in a DSSE envelope, and
-    /// appends it to `sha256-<hex>.att`.
-    pub async fn attest(
-        &self,
-        requester: &str,
-        key: &str,
-        reference: &str,
-        predicate_type_name: &str,
-        predicate: &[u8],
-    ) -> Result<(Signed, String), ImageError> {
-        let image = parse_ref(reference)?;
-        let predicate_type =
-            predicate_type(predicate_type_name).map_err(ImageError::InvalidArgument)?;
-        let predicate: Value = serde_json::from_slice(predicate).map_err(|e| {
-            ImageError::InvalidArgument(format!("the predicate is not valid JSON: {e}"))
-        })?;
-        let rec = self.keys.get(key)?;
-        image_capable(&rec)?;
-        check_scope(&rec, &image.repository())?;
-        let manifest = self.registries.manifest(&image.parsed).await?;
-        let digest = manifest.digest;
-
-        let att_tag = tag_for(&digest, "att");
-        let att_ref = image.with_tag(&att_tag);
-        let pushed_to = format!("{}:{att_tag}", image.repository());
-        let lock = self.tag_lock(pushed_to.clone());
-        let _one_writer = lock.lock().await;
-
-        let statement = statement(&image.repository(), &digest, &predicate_type, predicate);
-        let pae = dsse_pae(IN_TOTO, &statement);
-        let (version, signature) = self.keys.sign(key, sign_input(rec.algorithm, &pae)).await?;
-        let fingerprint = rec
-            .version(version)
-            .map(|v| v.fingerprint.clone())
-            .unwrap_or_default();
-        let envelope = dsse_envelope(&statement, &signature);
-        let existing = self.registries.manifest_if_exists(&att_ref).await?;
-        let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
-        let env_digest = self
-            .registries
-            .push_blob(&att_ref, envelope.clone(), false)
-            .await?;
-        let mut ann = BTreeMap::new();
-        ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
-        ann.insert(
-            PREDICATE_TYPE_ANNOTATION.to_string(),
-            predicate_type.clone(),
-        );
-        ann.insert(FINGERPRINT_ANNOTATION.to_string(), fingerprint.clone());
-        ann.insert(KEY_ANNOTATION.to_string(), format!("{key}/v{version}"));
-        layers.push(layer(DSSE_ENVELOPE, &envelope, &env_digest, ann));
-        self.push_manifest(&att_ref, &layers).await?;
-
-        self.record(Recorded {
-            kind: "attestation",
-            image: &image,
-            digest: &digest,
-            key,
-            version,
-            fingerprint,
-            requester,
-            pushed_to: &pushed_to,
-        })
-        .await?;
-        Ok((
-            Signed {
-                reference: image.original.clone(),
-                digest,
-                pushed_to,
-                version,
-                already_signed: false,
-            },
-            predicate_type,
-        ))
-    }
-
-    /// Checks the image's signatures against every version of the key. Retired
-    /// versions still verify; revoked and destroyed ones do not.
-    pub async fn verify(&self, key: &str, reference: &str) -> Result<Verification, ImageError> {
-        let image = parse_ref(reference)?;
-        let rec = self.keys.get(key)?;
-        let manifest = self.registries.manifest(&image.parsed).await?;
-        let digest = manifest.digest;
-        let sig_ref = image.with_tag(&tag_for(&digest, "sig"));
-        let existing = self.registries.manifest_if_exists(&sig_ref).await?;
-        let layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut result = Verification {
-            digest: digest.clone(),
-            valid: Vec::new(),
-            rejected: Vec::new(),
-        };
-        for (i, l) in layers.iter().enumerate() {
-            if l["mediaType"] != SIMPLE_SIGNING {
-                continue;
-            }
-            let (Some(blob_digest), Some(sig_b64)) = (
-                l["digest"].as_str(),
-                l["annotations"][SIGNATURE_ANNOTATION].as_str(),
-            ) else {
-                result
-                    .rejected
-                    .push(format!("layer {i}: no digest or signature"));
-                continue;
-            };
-            let payload = match self.registries.blob(&sig_ref, blob_digest).await {
-                Ok(p) => p,
-                Err(e) => {
-                    result.rejected.push(format!("layer {i}: {e}"));
-                    continue;
-                }
-            };
-            let Ok(signature) = b64.decode(sig_b64) else {
-                result
-                    .rejected
-                    .push(format!("layer {i}: signature is not base64"));
-                continue;
-            };
-            let signer = rec
-                .versions
-                .iter()
-                .find(|v| verify::verifies(rec.algorithm, &v.public_key, &payload, &signature));
-            let Some(v) = signer else {
-                result.rejected.push(format!(
-                    "layer {i}: not signed by any version of key {key:?}"
-                ));
-                continue;
-            };
-            if matches!(v.state, VersionState::Revoked | VersionState::Destroyed) {
-                result.rejected.push(format!(
-                    "layer {i}: signed by v{} which is {}",
-                    v.version,
-                    v.state.as_str()
-                ));
-                continue;
-            }
-            let p: Value = serde_json::from_slice(&payload).unwrap_or_default();
-            if p["critical"]["image"]["docker-manifest-digest"] != digest.as_str() {
-                result
-                    .rejected
-                    .push(format!("layer {i}: signs another image"));
-                continue;
-            }
-            let docker_reference = p["critical"]["identity"]["docker-reference"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let repo_of_ref = docker_reference
-                .rsplit_once(':')
-                .filter(|(_, t)| !t.contains('/'))
-                .map(|(r, _)| r.to_string())
-                .unwrap_or(docker_reference.clone());
-            if repo_of_ref != image.repository() {
-                result
-                    .rejected
-                    .push(format!("layer {i}: signed for {docker_reference}"));
-                continue;
-            }
-            let optional = p["optional"]
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            result.valid.push(Verified {
-                version: v.version,
-                state: v.state,
-                docker_reference,
-                optional,
-            });
-        }
-        Ok(result)
     }
 }

@@ -1,0 +1,246 @@
+//! The rule table: every RPC of the API, declared once with what it needs. The gate
+//! (`gate.rs`) looks the method up here and checks the rule before any handler runs;
+//! a method without a rule is refused, so a new RPC cannot forget a check.
+//!
+//! To add an RPC: add a row to [`RULES`] and, if its request names a key or a target,
+//! a `targets!` line. The test at the bottom walks every method in the protos.
+
+use crate::authz::Action;
+use crate::keys::Purpose;
+use keyward_proto::v1 as pb;
+
+/// When a one-time code is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Otp {
+    /// Never (reads, and enrolling one's own factor).
+    Never,
+    /// When the instance enforces MFA (`[mfa] required`).
+    Enforced,
+    /// When the key's policy says `require_mfa`, whether or not the instance
+    /// enforces MFA.
+    KeyPolicy,
+}
+
+/// Who may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Principals with a role that allows the action.
+    Role(Action),
+    /// The principal the request names may ask about itself; others need the action.
+    SelfOr(Action),
+}
+
+/// How the RPC uses the key its request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// It does not sign.
+    None,
+    /// It signs with the key: subject to the key's signers, purpose, `require_mfa` and
+    /// approvals (the signing path checks the scope of images).
+    Sign(Purpose),
+}
+
+/// What a request is about, read from the decoded request for the checks and the
+/// audit record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// The key it names (empty: none).
+    pub key: String,
+    /// The audit record's target (key, image reference, principal, approval id).
+    pub name: String,
+}
+
+/// One RPC's rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// `/keyward.v1.Service/Method`.
+    pub method: &'static str,
+    /// Short name in audit records and metrics (`CreateKey`).
+    pub name: &'static str,
+    /// Who may call.
+    pub access: Access,
+    /// When a one-time code is needed.
+    pub otp: Otp,
+    /// How it uses the key it names.
+    pub key: KeyUse,
+    /// Whether it changes state or signs: an intent record is durable before it runs
+    /// and an outcome record after; a read gets one record.
+    pub changes_state: bool,
+    /// What it does, in words for refusals ("create keys").
+    pub what: &'static str,
+    /// Reads the target from the encoded request.
+    pub target: fn(&[u8]) -> Result<Target, prost::DecodeError>,
+}
+
+/// Requests that name a key or a target.
+pub trait Targeted: prost::Message + Default {
+    /// What the request is about.
+    fn target(&self) -> Target;
+}
+
+fn decode<M: Targeted>(bytes: &[u8]) -> Result<Target, prost::DecodeError> {
+    Ok(M::decode(bytes)?.target())
+}
+
+macro_rules! targets {
+    ($($ty:ident => |$r:ident| ($key:expr, $name:expr);)*) => {$(
+        impl Targeted for pb::$ty {
+            fn target(&self) -> Target {
+                let $r = self;
+                Target { key: $key, name: $name }
+            }
+        }
+    )*};
+}
+
+targets! {
+    CreateKeyRequest => |r| (String::new(), r.name.clone());
+    ListKeysRequest => |_r| (String::new(), String::new());
+    GetKeyRequest => |r| (String::new(), r.name.clone());
+    RotateKeyRequest => |r| (String::new(), r.name.clone());
+    GetPublicKeyRequest => |r| (String::new(), r.name.clone());
+    ListBackendsRequest => |_r| (String::new(), String::new());
+    SetKeyScopeRequest => |r| (String::new(), r.name.clone());
+    SetKeyPolicyRequest => |r| (String::new(), r.name.clone());
+    SignDigestRequest => |r| (r.key.clone(), r.key.clone());
+    SignImageRequest => |r| (r.key.clone(), r.reference.clone());
+    AttestImageRequest => |r| (r.key.clone(), r.reference.clone());
+    VerifyImageRequest => |r| (String::new(), r.reference.clone());
+    ListSignaturesRequest => |r| (String::new(), r.key.clone());
+    AddPrincipalRequest => |r| (String::new(), r.name.clone());
+    ListPrincipalsRequest => |_r| (String::new(), String::new());
+    GetPrincipalRequest => |r| (String::new(), r.name.clone());
+    RemovePrincipalRequest => |r| (String::new(), r.name.clone());
+    WhoAmIRequest => |_r| (String::new(), String::new());
+    ExportAuditRequest => |_r| (String::new(), String::new());
+    AuditPublicKeyRequest => |_r| (String::new(), String::new());
+    EnrollRequest => |_r| (String::new(), String::new());
+    ConfirmRequest => |_r| (String::new(), String::new());
+    ListApprovalsRequest => |_r| (String::new(), String::new());
+    GetApprovalRequest => |r| (String::new(), r.id.clone());
+    ApproveRequest => |r| (String::new(), r.id.clone());
+    DenyRequest => |r| (String::new(), r.id.clone());
+}
+
+macro_rules! rule {
+    ($svc:literal, $m:ident, $req:ident, $access:expr, $otp:expr, $key:expr, $changes:expr, $what:literal) => {
+        Rule {
+            method: concat!("/keyward.v1.", $svc, "/", stringify!($m)),
+            name: stringify!($m),
+            access: $access,
+            otp: $otp,
+            key: $key,
+            changes_state: $changes,
+            what: $what,
+            target: decode::<pb::$req>,
+        }
+    };
+}
+
+use Access::{Role, SelfOr};
+use KeyUse::Sign;
+use Otp::{Enforced, KeyPolicy, Never};
+
+/// Every RPC with its rule.
+#[rustfmt::skip]
+pub static RULES: &[Rule] = &[
+    rule!("KeyService", CreateKey, CreateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "create keys"),
+    rule!("KeyService", ListKeys, ListKeysRequest, Role(Action::Read), Never, KeyUse::None, false, "list keys"),
+    rule!("KeyService", GetKey, GetKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read keys"),
+    rule!("KeyService", RotateKey, RotateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "rotate keys"),
+    rule!("KeyService", GetPublicKey, GetPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read public keys"),
+    rule!("KeyService", ListBackends, ListBackendsRequest, Role(Action::Read), Never, KeyUse::None, false, "list backends"),
+    rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "change key policy"),
+    rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "change key policy"),
+    rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), true, "sign"),
+    rule!("ImageService", SignImage, SignImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), true, "sign images"),
+    rule!("ImageService", AttestImage, AttestImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), true, "attest images"),
+    rule!("ImageService", VerifyImage, VerifyImageRequest, Role(Action::Verify), Never, KeyUse::None, false, "verify images"),
+    rule!("ImageService", ListSignatures, ListSignaturesRequest, Role(Action::ReadLedger), Never, KeyUse::None, false, "read the signature ledger"),
+    rule!("PrincipalService", AddPrincipal, AddPrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, true, "add principals"),
+    rule!("PrincipalService", ListPrincipals, ListPrincipalsRequest, Role(Action::ManagePrincipals), Never, KeyUse::None, false, "list principals"),
+    rule!("PrincipalService", GetPrincipal, GetPrincipalRequest, SelfOr(Action::ManagePrincipals), Never, KeyUse::None, false, "show other principals"),
+    rule!("PrincipalService", RemovePrincipal, RemovePrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, true, "remove principals"),
+    rule!("PrincipalService", WhoAmI, WhoAmIRequest, Role(Action::Read), Never, KeyUse::None, false, "ask who it is"),
+    rule!("AuditService", ExportAudit, ExportAuditRequest, Role(Action::ReadAudit), Never, KeyUse::None, false, "read the audit log"),
+    rule!("AuditService", AuditPublicKey, AuditPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read the audit public key"),
+    rule!("MfaService", Enroll, EnrollRequest, Role(Action::Read), Never, KeyUse::None, true, "enrol a second factor"),
+    rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, true, "confirm a second factor"),
+    rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, false, "list approvals"),
+    rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, false, "read approvals"),
+    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Approve), Enforced, KeyUse::None, true, "approve signing requests"),
+    rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, true, "deny signing requests"),
+];
+
+/// The rule of a method path, if it has one.
+pub fn find(method: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.method == method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn methods_in_protos() -> Vec<String> {
+        let fds = prost_types::FileDescriptorSet::decode(keyward_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = Vec::new();
+        for f in &fds.file {
+            for s in &f.service {
+                for m in &s.method {
+                    out.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_rpc_in_the_protos_has_exactly_one_rule() {
+        let methods = methods_in_protos();
+        assert!(methods.len() >= 26, "{methods:?}");
+        for m in &methods {
+            let n = RULES.iter().filter(|r| r.method == m).count();
+            assert_eq!(n, 1, "{m} has {n} rules; add one row to RULES");
+        }
+        for r in RULES {
+            assert!(
+                methods.iter().any(|m| m == r.method),
+                "rule for {} names no RPC in the protos",
+                r.method
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_is_read_from_the_request_bytes() {
+        let req = pb::SignImageRequest {
+            key: "k".into(),
+            reference: "r/x:1".into(),
+            ..Default::default()
+        };
+        let rule = find("/keyward.v1.ImageService/SignImage").unwrap();
+        let t = (rule.target)(&req.encode_to_vec()).unwrap();
+        assert_eq!((t.key.as_str(), t.name.as_str()), ("k", "r/x:1"));
+        assert!((rule.target)(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn whatever_changes_state_needs_a_code_when_mfa_is_enforced() {
+        for r in RULES {
+            if r.changes_state && !matches!(r.method, m if m.contains("MfaService")) {
+                assert_ne!(
+                    r.otp,
+                    Otp::Never,
+                    "{} changes state without a code",
+                    r.method
+                );
+            }
+            if let KeyUse::Sign(_) = r.key {
+                assert_eq!(r.otp, Otp::KeyPolicy, "{}", r.method);
+                assert_eq!(r.access, Role(Action::Sign), "{}", r.method);
+            }
+        }
+    }
+}

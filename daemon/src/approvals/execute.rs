@@ -1,0 +1,286 @@
+//! Deciding and executing approval requests. Before an approved request signs, every
+//! check is made again against the current state, not the state when it was asked:
+//! the requester must still exist and pass the signing checks (role, signers,
+//! purpose), each approver must still exist, still hold an approving role, still be
+//! among the key's approvers and not be the requester, and there must still be as many
+//! of them as the key needs now. The image scope is checked on the signing path.
+
+use super::{ApprovalError, ApprovalRecord, Approvals, Subject};
+use crate::audit::Entry;
+use crate::authz::{Action, PrincipalRecord, Role, SignPermit, check_key_use};
+use crate::hsm::{DigestAlgorithm, SignInput};
+use crate::keys::Purpose;
+use crate::signing::attest::AttestationPlan;
+use crate::signing::blob::Described;
+use crate::signing::parse_ref;
+use crate::store::StoreError;
+use base64::Engine;
+
+impl Approvals {
+    /// A request that can still be approved or denied.
+    fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        let r = self.get(id)?;
+        if r.status != "pending" {
+            return Err(ApprovalError::NotPending {
+                id: r.id,
+                status: r.status,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Whether `approver` may approve `r` now; the error says why not.
+    fn may_approve(&self, approver: &PrincipalRecord, r: &ApprovalRecord) -> Result<(), String> {
+        if approver.removed_at.is_some() {
+            return Err(format!("approver {:?} was removed", approver.name));
+        }
+        if r.requester == approver.name {
+            return Err(format!(
+                "{:?} requested this signature and may not approve it (separation of duties)",
+                approver.name
+            ));
+        }
+        approver.allow(Action::Approve, "approve signing requests")?;
+        let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
+        if !key.approvers.is_empty() && !key.approvers.contains(&approver.name) {
+            return Err(format!(
+                "principal {:?} is not among the approvers of key {:?} ({})",
+                approver.name,
+                key.name,
+                key.approvers.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records an approval; the request is signed once enough distinct approvers agreed.
+    pub async fn approve(
+        &self,
+        approver: &PrincipalRecord,
+        id: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let _one = self.decide.lock().await;
+        let mut r = self.pending(id)?;
+        self.may_approve(approver, &r)
+            .map_err(ApprovalError::Refused)?;
+        if r.approved_by.contains(&approver.name) {
+            return Err(ApprovalError::Refused(format!(
+                "{:?} already approved this request; it needs another approver",
+                approver.name
+            )));
+        }
+        r.approved_by.push(approver.name.clone());
+        let needed = self.keys.get(&r.key)?.approvals.max(r.needed);
+        if (r.approved_by.len() as u32) < needed {
+            self.save(&r)?;
+            return Ok(r);
+        }
+        r.status = "approved".into();
+        self.save(&r)?;
+        Ok(self.execute(r).await)
+    }
+
+    /// Denies a pending request: an approver, or the requester withdrawing it.
+    pub async fn deny(
+        &self,
+        who: &PrincipalRecord,
+        id: &str,
+        reason: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let _one = self.decide.lock().await;
+        let mut r = self.pending(id)?;
+        if !who
+            .roles
+            .iter()
+            .any(|x| matches!(x, Role::Approver | Role::Admin))
+            && who.name != r.requester
+        {
+            return Err(ApprovalError::Refused(format!(
+                "principal {:?} may not deny: that needs the role approver",
+                who.name
+            )));
+        }
+        r.status = "denied".into();
+        r.denied_by = Some((who.name.clone(), reason.to_string()));
+        self.save(&r)?;
+        Ok(r)
+    }
+
+    /// Every check made again against the current state; the permit to sign, or why
+    /// the request may not sign any more.
+    fn recheck(&self, r: &ApprovalRecord) -> Result<SignPermit, String> {
+        let requester = self
+            .principals
+            .get(&r.requester)
+            .map_err(|_| format!("the requester {:?} no longer exists", r.requester))?;
+        let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
+        let purpose = match r.subject {
+            Subject::Blob { .. } => Purpose::Blob,
+            Subject::Image { .. } | Subject::Attestation { .. } => Purpose::Image,
+        };
+        let permit = check_key_use(&requester, key.clone(), purpose)
+            .map_err(|e| format!("the requester may not sign any more: {e}"))?;
+        let mut valid = Vec::new();
+        for name in &r.approved_by {
+            let approver = self
+                .principals
+                .get(name)
+                .map_err(|_| format!("approver {name:?} no longer exists"))?;
+            self.may_approve(&approver, r)?;
+            if !valid.contains(name) {
+                valid.push(name.clone());
+            }
+        }
+        let needed = key.approvals.max(r.needed);
+        if (valid.len() as u32) < needed {
+            return Err(format!(
+                "{} distinct approvals are needed and {} remain valid",
+                needed,
+                valid.len()
+            ));
+        }
+        Ok(permit)
+    }
+
+    /// Signs an approved request and stores the result (or the error).
+    async fn execute(&self, mut r: ApprovalRecord) -> ApprovalRecord {
+        let permit = match self.recheck(&r) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(approval = %r.id, reason = %why, "an approved request no longer passes the checks; it is not signed");
+                r.status = "refused".into();
+                r.error = Some(why);
+                if let Err(e) = self.save(&r) {
+                    tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
+                }
+                return r;
+            }
+        };
+        let result = self.sign(&permit, &mut r).await;
+        match result {
+            Ok(()) => {
+                r.status = "signed".into();
+                r.error = None;
+            }
+            Err(e) => {
+                tracing::error!(approval = %r.id, error = %e, "signing an approved request failed; it stays approved and is retried at start-up");
+                r.error = Some(e.to_string());
+            }
+        }
+        if let Err(e) = self.save(&r) {
+            tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
+        }
+        r
+    }
+
+    async fn sign(&self, permit: &SignPermit, r: &mut ApprovalRecord) -> Result<(), ApprovalError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match &r.subject {
+            Subject::Blob {
+                digest_algorithm,
+                data,
+                file_name,
+                size,
+            } => {
+                let input = if digest_algorithm.is_empty() {
+                    SignInput::Message(
+                        b64.decode(data)
+                            .map_err(|e| StoreError::Engine(e.to_string()))?,
+                    )
+                } else {
+                    SignInput::Digest(
+                        DigestAlgorithm::parse(digest_algorithm).map_err(StoreError::Engine)?,
+                        hex::decode(data).map_err(|e| StoreError::Engine(e.to_string()))?,
+                    )
+                };
+                let described = Described {
+                    file_name: file_name.clone(),
+                    size: *size,
+                };
+                let signed = self
+                    .blobs
+                    .sign(permit, input, &described, &r.request_hash)
+                    .await?;
+                r.version = signed.version;
+                r.signature = Some(b64.encode(signed.signature));
+            }
+            Subject::Image {
+                reference,
+                digests,
+                annotations,
+            } => {
+                let image = parse_ref(reference)?;
+                let signed = self
+                    .signer
+                    .sign_planned(permit, &image, digests, annotations)
+                    .await?;
+                r.version = signed.first().map(|s| s.version).unwrap_or(0);
+                r.pushed_to = signed.into_iter().map(|s| s.pushed_to).collect();
+            }
+            Subject::Attestation {
+                reference,
+                digest,
+                predicate_type,
+                predicate,
+                predicate_digest,
+            } => {
+                let plan = AttestationPlan {
+                    image: parse_ref(reference)?,
+                    digest: digest.clone(),
+                    predicate_type: predicate_type.clone(),
+                    predicate: predicate.clone(),
+                    predicate_digest: predicate_digest.clone(),
+                };
+                let signed = self.signer.attest_planned(permit, &plan).await?;
+                r.version = signed.version;
+                r.pushed_to = vec![signed.pushed_to];
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs approved requests whose signing did not finish (a crash, a failed push),
+    /// after checking them again; each is audited.
+    pub async fn resume(&self) {
+        let _one = self.decide.lock().await;
+        let Ok(all) = self.list(false) else { return };
+        for r in all.into_iter().filter(|r| r.status == "approved") {
+            tracing::info!(approval = %r.id, "signing an approved request left unfinished");
+            let intent = self
+                .audit
+                .append(Entry {
+                    principal: "keywardd",
+                    action: "ResumeApproval",
+                    target: &r.id,
+                    decision: "intent",
+                    reason: "",
+                    request_hash: &r.request_hash,
+                })
+                .await;
+            if let Err(e) = intent {
+                tracing::error!(approval = %r.id, error = %e, "cannot audit a resumed approval; it is left for the next start");
+                continue;
+            }
+            let done = self.execute(r).await;
+            let (decision, reason) = match done.status.as_str() {
+                "signed" => ("allowed", String::new()),
+                "refused" => ("denied", done.error.clone().unwrap_or_default()),
+                _ => ("failed", done.error.clone().unwrap_or_default()),
+            };
+            let recorded = self
+                .audit
+                .append(Entry {
+                    principal: "keywardd",
+                    action: "ResumeApproval",
+                    target: &done.id,
+                    decision,
+                    reason: &reason,
+                    request_hash: &done.request_hash,
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(approval = %done.id, error = %e, "cannot audit a resumed approval");
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The one check that decides whether a principal may sign with a key: role, the key's
+//! signer list and its purpose. The gate runs it for every signing RPC and approvals
+//! run it again when an approved request executes; the HSM signs only with the
+//! [`SignPermit`] it returns, so no path can sign without passing it.
+
+use super::{Action, PrincipalRecord};
+use crate::keys::{KeyRecord, Purpose};
+use std::sync::Arc;
+
+/// Proof that `principal` passed the signing checks for `key`. Only
+/// [`check_key_use`] makes one; `KeyRegistry::sign` requires one.
+#[derive(Debug, Clone)]
+pub struct SignPermit {
+    key: Arc<KeyRecord>,
+    principal: String,
+}
+
+impl SignPermit {
+    /// The key as it was when the checks passed.
+    pub fn key(&self) -> &Arc<KeyRecord> {
+        &self.key
+    }
+
+    /// The key's name.
+    pub fn key_name(&self) -> &str {
+        &self.key.name
+    }
+
+    /// Who may sign.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+}
+
+/// Whether `who` may sign with `key` for a request of `purpose`; the error says why not
+/// and what to do.
+pub fn check_key_use(
+    who: &PrincipalRecord,
+    key: Arc<KeyRecord>,
+    purpose: Purpose,
+) -> Result<SignPermit, String> {
+    if who.removed_at.is_some() {
+        return Err(format!("principal {:?} was removed", who.name));
+    }
+    who.allow(Action::Sign, "sign")?;
+    if !key.signers.is_empty() && !key.signers.iter().any(|s| s == &who.name) {
+        return Err(format!(
+            "principal {:?} is not among the signers of key {:?} ({})",
+            who.name,
+            key.name,
+            key.signers.join(", ")
+        ));
+    }
+    if key.purpose != purpose {
+        return Err(match key.purpose {
+            Purpose::Image => format!(
+                "key {:?} is an image key: it signs only container images and attestations (keyward sign, keyward attest). To sign files, create a blob key: keyward key create NAME --purpose blob",
+                key.name
+            ),
+            Purpose::Blob => format!(
+                "key {:?} is a blob key: it signs only files (keyward sign-blob). To sign images, create an image key: keyward key create NAME --purpose image",
+                key.name
+            ),
+        });
+    }
+    Ok(SignPermit {
+        key,
+        principal: who.name.clone(),
+    })
+}

@@ -1,0 +1,101 @@
+//! Signing files (`keyward sign-blob`) with blob keys: the signature is returned only
+//! once the signature ledger holds it (digest, requester, key version, time, and the
+//! file name and size the requester gave).
+
+use super::ledger::{LedgerEntry, SignatureLedger};
+use crate::authz::SignPermit;
+use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
+use crate::keys::{KeyError, KeyRegistry};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// What the requester says it signs (shown to approvers, kept in the ledger).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Described {
+    /// File name as given (no path is trusted or opened).
+    #[serde(default)]
+    pub file_name: String,
+    /// Size in bytes as given.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// A blob signature.
+#[derive(Debug, Clone)]
+pub struct BlobSigned {
+    /// Key version that signed.
+    pub version: u32,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// The digest algorithm the signature covers (empty for Ed25519 messages).
+    pub digest_algorithm: String,
+}
+
+/// Signs blobs and records them.
+#[derive(Debug)]
+pub struct BlobSigner {
+    keys: Arc<KeyRegistry>,
+    ledger: SignatureLedger,
+}
+
+/// `algorithm:hex` of what was signed, for the ledger.
+fn ledger_digest(input: &SignInput) -> String {
+    match input {
+        SignInput::Digest(d, bytes) => format!("{d}:{}", hex::encode(bytes)),
+        SignInput::Message(m) => format!("sha256:{}", hex::encode(DigestAlgorithm::Sha256.hash(m))),
+    }
+}
+
+impl BlobSigner {
+    /// A signer over the keys, recording in the ledger.
+    pub fn new(keys: Arc<KeyRegistry>, ledger: SignatureLedger) -> Self {
+        Self { keys, ledger }
+    }
+
+    /// Signs with the permit's key and records the signature before returning it.
+    pub async fn sign(
+        &self,
+        permit: &SignPermit,
+        input: SignInput,
+        described: &Described,
+        request_hash: &str,
+    ) -> Result<BlobSigned, KeyError> {
+        let algorithm = permit.key().algorithm;
+        let digest_algorithm = match &input {
+            SignInput::Digest(d, _) => d.to_string(),
+            SignInput::Message(_) if algorithm == Algorithm::Ed25519 => String::new(),
+            SignInput::Message(_) => algorithm.default_digest().to_string(),
+        };
+        let digest = ledger_digest(&input);
+        let (version, signature) = self.keys.sign(permit, input).await?;
+        let fingerprint = self
+            .keys
+            .get(permit.key_name())?
+            .version(version)
+            .map(|v| v.fingerprint.clone())
+            .unwrap_or_default();
+        self.ledger
+            .record(&LedgerEntry {
+                kind: "blob".into(),
+                registry: String::new(),
+                repository: String::new(),
+                digest,
+                tag: String::new(),
+                reference: described.file_name.clone(),
+                key: permit.key_name().to_string(),
+                version,
+                fingerprint,
+                time: OffsetDateTime::now_utc(),
+                requester: permit.principal().to_string(),
+                pushed_to: String::new(),
+                size: described.size,
+                request_hash: request_hash.to_string(),
+            })
+            .await?;
+        Ok(BlobSigned {
+            version,
+            signature,
+            digest_algorithm,
+        })
+    }
+}
