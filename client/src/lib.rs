@@ -129,6 +129,8 @@ pub struct Client {
     pub mfa: MfaServiceClient<OtpChannel>,
     /// Approvals (two-person rule).
     pub approvals: ApprovalServiceClient<OtpChannel>,
+    /// The connection itself, for calls by method path (`tonic::client::Grpc`).
+    pub channel: OtpChannel,
 }
 
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
@@ -190,7 +192,8 @@ impl Client {
             principals: PrincipalServiceClient::new(ch.clone()),
             audit: AuditServiceClient::new(ch.clone()),
             mfa: MfaServiceClient::new(ch.clone()),
-            approvals: ApprovalServiceClient::new(ch),
+            approvals: ApprovalServiceClient::new(ch.clone()),
+            channel: ch,
         })
     }
 }

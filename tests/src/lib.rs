@@ -115,6 +115,20 @@ impl DevDaemon {
         })
     }
 
+    /// `keywardd dev --require-mfa` in `dir`; returns the daemon and the admin's TOTP
+    /// secret (base32) from the banner.
+    pub fn start_with_mfa(dir: &Path) -> (Self, String) {
+        let d = Self::start_dev(
+            dir,
+            &["--require-mfa"],
+            &[("DOCKER_CONFIG", &dir.join("none"))],
+        )
+        .unwrap_or_else(|e| panic!("keywardd dev --require-mfa failed: {e}"));
+        let banner = std::fs::read_to_string(dir.join("daemon.out")).expect("banner");
+        assert!(banner.contains("MFA enforced"), "{banner}");
+        (d, otpauth_secret(&banner))
+    }
+
     /// Path of the client configuration.
     pub fn client_config(&self) -> PathBuf {
         self.dir.join("client.toml")
@@ -385,4 +399,28 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Calls an RPC by its method path (`/keyward.v1.Service/Method`) with any request
+/// message; the answer's content is ignored. Reaches methods the typed client does
+/// not have.
+pub async fn call_raw<M>(
+    client: &keyward_client::Client,
+    path: &str,
+    request: M,
+) -> Result<(), tonic::Status>
+where
+    M: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(client.channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = path
+        .parse()
+        .map_err(|_| tonic::Status::invalid_argument("bad method path"))?;
+    let codec = tonic_prost::ProstCodec::<M, ()>::default();
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(|_| ())
 }

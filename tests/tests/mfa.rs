@@ -5,15 +5,7 @@ use keyward_tests::{DevDaemon, otpauth_secret, pyotp, wait_for_fresh_step};
 use std::path::Path;
 
 fn mfa_daemon(dir: &Path) -> (DevDaemon, String) {
-    let d = DevDaemon::start_dev(
-        dir,
-        &["--require-mfa"],
-        &[("DOCKER_CONFIG", &dir.join("none"))],
-    )
-    .unwrap();
-    let banner = std::fs::read_to_string(dir.join("daemon.out")).unwrap();
-    assert!(banner.contains("MFA enforced"), "{banner}");
-    (d, otpauth_secret(&banner))
+    DevDaemon::start_with_mfa(dir)
 }
 
 #[test]

@@ -1,0 +1,654 @@
+//! Keyward read as an attacker reads it: each test tries to get around a guarantee
+//! through another door (another RPC, a planted registry object, a second principal,
+//! a method the client does not have) against the real daemon, CLI, registry and
+//! cosign.
+
+use keyward_client::proto;
+use keyward_tests::registry::TestRegistry;
+use keyward_tests::{DevDaemon, call_raw, cosign, pyotp, wait_for_fresh_step};
+use prost::Message;
+use std::process::{Command, Output};
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn refused(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "unexpectedly allowed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every RPC in the protos, as `/package.Service/Method`.
+fn rpcs() -> Vec<String> {
+    let fds = prost_types_decode();
+    let mut out = Vec::new();
+    for (package, service, method) in fds {
+        out.push(format!("/{package}.{service}/{method}"));
+    }
+    out
+}
+
+/// (package, service, method) from the compiled descriptor set, read with prost's
+/// own wire format so that the test needs no descriptor crate.
+fn prost_types_decode() -> Vec<(String, String, String)> {
+    #[derive(Clone, PartialEq, Message)]
+    struct Set {
+        #[prost(message, repeated, tag = "1")]
+        file: Vec<File>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct File {
+        #[prost(string, tag = "2")]
+        package: String,
+        #[prost(message, repeated, tag = "6")]
+        service: Vec<Service>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Service {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, repeated, tag = "2")]
+        method: Vec<Method>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Method {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+    let set = Set::decode(keyward_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = Vec::new();
+    for f in set.file {
+        for s in f.service {
+            for m in s.method {
+                out.push((f.package.clone(), s.name.clone(), m.name));
+            }
+        }
+    }
+    out
+}
+
+/// RPCs that read, or that enrol the caller's own factor: no code is needed.
+const NO_CODE: &[&str] = &[
+    "KeyService/ListKeys",
+    "KeyService/GetKey",
+    "KeyService/GetPublicKey",
+    "KeyService/ListBackends",
+    "ImageService/VerifyImage",
+    "ImageService/ListSignatures",
+    "PrincipalService/ListPrincipals",
+    "PrincipalService/GetPrincipal",
+    "PrincipalService/WhoAmI",
+    "AuditService/ExportAudit",
+    "AuditService/AuditPublicKey",
+    "MfaService/Enroll",
+    "MfaService/Confirm",
+    "ApprovalService/ListApprovals",
+    "ApprovalService/GetApproval",
+];
+
+/// RPCs that sign: they need a code when the key's policy says so.
+const KEY_POLICY: &[&str] = &[
+    "SigningService/SignDigest",
+    "ImageService/SignImage",
+    "ImageService/AttestImage",
+];
+
+fn short(path: &str) -> &str {
+    path.trim_start_matches("/keyward.v1.")
+}
+
+#[test]
+fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _secret) = DevDaemon::start_with_mfa(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refused_paths = rt.block_on(async {
+        let c = d.client().await;
+        let mut refused = Vec::new();
+        for path in rpcs() {
+            let m = short(&path);
+            if NO_CODE.contains(&m) || KEY_POLICY.contains(&m) {
+                continue;
+            }
+            let result = match m {
+                "KeyService/CreateKey" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::CreateKeyRequest {
+                            name: "x".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
+                "KeyService/RotateKey" => {
+                    call_raw(&c, &path, proto::RotateKeyRequest { name: "x".into() }).await
+                }
+                "KeyService/SetKeyScope" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::SetKeyScopeRequest {
+                            name: "x".into(),
+                            scope: vec![],
+                        },
+                    )
+                    .await
+                }
+                "KeyService/SetKeyPolicy" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::SetKeyPolicyRequest {
+                            name: "x".into(),
+                            set_approvals: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
+                "PrincipalService/AddPrincipal" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::AddPrincipalRequest {
+                            name: "mallory".into(),
+                            roles: vec!["admin".into()],
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
+                "PrincipalService/RemovePrincipal" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::RemovePrincipalRequest {
+                            name: "admin".into(),
+                        },
+                    )
+                    .await
+                }
+                "ApprovalService/Approve" => {
+                    call_raw(&c, &path, proto::ApproveRequest { id: "x".into() }).await
+                }
+                "ApprovalService/Deny" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::DenyRequest {
+                            id: "x".into(),
+                            reason: "r".into(),
+                        },
+                    )
+                    .await
+                }
+                other => panic!(
+                    "{other} is new: decide whether it needs a one-time code and add it here"
+                ),
+            };
+            let st = result.expect_err(&path);
+            assert_eq!(
+                st.code(),
+                tonic::Code::Unauthenticated,
+                "{path}: {}",
+                st.message()
+            );
+            assert!(
+                st.message().contains("MFA required"),
+                "{path}: {}",
+                st.message()
+            );
+            refused.push(path);
+        }
+        refused
+    });
+    assert_eq!(refused_paths.len(), 8, "{refused_paths:?}");
+    // Each refusal is on the record, without any secret.
+    let audit = d.ok(&["audit", "export"]);
+    for p in &refused_paths {
+        let name = p.rsplit('/').next().unwrap();
+        assert!(
+            audit.lines().any(
+                |l| l.contains(&format!("\"action\":\"{name}\"")) && l.contains("MFA required")
+            ),
+            "no audited refusal for {name}"
+        );
+    }
+    // Nothing was done.
+    assert!(!d.ok(&["principal", "list"]).contains("mallory"));
+}
+
+#[test]
+fn principal_management_needs_the_admins_second_factor_not_only_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, secret) = DevDaemon::start_with_mfa(tmp.path());
+    wait_for_fresh_step();
+    let out = d.dir.join("eve/client.toml");
+    let o = d.keyward(&[
+        "principal",
+        "add",
+        "eve",
+        "--role",
+        "admin",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(refused(&o).contains("MFA required"));
+    assert!(
+        !out.exists(),
+        "a client identity was written for a refused principal"
+    );
+    d.ok(&[
+        "principal",
+        "add",
+        "bob",
+        "--role",
+        "signer",
+        "--out",
+        d.dir.join("bob/client.toml").to_str().unwrap(),
+        "--otp",
+        &pyotp(&secret, -1),
+    ]);
+    let o = d.keyward(&["principal", "remove", "bob"]);
+    assert!(refused(&o).contains("MFA required"));
+    d.ok(&["principal", "remove", "bob", "--otp", &pyotp(&secret, 0)]);
+}
+
+#[test]
+fn a_keys_require_mfa_holds_even_where_the_instance_does_not_enforce_mfa() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("app:v1", "mfa");
+    let image = format!("{}/app:v1", reg.addr);
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    d.ok(&["key", "create", "images"]);
+    for k in ["files", "images"] {
+        d.ok(&["key", "policy", "set", k, "--require-mfa", "true"]);
+    }
+    let err = refused(&d.keyward(&["sign-blob", "--key", "files", "/etc/hostname"]));
+    assert!(
+        err.contains("MFA required") && err.contains("signing with this key"),
+        "{err}"
+    );
+    let err = refused(&d.keyward(&["sign", "--key", "images", &image]));
+    assert!(err.contains("MFA required"), "{err}");
+    let predicate = d.dir.join("p.json");
+    std::fs::write(&predicate, "{}").unwrap();
+    let err = refused(&d.keyward(&[
+        "attest",
+        "--key",
+        "images",
+        "--predicate",
+        predicate.to_str().unwrap(),
+        &image,
+    ]));
+    assert!(err.contains("MFA required"), "{err}");
+
+    // A policy no signer could meet is refused rather than stored.
+    d.add_principal("bob", "signer");
+    d.ok(&["key", "create", "bobs", "--purpose", "blob"]);
+    let err = refused(&d.keyward(&[
+        "key",
+        "policy",
+        "set",
+        "bobs",
+        "--signers",
+        "bob",
+        "--require-mfa",
+        "true",
+    ]));
+    assert!(
+        err.contains("cannot require a one-time code") && err.contains("keyward mfa enroll"),
+        "{err}"
+    );
+    let shown = json(&d.keyward(&["-o", "json", "key", "show", "bobs"]));
+    assert_eq!(
+        shown["signers"],
+        serde_json::json!([]),
+        "the refused policy was stored"
+    );
+}
+
+#[test]
+fn an_image_key_cannot_sign_a_forged_payload_and_a_blob_key_cannot_sign_images() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let digest = reg.push_image("prod/app:v1", "scoped");
+    d.ok(&[
+        "key",
+        "create",
+        "images",
+        "--scope",
+        &format!("{}/prod/*", reg.addr),
+    ]);
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+
+    // The attacker's payload claims an image outside the key's scope.
+    let forged = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{}/other/repo"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}}}}"#,
+        reg.addr
+    );
+    let payload = d.dir.join("payload.json");
+    std::fs::write(&payload, &forged).unwrap();
+    let err = refused(&d.keyward(&["sign-blob", "--key", "images", payload.to_str().unwrap()]));
+    assert!(
+        err.contains("is an image key") && err.contains("--purpose blob"),
+        "{err}"
+    );
+    // Through the RPC directly, with the message itself: the same refusal.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = rt.block_on(async {
+        let mut c = d.client().await;
+        c.signing
+            .sign_digest(proto::SignDigestRequest {
+                key: "images".into(),
+                message: forged.into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{}", st.message());
+
+    let err = refused(&d.keyward(&[
+        "sign",
+        "--key",
+        "files",
+        &format!("{}/prod/app:v1", reg.addr),
+    ]));
+    assert!(err.contains("is a blob key"), "{err}");
+
+    // Blob signatures are in the ledger with the file the requester named.
+    d.ok(&["sign-blob", "--key", "files", payload.to_str().unwrap()]);
+    let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "files"]));
+    let e = &ledger.as_array().unwrap()[0];
+    assert_eq!(e["kind"], "blob");
+    assert_eq!(e["reference"], "payload.json");
+    assert_eq!(e["requester"], "admin");
+    assert_eq!(e["version"], 1);
+    use sha2::Digest;
+    assert_eq!(
+        e["digest"],
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(std::fs::read(&payload).unwrap()))
+        )
+    );
+}
+
+#[test]
+fn an_approver_of_a_blob_sees_the_file_name_and_size() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    let ann = d.add_principal("ann", "approver");
+    d.ok(&["key", "policy", "set", "files", "--approvals", "1"]);
+    let f = d.dir.join("release-1.2.tar");
+    std::fs::write(&f, vec![7u8; 1234]).unwrap();
+    let req = json(&d.keyward_as(
+        &alice,
+        &[
+            "-o",
+            "json",
+            "sign-blob",
+            "--key",
+            "files",
+            f.to_str().unwrap(),
+        ],
+    ));
+    let id = req["approval_id"].as_str().unwrap();
+    let shown = json(&d.keyward_as(&ann, &["-o", "json", "approvals", "show", id]));
+    assert_eq!(shown["file_name"], "release-1.2.tar");
+    assert_eq!(shown["size"], 1234);
+    let text = String::from_utf8(d.keyward_as(&ann, &["approvals", "show", id]).stdout).unwrap();
+    assert!(text.contains("release-1.2.tar (1234 bytes"), "{text}");
+}
+
+#[test]
+fn an_attestation_waits_for_the_approvals_its_key_needs_and_signs_what_was_approved() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let digest = reg.push_image("svc:1", "attest-approval");
+    let image = format!("{}/svc:1", reg.addr);
+    d.ok(&["key", "create", "prov"]);
+    let alice = d.add_principal("alice", "signer");
+    let ann = d.add_principal("ann", "approver");
+    d.ok(&["key", "policy", "set", "prov", "--approvals", "1"]);
+    let predicate = d.dir.join("prov.json");
+    std::fs::write(&predicate, r#"{"builder":{"id":"https://ci.example.com"}}"#).unwrap();
+    let att_tag = format!("{}.att", digest.replace(':', "-"));
+
+    let req = json(&d.keyward_as(
+        &alice,
+        &[
+            "-o",
+            "json",
+            "attest",
+            "--key",
+            "prov",
+            "--type",
+            "slsaprovenance",
+            "--predicate",
+            predicate.to_str().unwrap(),
+            &image,
+        ],
+    ));
+    assert_eq!(req["pending"], true, "{req}");
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    assert!(
+        Command::new("curl")
+            .args([
+                "-sf",
+                &format!("http://{}/v2/svc/manifests/{att_tag}", reg.addr)
+            ])
+            .status()
+            .unwrap()
+            .code()
+            != Some(0),
+        "an attestation was pushed before approval"
+    );
+    // What the approver sees: the exact statement.
+    let shown = json(&d.keyward_as(&ann, &["-o", "json", "approvals", "show", &id]));
+    assert_eq!(shown["kind"], "attestation");
+    assert_eq!(shown["digests"][0], digest.as_str());
+    assert_eq!(shown["predicate_type"], "https://slsa.dev/provenance/v0.2");
+    use sha2::Digest;
+    assert_eq!(
+        shown["predicate_digest"],
+        hex::encode(sha2::Sha256::digest(std::fs::read(&predicate).unwrap()))
+    );
+    // The requester cannot approve its own statement.
+    let err = refused(&d.keyward_as(&alice, &["approve", &id]));
+    assert!(err.contains("needs the role approver"), "{err}");
+    let done = json(&d.keyward_as(&ann, &["-o", "json", "approve", &id]));
+    assert_eq!(done["status"], "signed", "{done}");
+
+    let pem = d.dir.join("prov.pem");
+    std::fs::write(&pem, d.ok(&["key", "public", "prov"])).unwrap();
+    let v = Command::new(cosign())
+        .args(["verify-attestation", "--key"])
+        .arg(&pem)
+        .args([
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            "slsaprovenance",
+            &image,
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+#[test]
+fn a_planted_signature_layer_does_not_make_keyward_skip_signing() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    let digest = reg.push_image("app:v1", "planted");
+    let image = format!("{}/app:v1", reg.addr);
+    d.ok(&["key", "create", "release"]);
+    let key: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "key", "show", "release"])).unwrap();
+    let fingerprint = key["versions"][0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Someone with push rights plants a layer that claims to be release/v1's signature.
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{image}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}}}}"#
+    );
+    let payload_digest = reg.put_blob("app", payload.as_bytes());
+    let config = b"{}";
+    let config_digest = reg.put_blob("app", config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest, "size": payload.len(),
+            "annotations": {
+                "dev.cosignproject.cosign/signature": "MEUCIQDfakefakefakefakefakefakefakefakefakefakefakefakefakeAiA=",
+                "dev.keyward/fingerprint": fingerprint,
+                "dev.keyward/key": "release/v1",
+                "dev.keyward/docker-reference": image,
+            }
+        }]
+    });
+    reg.put_manifest(
+        "app",
+        &format!("{}.sig", digest.replace(':', "-")),
+        manifest.to_string().as_bytes(),
+    );
+
+    let signed = json(&d.keyward(&["-o", "json", "sign", "--key", "release", &image]));
+    assert_eq!(
+        signed[0]["already_signed"], false,
+        "a planted layer suppressed signing"
+    );
+    let pem = d.dir.join("release.pem");
+    std::fs::write(&pem, d.ok(&["key", "public", "release"])).unwrap();
+    let v = Command::new(cosign())
+        .args(["verify", "--key"])
+        .arg(&pem)
+        .args([
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            &image,
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // Signing again now really is a no-op: the genuine layer verifies.
+    let again = json(&d.keyward(&["-o", "json", "sign", "--key", "release", &image]));
+    assert_eq!(again[0]["already_signed"], true);
+}
+
+#[test]
+fn methods_without_a_rule_are_refused_and_every_call_is_audited() {
+    let d = DevDaemon::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = d.client().await;
+        let st = call_raw(
+            &c,
+            "/keyward.v1.KeyService/DestroyEverything",
+            proto::ListKeysRequest {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Unimplemented, "{}", st.message());
+        assert!(st.message().contains("no access rule"), "{}", st.message());
+    });
+    d.ok(&["whoami"]);
+    let audit = d.ok(&["audit", "export"]);
+    assert!(audit.contains("DestroyEverything"), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("\"action\":\"WhoAmI\"")),
+        "WhoAmI was not audited"
+    );
+}
+
+#[test]
+fn verify_image_needs_a_role_that_may_verify() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("app:v1", "verify-role");
+    d.ok(&["key", "create", "release"]);
+    let rita = d.add_principal("rita", "revoker");
+    let err = refused(&d.keyward_as(
+        &rita,
+        &[
+            "verify",
+            "--key",
+            "release",
+            &format!("{}/app:v1", reg.addr),
+        ],
+    ));
+    assert!(
+        err.contains("may not verify images") && err.contains("permission denied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_refused_authentication_is_on_the_record_before_the_caller_hears_of_it() {
+    let d = DevDaemon::start();
+    let bob = d.add_principal("bob", "signer");
+    d.ok(&["principal", "remove", "bob"]);
+    let err = refused(&d.keyward_as(&bob, &["key", "list"]));
+    assert!(err.contains("was removed"), "{err}");
+    // No wait: the record is durable before the refusal was sent.
+    let audit = d.ok(&["audit", "export"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"Authenticate\"")
+                && l.contains("\"principal\":\"bob\"")
+                && l.contains("denied")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn an_enrolled_principal_learns_why_it_cannot_enrol_again() {
+    let d = DevDaemon::start();
+    // keywardd dev enrols its admin when it creates the instance.
+    let err = refused(&d.keyward(&["mfa", "enroll"]));
+    assert!(err.contains("already enrolled"), "{err}");
+    assert!(!err.contains("see the daemon log"), "{err}");
+}
+
+#[test]
+fn an_approved_request_does_not_sign_for_a_requester_removed_in_the_meantime() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    let ann = d.add_principal("ann", "approver");
+    let aaron = d.add_principal("aaron", "approver");
+    d.ok(&["key", "policy", "set", "files", "--approvals", "2"]);
+    let req = json(&d.keyward_as(
+        &alice,
+        &["-o", "json", "sign-blob", "--key", "files", "/etc/hostname"],
+    ));
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    json(&d.keyward_as(&ann, &["-o", "json", "approve", &id]));
+    d.ok(&["principal", "remove", "alice"]);
+    let done = json(&d.keyward_as(&aaron, &["-o", "json", "approve", &id]));
+    assert_eq!(done["status"], "refused", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("alice"), "{done}");
+    assert_eq!(done["signature"], "");
+    // Nothing in the ledger.
+    let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "files"]));
+    assert!(ledger.as_array().unwrap().is_empty(), "{ledger}");
+}
