@@ -44,6 +44,7 @@ step "Verifying with openssl"
 base64 -d "$DIR/artifact.sig" >"$DIR/artifact.sig.der"
 openssl dgst -sha256 -verify "$DIR/release-files.pem" -signature "$DIR/artifact.sig.der" "$DIR/artifact.txt"
 openssl verify -CAfile "$DIR/instance/ca.pem" "$DIR/release-files.crt"
+"$BIN/keyward" key public release-demo >"$DIR/release-demo.pem"
 
 step "Starting a local OCI registry (docker-registry on 127.0.0.1) and pushing an image with skopeo"
 REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -17,6 +17,18 @@ pub struct Verified {
     pub covered_up_to: u64,
     /// Highest sequence number seen.
     pub last_seq: u64,
+    /// The first record checked.
+    pub first_seq: u64,
+}
+
+/// How strict verification is.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The export starts at this record and opens with the anchor line that
+    /// `keyward audit export --since` writes; without it, it must start at record 1.
+    pub from: Option<u64>,
+    /// Accept records no checkpoint covers (they are still counted).
+    pub allow_unsigned_tail: bool,
 }
 
 /// SHA-256 of a record as compact JSON with sorted keys, without its `hash` field (the
@@ -33,7 +45,7 @@ fn record_hash(record: &Value) -> String {
 
 /// Verifies exported lines against the audit public key (PEM). The error names the
 /// first bad line.
-pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
+pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verified, String> {
     use base64::Engine;
     let body: String = public_key_pem
         .lines()
@@ -49,6 +61,7 @@ pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
         checkpoints: 0,
         covered_up_to: 0,
         last_seq: 0,
+        first_seq: 0,
     };
     let mut hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     let mut prev: Option<(u64, String)> = None;
@@ -64,6 +77,20 @@ pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
             .as_u64()
             .ok_or_else(|| format!("line {n}: no sequence number"))?;
         match v["type"].as_str() {
+            Some("anchor") => {
+                if out.records > 0 || prev.is_some() {
+                    return Err(format!("line {n}: an anchor may only open the export"));
+                }
+                if opts.from != Some(seq + 1) {
+                    return Err(format!(
+                        "line {n}: the export starts after record {seq}; verify it with --from {} if that is where you meant to start, or export the whole log",
+                        seq + 1
+                    ));
+                }
+                let hash = v["hash"].as_str().unwrap_or_default().to_string();
+                hashes.insert(seq, hash.clone());
+                prev = Some((seq, hash));
+            }
             Some("record") => {
                 let what = format!("record {seq} (line {n})");
                 let stored = v["hash"].as_str().unwrap_or_default();
@@ -83,10 +110,21 @@ pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
                     if prev_hash != phash {
                         return Err(format!("{what}: prev_hash does not match record {pseq}"));
                     }
-                } else if seq == 1 && prev_hash != "0".repeat(64) {
+                } else if let Some(from) = opts.from.filter(|f| *f > 1) {
+                    return Err(format!(
+                        "{what}: --from {from} needs the anchor line that `keyward audit export --since` writes first"
+                    ));
+                } else if seq != 1 {
+                    return Err(format!(
+                        "{what}: the export does not start at record 1 (records 1..{seq} are missing); export the whole log, or verify an `export --since` file with --from"
+                    ));
+                } else if prev_hash != "0".repeat(64) {
                     return Err(format!(
                         "{what}: the first record must follow the genesis hash"
                     ));
+                }
+                if out.first_seq == 0 {
+                    out.first_seq = seq;
                 }
                 hashes.insert(seq, stored.to_string());
                 prev = Some((seq, stored.to_string()));
@@ -121,6 +159,17 @@ pub fn verify(text: &str, public_key_pem: &str) -> Result<Verified, String> {
     }
     if out.records == 0 {
         return Err("no audit records in the input".into());
+    }
+    let signed_to = out.covered_up_to.max(out.first_seq.saturating_sub(1));
+    if out.checkpoints == 0 || out.covered_up_to < out.last_seq {
+        let uncovered = out.last_seq - signed_to;
+        if !opts.allow_unsigned_tail {
+            return Err(format!(
+                "{uncovered} records ({}..={}) are covered by no checkpoint signature, so they could have been changed or cut without a trace; export again (an export signs the chain head first), or accept them with --allow-unsigned-tail",
+                signed_to + 1,
+                out.last_seq
+            ));
+        }
     }
     Ok(out)
 }

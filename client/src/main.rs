@@ -168,8 +168,10 @@ enum AuditCommand {
         lines: usize,
     },
     /// Print records and checkpoints as JSON lines (redirect to a file to keep them).
+    /// The daemon signs the chain head first, so the export ends with a checkpoint.
     Export {
-        /// Only lines at or after this RFC 3339 time.
+        /// Only lines at or after this RFC 3339 time; the first line then names the
+        /// record the export follows (verify with --from).
         #[arg(long)]
         since: Option<String>,
     },
@@ -182,6 +184,13 @@ enum AuditCommand {
         /// The audit public key (PEM) from `keyward audit public-key`.
         #[arg(long)]
         key: PathBuf,
+        /// The export starts at this record (made with `audit export --since`);
+        /// without it the export must start at record 1.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Accept records that no checkpoint signature covers (they are reported).
+        #[arg(long)]
+        allow_unsigned_tail: bool,
     },
 }
 
@@ -553,10 +562,19 @@ fn explain(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({code})", e.message())
 }
 
-async fn export_lines(client: &mut Client, from_seq: u64, since: String) -> Result<Vec<String>> {
+async fn export_lines(
+    client: &mut Client,
+    from_seq: u64,
+    since: String,
+    checkpoint: bool,
+) -> Result<Vec<String>> {
     let mut stream = client
         .audit
-        .export_audit(proto::ExportAuditRequest { from_seq, since })
+        .export_audit(proto::ExportAuditRequest {
+            from_seq,
+            since,
+            checkpoint,
+        })
         .await
         .map_err(explain)?
         .into_inner();
@@ -604,16 +622,26 @@ fn print_audit_line(line: &str, output: Output) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Audit(AuditCommand::Verify { file, key }) = &cli.command {
+    if let Command::Audit(AuditCommand::Verify {
+        file,
+        key,
+        from,
+        allow_unsigned_tail,
+    }) = &cli.command
+    {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let pem = std::fs::read_to_string(key)
             .with_context(|| format!("cannot read {}", key.display()))?;
-        let v = keyward_client::audit::verify(&text, &pem)
+        let opts = keyward_client::audit::Options {
+            from: *from,
+            allow_unsigned_tail: *allow_unsigned_tail,
+        };
+        let v = keyward_client::audit::verify(&text, &pem, &opts)
             .map_err(|e| anyhow::anyhow!("audit log verification failed: {e}"))?;
         emit(
             cli.output,
-            json!({"records": v.records, "checkpoints": v.checkpoints, "covered_up_to": v.covered_up_to, "last_seq": v.last_seq}),
+            json!({"records": v.records, "checkpoints": v.checkpoints, "covered_up_to": v.covered_up_to, "last_seq": v.last_seq, "first_seq": v.first_seq}),
             || {
                 println!(
                     "OK: {} records, hash chain intact; {} checkpoint signatures verified, covering records up to {}",
@@ -844,12 +872,12 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", k.public_key_pem);
         }
         Command::Audit(AuditCommand::Export { since }) => {
-            for line in export_lines(&mut client, 0, since.unwrap_or_default()).await? {
+            for line in export_lines(&mut client, 0, since.unwrap_or_default(), true).await? {
                 println!("{line}");
             }
         }
         Command::Audit(AuditCommand::Tail { follow, lines }) => {
-            let all = export_lines(&mut client, 0, String::new()).await?;
+            let all = export_lines(&mut client, 0, String::new(), false).await?;
             let mut next = all.last().map(|l| line_seq(l) + 1).unwrap_or(1);
             for line in all.iter().skip(all.len().saturating_sub(lines)) {
                 print_audit_line(line, out);
@@ -859,7 +887,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let fresh = export_lines(&mut client, next, String::new()).await?;
+                let fresh = export_lines(&mut client, next, String::new(), false).await?;
                 for line in &fresh {
                     if line_seq(line) >= next {
                         print_audit_line(line, out);

@@ -574,7 +574,11 @@ impl Instance {
                 ca.clone(),
                 keys.clone(),
             )))
-            .add_service(AuditServiceServer::new(AuditApi::new(audit.clone())))
+            .add_service(AuditServiceServer::new(AuditApi::new(
+                audit.clone(),
+                self.backends.clone(),
+                self.config.ca_backend().to_string(),
+            )))
             .add_service(MfaServiceServer::new(MfaApi::new(obs.clone())))
             .add_service(ApprovalServiceServer::new(ApprovalApi::new(approvals)));
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));

@@ -191,3 +191,126 @@ fn edited_dropped_or_reordered_records_fail_verification_naming_the_first_bad_on
         "{err}"
     );
 }
+
+fn verify_with(d: &DevDaemon, file: &Path, key: &Path, extra: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = d.keyward(&args);
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+#[test]
+fn an_export_cut_at_the_front_or_stripped_of_checkpoints_does_not_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    for i in 0..3 {
+        d.ok(&["key", "create", &format!("k{i}")]);
+    }
+    let key = tmp.path().join("audit.pem");
+    std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
+    let export: Vec<String> = d
+        .ok(&["audit", "export"])
+        .lines()
+        .map(String::from)
+        .collect();
+    // The export signs the head first: it verifies without any flag.
+    let last: serde_json::Value = serde_json::from_str(export.last().unwrap()).unwrap();
+    assert_eq!(last["type"], "checkpoint", "{last}");
+    verify(&d, &write(tmp.path(), "all.jsonl", &export), &key).unwrap();
+
+    // The beginning cut off: records 1..3 gone, the rest still chains and is signed.
+    let cut: Vec<String> = export
+        .iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["seq"].as_u64().unwrap() > 3
+        })
+        .cloned()
+        .collect();
+    let err = verify(&d, &write(tmp.path(), "cut.jsonl", &cut), &key).unwrap_err();
+    assert!(err.contains("does not start at record 1"), "{err}");
+
+    // Checkpoints removed: the chain is intact but nothing vouches for it.
+    let unsigned: Vec<String> = export
+        .iter()
+        .filter(|l| !l.contains("\"checkpoint\""))
+        .cloned()
+        .collect();
+    let file = write(tmp.path(), "unsigned.jsonl", &unsigned);
+    let err = verify(&d, &file, &key).unwrap_err();
+    assert!(
+        err.contains("covered by no checkpoint") && err.contains("--allow-unsigned-tail"),
+        "{err}"
+    );
+    let ok = verify_with(&d, &file, &key, &["--allow-unsigned-tail"]).unwrap();
+    assert!(ok.contains("not yet covered by a checkpoint"), "{ok}");
+
+    // A tail without its last checkpoint.
+    let mut tail = export.clone();
+    tail.pop();
+    let err = verify(&d, &write(tmp.path(), "tail.jsonl", &tail), &key).unwrap_err();
+    assert!(err.contains("covered by no checkpoint"), "{err}");
+}
+
+#[test]
+fn an_export_since_a_time_verifies_from_the_record_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "early"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let since = d.ok(&["-o", "json", "key", "show", "early"]);
+    let created: serde_json::Value = serde_json::from_str(&since).unwrap();
+    let t = time_after(created["created_at"].as_str().unwrap());
+    d.ok(&["key", "create", "late"]);
+    let key = tmp.path().join("audit.pem");
+    std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
+    let export: Vec<String> = d
+        .ok(&["audit", "export", "--since", &t])
+        .lines()
+        .map(String::from)
+        .collect();
+    let anchor: serde_json::Value = serde_json::from_str(&export[0]).unwrap();
+    assert_eq!(anchor["type"], "anchor", "{anchor}");
+    let from = anchor["seq"].as_u64().unwrap() + 1;
+    assert!(from > 1);
+    let file = write(tmp.path(), "since.jsonl", &export);
+    let err = verify(&d, &file, &key).unwrap_err();
+    assert!(err.contains(&format!("--from {from}")), "{err}");
+    verify_with(&d, &file, &key, &["--from", &from.to_string()]).unwrap();
+    // A forged anchor breaks the chain at the first record.
+    let mut forged = export.clone();
+    forged[0] =
+        serde_json::json!({"type": "anchor", "seq": from - 1, "hash": "ab".repeat(32)}).to_string();
+    let err = verify_with(
+        &d,
+        &write(tmp.path(), "forged.jsonl", &forged),
+        &key,
+        &["--from", &from.to_string()],
+    )
+    .unwrap_err();
+    assert!(err.contains("prev_hash"), "{err}");
+}
+
+/// One second after an RFC 3339 time (whole seconds, UTC).
+fn time_after(t: &str) -> String {
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("{t} + 1 second"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -282,7 +282,9 @@ impl AuditLog {
     }
 
     /// Exported lines (records and checkpoints) from sequence number `from_seq` on,
-    /// optionally only those at or after `since`.
+    /// optionally only those at or after `since`. A `since` export starts with an
+    /// anchor line naming the hash its first record follows, so that a verifier can
+    /// check it from there (`keyward audit verify --from`).
     pub fn export(
         &self,
         from_seq: u64,
@@ -294,12 +296,26 @@ impl AuditLog {
             .list_from(Namespace::Audit, &record_key(from_seq))?
         {
             if let Some(since) = since {
-                let v: Value = serde_json::from_slice(&v).unwrap_or_default();
-                let t = v["time"]
+                let rec: Value = serde_json::from_slice(&v).unwrap_or_default();
+                let t = rec["time"]
                     .as_str()
                     .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
                 if t.is_some_and(|t| t < since) {
                     continue;
+                }
+                if out.is_empty() {
+                    if rec["type"] != "record" {
+                        continue;
+                    }
+                    let seq = rec["seq"].as_u64().unwrap_or(1);
+                    out.push(
+                        json!({
+                            "type": "anchor",
+                            "seq": seq.saturating_sub(1),
+                            "hash": rec["prev_hash"],
+                        })
+                        .to_string(),
+                    );
                 }
             }
             out.push(String::from_utf8_lossy(&v).into_owned());
