@@ -507,19 +507,26 @@ fn print_principal(p: &proto::Principal) {
     println!("  certificate sha256 {}", p.certificate_fingerprint);
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only: a fresh temporary file (0600, created
+/// exclusively) renamed over `path`, so an existing file with looser permissions, or
+/// a planted symlink, is replaced rather than written through.
 fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".keyward-")
+        .tempfile_in(dir)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("cannot write {}", path.display()))
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn print_key(k: &proto::Key) {

@@ -25,9 +25,13 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> StartError {
 }
 
 impl DevLayout {
-    /// Creates the directory (0700) if needed.
+    /// Creates the directory (0700) if needed. An existing directory must belong to
+    /// this user and be writable by no one else: it receives the token's PINs.
     pub fn create(dir: &Path) -> Result<Self, StartError> {
         use std::os::unix::fs::DirBuilderExt;
+        if std::fs::symlink_metadata(dir).is_ok() {
+            crate::files::check_trusted_dir(dir)?;
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -62,6 +62,9 @@ pub enum StartError {
     /// `init` on an initialised instance.
     #[error("this instance is already initialised (its CA exists); nothing was changed")]
     AlreadyInitialised,
+    /// A file could not be written or its directory is not safe.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A file or socket failed.
     #[error("{what}: {source}")]
     Io {
@@ -77,22 +80,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Writes a file atomically (temp file + rename) with the given Unix mode.
+/// Writes a file atomically with the given mode (see [`crate::files::write_atomic`]).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io(format!("cannot write {}", tmp.display())))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(io(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("cannot write {}", path.display())))
+    crate::files::write_atomic(path, data, mode).map_err(StartError::from)
 }
 
 /// A principal's client identity, ready to be written as files.
@@ -264,9 +254,11 @@ impl Instance {
             Backends::new(pools, config.default_backend().to_string())
                 .map_err(StartError::Config)?,
         );
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
+        crate::files::private_dir(&config.data_dir)?;
+        let store_dir = config.data_dir.join("store");
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir)?);
+        // Whatever the umask was when the store was written: the daemon's user only.
+        crate::files::restrict_tree(&store_dir)?;
         let principals = Arc::new(Principals::load(store.clone())?);
         Ok(Self {
             config,

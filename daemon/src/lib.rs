@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod dev;
+pub mod files;
 pub mod hsm;
 pub mod http;
 pub mod identity;
