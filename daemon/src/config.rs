@@ -61,6 +61,9 @@ pub struct Config {
     /// The TOTP second factor.
     #[serde(default)]
     pub mfa: MfaConfig,
+    /// Size and time limits for registry traffic.
+    #[serde(default)]
+    pub oci: crate::registry::OciLimits,
 }
 
 /// MFA settings.

@@ -492,6 +492,7 @@ impl Instance {
         let registries = Registries::new(RegistrySettings {
             entries: self.config.registries.clone(),
             docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
+            limits: self.config.oci.clone(),
         });
         let ledger = SignatureLedger::new(self.store.clone());
         let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));

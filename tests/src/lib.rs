@@ -289,7 +289,9 @@ impl Drop for DevDaemon {
     }
 }
 
+pub mod hostile;
 pub mod registry;
+pub mod served;
 
 /// Path of the cosign binary installed by `scripts/install-deps.sh`.
 pub fn cosign() -> PathBuf {

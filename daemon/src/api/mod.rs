@@ -79,6 +79,8 @@ pub fn image_status(e: &ImageError) -> Status {
                 RegistryError::Unavailable { .. } => Code::Unavailable,
                 RegistryError::DigestMismatch { .. } => Code::DataLoss,
                 RegistryError::Protocol { .. } => Code::Unavailable,
+                RegistryError::TooLarge { .. } => Code::FailedPrecondition,
+                RegistryError::Timeout { .. } => Code::DeadlineExceeded,
             };
             Status::new(code, r.to_string())
         }

@@ -24,6 +24,11 @@ pub struct RegistryEntry {
     pub insecure: bool,
     /// PEM bundle of CAs to trust for this registry.
     pub ca_bundle: Option<PathBuf>,
+    /// Other hosts (`host[:port]`) whose bearer-token service this registry may name
+    /// as its realm (e.g. `auth.docker.io` for Docker Hub). Its own host is always
+    /// allowed.
+    #[serde(default)]
+    pub token_hosts: Vec<String>,
 }
 
 /// A Docker `config.json` (only `auths` is read).
@@ -96,6 +101,8 @@ pub struct RegistrySettings {
     pub entries: Vec<RegistryEntry>,
     /// Docker credentials.
     pub docker: DockerConfig,
+    /// Size and time limits.
+    pub limits: super::fetch::OciLimits,
 }
 
 impl RegistrySettings {
@@ -109,19 +116,21 @@ impl RegistrySettings {
     }
 
     /// Extra CA certificates for a registry.
-    pub fn ca_bundle(
-        &self,
-        registry: &str,
-    ) -> Result<Vec<oci_client::client::Certificate>, String> {
+    pub fn ca_bundle(&self, registry: &str) -> Result<Vec<reqwest::Certificate>, String> {
         let Some(path) = self.entry(registry).and_then(|e| e.ca_bundle.as_ref()) else {
             return Ok(Vec::new());
         };
         let data = std::fs::read(path)
             .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
-        Ok(vec![oci_client::client::Certificate {
-            encoding: oci_client::client::CertificateEncoding::Pem,
-            data,
-        }])
+        reqwest::Certificate::from_pem_bundle(&data)
+            .map_err(|e| format!("CA bundle {} is not PEM: {e}", path.display()))
+    }
+
+    /// Hosts besides the registry's own that may serve its bearer tokens.
+    pub fn token_hosts<'a>(&'a self, registry: &str) -> impl Iterator<Item = String> + 'a {
+        self.entry(registry)
+            .into_iter()
+            .flat_map(|e| e.token_hosts.iter().map(|h| h.to_ascii_lowercase()))
     }
 
     /// User and password for a registry: the daemon config, else Docker's.

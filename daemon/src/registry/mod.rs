@@ -3,18 +3,19 @@
 //!
 //! Loopback registries (127.0.0.0/8, localhost, ::1) speak plain HTTP, as Docker treats
 //! them; any other host needs TLS unless configured as insecure. Every manifest fetched
-//! is checked against its digest.
+//! is checked against its digest and size; every operation has a deadline; bearer
+//! realms are checked before a token is asked for (`fetch.rs`).
 
+mod client;
 pub mod credentials;
+pub mod fetch;
 
+pub use client::Registries;
 pub use credentials::{DockerConfig, RegistrySettings};
+pub use fetch::OciLimits;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use sha2::Digest;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 /// Media types of manifests and indexes Keyward resolves.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -64,6 +65,28 @@ pub enum RegistryError {
         registry: String,
         /// Expected and actual digests.
         detail: String,
+    },
+    /// An answer was larger than Keyward accepts.
+    #[error(
+        "registry {registry} sent a {what} larger than {limit} bytes; it was refused (raise [oci] limits in keywardd.toml if it is genuine)"
+    )]
+    TooLarge {
+        /// Registry host.
+        registry: String,
+        /// What was too large.
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// An operation did not finish in time.
+    #[error(
+        "registry {registry} did not finish within {seconds} s ([oci] operation_timeout_seconds); nothing was changed by this request"
+    )]
+    Timeout {
+        /// Registry host.
+        registry: String,
+        /// The deadline.
+        seconds: u64,
     },
     /// Any other protocol failure.
     #[error("registry {registry}: {detail}")]
@@ -167,336 +190,6 @@ pub struct Manifest {
     pub digest: String,
     /// Its `mediaType`.
     pub media_type: String,
-}
-
-/// How long an authorisation (bearer token or the knowledge that none is needed) is
-/// reused before the registry is asked again. Registry tokens usually live 60 s or more;
-/// a request refused before then re-authorises once.
-const AUTH_REUSE: std::time::Duration = std::time::Duration::from_secs(45);
-
-/// Clients per registry, with credentials.
-pub struct Registries {
-    settings: RegistrySettings,
-    clients: Mutex<HashMap<String, Arc<Client>>>,
-    /// (registry, repository, push?) -> when it was last authorised.
-    authorised: Mutex<HashMap<(String, String, bool), std::time::Instant>>,
-    /// Blobs known to exist, per repository (shared config blobs are pushed once).
-    known_blobs: Mutex<std::collections::HashSet<(String, String, String)>>,
-}
-
-impl std::fmt::Debug for Registries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registries").finish_non_exhaustive()
-    }
-}
-
-impl Registries {
-    /// Registries configured with these settings.
-    pub fn new(settings: RegistrySettings) -> Self {
-        Self {
-            settings,
-            clients: Mutex::new(HashMap::new()),
-            authorised: Mutex::new(HashMap::new()),
-            known_blobs: Mutex::new(std::collections::HashSet::new()),
-        }
-    }
-
-    /// Authorises for an operation on a repository unless that was done recently
-    /// (`force` asks again, after the registry refused a request).
-    async fn authorise(
-        &self,
-        client: &Client,
-        image: &Reference,
-        push: bool,
-        force: bool,
-    ) -> Result<(), RegistryError> {
-        let registry = image.resolve_registry().to_string();
-        let key = (registry.clone(), image.repository().to_string(), push);
-        if !force {
-            let recent = self
-                .authorised
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .is_some_and(|t| t.elapsed() < AUTH_REUSE);
-            if recent {
-                return Ok(());
-            }
-        }
-        let op = if push {
-            oci_client::RegistryOperation::Push
-        } else {
-            oci_client::RegistryOperation::Pull
-        };
-        client
-            .auth(image, &self.auth(&registry), op)
-            .await
-            .map_err(|e| Self::map(&registry, "authentication", e))?;
-        self.authorised
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, std::time::Instant::now());
-        Ok(())
-    }
-
-    fn client(&self, registry: &str) -> Result<Arc<Client>, RegistryError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(registry) {
-            return Ok(c.clone());
-        }
-        let mut config = oci_client::client::ClientConfig::default();
-        let plain = is_loopback(registry) || self.settings.insecure(registry);
-        config.protocol = if plain {
-            oci_client::client::ClientProtocol::Http
-        } else {
-            oci_client::client::ClientProtocol::Https
-        };
-        config.extra_root_certificates =
-            self.settings
-                .ca_bundle(registry)
-                .map_err(|detail| RegistryError::Protocol {
-                    registry: registry.to_string(),
-                    detail,
-                })?;
-        config.connect_timeout = Some(std::time::Duration::from_secs(5));
-        config.read_timeout = Some(std::time::Duration::from_secs(60));
-        config.use_monolithic_push = true;
-        let client = Arc::new(Client::new(config));
-        clients.insert(registry.to_string(), client.clone());
-        Ok(client)
-    }
-
-    fn auth(&self, registry: &str) -> RegistryAuth {
-        match self.settings.credentials(registry) {
-            Some((user, password)) => RegistryAuth::Basic(user, password.to_string()),
-            None => RegistryAuth::Anonymous,
-        }
-    }
-
-    fn map(registry: &str, what: &str, e: OciDistributionError) -> RegistryError {
-        let registry = registry.to_string();
-        match e {
-            OciDistributionError::ImageManifestNotFoundError(_) => {
-                RegistryError::NotFound(what.to_string())
-            }
-            OciDistributionError::RegistryError { ref envelope, .. } => {
-                let code = envelope.errors.first().map(|e| &e.code);
-                match code {
-                    Some(
-                        OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown,
-                    ) => RegistryError::NotFound(what.to_string()),
-                    Some(OciErrorCode::Unauthorized | OciErrorCode::Denied) => {
-                        RegistryError::Auth {
-                            registry,
-                            detail: e.to_string(),
-                        }
-                    }
-                    _ => RegistryError::Protocol {
-                        registry,
-                        detail: e.to_string(),
-                    },
-                }
-            }
-            OciDistributionError::ServerError { code: 404, .. } => {
-                RegistryError::NotFound(what.to_string())
-            }
-            OciDistributionError::ServerError {
-                code: 401 | 403, ..
-            }
-            | OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => RegistryError::Auth {
-                registry,
-                detail: e.to_string(),
-            },
-            OciDistributionError::DigestError(d) => RegistryError::DigestMismatch {
-                registry,
-                detail: d.to_string(),
-            },
-            OciDistributionError::RequestError(r) => {
-                let mut detail = r.to_string();
-                let mut src = std::error::Error::source(&r);
-                while let Some(s) = src {
-                    detail = format!("{detail}: {s}");
-                    src = s.source();
-                }
-                RegistryError::Unavailable { registry, detail }
-            }
-            other => RegistryError::Protocol {
-                registry,
-                detail: other.to_string(),
-            },
-        }
-    }
-
-    /// Fetches a manifest (by tag or digest) and checks its digest: against the
-    /// requested digest, and against the registry's `Docker-Content-Digest`.
-    pub async fn manifest(&self, reference: &Reference) -> Result<Manifest, RegistryError> {
-        let registry = reference.resolve_registry().to_string();
-        let client = self.client(&registry)?;
-        let what = format!("manifest {}", reference.whole());
-        let mut retried = false;
-        let (bytes, digest) = loop {
-            self.authorise(&client, reference, false, retried).await?;
-            match client
-                .pull_manifest_raw(reference, &self.auth(&registry), &MANIFEST_TYPES)
-                .await
-                .map_err(|e| Self::map(&registry, &what, e))
-            {
-                Err(RegistryError::Auth { .. }) if !retried => retried = true,
-                r => break r?,
-            }
-        };
-        let actual = sha256_digest(&bytes);
-        let expected = reference.digest().unwrap_or(&digest);
-        if expected != actual || digest != actual {
-            return Err(RegistryError::DigestMismatch {
-                registry,
-                detail: format!("expected {expected}, got {actual}"),
-            });
-        }
-        let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["mediaType"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        Ok(Manifest {
-            bytes: bytes.to_vec(),
-            digest: actual,
-            media_type,
-        })
-    }
-
-    /// Like [`Registries::manifest`], but `None` when it does not exist.
-    pub async fn manifest_if_exists(
-        &self,
-        reference: &Reference,
-    ) -> Result<Option<Manifest>, RegistryError> {
-        match self.manifest(reference).await {
-            Ok(m) => Ok(Some(m)),
-            Err(RegistryError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Downloads a blob and checks its digest.
-    pub async fn blob(&self, image: &Reference, digest: &str) -> Result<Vec<u8>, RegistryError> {
-        let registry = image.resolve_registry().to_string();
-        let client = self.client(&registry)?;
-        client
-            .auth(
-                image,
-                &self.auth(&registry),
-                oci_client::RegistryOperation::Pull,
-            )
-            .await
-            .map_err(|e| Self::map(&registry, "authentication", e))?;
-        let mut out = Vec::new();
-        client
-            .pull_blob(image, digest, &mut out)
-            .await
-            .map_err(|e| Self::map(&registry, &format!("blob {digest}"), e))?;
-        let actual = sha256_digest(&out);
-        if actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                registry,
-                detail: format!("blob expected {digest}, got {actual}"),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Uploads a blob; returns its digest. With `shared`, the blob is one that many
-    /// pushes reuse: it is uploaded only if the registry lacks it, and remembered.
-    pub async fn push_blob(
-        &self,
-        image: &Reference,
-        data: Vec<u8>,
-        shared: bool,
-    ) -> Result<String, RegistryError> {
-        let registry = image.resolve_registry().to_string();
-        let client = self.client(&registry)?;
-        let digest = sha256_digest(&data);
-        let known_key = (
-            registry.clone(),
-            image.repository().to_string(),
-            digest.clone(),
-        );
-        if shared
-            && self
-                .known_blobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&known_key)
-        {
-            return Ok(digest);
-        }
-        let what = format!("blob {digest}");
-        let mut retried = false;
-        loop {
-            self.authorise(&client, image, true, retried).await?;
-            let result = async {
-                if shared
-                    && client
-                        .blob_exists(image, &digest)
-                        .await
-                        .map_err(|e| Self::map(&registry, &what, e))?
-                {
-                    return Ok(());
-                }
-                client
-                    .push_blob(image, data.clone(), &digest)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| Self::map(&registry, &what, e))
-            }
-            .await;
-            match result {
-                Err(RegistryError::Auth { .. }) if !retried => retried = true,
-                r => {
-                    r?;
-                    break;
-                }
-            }
-        }
-        if shared {
-            self.known_blobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(known_key);
-        }
-        Ok(digest)
-    }
-
-    /// Uploads a manifest under `reference` (a tag); returns its digest.
-    pub async fn push_manifest(
-        &self,
-        reference: &Reference,
-        bytes: Vec<u8>,
-        media_type: &str,
-    ) -> Result<String, RegistryError> {
-        let registry = reference.resolve_registry().to_string();
-        let client = self.client(&registry)?;
-        let digest = sha256_digest(&bytes);
-        let content_type = media_type.parse().map_err(|_| RegistryError::Protocol {
-            registry: registry.clone(),
-            detail: format!("bad media type {media_type}"),
-        })?;
-        client
-            .auth(
-                reference,
-                &self.auth(&registry),
-                oci_client::RegistryOperation::Push,
-            )
-            .await
-            .map_err(|e| Self::map(&registry, "authentication", e))?;
-        client
-            .push_manifest_raw(reference, bytes, content_type)
-            .await
-            .map_err(|e| Self::map(&registry, &format!("manifest {}", reference.whole()), e))?;
-        Ok(digest)
-    }
 }
 
 #[cfg(test)]

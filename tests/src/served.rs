@@ -1,0 +1,110 @@
+//! A production-style instance: an operator's SoftHSM token, `keywardd init`, then
+//! `keywardd serve` with a keywardd.toml the test extends.
+
+use crate::{ChildGuard, SOFTHSM_MODULE, bin, otpauth_secret, softhsm_token};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `keywardd serve` process.
+pub struct ServedDaemon {
+    /// Its directory (token, config, admin identity `ops/`).
+    pub dir: PathBuf,
+    /// The admin's TOTP secret (base32).
+    pub admin_secret: String,
+    serve: ChildGuard,
+    _tmp: tempfile::TempDir,
+}
+
+impl ServedDaemon {
+    /// Initialises and serves an instance whose keywardd.toml ends with `extra`.
+    pub fn start(extra: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let conf = softhsm_token(&dir, "prod", "246810", "13579");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        std::fs::write(
+            dir.join("keywardd.toml"),
+            format!(
+                "data_dir = \"data\"\n\
+                 [listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:0\"\n\
+                 [[backend]]\ntype = \"pkcs11\"\nname = \"hsm\"\nmodule = \"{SOFTHSM_MODULE}\"\n\
+                 token_label = \"prod\"\npin_env = \"TOKEN_PIN\"\n{extra}\n"
+            ),
+        )
+        .expect("write keywardd.toml");
+        let daemon = |args: &[&str]| {
+            let mut c = Command::new(bin("keywardd"));
+            c.args(args)
+                .arg("--config")
+                .arg(dir.join("keywardd.toml"))
+                .env("SOFTHSM2_CONF", &conf)
+                .env("TOKEN_PIN", "246810")
+                .env("DOCKER_CONFIG", dir.join("no-docker"));
+            c
+        };
+        let out = daemon(&["init"])
+            .args(["--admin", "ops", "--out"])
+            .arg(dir.join("ops"))
+            .output()
+            .expect("keywardd init");
+        assert!(
+            out.status.success(),
+            "keywardd init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin_secret = otpauth_secret(&String::from_utf8_lossy(&out.stdout));
+        let log = std::fs::File::create(dir.join("serve.log")).expect("log");
+        let serve = ChildGuard(
+            daemon(&["serve"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("keywardd serve"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "keywardd serve did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            dir,
+            admin_secret,
+            serve,
+            _tmp: tmp,
+        }
+    }
+
+    /// The admin's client.toml.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join("ops/client.toml")
+    }
+
+    /// Runs `keyward ARGS` as the admin.
+    pub fn keyward(&self, args: &[&str]) -> Output {
+        Command::new(bin("keyward"))
+            .env("KEYWARD_CONFIG", self.client_config())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyward")
+    }
+
+    /// What `keywardd serve` logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.serve.0.try_wait(), Ok(None))
+    }
+
+    /// The instance directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
