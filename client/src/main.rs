@@ -243,6 +243,9 @@ enum PolicyCommand {
         /// Distinct approvals a signing request needs (0: none).
         #[arg(long)]
         approvals: Option<u32>,
+        /// What the key signs: image or blob.
+        #[arg(long, value_parser = ["image", "blob"])]
+        purpose: Option<String>,
     },
     /// Show a key's policy.
     Show {
@@ -346,6 +349,9 @@ fn key_json(k: &proto::Key) -> serde_json::Value {
         "active_version": k.active_version,
         "scope": k.scope,
         "signers": k.signers,
+        "approvers": k.approvers,
+        "approvals": k.approvals,
+        "require_mfa": k.require_mfa,
         "versions": k.versions.iter().map(|v| json!({
             "version": v.version,
             "state": state(v.state),
@@ -371,7 +377,8 @@ fn approval_json(a: &proto::Approval) -> serde_json::Value {
            "denied_by": a.denied_by, "deny_reason": a.deny_reason, "signature": a.signature,
            "version": a.version, "pushed_to": a.pushed_to, "error": a.error,
            "request_hash": a.request_hash, "file_name": a.file_name, "size": a.size,
-           "predicate_type": a.predicate_type, "predicate_digest": a.predicate_digest})
+           "predicate_type": a.predicate_type, "predicate_digest": a.predicate_digest,
+           "policy_changes": a.policy_changes})
 }
 
 fn print_approval(a: &proto::Approval) {
@@ -385,6 +392,10 @@ fn print_approval(a: &proto::Approval) {
         }
         for (k, v) in &a.annotations {
             println!("  annotation: {k}={v}");
+        }
+    } else if a.kind == "policy" {
+        for c in &a.policy_changes {
+            println!("  weakens:    {c}");
         }
     } else if a.kind == "attestation" {
         println!("  image:      {}", a.reference);
@@ -419,6 +430,22 @@ fn print_approval(a: &proto::Approval) {
     if !a.error.is_empty() {
         println!("  error:      {}", a.error);
     }
+}
+
+/// A policy change that weakens the key's policy waits for a second key-admin.
+fn policy_pending(out: Output, r: &proto::PolicyChangeResponse) -> Result<()> {
+    let id = &r.approval_id;
+    emit(
+        out,
+        json!({"pending": true, "approval_id": id, "weakens": r.weakens}),
+        || {
+            println!(
+                "this change weakens the policy ({}); it waits for a second key-admin or admin: keyward approvals show {id}; keyward approve {id}",
+                r.weakens.join("; ")
+            );
+        },
+    );
+    Ok(())
 }
 
 fn pending_note(out: Output, id: &str) -> Result<()> {
@@ -695,7 +722,7 @@ async fn run(cli: Cli) -> Result<()> {
             emit(out, key_json(&k), || print_key(&k));
         }
         Command::Key(KeyCommand::Scope { name, patterns }) => {
-            let k = client
+            let r = client
                 .keys
                 .set_key_scope(proto::SetKeyScopeRequest {
                     name,
@@ -704,6 +731,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if r.pending {
+                return policy_pending(out, &r);
+            }
+            let k = r.key.unwrap_or_default();
             emit(out, key_json(&k), || print_key(&k));
         }
         Command::Key(KeyCommand::Policy(PolicyCommand::Set {
@@ -713,6 +744,7 @@ async fn run(cli: Cli) -> Result<()> {
             require_mfa,
             approvers,
             approvals,
+            purpose,
         })) => {
             let clean = |v: Option<Vec<String>>| {
                 v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
@@ -723,10 +755,11 @@ async fn run(cli: Cli) -> Result<()> {
                     || scope.is_some()
                     || require_mfa.is_some()
                     || approvers.is_some()
-                    || approvals.is_some(),
-                "nothing to set: give --signers, --scope, --require-mfa, --approvers or --approvals"
+                    || approvals.is_some()
+                    || purpose.is_some(),
+                "nothing to set: give --signers, --scope, --require-mfa, --approvers, --approvals or --purpose"
             );
-            let k = client
+            let r = client
                 .keys
                 .set_key_policy(proto::SetKeyPolicyRequest {
                     name,
@@ -740,10 +773,16 @@ async fn run(cli: Cli) -> Result<()> {
                     approvers: approvers.unwrap_or_default(),
                     set_approvals: approvals.is_some(),
                     approvals: approvals.unwrap_or(0),
+                    set_purpose: purpose.is_some(),
+                    purpose: purpose.unwrap_or_default(),
                 })
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if r.pending {
+                return policy_pending(out, &r);
+            }
+            let k = r.key.unwrap_or_default();
             emit(
                 out,
                 json!({"name": k.name, "signers": k.signers, "scope": k.scope, "require_mfa": k.require_mfa, "approvers": k.approvers, "approvals": k.approvals}),

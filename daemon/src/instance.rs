@@ -550,6 +550,7 @@ impl Instance {
             .add_service(KeyServiceServer::new(KeyApi::new(
                 keys.clone(),
                 self.principals.clone(),
+                approvals.clone(),
                 obs.clone(),
             )))
             .add_service(SigningServiceServer::new(SigningApi::new(

@@ -746,3 +746,88 @@ fn the_cli_tightens_a_key_file_it_overwrites() {
             .contains("PRIVATE KEY")
     );
 }
+
+#[test]
+fn one_key_admin_alone_cannot_weaken_a_keys_policy() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let kim = d.add_principal("kim", "key-admin");
+    let kira = d.add_principal("kira", "key-admin");
+    let rita = d.add_principal("rita", "approver");
+    d.add_principal("ann", "approver");
+    d.add_principal("aaron", "approver");
+    // Tightening applies at once.
+    let set = json(&d.keyward_as(
+        &kim,
+        &[
+            "-o",
+            "json",
+            "key",
+            "policy",
+            "set",
+            "files",
+            "--approvals",
+            "2",
+            "--require-mfa",
+            "true",
+        ],
+    ));
+    assert_eq!(set["approvals"], 2, "{set}");
+
+    // Weakening waits; the key is unchanged meanwhile.
+    let req = json(&d.keyward_as(
+        &kim,
+        &[
+            "-o",
+            "json",
+            "key",
+            "policy",
+            "set",
+            "files",
+            "--approvals",
+            "0",
+        ],
+    ));
+    assert_eq!(req["pending"], true, "{req}");
+    assert!(
+        req["weakens"][0]
+            .as_str()
+            .unwrap()
+            .contains("approvals: 2 -> 0"),
+        "{req}"
+    );
+    let id = req["approval_id"].as_str().unwrap().to_string();
+    let key = json(&d.keyward(&["-o", "json", "key", "show", "files"]));
+    assert_eq!(key["approvals"], 2);
+    let shown = json(&d.keyward_as(&kira, &["-o", "json", "approvals", "show", &id]));
+    assert_eq!(shown["kind"], "policy");
+
+    // Not the requester, and not someone who could not make the change either.
+    let err = refused(&d.keyward_as(&kim, &["approve", &id]));
+    assert!(err.contains("separation of duties"), "{err}");
+    let err = refused(&d.keyward_as(&rita, &["approve", &id]));
+    assert!(
+        err.contains("approve key policy changes") && err.contains("key-admin"),
+        "{err}"
+    );
+    let done = json(&d.keyward_as(&kira, &["-o", "json", "approve", &id]));
+    assert_eq!(done["status"], "signed", "{done}");
+    let key = json(&d.keyward(&["-o", "json", "key", "show", "files"]));
+    assert_eq!(key["approvals"], 0);
+
+    // Each kind of weakening is caught, including "any signer".
+    d.ok(&["key", "policy", "set", "files", "--signers", "kim", "--scope", "r/prod/*"]);
+    for args in [
+        vec!["--signers", ""],
+        vec!["--signers", "kim,kira"],
+        vec!["--scope", "r/prod/*,r/**"],
+        vec!["--scope", ""],
+        vec!["--require-mfa", "false"],
+        vec!["--purpose", "image"],
+    ] {
+        let mut a = vec!["-o", "json", "key", "policy", "set", "files"];
+        a.extend(args.iter().copied());
+        let r = json(&d.keyward_as(&kim, &a));
+        assert_eq!(r["pending"], true, "{args:?}: {r}");
+    }
+}

@@ -159,7 +159,26 @@ fn key_signers_limit_who_may_sign_with_a_key() {
     );
     let err = d.fails(&["key", "policy", "set", "prod", "--signers", "mallory"]);
     assert!(err.contains("no principal named \"mallory\""), "{err}");
-    d.ok(&["key", "policy", "set", "prod", "--signers", ""]);
+    // "Any signer" again is a weakening: it waits for a second key-admin.
+    let kira = d.add_principal("kira", "key-admin");
+    let pending: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "-o",
+        "json",
+        "key",
+        "policy",
+        "set",
+        "prod",
+        "--signers",
+        "",
+    ]))
+    .unwrap();
+    assert_eq!(pending["pending"], true, "{pending}");
+    denied_as(&d, &bob, &["sign-blob", "--key", "prod", "/etc/hostname"]);
+    ok_as(
+        &d,
+        &kira,
+        &["approve", pending["approval_id"].as_str().unwrap()],
+    );
     ok_as(&d, &bob, &["sign-blob", "--key", "prod", "/etc/hostname"]);
 }
 

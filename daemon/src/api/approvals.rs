@@ -79,6 +79,10 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
             a.file_name = file_name.clone();
             a.size = *size;
         }
+        Subject::Policy { weakens, .. } => {
+            a.kind = "policy".into();
+            a.policy_changes = weakens.clone();
+        }
         Subject::Attestation {
             reference,
             digest,

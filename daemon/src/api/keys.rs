@@ -1,10 +1,13 @@
 //! `keyward.v1.KeyService`.
 
 use super::Observer;
-use super::gate::admitted;
+use super::gate::{Admitted, admitted};
+use crate::approvals::Approvals;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
-use crate::keys::{KeyError, KeyRecord, KeyRegistry, KeyVersion, Purpose, VersionState};
+use crate::keys::{
+    KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, VersionState, weakenings,
+};
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -16,17 +19,64 @@ use tonic::{Request, Response, Status};
 pub struct KeyApi {
     keys: Arc<KeyRegistry>,
     principals: Arc<Principals>,
+    approvals: Arc<Approvals>,
     obs: Observer,
 }
 
 impl KeyApi {
-    /// A service over the registry.
-    pub fn new(keys: Arc<KeyRegistry>, principals: Arc<Principals>, obs: Observer) -> Self {
+    /// A service over the registry; weakening policy changes wait in `approvals`.
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        principals: Arc<Principals>,
+        approvals: Arc<Approvals>,
+        obs: Observer,
+    ) -> Self {
         Self {
             keys,
             principals,
+            approvals,
             obs,
         }
+    }
+
+    /// Applies a change that only tightens the policy; one that weakens it waits for
+    /// a second key-admin or admin.
+    async fn change_policy(
+        &self,
+        call: &Admitted,
+        name: &str,
+        change: PolicyChange,
+    ) -> Result<pb::PolicyChangeResponse, KeyError> {
+        if let Some(scope) = &change.scope {
+            crate::keys::validate_scope(scope).map_err(KeyError::InvalidArgument)?;
+        }
+        let current = self.keys.get(name)?;
+        let weakens = weakenings(&current, &change);
+        if weakens.is_empty() {
+            let k = self.keys.set_policy(name, change).await?;
+            tracing::info!(principal = %call.principal(), key = %k.name, signers = ?k.signers, scope = ?k.scope, approvals = k.approvals, "key policy set");
+            return Ok(pb::PolicyChangeResponse {
+                key: Some(key(&k)),
+                ..Default::default()
+            });
+        }
+        let a = self
+            .approvals
+            .request_policy(
+                call.principal(),
+                name,
+                change,
+                weakens.clone(),
+                &call.request_hash,
+            )
+            .map_err(|e| KeyError::InvalidArgument(e.to_string()))?;
+        tracing::info!(principal = %call.principal(), key = %name, approval = %a.id, weakens = ?weakens, "policy change weakens the key's policy; it waits for a second key-admin");
+        Ok(pb::PolicyChangeResponse {
+            key: Some(key(&current)),
+            pending: true,
+            approval_id: a.id,
+            weakens,
+        })
     }
 }
 
@@ -217,32 +267,29 @@ impl pb::key_service_server::KeyService for KeyApi {
     async fn set_key_scope(
         &self,
         req: Request<pb::SetKeyScopeRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
+    ) -> Result<Response<pb::PolicyChangeResponse>, Status> {
         let call = admitted(&req)?;
         let r = req.into_inner();
-        let result = self
-            .keys
-            .set_policy(
-                &r.name,
-                crate::keys::PolicyChange {
-                    scope: Some(r.scope),
-                    ..Default::default()
-                },
-            )
-            .await;
-        if let Ok(k) = &result {
-            tracing::info!(principal = %call.principal(), key = %k.name, scope = ?k.scope, "key scope set");
-        }
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        let change = PolicyChange {
+            scope: Some(r.scope),
+            ..Default::default()
+        };
+        let result = self.change_policy(&call, &r.name, change).await;
+        call.finish(result).await.map(Response::new)
     }
 
     async fn set_key_policy(
         &self,
         req: Request<pb::SetKeyPolicyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
+    ) -> Result<Response<pb::PolicyChangeResponse>, Status> {
         let call = admitted(&req)?;
         let r = req.into_inner();
         let result = async {
+            let purpose = if r.set_purpose {
+                Some(Purpose::parse(&r.purpose).map_err(KeyError::InvalidArgument)?)
+            } else {
+                None
+            };
             let mut named: Vec<&String> = Vec::new();
             if r.set_signers {
                 named.extend(&r.signers);
@@ -250,13 +297,11 @@ impl pb::key_service_server::KeyService for KeyApi {
             if r.set_approvers {
                 named.extend(&r.approvers);
             }
-            {
-                for s in named {
-                    if self.principals.get(s).is_err() {
-                        return Err(KeyError::InvalidArgument(format!(
-                            "no principal named {s:?}; add it first (keyward principal add)"
-                        )));
-                    }
+            for s in named {
+                if self.principals.get(s).is_err() {
+                    return Err(KeyError::InvalidArgument(format!(
+                        "no principal named {s:?}; add it first (keyward principal add)"
+                    )));
                 }
             }
             if r.set_require_mfa && r.require_mfa {
@@ -267,23 +312,17 @@ impl pb::key_service_server::KeyService for KeyApi {
                 };
                 self.mfa_possible(&r.name, &signers).await?;
             }
-            self.keys
-                .set_policy(
-                    &r.name,
-                    crate::keys::PolicyChange {
-                        signers: r.set_signers.then_some(r.signers.clone()),
-                        scope: r.set_scope.then_some(r.scope.clone()),
-                        require_mfa: r.set_require_mfa.then_some(r.require_mfa),
-                        approvers: r.set_approvers.then_some(r.approvers.clone()),
-                        approvals: r.set_approvals.then_some(r.approvals),
-                    },
-                )
-                .await
+            let change = PolicyChange {
+                signers: r.set_signers.then_some(r.signers.clone()),
+                scope: r.set_scope.then_some(r.scope.clone()),
+                require_mfa: r.set_require_mfa.then_some(r.require_mfa),
+                approvers: r.set_approvers.then_some(r.approvers.clone()),
+                approvals: r.set_approvals.then_some(r.approvals),
+                purpose,
+            };
+            self.change_policy(&call, &r.name, change).await
         }
         .await;
-        if let Ok(k) = &result {
-            tracing::info!(principal = %call.principal(), key = %k.name, signers = ?k.signers, scope = ?k.scope, "key policy set");
-        }
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(Response::new)
     }
 }

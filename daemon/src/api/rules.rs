@@ -168,7 +168,7 @@ pub static RULES: &[Rule] = &[
     rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, true, "confirm a second factor"),
     rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, false, "list approvals"),
     rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, false, "read approvals"),
-    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Approve), Enforced, KeyUse::None, true, "approve signing requests"),
+    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), Enforced, KeyUse::None, true, "approve requests"),
     rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, true, "deny signing requests"),
 ];
 

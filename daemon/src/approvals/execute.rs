@@ -40,6 +40,10 @@ impl Approvals {
                 approver.name
             ));
         }
+        if let Subject::Policy { .. } = r.subject {
+            // A weaker policy needs a second principal who could have made the change.
+            return approver.allow(Action::ManageKeys, "approve key policy changes");
+        }
         approver.allow(Action::Approve, "approve signing requests")?;
         let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
         if !key.approvers.is_empty() && !key.approvers.contains(&approver.name) {
@@ -70,14 +74,22 @@ impl Approvals {
             )));
         }
         r.approved_by.push(approver.name.clone());
-        let needed = self.keys.get(&r.key)?.approvals.max(r.needed);
-        if (r.approved_by.len() as u32) < needed {
+        if (r.approved_by.len() as u32) < self.needed(&r)? {
             self.save(&r)?;
             return Ok(r);
         }
         r.status = "approved".into();
         self.save(&r)?;
         Ok(self.execute(r).await)
+    }
+
+    /// Approvals `r` needs now: what the key asks today if that is more than when the
+    /// request was made (a policy change needs one).
+    fn needed(&self, r: &ApprovalRecord) -> Result<u32, ApprovalError> {
+        Ok(match r.subject {
+            Subject::Policy { .. } => r.needed.max(1),
+            _ => self.keys.get(&r.key)?.approvals.max(r.needed),
+        })
     }
 
     /// Denies a pending request: an approver, or the requester withdrawing it.
@@ -108,18 +120,30 @@ impl Approvals {
 
     /// Every check made again against the current state; the permit to sign, or why
     /// the request may not sign any more.
-    fn recheck(&self, r: &ApprovalRecord) -> Result<SignPermit, String> {
+    fn recheck(&self, r: &ApprovalRecord) -> Result<Option<SignPermit>, String> {
         let requester = self
             .principals
             .get(&r.requester)
             .map_err(|_| format!("the requester {:?} no longer exists", r.requester))?;
         let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
-        let purpose = match r.subject {
-            Subject::Blob { .. } => Purpose::Blob,
-            Subject::Image { .. } | Subject::Attestation { .. } => Purpose::Image,
-        };
-        let permit = check_key_use(&requester, key.clone(), purpose)
-            .map_err(|e| format!("the requester may not sign any more: {e}"))?;
+        let permit = match r.subject {
+            Subject::Policy { .. } => {
+                if requester.removed_at.is_some() {
+                    return Err(format!("the requester {:?} was removed", r.requester));
+                }
+                requester
+                    .allow(Action::ManageKeys, "change key policy")
+                    .map_err(|e| format!("the requester may not change policy any more: {e}"))?;
+                None
+            }
+            Subject::Blob { .. } => Some(Purpose::Blob),
+            Subject::Image { .. } | Subject::Attestation { .. } => Some(Purpose::Image),
+        }
+        .map(|purpose| {
+            check_key_use(&requester, key.clone(), purpose)
+                .map_err(|e| format!("the requester may not sign any more: {e}"))
+        })
+        .transpose()?;
         let mut valid = Vec::new();
         for name in &r.approved_by {
             let approver = self
@@ -131,7 +155,7 @@ impl Approvals {
                 valid.push(name.clone());
             }
         }
-        let needed = key.approvals.max(r.needed);
+        let needed = self.needed(r).map_err(|e| e.to_string())?;
         if (valid.len() as u32) < needed {
             return Err(format!(
                 "{} distinct approvals are needed and {} remain valid",
@@ -156,7 +180,10 @@ impl Approvals {
                 return r;
             }
         };
-        let result = self.sign(&permit, &mut r).await;
+        let result = match &permit {
+            Some(permit) => self.sign(permit, &mut r).await,
+            None => self.apply_policy(&r).await,
+        };
         match result {
             Ok(()) => {
                 r.status = "signed".into();
@@ -171,6 +198,14 @@ impl Approvals {
             tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
         }
         r
+    }
+
+    async fn apply_policy(&self, r: &ApprovalRecord) -> Result<(), ApprovalError> {
+        if let Subject::Policy { change, .. } = &r.subject {
+            let k = self.keys.set_policy(&r.key, change.clone()).await?;
+            tracing::info!(approval = %r.id, key = %k.name, requester = %r.requester, approved_by = ?r.approved_by, "weakening policy change applied after approval");
+        }
+        Ok(())
     }
 
     async fn sign(&self, permit: &SignPermit, r: &mut ApprovalRecord) -> Result<(), ApprovalError> {
@@ -235,6 +270,7 @@ impl Approvals {
                 r.version = signed.version;
                 r.pushed_to = vec![signed.pushed_to];
             }
+            Subject::Policy { .. } => {}
         }
         Ok(())
     }

@@ -68,6 +68,13 @@ pub enum Subject {
         #[serde(default)]
         size: u64,
     },
+    /// A change that weakens a key's policy: approved by a second key-admin or admin.
+    Policy {
+        /// The change, applied as stored.
+        change: crate::keys::PolicyChange,
+        /// What it weakens, in words.
+        weakens: Vec<String>,
+    },
     /// An in-toto attestation about an image: the exact statement that will be signed.
     Attestation {
         /// Reference as requested.
@@ -267,6 +274,25 @@ impl Approvals {
             size: described.size,
         };
         self.new_record(requester, key, subject, request_hash, needed)
+    }
+
+    /// Stores a policy change that weakens the key's policy; one other key-admin or
+    /// admin must approve it.
+    pub fn request_policy(
+        &self,
+        requester: &str,
+        key: &str,
+        change: crate::keys::PolicyChange,
+        weakens: Vec<String>,
+        request_hash: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        self.new_record(
+            requester,
+            key,
+            Subject::Policy { change, weakens },
+            request_hash,
+            1,
+        )
     }
 
     /// Stores an attestation request for approval, bound to the exact statement: the

@@ -85,6 +85,9 @@ pub enum Action {
     Approve,
     /// Verify image signatures (the daemon fetches from registries for it).
     Verify,
+    /// Approve a request of another principal: signatures need the approver role,
+    /// policy changes the key-admin role (approvals check which, per request).
+    Decide,
 }
 
 impl Action {
@@ -98,6 +101,7 @@ impl Action {
             Action::ManagePrincipals => &[Role::Admin],
             Action::ReadAudit => &[Role::Auditor, Role::Admin],
             Action::Approve => &[Role::Approver, Role::Admin],
+            Action::Decide => &[Role::Approver, Role::KeyAdmin, Role::Admin],
             Action::Verify => &[
                 Role::Signer,
                 Role::Approver,

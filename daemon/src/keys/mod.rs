@@ -1,8 +1,10 @@
 //! Keys and key versions: records, the version state machine, and the operations that
 //! touch both the HSM and the store (create, rotate, sign).
 
+mod policy;
 mod record;
 
+pub use policy::{PolicyChange, weakenings};
 pub use record::{KeyRecord, KeyVersion, Purpose, VersionState, validate_name, validate_scope};
 
 use crate::authz::SignPermit;
@@ -46,21 +48,6 @@ pub enum KeyError {
     /// A certificate could not be issued.
     #[error(transparent)]
     Pki(#[from] PkiError),
-}
-
-/// A change of key policy; `None` leaves a field as it is.
-#[derive(Debug, Default, Clone)]
-pub struct PolicyChange {
-    /// Who may sign.
-    pub signers: Option<Vec<String>>,
-    /// Which repositories it may sign.
-    pub scope: Option<Vec<String>>,
-    /// Whether signing needs a one-time code.
-    pub require_mfa: Option<bool>,
-    /// Who may approve.
-    pub approvers: Option<Vec<String>>,
-    /// How many approvals a request needs.
-    pub approvals: Option<u32>,
 }
 
 /// The configured HSM backends, each with its worker pool.
@@ -368,6 +355,9 @@ impl KeyRegistry {
         }
         if let Some(a) = change.approvers {
             rec.approvers = a;
+        }
+        if let Some(p) = change.purpose {
+            rec.purpose = p;
         }
         if let Some(n) = change.approvals {
             if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
