@@ -18,6 +18,7 @@ use crate::registry::{DockerConfig, Registries, RegistrySettings};
 use crate::signing::ImageSigner;
 use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
+use crate::store::integrity::ProtectedStore;
 use crate::store::{self, Namespace, SledStore, Store, StoreError};
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The record MAC key could not be opened, or the store does not match the HSM.
+    #[error(transparent)]
+    Integrity(#[from] crate::store::integrity::OpenError),
     /// Keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -135,6 +139,10 @@ pub fn write_client_config(
 pub struct Instance {
     config: Config,
     store: Arc<dyn Store>,
+    /// The records that grant power, MAC'd in the HSM.
+    protected: ProtectedStore,
+    /// Records given a MAC at this start (a store from before record MACs).
+    migrated: u64,
     backends: Arc<Backends>,
     principals: Arc<Principals>,
     metrics: Arc<Metrics>,
@@ -259,14 +267,66 @@ impl Instance {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir)?);
         // Whatever the umask was when the store was written: the daemon's user only.
         crate::files::restrict_tree(&store_dir)?;
-        let principals = Arc::new(Principals::load(store.clone())?);
+        let (protected, migrated) = crate::store::integrity::open_protected(
+            store.clone(),
+            backends.clone(),
+            config.ca_backend(),
+        )
+        .await?;
+        if migrated > 0 {
+            tracing::info!(
+                records = migrated,
+                "records written before record MACs now carry one"
+            );
+        }
+        let principals = Arc::new(Principals::load(protected.clone()).await?);
         Ok(Self {
             config,
             store,
+            protected,
+            migrated,
             backends,
             principals,
             metrics,
         })
+    }
+
+    /// Audits what start-up did to records: the migration to record MACs, and every
+    /// record refused because its MAC failed.
+    async fn audit_start(&self, audit: &AuditLog, keys: &KeyRegistry) -> Result<(), StartError> {
+        let mut events: Vec<(&str, String, String)> = Vec::new();
+        if self.migrated > 0 {
+            events.push((
+                "MigrateRecords",
+                String::new(),
+                format!(
+                    "{} records written before record MACs now carry one",
+                    self.migrated
+                ),
+            ));
+        }
+        for (name, why) in keys.refused().chain(self.principals.refused()) {
+            events.push(("RefuseRecord", name.clone(), why.clone()));
+        }
+        for (action, target, reason) in &events {
+            let decision = if *action == "MigrateRecords" {
+                "allowed"
+            } else {
+                "denied"
+            };
+            audit
+                .append(crate::audit::Entry {
+                    principal: "keywardd",
+                    action,
+                    target,
+                    decision,
+                    reason,
+                    request_hash: "",
+                })
+                .await
+                .map_err(|e| StartError::Config(format!("cannot write the audit log: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The CA record, if the instance is initialised.
@@ -318,6 +378,7 @@ impl Instance {
             .ok_or_else(|| StartError::Config("issued an unreadable certificate".into()))?;
         self.principals
             .add(admin, vec![Role::Admin], fingerprint, "keywardd init")
+            .await
             .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(identity)
     }
@@ -407,7 +468,7 @@ impl Instance {
                 }
             };
         Ok(Mfa::new(
-            self.store.clone(),
+            self.protected.clone(),
             self.backends.clone(),
             key,
             MfaSettings {
@@ -462,11 +523,9 @@ impl Instance {
             0o644,
         )?;
         let ca = Arc::new(ca);
-        let keys = Arc::new(KeyRegistry::load(
-            self.store.clone(),
-            self.backends.clone(),
-            ca.clone(),
-        )?);
+        let keys = Arc::new(
+            KeyRegistry::load(self.protected.clone(), self.backends.clone(), ca.clone()).await?,
+        );
         let audit_key = self.audit_key().await?;
         let report = keys
             .reconcile(&[(
@@ -520,6 +579,7 @@ impl Instance {
                 "the audit log is disabled ([audit] enabled = false): requests are not recorded"
             );
         }
+        self.audit_start(&audit, &keys).await?;
         let mfa = Arc::new(self.mfa().await?);
         if !mfa.required() {
             tracing::warn!("MFA is not enforced ([mfa] required = false)");
@@ -530,7 +590,7 @@ impl Instance {
             mfa,
         };
         let approvals = Arc::new(crate::approvals::Approvals::new(
-            self.store.clone(),
+            self.protected.clone(),
             keys.clone(),
             (signer.clone(), blobs.clone()),
             self.principals.clone(),

@@ -7,6 +7,7 @@ use keyward_daemon::hsm::yubihsm::YubiHsmBackend;
 use keyward_daemon::hsm::{Algorithm, Backend, HsmError, HsmPool, SignInput};
 use keyward_daemon::keys::{Backends, KeyError, KeyRecord, KeyRegistry, Purpose, VersionState};
 use keyward_daemon::pki::{self, CaRecord};
+use keyward_daemon::store::integrity::open_protected;
 use keyward_daemon::store::{SledStore, Store};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -37,7 +38,12 @@ async fn registry(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord) {
     pools.insert("yubi".to_string(), pool);
     let backends = Arc::new(Backends::new(pools, "yubi".into()).unwrap());
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("store")).unwrap());
-    let reg = KeyRegistry::load(store, backends, Arc::new(ca.clone())).unwrap();
+    let (protected, _) = open_protected(store, backends.clone(), "yubi")
+        .await
+        .unwrap();
+    let reg = KeyRegistry::load(protected, backends, Arc::new(ca.clone()))
+        .await
+        .unwrap();
     (Arc::new(reg), ca)
 }
 
@@ -172,7 +178,7 @@ async fn a_panicking_hsm_job_fails_its_request_but_not_the_worker() {
     let r: Result<Vec<u8>, HsmError> = pool
         .run("seal", |s| {
             let key = s.generate_sealing_key("mfa")?;
-            s.seal(&key, b"x")
+            s.seal(&key, b"x", b"owner")
         })
         .await;
     let e = r.unwrap_err().to_string();

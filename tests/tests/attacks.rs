@@ -816,7 +816,16 @@ fn one_key_admin_alone_cannot_weaken_a_keys_policy() {
     assert_eq!(key["approvals"], 0);
 
     // Each kind of weakening is caught, including "any signer".
-    d.ok(&["key", "policy", "set", "files", "--signers", "kim", "--scope", "r/prod/*"]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "files",
+        "--signers",
+        "kim",
+        "--scope",
+        "r/prod/*",
+    ]);
     for args in [
         vec!["--signers", ""],
         vec!["--signers", "kim,kira"],

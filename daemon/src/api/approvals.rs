@@ -3,6 +3,7 @@
 use super::ToStatus;
 use super::gate::admitted;
 use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Subject};
+use crate::store::integrity::IntegrityError;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
@@ -30,6 +31,12 @@ impl ToStatus for ApprovalError {
             ApprovalError::Key(k) => k.to_status(),
             ApprovalError::Image(i) => i.to_status(),
             ApprovalError::Store(_) => Status::internal("internal error: the store failed"),
+            ApprovalError::Integrity(IntegrityError::Tampered { .. }) => {
+                Status::data_loss(self.to_string())
+            }
+            ApprovalError::Integrity(_) => {
+                Status::unavailable("the approval could not be checked; see the daemon log")
+            }
         }
     }
 }
@@ -117,7 +124,7 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         req: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
         let call = admitted(&req)?;
-        let result = self.approvals.list(req.get_ref().pending_only);
+        let result = self.approvals.list(req.get_ref().pending_only).await;
         call.finish(result).await.map(|l| {
             Response::new(pb::ListApprovalsResponse {
                 approvals: l.iter().map(view).collect(),
@@ -130,7 +137,7 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         req: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
         let call = admitted(&req)?;
-        let result = self.approvals.get(&req.get_ref().id);
+        let result = self.approvals.get(&req.get_ref().id).await;
         call.finish(result).await.map(|r| Response::new(view(&r)))
     }
 

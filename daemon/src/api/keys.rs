@@ -69,6 +69,7 @@ impl KeyApi {
                 weakens.clone(),
                 &call.request_hash,
             )
+            .await
             .map_err(|e| KeyError::InvalidArgument(e.to_string()))?;
         tracing::info!(principal = %call.principal(), key = %name, approval = %a.id, weakens = ?weakens, "policy change weakens the key's policy; it waits for a second key-admin");
         Ok(pb::PolicyChangeResponse {

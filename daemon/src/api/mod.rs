@@ -27,6 +27,7 @@ use crate::hsm::HsmError;
 use crate::keys::KeyError;
 use crate::registry::RegistryError;
 use crate::signing::ImageError;
+use crate::store::integrity::IntegrityError;
 use tonic::{Code, Status};
 
 /// Maps a key error to the status the caller sees.
@@ -46,6 +47,12 @@ pub fn status(e: &KeyError) -> Status {
             }
         },
         KeyError::Store(_) | KeyError::Pki(_) => Code::Internal,
+        KeyError::Refused { .. } => Code::DataLoss,
+        KeyError::Integrity(i) => match i {
+            IntegrityError::Tampered { .. } => Code::DataLoss,
+            IntegrityError::Hsm(_) => Code::Unavailable,
+            IntegrityError::Store(_) => Code::Internal,
+        },
     };
     let message = match code {
         // Device and storage details stay in the log.

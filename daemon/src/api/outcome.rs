@@ -121,7 +121,13 @@ impl Admitted {
 /// in the log.
 pub fn mfa_status(e: &MfaError) -> Status {
     match e {
-        MfaError::Store(_) | MfaError::Hsm(_) => {
+        MfaError::Integrity(crate::store::integrity::IntegrityError::Tampered { .. }) => {
+            tracing::error!(error = %e, "second-factor record refused");
+            Status::unauthenticated(
+                "this principal's stored second factor failed its integrity check and is not used; an admin must remove and re-add the principal",
+            )
+        }
+        MfaError::Store(_) | MfaError::Hsm(_) | MfaError::Integrity(_) => {
             tracing::error!(error = %e, "second-factor check failed");
             Status::unavailable("the second-factor check failed; see the daemon log")
         }

@@ -60,7 +60,8 @@ impl super::ToStatus for PrincipalError {
             PrincipalError::AlreadyExists(_) => Code::AlreadyExists,
             PrincipalError::InvalidArgument(_) => Code::InvalidArgument,
             PrincipalError::FailedPrecondition(_) => Code::FailedPrecondition,
-            PrincipalError::Store(_) => {
+            PrincipalError::Store(_) | PrincipalError::Integrity(_) => {
+                tracing::error!(error = %self, "principal change failed");
                 return Status::internal("internal error: the store failed; nothing was changed");
             }
         };
@@ -110,7 +111,8 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
             .ok_or_else(|| Status::internal("internal error: issued an unreadable certificate"))?;
         let added = self
             .principals
-            .add(&r.name, roles, fingerprint, call.principal());
+            .add(&r.name, roles, fingerprint, call.principal())
+            .await;
         if let Ok(p) = &added {
             tracing::info!(principal = %call.principal(), added = %p.name, roles = ?p.roles, "principal added");
         }
@@ -146,7 +148,7 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::RemovePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let call = admitted(&req)?;
-        let result = self.principals.remove(&req.get_ref().name);
+        let result = self.principals.remove(&req.get_ref().name).await;
         if let Ok(p) = &result {
             tracing::info!(principal = %call.principal(), removed = %p.name, "principal removed");
         }

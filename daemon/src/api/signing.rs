@@ -90,6 +90,7 @@ impl pb::signing_service_server::SigningService for SigningApi {
                         &call.request_hash,
                         call.approvals_needed,
                     )
+                    .await
                     .map_err(|e| KeyError::InvalidArgument(e.to_string()))
             }
             .await;

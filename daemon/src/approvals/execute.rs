@@ -18,8 +18,8 @@ use base64::Engine;
 
 impl Approvals {
     /// A request that can still be approved or denied.
-    fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        let r = self.get(id)?;
+    async fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        let r = self.get(id).await?;
         if r.status != "pending" {
             return Err(ApprovalError::NotPending {
                 id: r.id,
@@ -64,7 +64,7 @@ impl Approvals {
         id: &str,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let _one = self.decide.lock().await;
-        let mut r = self.pending(id)?;
+        let mut r = self.pending(id).await?;
         self.may_approve(approver, &r)
             .map_err(ApprovalError::Refused)?;
         if r.approved_by.contains(&approver.name) {
@@ -75,11 +75,11 @@ impl Approvals {
         }
         r.approved_by.push(approver.name.clone());
         if (r.approved_by.len() as u32) < self.needed(&r)? {
-            self.save(&r)?;
+            self.save(&r).await?;
             return Ok(r);
         }
         r.status = "approved".into();
-        self.save(&r)?;
+        self.save(&r).await?;
         Ok(self.execute(r).await)
     }
 
@@ -100,7 +100,7 @@ impl Approvals {
         reason: &str,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let _one = self.decide.lock().await;
-        let mut r = self.pending(id)?;
+        let mut r = self.pending(id).await?;
         if !who
             .roles
             .iter()
@@ -114,7 +114,7 @@ impl Approvals {
         }
         r.status = "denied".into();
         r.denied_by = Some((who.name.clone(), reason.to_string()));
-        self.save(&r)?;
+        self.save(&r).await?;
         Ok(r)
     }
 
@@ -174,7 +174,7 @@ impl Approvals {
                 tracing::warn!(approval = %r.id, reason = %why, "an approved request no longer passes the checks; it is not signed");
                 r.status = "refused".into();
                 r.error = Some(why);
-                if let Err(e) = self.save(&r) {
+                if let Err(e) = self.save(&r).await {
                     tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
                 }
                 return r;
@@ -194,7 +194,7 @@ impl Approvals {
                 r.error = Some(e.to_string());
             }
         }
-        if let Err(e) = self.save(&r) {
+        if let Err(e) = self.save(&r).await {
             tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
         }
         r
@@ -279,7 +279,9 @@ impl Approvals {
     /// after checking them again; each is audited.
     pub async fn resume(&self) {
         let _one = self.decide.lock().await;
-        let Ok(all) = self.list(false) else { return };
+        let Ok(all) = self.list(false).await else {
+            return;
+        };
         for r in all.into_iter().filter(|r| r.status == "approved") {
             tracing::info!(approval = %r.id, "signing an approved request left unfinished");
             let intent = self

@@ -15,7 +15,8 @@ use crate::hsm::SignInput;
 use crate::keys::{KeyError, KeyRegistry};
 use crate::signing::blob::{BlobSigner, Described};
 use crate::signing::{ImageError, ImageSigner};
-use crate::store::{self, Namespace, Store, StoreError};
+use crate::store::integrity::{IntegrityError, ProtectedStore};
+use crate::store::{Namespace, StoreError};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -49,6 +50,9 @@ pub enum ApprovalError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored approval failed its integrity check, or the MAC key failed.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
 }
 
 /// What is waiting to be signed.
@@ -138,9 +142,12 @@ pub struct ApprovalRecord {
     pub error: Option<String>,
 }
 
+/// Requests one principal may have waiting at once.
+pub const MAX_PENDING_PER_PRINCIPAL: usize = 100;
+
 /// All approvals.
 pub struct Approvals {
-    store: Arc<dyn Store>,
+    store: ProtectedStore,
     keys: Arc<KeyRegistry>,
     signer: Arc<ImageSigner>,
     blobs: Arc<BlobSigner>,
@@ -160,7 +167,7 @@ impl std::fmt::Debug for Approvals {
 impl Approvals {
     /// Approvals over the store; pending requests expire after `ttl`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: ProtectedStore,
         keys: Arc<KeyRegistry>,
         signers: (Arc<ImageSigner>, Arc<BlobSigner>),
         principals: Arc<Principals>,
@@ -179,37 +186,55 @@ impl Approvals {
         }
     }
 
-    fn save(&self, r: &ApprovalRecord) -> Result<(), ApprovalError> {
-        Ok(self
-            .store
-            .put(Namespace::Approvals, &r.id, &store::to_json(r)?)?)
+    async fn save(&self, r: &ApprovalRecord) -> Result<(), ApprovalError> {
+        Ok(self.store.put(Namespace::Approvals, &r.id, r).await?)
     }
 
-    fn expire(&self, mut r: ApprovalRecord) -> Result<ApprovalRecord, ApprovalError> {
+    async fn expire(&self, mut r: ApprovalRecord) -> Result<ApprovalRecord, ApprovalError> {
         if r.status == "pending" && OffsetDateTime::now_utc() > r.expires_at {
             r.status = "expired".into();
-            self.save(&r)?;
+            self.save(&r).await?;
         }
         Ok(r)
     }
 
-    /// An approval by id.
-    pub fn get(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        let r: ApprovalRecord = store::get_json(self.store.as_ref(), Namespace::Approvals, id)?
+    /// An approval by id; one whose stored record fails its integrity check is refused.
+    pub async fn get(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        let r: ApprovalRecord = self
+            .store
+            .get(Namespace::Approvals, id)
+            .await?
             .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
-        self.expire(r)
+        if r.id != id {
+            return Err(ApprovalError::Integrity(IntegrityError::Tampered {
+                ns: "approvals",
+                key: id.to_string(),
+            }));
+        }
+        self.expire(r).await
     }
 
-    /// All approvals, newest first.
-    pub fn list(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+    /// All approvals, newest first. Records that fail their integrity check are left
+    /// out and logged.
+    pub async fn list(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, ApprovalError> {
         let mut out = Vec::new();
-        for (k, v) in self.store.list(Namespace::Approvals)? {
-            let r: ApprovalRecord =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: k,
-                    detail: e.to_string(),
-                })?;
-            let r = self.expire(r)?;
+        for (k, r) in self
+            .store
+            .list::<ApprovalRecord>(Namespace::Approvals)
+            .await?
+        {
+            let r = match r {
+                Ok(r) if r.id == k => r,
+                Ok(_) => {
+                    tracing::error!(approval = %k, "a stored approval names another id; it is not used");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(approval = %k, error = %e, "approval record refused");
+                    continue;
+                }
+            };
+            let r = self.expire(r).await?;
             if !pending_only || r.status == "pending" {
                 out.push(r);
             }
@@ -218,7 +243,7 @@ impl Approvals {
         Ok(out)
     }
 
-    fn new_record(
+    async fn new_record(
         &self,
         requester: &str,
         key: &str,
@@ -226,6 +251,17 @@ impl Approvals {
         request_hash: &str,
         needed: u32,
     ) -> Result<ApprovalRecord, ApprovalError> {
+        let waiting = self
+            .list(true)
+            .await?
+            .iter()
+            .filter(|r| r.requester == requester)
+            .count();
+        if waiting >= MAX_PENDING_PER_PRINCIPAL {
+            return Err(ApprovalError::Refused(format!(
+                "principal {requester:?} already has {waiting} requests waiting for approval (at most {MAX_PENDING_PER_PRINCIPAL}); deny or wait for some first"
+            )));
+        }
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| StoreError::Engine(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
@@ -246,12 +282,12 @@ impl Approvals {
             pushed_to: Vec::new(),
             error: None,
         };
-        self.save(&r)?;
+        self.save(&r).await?;
         Ok(r)
     }
 
     /// Stores a blob-signing request for approval.
-    pub fn request_blob(
+    pub async fn request_blob(
         &self,
         requester: &str,
         key: &str,
@@ -274,11 +310,12 @@ impl Approvals {
             size: described.size,
         };
         self.new_record(requester, key, subject, request_hash, needed)
+            .await
     }
 
     /// Stores a policy change that weakens the key's policy; one other key-admin or
     /// admin must approve it.
-    pub fn request_policy(
+    pub async fn request_policy(
         &self,
         requester: &str,
         key: &str,
@@ -293,6 +330,7 @@ impl Approvals {
             request_hash,
             1,
         )
+        .await
     }
 
     /// Stores an attestation request for approval, bound to the exact statement: the
@@ -325,6 +363,7 @@ impl Approvals {
             request_hash,
             needed,
         )
+        .await
     }
 
     /// Stores an image-signing request for approval, with the digests resolved now.
@@ -351,5 +390,6 @@ impl Approvals {
             request_hash,
             needed,
         )
+        .await
     }
 }

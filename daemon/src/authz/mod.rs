@@ -5,7 +5,8 @@ mod key_use;
 
 pub use key_use::{SignPermit, check_key_use};
 
-use crate::store::{self, Namespace, Store, StoreError};
+use crate::store::integrity::{IntegrityError, ProtectedStore};
+use crate::store::{Namespace, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -178,13 +179,19 @@ pub enum PrincipalError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The MAC key failed, or a stored record failed its integrity check.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
 }
 
 /// All principals, cached over the store.
 pub struct Principals {
-    store: Arc<dyn Store>,
+    store: ProtectedStore,
     by_name: RwLock<HashMap<String, Arc<PrincipalRecord>>>,
-    writes: std::sync::Mutex<()>,
+    /// Principals whose stored record failed its integrity check, and why.
+    refused: HashMap<String, String>,
+    /// One change at a time (held across the MAC and the write).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Principals {
@@ -194,22 +201,37 @@ impl std::fmt::Debug for Principals {
 }
 
 impl Principals {
-    /// Loads every principal.
-    pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    /// Loads every principal; one whose stored record fails its integrity check is
+    /// not loaded, and its certificate is refused with the reason.
+    pub async fn load(store: ProtectedStore) -> Result<Self, StoreError> {
         let mut by_name = HashMap::new();
-        for (k, v) in store.list(Namespace::Principals)? {
-            let rec: PrincipalRecord =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: k.clone(),
-                    detail: e.to_string(),
-                })?;
-            by_name.insert(k, Arc::new(rec));
+        let mut refused = HashMap::new();
+        for (k, rec) in store.list::<PrincipalRecord>(Namespace::Principals).await? {
+            match rec {
+                Ok(rec) if rec.name == k => {
+                    by_name.insert(k, Arc::new(rec));
+                }
+                Ok(_) => {
+                    tracing::error!(principal = %k, "a stored principal record names another principal; it is not used");
+                    refused.insert(k, "its stored record names another principal".into());
+                }
+                Err(e) => {
+                    tracing::error!(principal = %k, error = %e, "principal record refused");
+                    refused.insert(k, e.to_string());
+                }
+            }
         }
         Ok(Self {
             store,
             by_name: RwLock::new(by_name),
-            writes: std::sync::Mutex::new(()),
+            refused,
+            writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Principals whose stored record was refused at start-up, and why.
+    pub fn refused(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.refused.iter()
     }
 
     /// A principal by name.
@@ -241,6 +263,9 @@ impl Principals {
         name: &str,
         cert_fingerprint: &str,
     ) -> Result<Arc<PrincipalRecord>, String> {
+        if let Some(why) = self.refused.get(name) {
+            return Err(format!("principal {name:?} is not accepted: {why}"));
+        }
         let rec = self
             .get(name)
             .map_err(|_| format!("principal {name:?} is not registered"))?;
@@ -257,21 +282,23 @@ impl Principals {
         Ok(rec)
     }
 
-    fn save(
+    async fn save(
         &self,
         rec: PrincipalRecord,
         new: bool,
     ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        let value = store::to_json(&rec)?;
         if new {
             if !self
                 .store
-                .create(Namespace::Principals, &rec.name, &value)?
+                .create(Namespace::Principals, &rec.name, &rec)
+                .await?
             {
                 return Err(PrincipalError::AlreadyExists(rec.name));
             }
         } else {
-            self.store.put(Namespace::Principals, &rec.name, &value)?;
+            self.store
+                .put(Namespace::Principals, &rec.name, &rec)
+                .await?;
         }
         let rec = Arc::new(rec);
         self.by_name
@@ -282,14 +309,14 @@ impl Principals {
     }
 
     /// Registers a principal whose certificate has been issued.
-    pub fn add(
+    pub async fn add(
         &self,
         name: &str,
         roles: Vec<Role>,
         certificate_fingerprint: String,
         created_by: &str,
     ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writes.lock().await;
         self.save(
             PrincipalRecord {
                 name: name.to_string(),
@@ -301,6 +328,7 @@ impl Principals {
             },
             true,
         )
+        .await
     }
 
     /// Checks a new principal's name and roles before its certificate is issued.
@@ -329,8 +357,8 @@ impl Principals {
 
     /// Removes a principal: its certificate is refused from the next request on. The
     /// last active admin cannot be removed.
-    pub fn remove(&self, name: &str) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn remove(&self, name: &str) -> Result<Arc<PrincipalRecord>, PrincipalError> {
+        let _w = self.writes.lock().await;
         let mut rec = (*self.get(name)?).clone();
         if rec.removed_at.is_some() {
             return Ok(Arc::new(rec));
@@ -348,7 +376,7 @@ impl Principals {
             }
         }
         rec.removed_at = Some(OffsetDateTime::now_utc());
-        self.save(rec, false)
+        self.save(rec, false).await
     }
 }
 

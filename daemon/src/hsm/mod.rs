@@ -160,8 +160,16 @@ pub trait HsmSession: Send {
     /// Generates a non-extractable secret key for sealing small secrets (AES-256 on
     /// PKCS#11, an AES-CCM wrap key on YubiHSM); returns its id.
     fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError>;
-    /// Encrypts a small secret inside the HSM (authenticated: AES-GCM or AES-CCM).
-    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError>;
-    /// Decrypts what [`HsmSession::seal`] made; fails if it was altered.
-    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// Encrypts a small secret inside the HSM (authenticated: AES-GCM or AES-CCM),
+    /// bound to `aad` (who it belongs to): it opens only with the same `aad`.
+    fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// Decrypts what [`HsmSession::seal`] made; fails if it or `aad` was altered.
+    fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// Generates a non-extractable HMAC-SHA256 key for the integrity of stored records;
+    /// returns its id.
+    fn generate_mac_key(&mut self, label: &str) -> Result<String, HsmError>;
+    /// HMAC-SHA256 of `data` with the key `key_id`.
+    fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError>;
+    /// The id of a secret key Keyward made with this label (`keyward:<label>`), if any.
+    fn find_secret(&mut self, label: &str) -> Result<Option<String>, HsmError>;
 }

@@ -14,7 +14,6 @@ use super::{
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -31,6 +30,9 @@ use zeroize::Zeroizing;
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+
+#[path = "pkcs11_secret.rs"]
+mod secret;
 
 /// Labels of objects Keyward creates start with this.
 pub const LABEL_PREFIX: &str = "keyward:";
@@ -110,7 +112,7 @@ impl std::fmt::Debug for Pkcs11Backend {
     }
 }
 
-fn device(op: &'static str, e: CkError) -> HsmError {
+pub(crate) fn device(op: &'static str, e: CkError) -> HsmError {
     match e {
         CkError::Pkcs11(RvError::DeviceMemory, _) => HsmError::OutOfSpace(e.to_string()),
         CkError::Pkcs11(RvError::PinIncorrect, _) => HsmError::WrongPin("the token".into()),
@@ -692,62 +694,52 @@ impl HsmSession for Pkcs11Session {
     }
 
     fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError> {
-        let mut id = vec![0u8; 16];
-        getrandom::getrandom(&mut id).map_err(|e| HsmError::Device {
-            op: "generate",
-            detail: e.to_string(),
-        })?;
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32u64.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Id(id.clone()),
-            Attribute::Label(format!("{LABEL_PREFIX}{label}").into_bytes()),
-        ];
         let _exclusive = write(&self.objects.generation);
-        self.session
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(|e| device("generate sealing key", e))?;
-        Ok(hex::encode(id))
+        secret::generate(&self.session, label, secret::Kind::Sealing)
     }
 
-    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError> {
+    fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
         let key = self.secret_key(key_id)?;
-        let mut iv = [0u8; 12];
-        getrandom::getrandom(&mut iv).map_err(|e| HsmError::Device {
-            op: "seal",
-            detail: e.to_string(),
-        })?;
-        let mut iv_param = iv;
-        let params = GcmParams::new(&mut iv_param, b"keyward-seal", 128u64.into())
-            .map_err(|e| device("seal", e))?;
-        let ct = self
+        secret::seal(&self.session, key, plaintext, aad)
+    }
+
+    fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.secret_key(key_id)?;
+        secret::unseal(&self.session, key, sealed, aad)
+    }
+
+    fn find_secret(&mut self, label: &str) -> Result<Option<String>, HsmError> {
+        let _find = read(&self.objects.generation);
+        let found = self
             .session
-            .encrypt(&Mechanism::AesGcm(params), key, plaintext)
-            .map_err(|e| device("seal", e))?;
-        let mut out = iv.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(out)
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(format!("{LABEL_PREFIX}{label}").into_bytes()),
+            ])
+            .map_err(|e| device("find secret key", e))?;
+        let Some(h) = found.first() else {
+            return Ok(None);
+        };
+        let attrs = self
+            .session
+            .get_attributes(*h, &[AttributeType::Id])
+            .map_err(|e| device("read attributes", e))?;
+        Ok(attrs.into_iter().find_map(|a| match a {
+            Attribute::Id(id) => Some(hex::encode(id)),
+            _ => None,
+        }))
     }
 
-    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError> {
+    fn generate_mac_key(&mut self, label: &str) -> Result<String, HsmError> {
+        let _exclusive = write(&self.objects.generation);
+        secret::generate(&self.session, label, secret::Kind::Mac)
+    }
+
+    fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         let key = self.secret_key(key_id)?;
-        if sealed.len() < 12 + 16 {
-            return Err(HsmError::InvalidInput("sealed secret is too short".into()));
-        }
-        let mut iv = [0u8; 12];
-        iv.copy_from_slice(&sealed[..12]);
-        let params = GcmParams::new(&mut iv, b"keyward-seal", 128u64.into())
-            .map_err(|e| device("unseal", e))?;
         self.session
-            .decrypt(&Mechanism::AesGcm(params), key, &sealed[12..])
-            .map_err(|e| device("unseal", e))
+            .sign(&Mechanism::Sha256Hmac, key, data)
+            .map_err(|e| device("mac", e))
     }
 
     fn destroy(&mut self, hsm_id: &str) -> Result<(), HsmError> {

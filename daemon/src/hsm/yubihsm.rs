@@ -263,20 +263,73 @@ impl HsmSession for YubiHsmSession {
         Ok(format_id(id))
     }
 
-    fn seal(&mut self, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, HsmError> {
+    /// YubiHSM wrap_data has no associated data: the binding is wrapped with the
+    /// secret (length, binding, secret) and checked when unwrapped.
+    fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
         let id = parse_id(key_id)?;
+        let len = u16::try_from(aad.len())
+            .map_err(|_| HsmError::InvalidInput("sealing binding is too long".into()))?;
+        let mut framed = zeroize::Zeroizing::new(len.to_be_bytes().to_vec());
+        framed.extend_from_slice(aad);
+        framed.extend_from_slice(plaintext);
         self.client
-            .wrap_data(id, plaintext.to_vec())
+            .wrap_data(id, framed.to_vec())
             .map(|m| m.into_vec())
             .map_err(|e| device("seal", e))
     }
 
-    fn unseal(&mut self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, HsmError> {
+    fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
         let id = parse_id(key_id)?;
         let msg = yubihsm::wrap::Message::from_vec(sealed.to_vec())
             .map_err(|e| HsmError::InvalidInput(format!("sealed secret is malformed: {e}")))?;
+        let framed = zeroize::Zeroizing::new(
+            self.client
+                .unwrap_data(id, msg)
+                .map_err(|e| device("unseal", e))?,
+        );
+        let wrong = || HsmError::InvalidInput("the sealed secret belongs to someone else".into());
+        let len = framed
+            .get(..2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(wrong)?;
+        if framed.get(2..2 + len) != Some(aad) {
+            return Err(wrong());
+        }
+        Ok(framed[2 + len..].to_vec())
+    }
+
+    fn find_secret(&mut self, label: &str) -> Result<Option<String>, HsmError> {
+        let text: String = format!("keyward:{label}").chars().take(40).collect();
+        let entries = self
+            .client
+            .list_objects(&[object::Filter::Label(object::Label::from(text.as_str()))])
+            .map_err(|e| device("list objects", e))?;
+        Ok(entries
+            .into_iter()
+            .find(|e| matches!(e.object_type, object::Type::HmacKey | object::Type::WrapKey))
+            .map(|e| format_id(e.object_id)))
+    }
+
+    fn generate_mac_key(&mut self, label: &str) -> Result<String, HsmError> {
+        let id = self.free_id()?;
+        let text: String = format!("keyward:{label}").chars().take(40).collect();
         self.client
-            .unwrap_data(id, msg)
-            .map_err(|e| device("unseal", e))
+            .generate_hmac_key(
+                id,
+                object::Label::from(text.as_str()),
+                Domain::DOM1,
+                Capability::SIGN_HMAC | Capability::VERIFY_HMAC,
+                yubihsm::hmac::Algorithm::Sha256,
+            )
+            .map_err(|e| device("generate mac key", e))?;
+        Ok(format_id(id))
+    }
+
+    fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let id = parse_id(key_id)?;
+        self.client
+            .sign_hmac(id, data.to_vec())
+            .map(|t| t.into_vec())
+            .map_err(|e| device("mac", e))
     }
 }

@@ -11,7 +11,8 @@ use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;
 use crate::hsm::{Algorithm, HsmError, HsmPool, SignInput};
 use crate::pki::{self, CaRecord, PkiError, Subject};
-use crate::store::{self, Namespace, Store, StoreError};
+use crate::store::integrity::{IntegrityError, ProtectedStore};
+use crate::store::{Namespace, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use time::OffsetDateTime;
@@ -45,6 +46,17 @@ pub enum KeyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored record failed its integrity check, or the MAC key failed.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// The key's stored record was refused at start-up.
+    #[error("key {name:?} is not used: {why}")]
+    Refused {
+        /// Key name.
+        name: String,
+        /// Why.
+        why: String,
+    },
     /// A certificate could not be issued.
     #[error(transparent)]
     Pki(#[from] PkiError),
@@ -101,10 +113,12 @@ pub struct Reconciliation {
 
 /// All keys, cached in memory over the store. Writes go to the store first.
 pub struct KeyRegistry {
-    store: Arc<dyn Store>,
+    store: ProtectedStore,
     backends: Arc<Backends>,
     ca: Arc<CaRecord>,
     cache: RwLock<HashMap<String, Arc<KeyRecord>>>,
+    /// Keys whose stored record failed its integrity check, and why.
+    refused: HashMap<String, String>,
     /// Serialises create and rotate so that two rotations never race on one record.
     writes: tokio::sync::Mutex<()>,
 }
@@ -121,26 +135,43 @@ fn now() -> OffsetDateTime {
 
 impl KeyRegistry {
     /// Loads every key record from the store.
-    pub fn load(
-        store: Arc<dyn Store>,
+    /// A record whose MAC fails is not loaded: requests naming it are refused and say
+    /// why.
+    pub async fn load(
+        store: ProtectedStore,
         backends: Arc<Backends>,
         ca: Arc<CaRecord>,
     ) -> Result<Self, KeyError> {
         let mut cache = HashMap::new();
-        for (name, raw) in store.list(Namespace::Keys)? {
-            let rec: KeyRecord = serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt {
-                key: name.clone(),
-                detail: e.to_string(),
-            })?;
-            cache.insert(name, Arc::new(rec));
+        let mut refused = HashMap::new();
+        for (name, rec) in store.list::<KeyRecord>(Namespace::Keys).await? {
+            match rec {
+                Ok(rec) if rec.name == name => {
+                    cache.insert(name, Arc::new(rec));
+                }
+                Ok(_) => {
+                    tracing::error!(key = %name, "a stored key record names another key; it is not used");
+                    refused.insert(name, "its stored record names another key".to_string());
+                }
+                Err(e) => {
+                    tracing::error!(key = %name, error = %e, "key record refused");
+                    refused.insert(name, e.to_string());
+                }
+            }
         }
         Ok(Self {
             store,
             backends,
             ca,
             cache: RwLock::new(cache),
+            refused,
             writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Keys whose stored record was refused at start-up, and why.
+    pub fn refused(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.refused.iter()
     }
 
     /// The backends keys live on.
@@ -160,7 +191,13 @@ impl KeyRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| KeyError::NotFound(name.to_string()))
+            .ok_or_else(|| match self.refused.get(name) {
+                Some(why) => KeyError::Refused {
+                    name: name.to_string(),
+                    why: why.clone(),
+                },
+                None => KeyError::NotFound(name.to_string()),
+            })
     }
 
     /// All keys, by name.
@@ -285,8 +322,7 @@ impl KeyRegistry {
             approvals: 0,
             purpose,
         };
-        let stored =
-            store::to_json(&rec).and_then(|v| self.store.create(Namespace::Keys, name, &v));
+        let stored = self.store.create(Namespace::Keys, name, &rec).await;
         match stored {
             Ok(true) => Ok(self.remember(rec)),
             Ok(false) => {
@@ -324,7 +360,7 @@ impl KeyRegistry {
             }
         }
         rec.versions.push(fresh);
-        match store::to_json(&rec).and_then(|v| self.store.put(Namespace::Keys, name, &v)) {
+        match self.store.put(Namespace::Keys, name, &rec).await {
             Ok(()) => Ok(self.remember(rec)),
             Err(e) => {
                 self.destroy_quietly(&current.backend, &hsm_id).await;
@@ -368,8 +404,7 @@ impl KeyRegistry {
             }
             rec.approvals = n;
         }
-        self.store
-            .put(Namespace::Keys, name, &store::to_json(&rec)?)?;
+        self.store.put(Namespace::Keys, name, &rec).await?;
         Ok(self.remember(rec))
     }
 

@@ -7,7 +7,8 @@
 
 use crate::hsm::HsmError;
 use crate::keys::Backends;
-use crate::store::{self, Namespace, Store, StoreError};
+use crate::store::integrity::{IntegrityError, ProtectedStore};
+use crate::store::{Namespace, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub enum MfaError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The stored enrolment failed its integrity check, or the MAC key failed.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     /// The sealing key failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
@@ -79,6 +83,10 @@ pub struct MfaSettings {
 struct Enrolment {
     /// The TOTP secret sealed by the HSM key, hex.
     sealed: String,
+    /// Sealed with the principal's name as associated data (older enrolments were
+    /// not; they are sealed again, bound, when next used).
+    #[serde(default)]
+    bound: bool,
     confirmed: bool,
     /// Last accepted time step.
     last_step: u64,
@@ -98,7 +106,7 @@ pub struct SealingKey {
 
 /// The second factor of every principal.
 pub struct Mfa {
-    store: Arc<dyn Store>,
+    store: ProtectedStore,
     backends: Arc<Backends>,
     key: SealingKey,
     settings: MfaSettings,
@@ -136,7 +144,7 @@ pub struct NewEnrolment {
 impl Mfa {
     /// MFA over the store, sealing secrets with `key`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: ProtectedStore,
         backends: Arc<Backends>,
         key: SealingKey,
         settings: MfaSettings,
@@ -155,17 +163,25 @@ impl Mfa {
         self.settings.required
     }
 
-    async fn seal(&self, secret: Vec<u8>) -> Result<Vec<u8>, MfaError> {
+    async fn seal(&self, principal: &str, secret: Vec<u8>) -> Result<Vec<u8>, MfaError> {
         let pool = self
             .backends
             .get(&self.key.backend)
             .map_err(|e| HsmError::Config(e.to_string()))?;
         let id = self.key.hsm_id.clone();
         let secret = Zeroizing::new(secret);
-        Ok(pool.run("seal", move |s| s.seal(&id, &secret)).await?)
+        let aad = principal.as_bytes().to_vec();
+        Ok(pool
+            .run("seal", move |s| s.seal(&id, &secret, &aad))
+            .await?)
     }
 
-    async fn unseal(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, MfaError> {
+    async fn unseal(
+        &self,
+        principal: &str,
+        sealed: &str,
+        bound: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, MfaError> {
         let pool = self
             .backends
             .get(&self.key.backend)
@@ -175,29 +191,30 @@ impl Mfa {
             key: "mfa".into(),
             detail: e.to_string(),
         })?;
-        let plain: Vec<u8> = pool.run("unseal", move |s| s.unseal(&id, &sealed)).await?;
+        let aad = if bound {
+            principal.as_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        let plain: Vec<u8> = pool
+            .run("unseal", move |s| s.unseal(&id, &sealed, &aad))
+            .await?;
         Ok(Zeroizing::new(plain))
     }
 
-    fn load(&self, principal: &str) -> Result<Option<Enrolment>, MfaError> {
-        Ok(store::get_json(
-            self.store.as_ref(),
-            Namespace::Mfa,
-            principal,
-        )?)
+    async fn load(&self, principal: &str) -> Result<Option<Enrolment>, MfaError> {
+        Ok(self.store.get(Namespace::Mfa, principal).await?)
     }
 
-    fn save(&self, principal: &str, e: &Enrolment) -> Result<(), MfaError> {
-        Ok(self
-            .store
-            .put(Namespace::Mfa, principal, &store::to_json(e)?)?)
+    async fn save(&self, principal: &str, e: &Enrolment) -> Result<(), MfaError> {
+        Ok(self.store.put(Namespace::Mfa, principal, e).await?)
     }
 
     /// Starts an enrolment (or replaces an unconfirmed one). With `confirmed`, the
     /// enrolment is active at once (the first admin at `keywardd init`).
     pub async fn enroll(&self, principal: &str, confirmed: bool) -> Result<NewEnrolment, MfaError> {
         let _one = self.checks.lock().await;
-        if let Some(e) = self.load(principal)?
+        if let Some(e) = self.load(principal).await?
             && e.confirmed
             && !confirmed
         {
@@ -213,37 +230,40 @@ impl Mfa {
                 .to_url()
                 .map_err(|e| HsmError::InvalidInput(format!("TOTP URI: {e}")))?,
         );
-        let sealed = self.seal(secret.to_vec()).await?;
+        let sealed = self.seal(principal, secret.to_vec()).await?;
         self.save(
             principal,
             &Enrolment {
                 sealed: hex::encode(sealed),
+                bound: true,
                 confirmed,
                 last_step: 0,
                 failures: 0,
                 locked_until: None,
             },
-        )?;
+        )
+        .await?;
         Ok(NewEnrolment { uri })
     }
 
     /// Whether the principal has a confirmed second factor.
     pub async fn enrolled(&self, principal: &str) -> Result<bool, MfaError> {
-        Ok(self.load(principal)?.is_some_and(|e| e.confirmed))
+        Ok(self.load(principal).await?.is_some_and(|e| e.confirmed))
     }
 
     /// Activates a pending enrolment with a first code.
     pub async fn confirm(&self, principal: &str, code: &str) -> Result<(), MfaError> {
         let _one = self.checks.lock().await;
         let mut e = self
-            .load(principal)?
+            .load(principal)
+            .await?
             .ok_or_else(|| MfaError::NothingToConfirm(principal.to_string()))?;
         if e.confirmed {
             return Ok(());
         }
         self.check_code(principal, &mut e, code).await?;
         e.confirmed = true;
-        self.save(principal, &e)
+        self.save(principal, &e).await
     }
 
     /// Checks a code for an action that needs MFA.
@@ -254,7 +274,7 @@ impl Mfa {
         code: Option<&str>,
     ) -> Result<(), MfaError> {
         let _one = self.checks.lock().await;
-        let mut e = match self.load(principal)? {
+        let mut e = match self.load(principal).await? {
             Some(e) if e.confirmed => e,
             _ => return Err(MfaError::NotEnrolled(principal.to_string())),
         };
@@ -282,14 +302,18 @@ impl Mfa {
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MfaError::Malformed);
         }
-        let secret = self.unseal(&e.sealed).await?;
+        let secret = self.unseal(principal, &e.sealed, e.bound).await?;
+        if !e.bound {
+            e.sealed = hex::encode(self.seal(principal, secret.to_vec()).await?);
+            e.bound = true;
+        }
         let step = totp(&secret, principal)?.check_current(code);
         match step {
             Some(step) if step <= e.last_step => Err(MfaError::Replayed),
             Some(step) => {
                 e.last_step = step;
                 e.failures = 0;
-                self.save(principal, e)
+                self.save(principal, e).await
             }
             None => {
                 e.failures += 1;
@@ -297,7 +321,7 @@ impl Mfa {
                     let until = now + self.settings.lockout;
                     e.locked_until = Some(until);
                     e.failures = 0;
-                    self.save(principal, e)?;
+                    self.save(principal, e).await?;
                     tracing::warn!(principal, until = %until.format(&Rfc3339).unwrap_or_default(), "MFA lockout after too many wrong codes");
                     return Err(MfaError::Locked {
                         principal: principal.to_string(),
@@ -305,7 +329,7 @@ impl Mfa {
                     });
                 }
                 let remaining = self.settings.max_failures - e.failures;
-                self.save(principal, e)?;
+                self.save(principal, e).await?;
                 Err(MfaError::Wrong { remaining })
             }
         }

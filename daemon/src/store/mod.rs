@@ -1,6 +1,7 @@
 //! Storage of Keyward's state behind a small trait, so that domain code never sees the
 //! engine (sled by default; a replicated deployment can put an etcd store here).
 
+pub mod integrity;
 mod sled_store;
 
 pub use sled_store::SledStore;

@@ -1,0 +1,326 @@
+//! Records that grant power (keys and their versions and policies, principals, second
+//! factors, approvals) are stored with a MAC made by an HMAC-SHA256 key inside the HSM,
+//! over the record's bytes, its namespace and its own store key. Someone who can write
+//! the store files cannot forge, edit or move such a record (copy one principal's onto
+//! another, point a key at the CA's HSM object, mark an approval approved): a record
+//! whose MAC fails is refused and logged, never used.
+//!
+//! What a MAC cannot stop: putting back an older record that was valid once (a
+//! removed principal's earlier record, say). The audit log, hash-chained and signed
+//! in the HSM, records every change and is how such a rollback is found.
+//!
+//! Stored form: `KWM1` || 32-byte tag || record bytes. A store written before records
+//! carried MACs is migrated once, when the instance's MAC key is created; afterwards a
+//! record without a MAC is refused like a forged one.
+
+use super::{Namespace, Store, StoreError};
+use crate::hsm::HsmError;
+use crate::keys::Backends;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 4] = b"KWM1";
+const TAG_LEN: usize = 32;
+
+/// The namespaces whose records carry MACs.
+pub const PROTECTED: [Namespace; 4] = [
+    Namespace::Keys,
+    Namespace::Principals,
+    Namespace::Mfa,
+    Namespace::Approvals,
+];
+
+/// Why a protected record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    /// The record's MAC does not match (edited, forged, or moved to another key).
+    #[error(
+        "the stored record {ns}/{key} failed its integrity check (MAC): it was changed outside Keyward and is not used; restore the store from a backup"
+    )]
+    Tampered {
+        /// Namespace.
+        ns: &'static str,
+        /// Store key.
+        key: String,
+    },
+    /// The record is not JSON of the expected shape.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The MAC key failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+}
+
+/// Where the MAC key is (instance metadata).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacKey {
+    /// Backend holding it.
+    pub backend: String,
+    /// Its id.
+    pub hsm_id: String,
+}
+
+/// MACs over records, with a key inside the HSM.
+#[derive(Clone)]
+pub struct RecordMac {
+    backends: Arc<Backends>,
+    key: MacKey,
+}
+
+impl std::fmt::Debug for RecordMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordMac").finish_non_exhaustive()
+    }
+}
+
+/// What the HSM MACs: SHA-256 of the namespace, the store key and the record (HSMs
+/// cap the data of one command; YubiHSM at 2 KiB, less than a key record).
+fn mac_input(ns: Namespace, key: &str, record: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"keyward-record\0");
+    h.update(ns.tree().as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(record);
+    h.finalize().to_vec()
+}
+
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether stored bytes carry a MAC.
+pub fn is_protected(stored: &[u8]) -> bool {
+    stored.starts_with(MAGIC)
+}
+
+impl RecordMac {
+    /// MACs with the key `key` on its backend.
+    pub fn new(backends: Arc<Backends>, key: MacKey) -> Self {
+        Self { backends, key }
+    }
+
+    async fn tag(&self, ns: Namespace, key: &str, record: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let pool = self
+            .backends
+            .get(&self.key.backend)
+            .map_err(|e| HsmError::Config(e.to_string()))?;
+        let (id, input) = (self.key.hsm_id.clone(), mac_input(ns, key, record));
+        pool.run("mac", move |s| s.mac(&id, &input)).await
+    }
+
+    /// The stored form of a record.
+    pub async fn protect(
+        &self,
+        ns: Namespace,
+        key: &str,
+        record: &[u8],
+    ) -> Result<Vec<u8>, IntegrityError> {
+        let tag = self.tag(ns, key, record).await?;
+        let mut out = Vec::with_capacity(MAGIC.len() + TAG_LEN + record.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(record);
+        Ok(out)
+    }
+
+    /// The record inside stored bytes, if its MAC holds for this namespace and key.
+    pub async fn open<'a>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        stored: &'a [u8],
+    ) -> Result<&'a [u8], IntegrityError> {
+        let tampered = || IntegrityError::Tampered {
+            ns: ns.tree(),
+            key: key.to_string(),
+        };
+        if !is_protected(stored) || stored.len() < MAGIC.len() + TAG_LEN {
+            return Err(tampered());
+        }
+        let (tag, record) = stored[MAGIC.len()..].split_at(TAG_LEN);
+        if !equal(&self.tag(ns, key, record).await?, tag) {
+            return Err(tampered());
+        }
+        Ok(record)
+    }
+}
+
+/// Typed access to protected records over the store.
+#[derive(Clone)]
+pub struct ProtectedStore {
+    store: Arc<dyn Store>,
+    mac: RecordMac,
+}
+
+impl std::fmt::Debug for ProtectedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtectedStore").finish_non_exhaustive()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IntegrityError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        IntegrityError::Store(StoreError::Corrupt {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })
+    })
+}
+
+impl ProtectedStore {
+    /// Protected records in `store`, MAC'd with `mac`.
+    pub fn new(store: Arc<dyn Store>, mac: RecordMac) -> Self {
+        Self { store, mac }
+    }
+
+    /// The underlying store (for unprotected namespaces).
+    pub fn raw(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Reads and checks a record.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, IntegrityError> {
+        let Some(stored) = self.store.get(ns, key)? else {
+            return Ok(None);
+        };
+        let record = self.mac.open(ns, key, &stored).await?;
+        decode(key, record).map(Some)
+    }
+
+    /// Every record of a namespace, each checked on its own: a bad one does not hide
+    /// the good ones.
+    pub async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: Namespace,
+    ) -> Result<Vec<(String, Result<T, IntegrityError>)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, stored) in self.store.list(ns)? {
+            let checked = match self.mac.open(ns, &key, &stored).await {
+                Ok(record) => decode(&key, record),
+                Err(e) => Err(e),
+            };
+            out.push((key, checked));
+        }
+        Ok(out)
+    }
+
+    /// Writes a record with its MAC, replacing any old one.
+    pub async fn put<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+    ) -> Result<(), IntegrityError> {
+        let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
+        Ok(self.store.put(ns, key, &stored)?)
+    }
+
+    /// Writes a record only if none exists under `key`; returns whether it wrote.
+    pub async fn create<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+    ) -> Result<bool, IntegrityError> {
+        let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
+        Ok(self.store.create(ns, key, &stored)?)
+    }
+
+    /// Protects every record of a store written before records carried MACs; returns
+    /// how many. Only for the start that creates the instance's MAC key.
+    pub async fn migrate(&self) -> Result<u64, IntegrityError> {
+        let mut n = 0;
+        for ns in PROTECTED {
+            for (key, stored) in self.store.list(ns)? {
+                if is_protected(&stored) {
+                    continue;
+                }
+                let protected = self.mac.protect(ns, &key, &stored).await?;
+                self.store.put(ns, &key, &protected)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Label of the record MAC key inside the HSM (`keyward:records`).
+const KEY_LABEL: &str = "records";
+/// Label of the marker object made once every record carries a MAC. The HSM, not
+/// the store, remembers that migration is over: someone who can only write the store
+/// cannot make the daemon MAC forged records by resetting a flag.
+const DONE_LABEL: &str = "records-migrated";
+
+/// Why the record MAC key could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store does not match the HSM.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Reading or protecting records failed.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens the instance's record MAC key on `backend`, creating it (and protecting every
+/// record of a store written before records carried MACs) on the first start.
+/// Returns the protected store and how many records were migrated now. Safe to
+/// interrupt at any point: a restart finishes the migration.
+pub async fn open_protected(
+    store: Arc<dyn Store>,
+    backends: Arc<Backends>,
+    backend: &str,
+) -> Result<(ProtectedStore, u64), OpenError> {
+    let pool = backends
+        .get(backend)
+        .map_err(|e| OpenError::Mismatch(e.to_string()))?;
+    let find = |label: &'static str| pool.run("find", move |s| s.find_secret(label));
+    let done = find(DONE_LABEL)
+        .await
+        .map_err(IntegrityError::from)?
+        .is_some();
+    let known: Option<MacKey> = super::get_json(store.as_ref(), Namespace::Meta, "mac_key")?;
+    if done {
+        let key = known.ok_or_else(|| {
+            OpenError::Mismatch(
+                "the HSM holds this instance's record MAC key, but the store has no record of it: the store was replaced or edited. Restore it from a backup; nothing was changed".into(),
+            )
+        })?;
+        return Ok((ProtectedStore::new(store, RecordMac::new(backends, key)), 0));
+    }
+    // First start with record MACs, or one interrupted during it.
+    let key = match known {
+        Some(k) => k,
+        None => {
+            let hsm_id = match find(KEY_LABEL).await.map_err(IntegrityError::from)? {
+                Some(id) => id,
+                None => pool
+                    .run("generate", |s| s.generate_mac_key(KEY_LABEL))
+                    .await
+                    .map_err(IntegrityError::from)?,
+            };
+            let key = MacKey {
+                backend: pool.backend().name().to_string(),
+                hsm_id,
+            };
+            store.put(Namespace::Meta, "mac_key", &super::to_json(&key)?)?;
+            key
+        }
+    };
+    let protected = ProtectedStore::new(store, RecordMac::new(backends.clone(), key));
+    let migrated = protected.migrate().await?;
+    pool.run("generate", |s| s.generate_mac_key(DONE_LABEL))
+        .await
+        .map_err(IntegrityError::from)?;
+    Ok((protected, migrated))
+}

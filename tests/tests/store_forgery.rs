@@ -1,0 +1,194 @@
+//! Someone who can write the store files but not use the HSM: every record that grants
+//! power carries a MAC made inside the HSM, so edited, forged, moved or MAC-stripped
+//! records are refused, and a store from before record MACs is migrated exactly once.
+
+use keyward_tests::{DevDaemon, bin, pyotp, wait_for_fresh_step};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn store_tool(dir: &Path, args: &[&str], input: Option<&str>) -> String {
+    let mut child = Command::new(bin("store-tool"))
+        .arg(dir.join("data/store"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(i) = input {
+        child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "store-tool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn refused(o: std::process::Output) -> String {
+    assert!(
+        !o.status.success(),
+        "unexpectedly allowed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_key_record_pointed_at_the_ca_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "k", "--purpose", "blob"]);
+    d.ok(&["key", "create", "other", "--purpose", "blob"]);
+    d.stop_cleanly();
+    let ca = json(&store_tool(tmp.path(), &["get", "meta", "ca"], None));
+    let mut rec = json(&store_tool(tmp.path(), &["get", "keys", "k"], None));
+    rec["versions"][0]["hsm_id"] = ca["hsm_id"].clone();
+    store_tool(tmp.path(), &["forge", "keys", "k"], Some(&rec.to_string()));
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let err = refused(d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
+    assert!(err.contains("failed its integrity check"), "{err}");
+    d.ok(&["sign-blob", "--key", "other", "/etc/hostname"]);
+    assert!(d.log().contains("key record refused"), "{}", d.log());
+    let audit = d.ok(&["audit", "export"]);
+    assert!(
+        audit.contains("\"action\":\"RefuseRecord\"") && audit.contains("\"target\":\"k\""),
+        "{audit}"
+    );
+}
+
+#[test]
+fn one_principals_second_factor_copied_onto_another_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut d, admin) = DevDaemon::start_with_mfa(tmp.path());
+    wait_for_fresh_step();
+    let bob = d.dir.join("bob/client.toml");
+    d.ok(&[
+        "principal",
+        "add",
+        "bob",
+        "--role",
+        "admin",
+        "--out",
+        bob.to_str().unwrap(),
+        "--otp",
+        &pyotp(&admin, -1),
+    ]);
+    let o = d.keyward_as(&bob, &["-o", "json", "mfa", "enroll"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uri = json(&String::from_utf8_lossy(&o.stdout));
+    let secret = keyward_tests::otpauth_secret(uri["otpauth_uri"].as_str().unwrap());
+    assert!(
+        d.keyward_as(&bob, &["mfa", "confirm", &pyotp(&secret, -1)])
+            .status
+            .success()
+    );
+    d.stop_cleanly();
+    // Bob knows his own code; he copies his sealed factor onto the admin's record.
+    store_tool(tmp.path(), &["copy", "mfa", "bob", "admin"], None);
+    let d = DevDaemon::start_dev(
+        tmp.path(),
+        &["--require-mfa"],
+        &[("DOCKER_CONFIG", &tmp.path().join("none"))],
+    )
+    .unwrap();
+    let err = refused(d.keyward(&["key", "create", "x", "--otp", &pyotp(&secret, 0)]));
+    assert!(err.contains("failed its integrity check"), "{err}");
+}
+
+#[test]
+fn an_approval_edited_to_approved_is_never_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    d.ok(&["key", "policy", "set", "files", "--approvals", "1"]);
+    let o = d.keyward_as(
+        &alice,
+        &["-o", "json", "sign-blob", "--key", "files", "/etc/hostname"],
+    );
+    let id = json(&String::from_utf8_lossy(&o.stdout))["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.stop_cleanly();
+    let mut rec = json(&store_tool(tmp.path(), &["get", "approvals", &id], None));
+    rec["status"] = "approved".into();
+    rec["approved_by"] = serde_json::json!(["mallory"]);
+    store_tool(
+        tmp.path(),
+        &["forge", "approvals", &id],
+        Some(&rec.to_string()),
+    );
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let err = refused(d.keyward(&["approvals", "show", &id]));
+    assert!(err.contains("failed its integrity check"), "{err}");
+    let ledger = json(&d.ok(&["-o", "json", "signatures", "list"]));
+    assert!(
+        ledger.as_array().unwrap().is_empty(),
+        "a forged approval signed: {ledger}"
+    );
+    assert!(d.log().contains("approval record refused"), "{}", d.log());
+}
+
+#[test]
+fn a_store_from_before_record_macs_is_migrated_once_and_never_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "k", "--purpose", "blob"]);
+    d.add_principal("bob", "signer");
+    d.stop_cleanly();
+    // Make it look like a store written before record MACs existed.
+    for tree in ["keys", "principals", "mfa", "approvals"] {
+        store_tool(tmp.path(), &["strip", tree], None);
+    }
+    store_tool(tmp.path(), &["del", "meta", "mac_key"], None);
+    let pin = std::fs::read_to_string(tmp.path().join("pin")).unwrap();
+    for label in ["keyward:records", "keyward:records-migrated"] {
+        let o = d.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--delete-object",
+            "--type",
+            "secrkey",
+            "--label",
+            label,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["sign-blob", "--key", "k", "/etc/hostname"]);
+    let shown = json(&d.ok(&["-o", "json", "principal", "show", "bob"]));
+    assert_eq!(shown["roles"][0], "signer");
+    let audit = d.ok(&["audit", "export"]);
+    assert!(
+        audit.contains("\"action\":\"MigrateRecords\""),
+        "the migration was not audited"
+    );
+    d.stop_cleanly();
+
+    // Once migrated, a record stripped of its MAC is refused, not migrated again...
+    store_tool(tmp.path(), &["strip", "keys"], None);
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    let err = refused(d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
+    assert!(err.contains("failed its integrity check"), "{err}");
+    d.stop_cleanly();
+    // ...and a store that forgot its MAC key does not start: the HSM remembers.
+    store_tool(tmp.path(), &["del", "meta", "mac_key"], None);
+    let err = DevDaemon::start_in(tmp.path())
+        .err()
+        .expect("started without its MAC key record");
+    assert!(err.contains("the store has no record of it"), "{err}");
+}
