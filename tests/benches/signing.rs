@@ -113,6 +113,32 @@ fn main() -> anyhow::Result<()> {
         p99_off.as_secs_f64() * 1e3,
         r10 / r_off
     );
+    // KEYWARD_BENCH_BASELINE names an earlier keywardd: the same audited load against
+    // it, in this run, shows what the current daemon costs in comparison.
+    if let Some(baseline) = std::env::var_os("KEYWARD_BENCH_BASELINE") {
+        let base_dir = tmp.path().join("baseline");
+        let (mut base, base_cfg, _) = start(Path::new(&baseline), &base_dir)?;
+        let (r_base, p50_base, p99_base) = rt.block_on(async {
+            let client = Client::connect(&base_cfg).await?;
+            client
+                .keys
+                .clone()
+                .create_key(proto::CreateKeyRequest {
+                    name: "bench".into(),
+                    purpose: "blob".into(),
+                    ..Default::default()
+                })
+                .await?;
+            load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
+        })?;
+        stop(&mut base);
+        println!(
+            "baseline keywardd SignDigest, audit on: {r_base:.0}/s, p50 {:.2} ms, p99 {:.2} ms; current / baseline = {:.3}",
+            p50_base.as_secs_f64() * 1e3,
+            p99_base.as_secs_f64() * 1e3,
+            r10 / r_base
+        );
+    }
     let (mut child, cfg, _) = start(&keywardd, &dir)?;
 
     let started = Instant::now();
