@@ -572,6 +572,22 @@ fn print_key(k: &proto::Key) {
     }
 }
 
+/// Every page of a list RPC, as one list (the daemon answers at most 1,000 a page).
+macro_rules! all_pages {
+    ($stub:expr, $rpc:ident, $req:expr, $items:ident) => {{
+        let mut req = $req;
+        let mut all = Vec::new();
+        loop {
+            let r = $stub.$rpc(req.clone()).await.map_err(explain)?.into_inner();
+            all.extend(r.$items);
+            if r.next_page_token.is_empty() {
+                break all;
+            }
+            req.page_token = r.next_page_token;
+        }
+    }};
+}
+
 fn emit(output: Output, value: serde_json::Value, text: impl FnOnce()) {
     match output {
         Output::Json => println!("{value}"),
@@ -862,13 +878,12 @@ async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Principal(PrincipalCommand::List) => {
-            let ps = client
-                .principals
-                .list_principals(proto::ListPrincipalsRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .principals;
+            let ps = all_pages!(
+                client.principals,
+                list_principals,
+                proto::ListPrincipalsRequest::default(),
+                principals
+            );
             emit(
                 out,
                 json!(ps.iter().map(principal_json).collect::<Vec<_>>()),
@@ -945,15 +960,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Approvals(ApprovalsCommand::List { pending }) => {
-            let l = client
-                .approvals
-                .list_approvals(proto::ListApprovalsRequest {
+            let l = all_pages!(
+                client.approvals,
+                list_approvals,
+                proto::ListApprovalsRequest {
                     pending_only: pending,
-                })
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .approvals;
+                    ..Default::default()
+                },
+                approvals
+            );
             emit(
                 out,
                 json!(l.iter().map(approval_json).collect::<Vec<_>>()),
@@ -1047,13 +1062,12 @@ async fn run(cli: Cli) -> Result<()> {
             emit(out, principal_json(&p), || print_principal(&p));
         }
         Command::Key(KeyCommand::List) => {
-            let keys = client
-                .keys
-                .list_keys(proto::ListKeysRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .keys;
+            let keys = all_pages!(
+                client.keys,
+                list_keys,
+                proto::ListKeysRequest::default(),
+                keys
+            );
             emit(
                 out,
                 json!(keys.iter().map(key_json).collect::<Vec<_>>()),
@@ -1326,19 +1340,19 @@ async fn run(cli: Cli) -> Result<()> {
             until,
             repository,
         }) => {
-            let r = client
-                .images
-                .list_signatures(proto::ListSignaturesRequest {
+            let all = all_pages!(
+                client.images,
+                list_signatures,
+                proto::ListSignaturesRequest {
                     key: key.unwrap_or_default(),
                     since: since.unwrap_or_default(),
                     until: until.unwrap_or_default(),
                     repository: repository.unwrap_or_default(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            let entries: Vec<_> = r
-                .entries
+                    ..Default::default()
+                },
+                entries
+            );
+            let entries: Vec<_> = all
                 .iter()
                 .map(|e| {
                     json!({"kind": e.kind, "registry": e.registry, "repository": e.repository,
@@ -1348,7 +1362,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .collect();
             emit(out, json!(entries), || {
-                for e in &r.entries {
+                for e in &all {
                     println!(
                         "{}  {:<11} {}/{}@{}  {} v{}  by {}",
                         e.time,

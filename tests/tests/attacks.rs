@@ -563,7 +563,7 @@ fn methods_without_a_rule_are_refused_and_every_call_is_audited() {
         let st = call_raw(
             &c,
             "/keyward.v1.KeyService/DestroyEverything",
-            proto::ListKeysRequest {},
+            proto::ListKeysRequest::default(),
         )
         .await
         .unwrap_err();
@@ -839,4 +839,80 @@ fn one_key_admin_alone_cannot_weaken_a_keys_policy() {
         let r = json(&d.keyward_as(&kim, &a));
         assert_eq!(r["pending"], true, "{args:?}: {r}");
     }
+}
+
+#[test]
+fn lists_come_in_pages_and_the_cli_joins_them() {
+    let d = DevDaemon::start();
+    for i in 0..5 {
+        d.ok(&["key", "create", &format!("k{i}"), "--purpose", "blob"]);
+        d.ok(&["sign-blob", "--key", &format!("k{i}"), "/etc/hostname"]);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = d.client().await;
+        let (mut names, mut token) = (Vec::new(), String::new());
+        loop {
+            let r = c
+                .keys
+                .list_keys(proto::ListKeysRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.keys.len() <= 2);
+            names.extend(r.keys.into_iter().map(|k| k.name));
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            token = r.next_page_token;
+        }
+        assert_eq!(names, ["k0", "k1", "k2", "k3", "k4"]);
+        let first = c
+            .images
+            .list_signatures(proto::ListSignaturesRequest {
+                page_size: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(first.entries.len(), 2);
+        assert!(!first.next_page_token.is_empty());
+    });
+    let keys = json(&d.keyward(&["-o", "json", "key", "list"]));
+    assert_eq!(keys.as_array().unwrap().len(), 5);
+    let sigs = json(&d.keyward(&["-o", "json", "signatures", "list"]));
+    assert_eq!(sigs.as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn one_principal_cannot_flood_the_approval_queue() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    d.ok(&["key", "policy", "set", "files", "--approvals", "1"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = rt.block_on(async {
+        let cfg = keyward_client::ClientConfig::load(&alice).unwrap();
+        let mut c = keyward_client::Client::connect(&cfg).await.unwrap();
+        let req = |i: u8| proto::SignDigestRequest {
+            key: "files".into(),
+            digest_algorithm: "sha256".into(),
+            digest: vec![i; 32],
+            ..Default::default()
+        };
+        for i in 0..100u8 {
+            let r = c.signing.sign_digest(req(i)).await.unwrap().into_inner();
+            assert!(r.pending);
+        }
+        c.signing.sign_digest(req(200)).await.unwrap_err()
+    });
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{}", st.message());
+    assert!(st.message().contains("at most 100"), "{}", st.message());
+    // The admin's own requests are not affected by alice's.
+    let r = json(&d.keyward(&["-o", "json", "sign-blob", "--key", "files", "/etc/hostname"]));
+    assert_eq!(r["pending"], true);
 }

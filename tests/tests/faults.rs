@@ -235,7 +235,7 @@ fn clients_without_a_keyward_certificate_are_refused_at_the_handshake() {
                     .connect()
                     .await?;
                 let mut c = proto::key_service_client::KeyServiceClient::new(ch);
-                c.list_keys(proto::ListKeysRequest {})
+                c.list_keys(proto::ListKeysRequest::default())
                     .await
                     .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())

@@ -2,6 +2,7 @@
 
 use super::ToStatus;
 use super::gate::admitted;
+use super::page;
 use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Subject};
 use crate::store::integrity::IntegrityError;
 use keyward_proto::v1 as pb;
@@ -124,10 +125,24 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         req: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
         let call = admitted(&req)?;
-        let result = self.approvals.list(req.get_ref().pending_only).await;
+        let r = req.into_inner();
+        let result = self.approvals.list(r.pending_only).await;
         call.finish(result).await.map(|l| {
+            // Newest first: the key sorts by creation time, descending.
+            let newest_first = |a: &ApprovalRecord| {
+                format!(
+                    "{:040}-{}",
+                    i128::MAX - a.created_at.unix_timestamp_nanos(),
+                    a.id
+                )
+            };
+            let mut l = l;
+            l.sort_by_key(newest_first);
+            let (l, next_page_token) =
+                page::page(l, newest_first, &r.page_token, page::size(r.page_size));
             Response::new(pb::ListApprovalsResponse {
                 approvals: l.iter().map(view).collect(),
+                next_page_token,
             })
         })
     }

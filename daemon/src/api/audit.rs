@@ -31,6 +31,9 @@ impl AuditApi {
     }
 }
 
+/// Store records read per page of an export.
+const EXPORT_PAGE: usize = 1000;
+
 type Lines = Pin<Box<dyn Stream<Item = Result<pb::AuditLine, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -61,11 +64,42 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     ))
                 })?)
             };
-            Ok::<_, ImageError>(self.audit.export(r.from_seq, since)?)
+            Ok::<_, ImageError>(since)
         })();
-        let lines = call.finish(result).await?;
-        let stream = tokio_stream::iter(lines.into_iter().map(|line| Ok(pb::AuditLine { line })));
-        Ok(Response::new(Box::pin(stream)))
+        let since = call.finish(result).await?;
+        // Pages of the log are read and sent one after another, never all at once.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (audit, from_seq) = (self.audit.clone(), r.from_seq);
+        tokio::spawn(async move {
+            let mut cursor = String::new();
+            loop {
+                let page = audit.export_page(from_seq, &cursor, since, EXPORT_PAGE);
+                let (lines, next) = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit export failed");
+                        let _ = tx
+                            .send(Err(Status::internal(
+                                "internal error: the audit log could not be read",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                for line in lines {
+                    if tx.send(Ok(pb::AuditLine { line })).await.is_err() {
+                        return;
+                    }
+                }
+                if next.is_empty() {
+                    return;
+                }
+                cursor = next;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn audit_public_key(

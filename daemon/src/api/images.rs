@@ -3,6 +3,7 @@
 use super::Observer;
 use super::gate::admitted;
 use super::keys::state;
+use super::page;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, Signed};
 use keyward_proto::v1 as pb;
@@ -201,10 +202,15 @@ impl pb::image_service_server::ImageService for ImageApi {
                     })?)
                 },
             };
-            Ok::<_, ImageError>(self.signer.ledger().list(&q)?)
+            Ok::<_, ImageError>(self.signer.ledger().list_page(
+                &q,
+                &r.page_token,
+                page::size(r.page_size),
+            )?)
         })();
-        call.finish(result).await.map(|entries| {
+        call.finish(result).await.map(|(entries, next_page_token)| {
             Response::new(pb::ListSignaturesResponse {
+                next_page_token,
                 entries: entries
                     .into_iter()
                     .map(|e| pb::LedgerEntry {

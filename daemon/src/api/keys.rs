@@ -2,6 +2,7 @@
 
 use super::Observer;
 use super::gate::{Admitted, admitted};
+use super::page;
 use crate::approvals::Approvals;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
@@ -187,9 +188,18 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let call = admitted(&req)?;
-        let keys = self.keys.list().iter().map(|k| key(k)).collect();
+        let r = req.into_inner();
+        let (keys, next_page_token) = page::page(
+            self.keys.list(),
+            |k| k.name.clone(),
+            &r.page_token,
+            page::size(r.page_size),
+        );
         call.finish::<(), KeyError>(Ok(())).await?;
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.iter().map(|k| key(k)).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {

@@ -9,6 +9,7 @@ mod images;
 mod keys;
 mod mfa;
 mod outcome;
+mod page;
 mod principals;
 pub mod rules;
 mod signing;

@@ -1,6 +1,7 @@
 //! `keyward.v1.PrincipalService`.
 
 use super::gate::admitted;
+use super::page;
 use crate::authz::{PrincipalError, PrincipalRecord, Principals, pem_fingerprint};
 use crate::hsm::{Algorithm, HsmPool};
 use crate::keys::KeyError;
@@ -129,9 +130,18 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         req: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let call = admitted(&req)?;
-        let principals = self.principals.list().iter().map(|p| view(p)).collect();
+        let r = req.into_inner();
+        let (principals, next_page_token) = page::page(
+            self.principals.list(),
+            |p| p.name.clone(),
+            &r.page_token,
+            page::size(r.page_size),
+        );
         call.finish::<(), PrincipalError>(Ok(())).await?;
-        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+        Ok(Response::new(pb::ListPrincipalsResponse {
+            principals: principals.iter().map(|p| view(p)).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_principal(

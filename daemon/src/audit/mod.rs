@@ -281,20 +281,35 @@ impl AuditLog {
         head.seq - head.checkpointed
     }
 
-    /// Exported lines (records and checkpoints) from sequence number `from_seq` on,
-    /// optionally only those at or after `since`. A `since` export starts with an
-    /// anchor line naming the hash its first record follows, so that a verifier can
-    /// check it from there (`keyward audit verify --from`).
-    pub fn export(
+    /// One page of exported lines (records and checkpoints) after the store cursor
+    /// `after` (empty: from sequence number `from_seq`), optionally only those at or
+    /// after `since`; returns the lines and the cursor of the next page (empty on the
+    /// last). With `since`, the first page starts with an anchor line naming the hash
+    /// its first record follows, so that a verifier can check the export from there
+    /// (`keyward audit verify --from`).
+    pub fn export_page(
         &self,
         from_seq: u64,
+        after: &str,
         since: Option<OffsetDateTime>,
-    ) -> Result<Vec<String>, StoreError> {
+        limit: usize,
+    ) -> Result<(Vec<String>, String), StoreError> {
+        let first_page = after.is_empty();
+        let start = match (first_page, from_seq) {
+            (false, _) => after.to_string(),
+            (true, 0 | 1) => String::new(),
+            // The last key before record `from_seq`: its predecessor's checkpoint.
+            (true, n) => format!("{}c", record_key(n - 1)),
+        };
+        let batch = self.store.scan(Namespace::Audit, &start, limit)?;
+        let next = if batch.len() == limit {
+            batch.last().map(|(k, _)| k.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let mut out = Vec::new();
-        for (_, v) in self
-            .store
-            .list_from(Namespace::Audit, &record_key(from_seq))?
-        {
+        let mut anchored = !first_page;
+        for (_, v) in batch {
             if let Some(since) = since {
                 let rec: Value = serde_json::from_slice(&v).unwrap_or_default();
                 let t = rec["time"]
@@ -303,7 +318,7 @@ impl AuditLog {
                 if t.is_some_and(|t| t < since) {
                     continue;
                 }
-                if out.is_empty() {
+                if !anchored {
                     if rec["type"] != "record" {
                         continue;
                     }
@@ -316,11 +331,12 @@ impl AuditLog {
                         })
                         .to_string(),
                     );
+                    anchored = true;
                 }
             }
             out.push(String::from_utf8_lossy(&v).into_owned());
         }
-        Ok(out)
+        Ok((out, next))
     }
 }
 

@@ -89,29 +89,47 @@ impl SignatureLedger {
             .map_err(|e| StoreError::Engine(e.to_string()))?
     }
 
-    /// Entries matching the query, oldest first.
-    pub fn list(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>, StoreError> {
+    /// Entries matching the query, oldest first: at most `limit` after the cursor
+    /// `after` (empty: from the start), and the cursor of the next page (empty on the
+    /// last). Walks the ledger in batches, never all of it at once.
+    pub fn list_page(
+        &self,
+        q: &LedgerQuery,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<LedgerEntry>, String), StoreError> {
         let opts = glob::MatchOptions {
             require_literal_separator: true,
             ..Default::default()
         };
         let mut out = Vec::new();
-        for (k, v) in self.store.list(Namespace::Ledger)? {
-            let e: LedgerEntry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: k,
-                detail: e.to_string(),
-            })?;
-            if q.key.as_ref().is_some_and(|key| key != &e.key)
-                || q.since.is_some_and(|t| e.time < t)
-                || q.until.is_some_and(|t| e.time >= t)
-                || q.repository.as_ref().is_some_and(|p| {
-                    !p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
-                })
-            {
-                continue;
+        let mut cursor = after.to_string();
+        loop {
+            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000)?;
+            if batch.is_empty() {
+                return Ok((out, String::new()));
             }
-            out.push(e);
+            for (k, v) in batch {
+                cursor = k.clone();
+                let e: LedgerEntry =
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                        key: k,
+                        detail: e.to_string(),
+                    })?;
+                if q.key.as_ref().is_some_and(|key| key != &e.key)
+                    || q.since.is_some_and(|t| e.time < t)
+                    || q.until.is_some_and(|t| e.time >= t)
+                    || q.repository.as_ref().is_some_and(|p| {
+                        !p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
+                    })
+                {
+                    continue;
+                }
+                out.push(e);
+                if out.len() == limit {
+                    return Ok((out, cursor));
+                }
+            }
         }
-        Ok(out)
     }
 }

@@ -200,13 +200,14 @@ impl ImageSigner {
         Ok(self.ledger.record(&entry).await?)
     }
 
+    /// The lock of one signature tag. Locks nobody holds are dropped once there are
+    /// many, so that requests naming ever new images cannot grow the map for ever.
     fn tag_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
-        self.tag_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone()
+        let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() >= 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key).or_default().clone()
     }
 
     /// Signs the image (and with `recursive` every platform manifest of an index).

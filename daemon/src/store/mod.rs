@@ -67,6 +67,14 @@ pub trait Store: Send + Sync {
     fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Records whose key is at or after `from`, ordered by key.
     fn list_from(&self, ns: Namespace, from: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// At most `limit` records whose key is after `after` (all when empty), ordered by
+    /// key: the way to walk a large namespace without holding it in memory.
+    fn scan(
+        &self,
+        ns: Namespace,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The record with the greatest key.
     fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
     /// Writes a record without waiting for durability; returns a token for

@@ -110,6 +110,28 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn scan(
+        &self,
+        ns: Namespace,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let start = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after.as_bytes().to_vec())
+        };
+        self.tree(ns)?
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(engine)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         Ok(self
             .tree(ns)?
