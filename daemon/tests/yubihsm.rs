@@ -7,7 +7,8 @@ use keyward_daemon::hsm::yubihsm::YubiHsmBackend;
 use keyward_daemon::hsm::{Algorithm, Backend, HsmError, HsmPool, SignInput};
 use keyward_daemon::keys::{Backends, KeyError, KeyRecord, KeyRegistry, Purpose, VersionState};
 use keyward_daemon::pki::{self, CaRecord};
-use keyward_daemon::store::integrity::open_protected;
+use keyward_daemon::store::Namespace;
+use keyward_daemon::store::integrity::{ProtectedStore, open_protected};
 use keyward_daemon::store::{SledStore, Store};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -25,6 +26,11 @@ fn mock() -> Arc<dyn Backend> {
 }
 
 async fn registry(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord) {
+    let (reg, ca, _) = registry_and_store(dir).await;
+    (reg, ca)
+}
+
+async fn registry_and_store(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord, ProtectedStore) {
     let pool = HsmPool::start(mock(), 2).unwrap();
     let ca: CaRecord = pool
         .run("init-ca", |s| {
@@ -41,10 +47,10 @@ async fn registry(dir: &std::path::Path) -> (Arc<KeyRegistry>, CaRecord) {
     let (protected, _) = open_protected(store, backends.clone(), "yubi")
         .await
         .unwrap();
-    let reg = KeyRegistry::load(protected, backends, Arc::new(ca.clone()))
+    let reg = KeyRegistry::load(protected.clone(), backends, Arc::new(ca.clone()))
         .await
         .unwrap();
-    (Arc::new(reg), ca)
+    (Arc::new(reg), ca, protected)
 }
 
 /// The signing checks a signer passes, as the gate would make them.
@@ -190,4 +196,35 @@ async fn a_panicking_hsm_job_fails_its_request_but_not_the_worker() {
         .await
         .expect("the worker survived");
     assert_eq!(answer, 42);
+}
+
+#[tokio::test]
+async fn a_key_version_that_names_another_hsm_object_never_signs() {
+    // Even a validly stored record (the MAC stops forged ones) may not make a key
+    // version sign with the CA's object.
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, ca, protected) = registry_and_store(tmp.path()).await;
+    let rec = reg
+        .create("k", "ecdsa-p256", "", Vec::new(), Purpose::Blob)
+        .await
+        .unwrap();
+    let mut evil: KeyRecord = (*rec).clone();
+    evil.name = "evil".into();
+    evil.versions[0].hsm_id = ca.hsm_id.clone();
+    protected.put(Namespace::Keys, "evil", &evil).await.unwrap();
+    let reloaded = KeyRegistry::load(protected, reg.backends().clone(), Arc::new(ca))
+        .await
+        .unwrap();
+    let evil = reloaded.get("evil").unwrap();
+    let err = reloaded
+        .sign(&permit(&evil), SignInput::Message(b"x".to_vec()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not its own"), "{err}");
+    let k = reloaded.get("k").unwrap();
+    reloaded
+        .sign(&permit(&k), SignInput::Message(b"x".to_vec()))
+        .await
+        .expect("the key's own object signs");
 }

@@ -252,20 +252,7 @@ impl DevDaemon {
 
     /// GET on the HTTP listener; returns (status line, body).
     pub fn http_get(&self, path: &str) -> (String, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.http_addr).expect("connect http");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-        (
-            head.lines().next().unwrap_or_default().to_string(),
-            body.to_string(),
-        )
+        http_get(&self.http_addr, path)
     }
 }
 
@@ -425,4 +412,22 @@ where
     grpc.unary(tonic::Request::new(request), path, codec)
         .await
         .map(|_| ())
+}
+
+/// GET `path` from `addr` over plain HTTP/1.1; returns (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
 }

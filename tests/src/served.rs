@@ -12,6 +12,8 @@ pub struct ServedDaemon {
     pub dir: PathBuf,
     /// The admin's TOTP secret (base32).
     pub admin_secret: String,
+    /// `127.0.0.1:PORT` of /healthz and /metrics.
+    pub http_addr: String,
     serve: ChildGuard,
     _tmp: tempfile::TempDir,
 }
@@ -22,15 +24,18 @@ impl ServedDaemon {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let conf = softhsm_token(&dir, "prod", "246810", "13579");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        };
+        let (port, http_port) = (free(), free());
         std::fs::write(
             dir.join("keywardd.toml"),
             format!(
                 "data_dir = \"data\"\n\
-                 [listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:0\"\n\
+                 [listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:{http_port}\"\n\
                  [[backend]]\ntype = \"pkcs11\"\nname = \"hsm\"\nmodule = \"{SOFTHSM_MODULE}\"\n\
                  token_label = \"prod\"\npin_env = \"TOKEN_PIN\"\n{extra}\n"
             ),
@@ -73,6 +78,7 @@ impl ServedDaemon {
         Self {
             dir,
             admin_secret,
+            http_addr: format!("127.0.0.1:{http_port}"),
             serve,
             _tmp: tmp,
         }
@@ -101,6 +107,29 @@ impl ServedDaemon {
     /// Whether the daemon process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.serve.0.try_wait(), Ok(None))
+    }
+
+    /// GET on the HTTP listener; returns (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        crate::http_get(&self.http_addr, path)
+    }
+
+    /// `pkcs11-tool` logged in to this instance's token.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
+            .args([
+                "--module",
+                SOFTHSM_MODULE,
+                "--token-label",
+                "prod",
+                "--login",
+                "--pin",
+                "246810",
+            ])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool (package opensc)")
     }
 
     /// The instance directory.

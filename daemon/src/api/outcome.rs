@@ -32,15 +32,34 @@ impl Observer {
         reason: &str,
         request_hash: &str,
     ) -> Result<(), Status> {
+        self.record_covering(principal, action, target, decision, reason, request_hash, 0)
+            .await
+    }
+
+    /// Like [`Observer::record`]; the earlier store write `covers` is durable too.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_covering(
+        &self,
+        principal: &str,
+        action: &str,
+        target: &str,
+        decision: &str,
+        reason: &str,
+        request_hash: &str,
+        covers: u64,
+    ) -> Result<(), Status> {
         self.audit
-            .append(Entry {
-                principal,
-                action,
-                target,
-                decision,
-                reason,
-                request_hash,
-            })
+            .append_covering(
+                Entry {
+                    principal,
+                    action,
+                    target,
+                    decision,
+                    reason,
+                    request_hash,
+                },
+                covers,
+            )
             .await
             .map(|_| ())
             .map_err(|e| {
@@ -65,18 +84,30 @@ impl Admitted {
     /// returned only once its outcome record is durable (reads that succeed were
     /// recorded by the gate and add nothing).
     pub async fn finish<T, E: ToStatus>(&self, result: Result<T, E>) -> Result<T, Status> {
+        self.finish_covering(result, 0).await
+    }
+
+    /// Like [`Admitted::finish`]; a successful result is also held back until the
+    /// earlier store write `covers` (its ledger entry) is durable, in the same group
+    /// commit as the outcome record.
+    pub async fn finish_covering<T, E: ToStatus>(
+        &self,
+        result: Result<T, E>,
+        covers: u64,
+    ) -> Result<T, Status> {
         let (method, who) = (self.rule.name, self.who.name.as_str());
         match result {
             Ok(v) => {
-                if self.rule.changes_state {
+                if self.rule.changes_state || covers > 0 {
                     self.obs
-                        .record(
+                        .record_covering(
                             who,
                             method,
                             &self.target.name,
                             "allowed",
                             "",
                             &self.request_hash,
+                            covers,
                         )
                         .await?;
                 }

@@ -110,20 +110,30 @@ impl pb::signing_service_server::SigningService for SigningApi {
                 .blobs
                 .sign(&permit, input, &described, &call.request_hash)
                 .await?;
-            Ok::<_, KeyError>(pb::SignResponse {
-                key: name.clone(),
-                version: signed.version,
-                algorithm: permit.key().algorithm.to_string(),
-                signature: signed.signature,
-                digest_algorithm: signed.digest_algorithm,
-                ..Default::default()
-            })
+            Ok::<_, KeyError>((
+                signed.ledger_write,
+                pb::SignResponse {
+                    key: name.clone(),
+                    version: signed.version,
+                    algorithm: permit.key().algorithm.to_string(),
+                    signature: signed.signature,
+                    digest_algorithm: signed.digest_algorithm,
+                    ..Default::default()
+                },
+            ))
         }
         .await;
-        if result.is_ok() {
-            self.obs.metrics.signature(&name);
-            tracing::debug!(principal = %call.principal(), key = %name, "signed");
-        }
-        call.finish(result).await.map(Response::new)
+        let ledger_write = match &result {
+            Ok((w, _)) => {
+                self.obs.metrics.signature(&name);
+                tracing::debug!(principal = %call.principal(), key = %name, "signed");
+                *w
+            }
+            Err(_) => 0,
+        };
+        // The signature leaves only once its ledger entry and outcome record are durable.
+        call.finish_covering(result.map(|(_, r)| r), ledger_write)
+            .await
+            .map(Response::new)
     }
 }

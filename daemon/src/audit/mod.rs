@@ -185,7 +185,19 @@ impl AuditLog {
 
     /// Appends a record and returns once it is durable.
     pub async fn append(&self, e: Entry<'_>) -> Result<u64, AuditError> {
+        self.append_covering(e, 0).await
+    }
+
+    /// Appends a record and returns once it and the earlier store write `covers` (a
+    /// ledger entry, say) are durable: both in one group commit.
+    pub async fn append_covering(&self, e: Entry<'_>, covers: u64) -> Result<u64, AuditError> {
         if !self.enabled {
+            if covers > 0 {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.wait_durable(covers))
+                    .await
+                    .map_err(|e| StoreError::Engine(e.to_string()))??;
+            }
             return Ok(0);
         }
         let (seq, token) = {

@@ -151,6 +151,10 @@ pub trait HsmSession: Send {
         algorithm: Algorithm,
         input: &SignInput,
     ) -> Result<Vec<u8>, HsmError>;
+    /// Whether the private key `hsm_id` is the object Keyward made for `label` (its
+    /// label is `keyward:<label>`): a signing request refuses any object that is not
+    /// the key version it names (the CA, audit, sealing or another key's object).
+    fn is_object(&mut self, hsm_id: &str, label: &str) -> Result<bool, HsmError>;
     /// Reads how the private key is protected.
     fn protection(&mut self, hsm_id: &str) -> Result<KeyProtection, HsmError>;
     /// Lists the private keys on the HSM.

@@ -636,6 +636,18 @@ impl HsmSession for Pkcs11Session {
         ecdsa_raw_to_der(algorithm, &raw)
     }
 
+    fn is_object(&mut self, hsm_id: &str, label: &str) -> Result<bool, HsmError> {
+        let handle = self.handle(&parse_id(hsm_id)?)?;
+        let attrs = self
+            .session
+            .get_attributes(handle, &[AttributeType::Label])
+            .map_err(|e| device("read CKA_LABEL", e))?;
+        let expected = format!("{LABEL_PREFIX}{label}").into_bytes();
+        Ok(attrs
+            .into_iter()
+            .any(|a| matches!(a, Attribute::Label(l) if l == expected)))
+    }
+
     fn protection(&mut self, hsm_id: &str) -> Result<KeyProtection, HsmError> {
         let handle = self.handle(&parse_id(hsm_id)?)?;
         let attrs = self

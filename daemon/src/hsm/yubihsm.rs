@@ -221,6 +221,16 @@ impl HsmSession for YubiHsmSession {
         })
     }
 
+    fn is_object(&mut self, hsm_id: &str, label: &str) -> Result<bool, HsmError> {
+        let id = parse_id(hsm_id)?;
+        let info = self
+            .client
+            .get_object_info(id, object::Type::AsymmetricKey)
+            .map_err(|e| device("read object info", e))?;
+        let expected: String = format!("keyward:{label}").chars().take(40).collect();
+        Ok(info.label.to_string() == expected)
+    }
+
     fn list_objects(&mut self) -> Result<Vec<HsmObject>, HsmError> {
         let entries = self
             .client

@@ -119,6 +119,8 @@ pub struct KeyRegistry {
     cache: RwLock<HashMap<String, Arc<KeyRecord>>>,
     /// Keys whose stored record failed its integrity check, and why.
     refused: HashMap<String, String>,
+    /// HSM objects already checked to be the key version they are used as.
+    verified_objects: RwLock<std::collections::HashSet<String>>,
     /// Serialises create and rotate so that two rotations never race on one record.
     writes: tokio::sync::Mutex<()>,
 }
@@ -165,6 +167,7 @@ impl KeyRegistry {
             ca,
             cache: RwLock::new(cache),
             refused,
+            verified_objects: RwLock::new(Default::default()),
             writes: tokio::sync::Mutex::new(()),
         })
     }
@@ -439,6 +442,30 @@ impl KeyRegistry {
         let pool = self.backends.get(&rec.backend)?;
         let hsm_id = active.hsm_id.clone();
         let version = active.version;
+        // The HSM object must be this version's own (checked once per object).
+        let checked = self
+            .verified_objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&hsm_id);
+        if !checked {
+            let (id, label) = (hsm_id.clone(), format!("{}/v{version}", rec.name));
+            let own = pool
+                .run("check-object", move |s| s.is_object(&id, &label))
+                .await
+                .map_err(KeyError::Hsm)?;
+            if !own {
+                tracing::error!(key = %rec.name, version, hsm_id = %hsm_id, "a key version names an HSM object that is not its own; refusing to sign");
+                return Err(KeyError::Refused {
+                    name: rec.name.clone(),
+                    why: format!("version {version} names an HSM object that is not its own"),
+                });
+            }
+            self.verified_objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hsm_id.clone());
+        }
         let sig = pool
             .run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
             .await

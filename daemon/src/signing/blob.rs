@@ -29,6 +29,8 @@ pub struct BlobSigned {
     pub signature: Vec<u8>,
     /// The digest algorithm the signature covers (empty for Ed25519 messages).
     pub digest_algorithm: String,
+    /// The store write token of its ledger entry: durable once this token is.
+    pub ledger_write: u64,
 }
 
 /// Signs blobs and records them.
@@ -52,7 +54,8 @@ impl BlobSigner {
         Self { keys, ledger }
     }
 
-    /// Signs with the permit's key and records the signature before returning it.
+    /// Signs with the permit's key and writes the ledger entry; the caller makes the
+    /// entry durable (`BlobSigned::ledger_write`) before it hands the signature out.
     pub async fn sign(
         &self,
         permit: &SignPermit,
@@ -74,28 +77,27 @@ impl BlobSigner {
             .version(version)
             .map(|v| v.fingerprint.clone())
             .unwrap_or_default();
-        self.ledger
-            .record(&LedgerEntry {
-                kind: "blob".into(),
-                registry: String::new(),
-                repository: String::new(),
-                digest,
-                tag: String::new(),
-                reference: described.file_name.clone(),
-                key: permit.key_name().to_string(),
-                version,
-                fingerprint,
-                time: OffsetDateTime::now_utc(),
-                requester: permit.principal().to_string(),
-                pushed_to: String::new(),
-                size: described.size,
-                request_hash: request_hash.to_string(),
-            })
-            .await?;
+        let ledger_write = self.ledger.record_pending(&LedgerEntry {
+            kind: "blob".into(),
+            registry: String::new(),
+            repository: String::new(),
+            digest,
+            tag: String::new(),
+            reference: described.file_name.clone(),
+            key: permit.key_name().to_string(),
+            version,
+            fingerprint,
+            time: OffsetDateTime::now_utc(),
+            requester: permit.principal().to_string(),
+            pushed_to: String::new(),
+            size: described.size,
+            request_hash: request_hash.to_string(),
+        })?;
         Ok(BlobSigned {
             version,
             signature,
             digest_algorithm,
+            ledger_write,
         })
     }
 }

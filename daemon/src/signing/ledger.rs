@@ -75,6 +75,22 @@ impl SignatureLedger {
     /// Records an entry durably. The write (and its fsync, shared with concurrent
     /// writers) runs on the blocking pool, not on the async runtime.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+        let (key, value) = Self::row(entry)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put(Namespace::Ledger, &key, &value))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))?
+    }
+
+    /// Writes an entry without waiting for it to be durable; returns the store's write
+    /// token. The caller makes it durable before it answers (the request's outcome
+    /// audit record does, in the same group commit).
+    pub fn record_pending(&self, entry: &LedgerEntry) -> Result<u64, StoreError> {
+        let (key, value) = Self::row(entry)?;
+        self.store.put_deferred(Namespace::Ledger, &key, &value)
+    }
+
+    fn row(entry: &LedgerEntry) -> Result<(String, Vec<u8>), StoreError> {
         let mut r = [0u8; 4];
         let _ = getrandom::getrandom(&mut r);
         let key = format!(
@@ -82,11 +98,7 @@ impl SignatureLedger {
             entry.time.unix_timestamp_nanos(),
             hex::encode(r)
         );
-        let value = store::to_json(entry)?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put(Namespace::Ledger, &key, &value))
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))?
+        Ok((key, store::to_json(entry)?))
     }
 
     /// Entries matching the query, oldest first: at most `limit` after the cursor
