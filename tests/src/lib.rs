@@ -216,6 +216,19 @@ impl DevDaemon {
         None
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The token's user PIN.
     pub fn pin(&self) -> String {
         std::fs::read_to_string(self.dir.join("pin"))

@@ -74,6 +74,32 @@ pub fn record_hash(record: &Value) -> String {
     ))
 }
 
+/// A record as written. The fields are in sorted order, so that its compact JSON is
+/// the sorted-key form [`record_hash`] hashes: one serialisation makes both.
+#[derive(Serialize)]
+struct Record<'a> {
+    action: &'a str,
+    decision: &'a str,
+    prev_hash: &'a str,
+    principal: &'a str,
+    reason: &'a str,
+    request_hash: &'a str,
+    seq: u64,
+    target: &'a str,
+    time: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+/// The stored bytes of a record (its JSON with `hash` added) and its hash.
+fn record_bytes(r: &Record<'_>) -> (Vec<u8>, String) {
+    let mut bytes = serde_json::to_vec(r).unwrap_or_default();
+    let hash = hex::encode(sha2::Sha256::digest(&bytes));
+    bytes.pop();
+    bytes.extend_from_slice(format!(",\"hash\":\"{hash}\"}}").as_bytes());
+    (bytes, hash)
+}
+
 /// The bytes a checkpoint signature covers.
 pub fn checkpoint_message(seq: u64, head_hash: &str) -> Vec<u8> {
     format!("keyward-audit-checkpoint\n{seq}\n{head_hash}").into_bytes()
@@ -203,21 +229,21 @@ impl AuditLog {
         let (seq, token) = {
             let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
             let seq = head.seq + 1;
-            let mut rec = json!({
-                "type": "record",
-                "seq": seq,
-                "time": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-                "principal": e.principal,
-                "action": e.action,
-                "target": e.target,
-                "decision": e.decision,
-                "reason": e.reason,
-                "request_hash": e.request_hash,
-                "prev_hash": head.hash,
+            let time = OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            let (bytes, hash) = record_bytes(&Record {
+                action: e.action,
+                decision: e.decision,
+                prev_hash: &head.hash,
+                principal: e.principal,
+                reason: e.reason,
+                request_hash: e.request_hash,
+                seq,
+                target: e.target,
+                time: &time,
+                kind: "record",
             });
-            let hash = record_hash(&rec);
-            rec["hash"] = Value::String(hash.clone());
-            let bytes = serde_json::to_vec(&rec).unwrap_or_default();
             let token = self
                 .store
                 .put_deferred(Namespace::Audit, &record_key(seq), &bytes)?;
@@ -412,4 +438,31 @@ fn short(e: &AuditError) -> &'static str {
 /// SHA-256 of a request message, hex.
 pub fn request_hash(msg: &impl prost::Message) -> String {
     hex::encode(sha2::Sha256::digest(msg.encode_to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_hashes_as_its_sorted_json_without_the_hash() {
+        let r = Record {
+            action: "SignDigest",
+            decision: "allowed",
+            prev_hash: GENESIS,
+            principal: "ci \"bot\"",
+            reason: "",
+            request_hash: "ab",
+            seq: 7,
+            target: "k",
+            time: "2026-11-27T10:00:00Z",
+            kind: "record",
+        };
+        let (bytes, hash) = record_bytes(&r);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["hash"], hash.as_str());
+        assert_eq!(record_hash(&v), hash);
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["type"], "record");
+    }
 }

@@ -58,6 +58,7 @@ pub struct LedgerQuery {
 #[derive(Clone)]
 pub struct SignatureLedger {
     store: Arc<dyn Store>,
+    next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for SignatureLedger {
@@ -69,13 +70,20 @@ impl std::fmt::Debug for SignatureLedger {
 impl SignatureLedger {
     /// A ledger in this store.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        let mut r = [0u8; 8];
+        let _ = getrandom::getrandom(&mut r);
+        Self {
+            store,
+            next: Arc::new(std::sync::atomic::AtomicU64::new(
+                u64::from_le_bytes(r) >> 16,
+            )),
+        }
     }
 
     /// Records an entry durably. The write (and its fsync, shared with concurrent
     /// writers) runs on the blocking pool, not on the async runtime.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
-        let (key, value) = Self::row(entry)?;
+        let (key, value) = self.row(entry)?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.put(Namespace::Ledger, &key, &value))
             .await
@@ -86,18 +94,15 @@ impl SignatureLedger {
     /// token. The caller makes it durable before it answers (the request's outcome
     /// audit record does, in the same group commit).
     pub fn record_pending(&self, entry: &LedgerEntry) -> Result<u64, StoreError> {
-        let (key, value) = Self::row(entry)?;
+        let (key, value) = self.row(entry)?;
         self.store.put_deferred(Namespace::Ledger, &key, &value)
     }
 
-    fn row(entry: &LedgerEntry) -> Result<(String, Vec<u8>), StoreError> {
-        let mut r = [0u8; 4];
-        let _ = getrandom::getrandom(&mut r);
-        let key = format!(
-            "{:024}-{}",
-            entry.time.unix_timestamp_nanos(),
-            hex::encode(r)
-        );
+    /// The entry's store key: its time, then a counter with a random start (drawn
+    /// once) that keeps keys unique without a syscall per entry.
+    fn row(&self, entry: &LedgerEntry) -> Result<(String, Vec<u8>), StoreError> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{:024}-{n:012x}", entry.time.unix_timestamp_nanos());
         Ok((key, store::to_json(entry)?))
     }
 

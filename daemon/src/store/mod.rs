@@ -26,6 +26,25 @@ pub enum Namespace {
 }
 
 impl Namespace {
+    pub(crate) const ALL: [Namespace; 7] = [
+        Namespace::Keys,
+        Namespace::Meta,
+        Namespace::Ledger,
+        Namespace::Principals,
+        Namespace::Audit,
+        Namespace::Mfa,
+        Namespace::Approvals,
+    ];
+
+    /// A byte naming the namespace in the write-ahead log.
+    fn tag(self) -> u8 {
+        Self::ALL.iter().position(|n| *n == self).unwrap_or(0) as u8
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.get(tag as usize).copied()
+    }
+
     fn tree(self) -> &'static str {
         match self {
             Namespace::Keys => "keys",

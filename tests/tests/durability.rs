@@ -1,0 +1,87 @@
+//! What the daemon answered survives a crash: signatures handed out under load are in
+//! the ledger and the audit log after `kill -9` and a restart, and the log verifies.
+
+use keyward_client::proto;
+use keyward_tests::DevDaemon;
+
+#[test]
+fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    let pid = d.pid().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answered = rt.block_on(async {
+        let client = d.client().await;
+        let mut tasks = Vec::new();
+        for t in 0..16u8 {
+            let mut c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0u32;
+                for i in 0..=u8::MAX {
+                    let r = c
+                        .signing
+                        .sign_digest(proto::SignDigestRequest {
+                            key: "files".into(),
+                            digest_algorithm: "sha256".into(),
+                            digest: vec![t ^ i; 32],
+                            ..Default::default()
+                        })
+                        .await;
+                    if r.is_err() {
+                        break;
+                    }
+                    ok += 1;
+                }
+                ok
+            }));
+        }
+        // Crash while the load runs: the daemon gets no chance to flush anything.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    d.kill9();
+    assert!(answered > 0, "nothing was signed before the crash");
+    assert!(answered < 16 * 256, "the load finished before the crash");
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let ledger: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "signatures", "list", "--key", "files"]))
+            .unwrap();
+    let recorded = ledger.as_array().unwrap().len() as u32;
+    assert!(
+        recorded >= answered,
+        "{answered} signatures answered, {recorded} in the ledger"
+    );
+    let export = d.ok(&["audit", "export"]);
+    let outcomes = export
+        .lines()
+        .filter(|l| {
+            l.contains("\"action\":\"SignDigest\"") && l.contains("\"decision\":\"allowed\"")
+        })
+        .count() as u32;
+    assert!(
+        outcomes >= answered,
+        "{answered} answered, {outcomes} outcome records"
+    );
+    let key = tmp.path().join("audit.pem");
+    std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
+    let file = tmp.path().join("audit.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    d.ok(&[
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+}
