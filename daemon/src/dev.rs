@@ -104,12 +104,16 @@ impl DevLayout {
     ) -> Result<(), StartError> {
         let so = self.pin(&self.so_pin_file())?;
         let user = self.pin(&self.pin_file())?;
-        crate::hsm::pkcs11::ensure_token(module, TOKEN_LABEL, &so, &user).map_err(|source| {
-            StartError::Hsm {
+        // A token made before lives in tokens/; only an empty tokens/ gets a new one.
+        let fresh = std::fs::read_dir(self.dir.join("tokens"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        crate::hsm::pkcs11::ensure_token(module, TOKEN_LABEL, &so, &user, fresh).map_err(
+            |source| StartError::Hsm {
                 backend: "softhsm".into(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let text = format!(
             "# Written by `keywardd dev`; run with SOFTHSM2_CONF={conf}\n\
              data_dir = \"data\"\n\

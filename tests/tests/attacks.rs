@@ -571,7 +571,20 @@ fn methods_without_a_rule_are_refused_and_every_call_is_audited() {
         assert!(st.message().contains("no access rule"), "{}", st.message());
     });
     d.ok(&["whoami"]);
+    d.ok(&["key", "create", "w"]);
     let audit = d.ok(&["audit", "export"]);
+    // Write-ahead: the intent is on the record before the outcome.
+    let at = |decision: &str| {
+        audit
+            .lines()
+            .position(|l| {
+                l.contains("\"action\":\"CreateKey\"")
+                    && l.contains("\"target\":\"w\"")
+                    && l.contains(&format!("\"decision\":\"{decision}\""))
+            })
+            .unwrap_or_else(|| panic!("no {decision} record for CreateKey: {audit}"))
+    };
+    assert!(at("intent") < at("allowed"));
     assert!(audit.contains("DestroyEverything"), "{audit}");
     assert!(
         audit.lines().any(|l| l.contains("\"action\":\"WhoAmI\"")),

@@ -188,14 +188,20 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, CkError> {
 }
 
 /// Initialises a fresh token with the given label and PINs unless one with that label
-/// exists. Used by `keywardd dev` for its self-contained SoftHSM token.
+/// exists. Used by `keywardd dev` for its self-contained SoftHSM token. With `fresh`
+/// false the token was made before: if it is not (yet) in the slot list, which SoftHSM
+/// does while another process writes it, this waits and retries, and fails rather
+/// than make a second, empty token that would hide the first one's keys.
 pub fn ensure_token(
     module: &Path,
     label: &str,
     so_pin: &str,
     user_pin: &str,
+    fresh: bool,
 ) -> Result<bool, HsmError> {
-    retry_transient(label, || ensure_token_once(module, label, so_pin, user_pin))
+    retry_transient(label, || {
+        ensure_token_once(module, label, so_pin, user_pin, fresh)
+    })
 }
 
 /// Retries an operation that failed with a device error (another process logging in to
@@ -209,7 +215,7 @@ fn retry_transient<T>(
     let mut attempt = 0;
     loop {
         match f() {
-            Err(HsmError::Device { op, detail }) if attempt < 6 => {
+            Err(HsmError::Device { op, detail }) if attempt < 10 => {
                 tracing::warn!(token = %what, op, error = %detail, attempt, "retrying PKCS#11 start-up");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(500));
@@ -225,6 +231,7 @@ fn ensure_token_once(
     label: &str,
     so_pin: &str,
     user_pin: &str,
+    fresh: bool,
 ) -> Result<bool, HsmError> {
     let ctx = Pkcs11::new(module).map_err(|e| {
         HsmError::Config(format!(
@@ -239,6 +246,14 @@ fn ensure_token_once(
         .is_some()
     {
         return Ok(false);
+    }
+    if !fresh {
+        return Err(HsmError::Device {
+            op: "find token",
+            detail: format!(
+                "token {label:?} exists in this instance's directory but is not in the slot list"
+            ),
+        });
     }
     let free = ctx
         .get_slots_with_token()

@@ -121,25 +121,20 @@ impl ImageSigner {
         ann.insert(FINGERPRINT_ANNOTATION.to_string(), fingerprint.clone());
         ann.insert(KEY_ANNOTATION.to_string(), format!("{key}/v{version}"));
         layers.push(layer(DSSE_ENVELOPE, &envelope, &env_digest, ann));
-        self.push_manifest(&att_ref, &layers).await?;
-
-        self.record(Recorded {
-            kind: "attestation",
-            image,
-            digest,
-            key,
-            version,
-            fingerprint,
-            requester,
-            pushed_to: &pushed_to,
-        })
-        .await?;
-        Ok(Signed {
-            reference: image.original.clone(),
-            digest: digest.to_string(),
-            pushed_to,
-            version,
-            already_signed: false,
-        })
+        self.publish(
+            &att_ref,
+            &layers,
+            Recorded {
+                kind: "attestation",
+                image,
+                digest,
+                key,
+                version,
+                fingerprint,
+                requester,
+                pushed_to: &pushed_to,
+            },
+        )
+        .await
     }
 }

@@ -327,26 +327,41 @@ impl ImageSigner {
         ann.insert(KEY_ANNOTATION.to_string(), format!("{key}/v{version}"));
         ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
         layers.push(layer(SIMPLE_SIGNING, &payload, &payload_digest, ann));
-        self.push_manifest(&sig_ref, &layers).await?;
+        self.publish(
+            &sig_ref,
+            &layers,
+            Recorded {
+                kind: "signature",
+                image,
+                digest,
+                key,
+                version,
+                fingerprint,
+                requester,
+                pushed_to: &pushed_to,
+            },
+        )
+        .await
+    }
 
-        self.record(Recorded {
-            kind: "signature",
-            image,
-            digest,
-            key,
-            version,
-            fingerprint,
-            requester,
-            pushed_to: &pushed_to,
-        })
-        .await?;
-        Ok(Signed {
-            reference: image.original.clone(),
-            digest: digest.to_string(),
-            pushed_to,
-            version,
+    /// Pushes the manifest with its new layer, then records the ledger entry (only
+    /// what reached the registry is recorded), and says what was made.
+    async fn publish(
+        &self,
+        tag_ref: &oci_client::Reference,
+        layers: &[Value],
+        r: Recorded<'_>,
+    ) -> Result<Signed, ImageError> {
+        self.push_manifest(tag_ref, layers).await?;
+        let signed = Signed {
+            reference: r.image.original.clone(),
+            digest: r.digest.to_string(),
+            pushed_to: r.pushed_to.to_string(),
+            version: r.version,
             already_signed: false,
-        })
+        };
+        self.record(r).await?;
+        Ok(signed)
     }
 
     /// Whether this key version's signature of this digest for this identity is really
