@@ -89,6 +89,9 @@ struct Objects {
     generation: RwLock<()>,
     /// Serialises lookups after a cache miss, so that misses cannot pile up token scans.
     miss: Mutex<()>,
+    /// CKA_ID -> secret key handle (sealing and record MAC keys): a Find scans the
+    /// whole token, so each is looked up once.
+    secrets: RwLock<HashMap<Vec<u8>, ObjectHandle>>,
 }
 
 /// A PKCS#11 token.
@@ -324,6 +327,7 @@ impl Pkcs11Backend {
             handles: RwLock::new(HashMap::new()),
             generation: RwLock::new(()),
             miss: Mutex::new(()),
+            secrets: RwLock::new(HashMap::new()),
         });
         let backend = Self {
             settings,
@@ -435,13 +439,44 @@ impl Pkcs11Session {
     /// A secret (sealing) key by CKA_ID; these are few and looked up rarely.
     fn secret_key(&self, hsm_id: &str) -> Result<ObjectHandle, HsmError> {
         let id = parse_id(hsm_id)?;
-        let _find = read(&self.objects.generation);
-        self.session
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Id(id)])
-            .map_err(|e| device("find sealing key", e))?
+        if let Some(h) = read(&self.objects.secrets).get(&id) {
+            return Ok(*h);
+        }
+        let found = {
+            let _find = read(&self.objects.generation);
+            self.session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Id(id.clone()),
+                ])
+                .map_err(|e| device("find secret key", e))?
+        };
+        let h = *found
             .first()
-            .copied()
-            .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))
+            .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))?;
+        write(&self.objects.secrets).insert(id, h);
+        Ok(h)
+    }
+
+    /// Runs an operation on a secret key; a stale cached handle is looked up again once.
+    fn with_secret<T>(
+        &self,
+        hsm_id: &str,
+        op: &'static str,
+        f: impl Fn(ObjectHandle) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let handle = self.secret_key(hsm_id)?;
+        match f(handle) {
+            // cryptoki's text for CKR_OBJECT_HANDLE_INVALID and CKR_KEY_HANDLE_INVALID.
+            Err(HsmError::Device { detail, .. }) if detail.contains("handle is not valid") => {
+                write(&self.objects.secrets).remove(&parse_id(hsm_id)?);
+                f(self.secret_key(hsm_id)?).map_err(|e| match e {
+                    HsmError::Device { detail, .. } => HsmError::Device { op, detail },
+                    other => other,
+                })
+            }
+            other => other,
+        }
     }
 
     fn forget(&self, id: &[u8]) {
@@ -726,13 +761,15 @@ impl HsmSession for Pkcs11Session {
     }
 
     fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let key = self.secret_key(key_id)?;
-        secret::seal(&self.session, key, plaintext, aad)
+        self.with_secret(key_id, "seal", |key| {
+            secret::seal(&self.session, key, plaintext, aad)
+        })
     }
 
     fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let key = self.secret_key(key_id)?;
-        secret::unseal(&self.session, key, sealed, aad)
+        self.with_secret(key_id, "unseal", |key| {
+            secret::unseal(&self.session, key, sealed, aad)
+        })
     }
 
     fn find_secret(&mut self, label: &str) -> Result<Option<String>, HsmError> {
@@ -763,10 +800,11 @@ impl HsmSession for Pkcs11Session {
     }
 
     fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let key = self.secret_key(key_id)?;
-        self.session
-            .sign(&Mechanism::Sha256Hmac, key, data)
-            .map_err(|e| device("mac", e))
+        self.with_secret(key_id, "mac", |key| {
+            self.session
+                .sign(&Mechanism::Sha256Hmac, key, data)
+                .map_err(|e| device("mac", e))
+        })
     }
 
     fn destroy(&mut self, hsm_id: &str) -> Result<(), HsmError> {
