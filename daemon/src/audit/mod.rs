@@ -11,13 +11,16 @@
 //! written, the request is refused (fail closed). Concurrent records share one fsync.
 
 use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmPool, SignInput};
+mod export;
+
+pub use export::checkpoint_loop;
+
 use crate::store::{Namespace, Store, StoreError};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -317,114 +320,6 @@ impl AuditLog {
     pub fn uncheckpointed(&self) -> u64 {
         let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         head.seq - head.checkpointed
-    }
-
-    /// One page of exported lines (records and checkpoints) after the store cursor
-    /// `after` (empty: from sequence number `from_seq`), optionally only those at or
-    /// after `since`; returns the lines and the cursor of the next page (empty on the
-    /// last). With `since`, the first page starts with an anchor line naming the hash
-    /// its first record follows, so that a verifier can check the export from there
-    /// (`keyward audit verify --from`).
-    pub fn export_page(
-        &self,
-        from_seq: u64,
-        after: &str,
-        since: Option<OffsetDateTime>,
-        limit: usize,
-    ) -> Result<(Vec<String>, String), StoreError> {
-        let first_page = after.is_empty();
-        let start = match (first_page, from_seq) {
-            (false, _) => after.to_string(),
-            (true, 0 | 1) => String::new(),
-            // The last key before record `from_seq`: its predecessor's checkpoint.
-            (true, n) => format!("{}c", record_key(n - 1)),
-        };
-        let batch = self.store.scan(Namespace::Audit, &start, limit)?;
-        let next = if batch.len() == limit {
-            batch.last().map(|(k, _)| k.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let mut out = Vec::new();
-        let mut anchored = !first_page;
-        for (_, v) in batch {
-            if let Some(since) = since {
-                let rec: Value = serde_json::from_slice(&v).unwrap_or_default();
-                let t = rec["time"]
-                    .as_str()
-                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-                if t.is_some_and(|t| t < since) {
-                    continue;
-                }
-                if !anchored {
-                    if rec["type"] != "record" {
-                        continue;
-                    }
-                    let seq = rec["seq"].as_u64().unwrap_or(1);
-                    out.push(
-                        json!({
-                            "type": "anchor",
-                            "seq": seq.saturating_sub(1),
-                            "hash": rec["prev_hash"],
-                        })
-                        .to_string(),
-                    );
-                    anchored = true;
-                }
-            }
-            out.push(String::from_utf8_lossy(&v).into_owned());
-        }
-        Ok((out, next))
-    }
-}
-
-/// Runs checkpoints every `every` or when `max_records` accumulate, until `stop`.
-pub async fn checkpoint_loop(
-    log: Arc<AuditLog>,
-    pool_owner: Arc<crate::keys::Backends>,
-    backend: String,
-    every: Duration,
-    max_records: u64,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut since = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        if since.elapsed() < every && log.uncheckpointed() < max_records {
-            continue;
-        }
-        since = tokio::time::Instant::now();
-        let result = match pool_owner.get(&backend) {
-            Ok(pool) => log.checkpoint(pool).await.map(|_| ()),
-            Err(e) => Err(AuditError::Store(StoreError::Engine(e.to_string()))),
-        };
-        match result {
-            Ok(()) => {
-                if log.blocked().is_some() {
-                    tracing::info!(
-                        "audit checkpoint succeeded again; requests that change state are accepted"
-                    );
-                }
-                log.set_blocked(None);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit checkpoint failed; refusing requests that change state or sign until one succeeds");
-                log.set_blocked(Some(format!(
-                    "the last audit checkpoint failed ({})",
-                    short(&e)
-                )));
-                // Try again soon rather than after a whole period.
-                since = tokio::time::Instant::now()
-                    .checked_sub(every.saturating_sub(Duration::from_secs(1)))
-                    .unwrap_or(since);
-            }
-        }
-    }
-    if let Ok(pool) = pool_owner.get(&backend) {
-        let _ = log.checkpoint(pool).await;
     }
 }
 

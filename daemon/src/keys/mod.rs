@@ -1,19 +1,22 @@
 //! Keys and key versions: records, the version state machine, and the operations that
 //! touch both the HSM and the store (create, rotate, sign).
 
+mod backends;
 mod policy;
+mod reconcile;
 mod record;
 
+pub use backends::Backends;
 pub use policy::{PolicyChange, weakenings};
 pub use record::{KeyRecord, KeyVersion, Purpose, VersionState, validate_name, validate_scope};
 
 use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;
-use crate::hsm::{Algorithm, HsmError, HsmPool, SignInput};
+use crate::hsm::{Algorithm, HsmError, SignInput};
 use crate::pki::{self, CaRecord, PkiError, Subject};
 use crate::store::integrity::{IntegrityError, ProtectedStore};
 use crate::store::{Namespace, StoreError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use time::OffsetDateTime;
 
@@ -60,44 +63,6 @@ pub enum KeyError {
     /// A certificate could not be issued.
     #[error(transparent)]
     Pki(#[from] PkiError),
-}
-
-/// The configured HSM backends, each with its worker pool.
-#[derive(Debug)]
-pub struct Backends {
-    pools: BTreeMap<String, HsmPool>,
-    default: String,
-}
-
-impl Backends {
-    /// Wraps started pools; `default` must name one of them.
-    pub fn new(pools: BTreeMap<String, HsmPool>, default: String) -> Result<Self, String> {
-        if !pools.contains_key(&default) {
-            return Err(format!("default backend {default:?} is not configured"));
-        }
-        Ok(Self { pools, default })
-    }
-
-    /// The pool of a backend by name, or the default one for an empty name.
-    pub fn get(&self, name: &str) -> Result<&HsmPool, KeyError> {
-        let name = if name.is_empty() { &self.default } else { name };
-        self.pools.get(name).ok_or_else(|| {
-            KeyError::InvalidArgument(format!(
-                "unknown backend {name:?}; configured backends: {}",
-                self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
-    }
-
-    /// Name of the default backend.
-    pub fn default_name(&self) -> &str {
-        &self.default
-    }
-
-    /// All pools by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &HsmPool)> {
-        self.pools.iter()
-    }
 }
 
 /// What the start-up comparison of store and HSMs found. Nothing is deleted.
@@ -471,60 +436,5 @@ impl KeyRegistry {
             .await
             .map_err(KeyError::Hsm)?;
         Ok((version, sig))
-    }
-
-    /// Compares the store with every backend's objects. Reports, never deletes.
-    /// `others` are further objects the instance owns: (backend, HSM id, what).
-    pub async fn reconcile(
-        &self,
-        others: &[(String, String, String)],
-    ) -> Result<Reconciliation, KeyError> {
-        let mut report = Reconciliation::default();
-        for (backend, pool) in self.backends.iter() {
-            let objects = pool
-                .run("list", |s| s.list_objects())
-                .await
-                .map_err(KeyError::Hsm)?;
-            let mut expected: HashMap<String, String> = HashMap::new();
-            for rec in self.list().iter().filter(|r| &r.backend == backend) {
-                for v in rec
-                    .versions
-                    .iter()
-                    .filter(|v| v.state != VersionState::Destroyed)
-                {
-                    expected.insert(v.hsm_id.clone(), format!("{}/v{}", rec.name, v.version));
-                }
-            }
-            if &self.ca.backend == backend {
-                expected.insert(self.ca.hsm_id.clone(), "the Keyward CA".into());
-            }
-            for (b, id, what) in others {
-                if b == backend {
-                    expected.insert(id.clone(), what.clone());
-                }
-            }
-            let mut seen = std::collections::HashSet::new();
-            for o in objects {
-                if o.hsm_id.is_empty() {
-                    report.without_id.push(format!("{backend}: {:?}", o.label));
-                } else if expected.contains_key(&o.hsm_id) {
-                    seen.insert(o.hsm_id);
-                } else if o.label.starts_with(crate::hsm::pkcs11::LABEL_PREFIX) {
-                    report
-                        .unknown_on_hsm
-                        .push(format!("{backend}: {} ({})", o.hsm_id, o.label));
-                }
-            }
-            for (id, what) in expected {
-                if !seen.contains(&id) {
-                    report
-                        .missing_on_hsm
-                        .push(format!("{what} on {backend} ({id})"));
-                }
-            }
-        }
-        report.missing_on_hsm.sort();
-        report.unknown_on_hsm.sort();
-        Ok(report)
     }
 }
