@@ -295,9 +295,14 @@ impl AuditLog {
         let store = self.store.clone();
         let key = format!("{}c", record_key(seq));
         let bytes = serde_json::to_vec(&rec).unwrap_or_default();
-        tokio::task::spawn_blocking(move || store.put(Namespace::Audit, &key, &bytes))
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        // Through the same ordered commit as the records: the record it signs is
+        // durable no later than the checkpoint itself.
+        tokio::task::spawn_blocking(move || {
+            let token = store.put_deferred(Namespace::Audit, &key, &bytes)?;
+            store.wait_durable(token)
+        })
+        .await
+        .map_err(|e| StoreError::Engine(e.to_string()))??;
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         head.checkpointed = head.checkpointed.max(seq);
         Ok(Some(seq))

@@ -97,8 +97,9 @@ pub trait Store: Send + Sync {
     /// The record with the greatest key.
     fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
     /// Writes a record without waiting for durability; returns a token for
-    /// [`Store::wait_durable`]. Lets a caller that must order writes (a hash chain)
-    /// release its lock before the fsync, which concurrent writers then share.
+    /// [`Store::wait_durable`], after which the record is durable and readable. Lets a
+    /// caller that must order writes (a hash chain) release its lock before the fsync,
+    /// which concurrent writers then share.
     fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
     /// Waits until the write with this token is durable.
     fn wait_durable(&self, token: u64) -> Result<(), StoreError>;

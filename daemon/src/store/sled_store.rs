@@ -26,9 +26,18 @@ pub struct SledStore {
 /// Entries written but not yet in the log, and the log itself.
 #[derive(Debug)]
 struct Wal {
-    pending: std::sync::Mutex<Vec<(u64, Vec<u8>)>>,
+    pending: std::sync::Mutex<Vec<Deferred>>,
     /// The log file and the sequence number it covers; held while syncing.
     file: std::sync::Mutex<(std::fs::File, u64)>,
+}
+
+/// A deferred write waiting for the next group commit.
+#[derive(Debug)]
+struct Deferred {
+    seq: u64,
+    ns: Namespace,
+    key: String,
+    value: Vec<u8>,
 }
 
 /// The log is emptied (after a sled flush) once it is larger than this.
@@ -166,10 +175,11 @@ impl SledStore {
         }
         let batch =
             std::mem::take(&mut *self.wal.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let upto = batch.iter().map(|(seq, _)| *seq).max().unwrap_or(token);
-        let mut buf = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
-        for (_, e) in &batch {
-            buf.extend_from_slice(e);
+        let upto = batch.iter().map(|d| d.seq).max().unwrap_or(token);
+        let mut buf =
+            Vec::with_capacity(batch.iter().map(|d| 16 + d.key.len() + d.value.len()).sum());
+        for d in &batch {
+            buf.extend_from_slice(&wal_entry(d.ns, &d.key, &d.value));
         }
         let io = |e: std::io::Error| {
             StoreError::Engine(format!("cannot write the write-ahead log: {e}"))
@@ -177,6 +187,13 @@ impl SledStore {
         file.write_all(&buf)
             .and_then(|_| file.sync_data())
             .map_err(io)?;
+        // Durable in the log: now into sled, in one pass on this thread, before any
+        // writer of the batch is answered (so that what is answered can be read).
+        for d in batch {
+            self.tree(d.ns)?
+                .insert(d.key.as_bytes(), d.value)
+                .map_err(engine)?;
+        }
         *synced = upto.max(token);
         if file.metadata().map(|m| m.len()).unwrap_or(0) > WAL_ROTATE {
             // Everything in the log is in sled; once sled is flushed the log can go.
@@ -281,14 +298,19 @@ impl Store for SledStore {
             .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())))
     }
 
+    /// Queued for the next group commit: logged, synced, then inserted into sled by
+    /// the committing thread. It is readable once `wait_durable` returned.
     fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
-        self.tree(ns)?.insert(key, value).map_err(engine)?;
-        let entry = wal_entry(ns, key, value);
         // The sequence number is taken under the same lock as the queue, so the queue
         // is in sequence order.
         let mut pending = self.wal.pending.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.wrote();
-        pending.push((seq, entry));
+        pending.push(Deferred {
+            seq,
+            ns,
+            key: key.to_string(),
+            value: value.to_vec(),
+        });
         Ok(seq)
     }
 
