@@ -136,12 +136,7 @@ impl DevDaemon {
 
     /// Runs `keyward ARGS` against this daemon.
     pub fn keyward(&self, args: &[&str]) -> Output {
-        Command::new(bin("keyward"))
-            .env("KEYWARD_CONFIG", self.client_config())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keyward")
+        keyward_with(&self.client_config(), args)
     }
 
     /// Registers a principal with these roles (comma separated); returns its
@@ -155,12 +150,7 @@ impl DevDaemon {
 
     /// Runs `keyward ARGS` with another principal's client configuration.
     pub fn keyward_as(&self, config: &Path, args: &[&str]) -> Output {
-        Command::new(bin("keyward"))
-            .env("KEYWARD_CONFIG", config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keyward")
+        keyward_with(config, args)
     }
 
     /// Runs `keyward ARGS`, asserts success, returns stdout.
@@ -443,4 +433,47 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
         head.lines().next().unwrap_or_default().to_string(),
         body.to_string(),
     )
+}
+
+/// Runs `keyward ARGS` with the client configuration `config`, no standard input.
+pub fn keyward_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin("keyward"))
+        .env("KEYWARD_CONFIG", config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run keyward")
+}
+
+/// The JSON a successful command printed (`-o json`); fails the test otherwise.
+pub fn json_ok(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON output")
+}
+
+/// What a refused command printed on stderr; fails the test if it succeeded.
+pub fn refused(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "unexpectedly allowed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `cosign verify --key KEY IMAGE` offline, over plain HTTP to loopback registries,
+/// with the Docker credentials of `docker_config` (none when `None`).
+pub fn cosign_verify(key: &Path, image: &str, docker_config: Option<&Path>) -> Output {
+    let mut cmd = Command::new(cosign());
+    cmd.args(["verify", "--key"]).arg(key).args([
+        "--insecure-ignore-tlog=true",
+        "--allow-http-registry",
+        image,
+    ]);
+    if let Some(d) = docker_config {
+        cmd.env("DOCKER_CONFIG", d);
+    } else {
+        cmd.env("DOCKER_CONFIG", "/nonexistent");
+    }
+    cmd.output().expect("run cosign")
 }

@@ -91,12 +91,7 @@ impl ServedDaemon {
 
     /// Runs `keyward ARGS` as the admin.
     pub fn keyward(&self, args: &[&str]) -> Output {
-        Command::new(bin("keyward"))
-            .env("KEYWARD_CONFIG", self.client_config())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keyward")
+        crate::keyward_with(&self.client_config(), args)
     }
 
     /// What `keywardd serve` logged so far.

@@ -5,23 +5,12 @@
 
 use keyward_client::proto;
 use keyward_tests::registry::TestRegistry;
-use keyward_tests::{DevDaemon, call_raw, cosign, pyotp, wait_for_fresh_step};
+use keyward_tests::{
+    DevDaemon, call_raw, cosign, cosign_verify, json_ok as json, pyotp, refused,
+    wait_for_fresh_step,
+};
 use prost::Message;
-use std::process::{Command, Output};
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn refused(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpectedly allowed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Command;
 
 /// Every RPC in the protos, as `/package.Service/Method`.
 fn rpcs() -> Vec<String> {
@@ -537,17 +526,7 @@ fn a_planted_signature_layer_does_not_make_keyward_skip_signing() {
     );
     let pem = d.dir.join("release.pem");
     std::fs::write(&pem, d.ok(&["key", "public", "release"])).unwrap();
-    let v = Command::new(cosign())
-        .args(["verify", "--key"])
-        .arg(&pem)
-        .args([
-            "--insecure-ignore-tlog=true",
-            "--allow-http-registry",
-            &image,
-        ])
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .output()
-        .unwrap();
+    let v = cosign_verify(&pem, &image, None);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     // Signing again now really is a no-op: the genuine layer verifies.
     let again = json(&d.keyward(&["-o", "json", "sign", "--key", "release", &image]));

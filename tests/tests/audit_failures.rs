@@ -1,17 +1,9 @@
 //! The audit log fails closed: when a checkpoint cannot be signed, nothing that changes
 //! state or signs happens until one can, and /healthz says why.
 
+use keyward_tests::refused;
 use keyward_tests::served::ServedDaemon;
 use std::time::{Duration, Instant};
-
-fn stderr(o: &std::process::Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpectedly allowed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn a_checkpoint_that_cannot_be_signed_stops_every_state_change() {
@@ -47,12 +39,12 @@ fn a_checkpoint_that_cannot_be_signed_stops_every_state_change() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(body.contains("checkpoint"), "{body}");
-    let err = stderr(&d.keyward(&["key", "create", "k2"]));
+    let err = refused(&d.keyward(&["key", "create", "k2"]));
     assert!(
         err.contains("until the audit log can be checkpointed"),
         "{err}"
     );
-    let err = stderr(&d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
+    let err = refused(&d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
     assert!(
         err.contains("until the audit log can be checkpointed"),
         "{err}"

@@ -4,6 +4,7 @@
 
 use keyward_tests::DevDaemon;
 use keyward_tests::hostile::{HostileRegistry, Reply, Request};
+use keyward_tests::refused;
 use keyward_tests::served::ServedDaemon;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,15 +12,6 @@ use std::time::{Duration, Instant};
 
 fn ok(status: u16) -> Reply {
     Reply::Full(status, Vec::new(), Vec::new())
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
@@ -32,7 +24,7 @@ fn a_huge_manifest_is_refused_without_reading_it_all() {
     });
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
-    let err = stderr(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
+    let err = refused(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
     assert!(err.contains("larger than 4194304 bytes"), "{err}");
     // The daemon is still there and answers.
     d.ok(&["key", "list"]);
@@ -47,7 +39,7 @@ fn a_registry_that_drips_is_cut_off_at_the_deadline() {
     let d = ServedDaemon::start("[mfa]\nrequired = false\n[oci]\noperation_timeout_seconds = 2\n");
     assert!(d.keyward(&["key", "create", "k"]).status.success());
     let started = Instant::now();
-    let err = stderr(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
+    let err = refused(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
     assert!(err.contains("did not finish within 2 s"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -77,7 +69,7 @@ fn a_bearer_realm_on_another_host_or_over_http_is_never_asked() {
     });
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
-    let err = stderr(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", reg.addr)]));
+    let err = refused(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", reg.addr)]));
     assert!(
         err.contains("not on") && err.contains("token_hosts"),
         "{err}"
@@ -98,7 +90,7 @@ fn a_bearer_realm_on_another_host_or_over_http_is_never_asked() {
             Vec::new(),
         )
     });
-    let err = stderr(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", plain.addr)]));
+    let err = refused(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", plain.addr)]));
     assert!(err.contains("https only"), "{err}");
 }
 
@@ -136,7 +128,7 @@ fn a_bearer_token_from_the_registrys_own_realm_is_used() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
     // The manifest was fetched with the token; the image just has no signature.
-    let err = stderr(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", reg.addr)]));
+    let err = refused(&d.keyward(&["verify", "--key", "k", &format!("{}/app:v1", reg.addr)]));
     assert!(err.contains("no valid signature"), "{err}");
 }
 
@@ -153,7 +145,7 @@ fn registry_error_bodies_are_summarised_not_echoed() {
     });
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
-    let err = stderr(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
+    let err = refused(&d.keyward(&["sign", "--key", "k", &format!("{}/app:v1", reg.addr)]));
     assert!(err.contains("HTTP 500 (UNKNOWN)"), "{err}");
     assert!(
         !err.contains("hunter2") && !err.contains("10.1.2.3"),

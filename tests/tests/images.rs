@@ -1,24 +1,8 @@
 //! Image signing against the real distribution registry, checked by cosign.
 
 use keyward_tests::registry::TestRegistry;
-use keyward_tests::{DevDaemon, cosign};
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn cosign_verify(key: &Path, image: &str, docker_config: Option<&Path>) -> Output {
-    let mut cmd = Command::new(cosign());
-    cmd.args(["verify", "--key"]).arg(key).args([
-        "--insecure-ignore-tlog=true",
-        "--allow-http-registry",
-        image,
-    ]);
-    if let Some(d) = docker_config {
-        cmd.env("DOCKER_CONFIG", d);
-    } else {
-        cmd.env("DOCKER_CONFIG", "/nonexistent");
-    }
-    cmd.output().unwrap()
-}
+use keyward_tests::{DevDaemon, cosign, cosign_verify};
+use std::process::Command;
 
 fn public_key(d: &DevDaemon, key: &str) -> std::path::PathBuf {
     let p = d.dir.join(format!("{key}.pub.pem"));

@@ -2,7 +2,7 @@
 //! power carries a MAC made inside the HSM, so edited, forged, moved or MAC-stripped
 //! records are refused, and a store from before record MACs is migrated exactly once.
 
-use keyward_tests::{DevDaemon, bin, pyotp, wait_for_fresh_step};
+use keyward_tests::{DevDaemon, bin, pyotp, refused, wait_for_fresh_step};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,15 +33,6 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
 }
 
-fn refused(o: std::process::Output) -> String {
-    assert!(
-        !o.status.success(),
-        "unexpectedly allowed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn a_key_record_pointed_at_the_ca_key_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -55,7 +46,7 @@ fn a_key_record_pointed_at_the_ca_key_is_refused() {
     store_tool(tmp.path(), &["forge", "keys", "k"], Some(&rec.to_string()));
 
     let d = DevDaemon::start_in(tmp.path()).unwrap();
-    let err = refused(d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
+    let err = refused(&d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
     assert!(err.contains("failed its integrity check"), "{err}");
     d.ok(&["sign-blob", "--key", "other", "/etc/hostname"]);
     assert!(d.log().contains("key record refused"), "{}", d.log());
@@ -101,7 +92,7 @@ fn one_principals_second_factor_copied_onto_another_is_refused() {
         &[("DOCKER_CONFIG", &tmp.path().join("none"))],
     )
     .unwrap();
-    let err = refused(d.keyward(&["key", "create", "x", "--otp", &pyotp(&secret, 0)]));
+    let err = refused(&d.keyward(&["key", "create", "x", "--otp", &pyotp(&secret, 0)]));
     assert!(err.contains("failed its integrity check"), "{err}");
 }
 
@@ -131,7 +122,7 @@ fn an_approval_edited_to_approved_is_never_signed() {
     );
 
     let d = DevDaemon::start_in(tmp.path()).unwrap();
-    let err = refused(d.keyward(&["approvals", "show", &id]));
+    let err = refused(&d.keyward(&["approvals", "show", &id]));
     assert!(err.contains("failed its integrity check"), "{err}");
     let ledger = json(&d.ok(&["-o", "json", "signatures", "list"]));
     assert!(
@@ -182,7 +173,7 @@ fn a_store_from_before_record_macs_is_migrated_once_and_never_again() {
     // Once migrated, a record stripped of its MAC is refused, not migrated again...
     store_tool(tmp.path(), &["strip", "keys"], None);
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
-    let err = refused(d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
+    let err = refused(&d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
     assert!(err.contains("failed its integrity check"), "{err}");
     d.stop_cleanly();
     // ...and a store that forgot its MAC key does not start: the HSM remembers.

@@ -33,51 +33,15 @@ const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 #[path = "pkcs11_secret.rs"]
 mod secret;
+#[path = "pkcs11_session.rs"]
+mod session;
+#[path = "pkcs11_token.rs"]
+mod token;
+
+pub use token::{PinSource, Pkcs11Settings, ensure_token};
 
 /// Labels of objects Keyward creates start with this.
 pub const LABEL_PREFIX: &str = "keyward:";
-
-/// Where the user PIN comes from. The PIN itself is never stored in configuration.
-#[derive(Debug, Clone)]
-pub enum PinSource {
-    /// A file holding the PIN (trailing newline ignored).
-    File(PathBuf),
-    /// An environment variable holding the PIN.
-    Env(String),
-}
-
-impl PinSource {
-    /// Reads the PIN into memory that is wiped when dropped.
-    pub fn read(&self) -> Result<Zeroizing<String>, HsmError> {
-        let raw = match self {
-            PinSource::File(p) => Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
-                HsmError::Config(format!("cannot read PIN file {}: {e}", p.display()))
-            })?),
-            PinSource::Env(v) => Zeroizing::new(
-                std::env::var(v)
-                    .map_err(|_| HsmError::Config(format!("the PIN variable {v} is not set")))?,
-            ),
-        };
-        let pin = Zeroizing::new(raw.trim_end_matches(['\r', '\n']).to_string());
-        if pin.is_empty() {
-            return Err(HsmError::Config("the configured PIN is empty".into()));
-        }
-        Ok(pin)
-    }
-}
-
-/// Settings of a PKCS#11 backend.
-#[derive(Debug, Clone)]
-pub struct Pkcs11Settings {
-    /// The backend's name in the configuration.
-    pub name: String,
-    /// Path of the PKCS#11 module (`.so`).
-    pub module: PathBuf,
-    /// Label of the token; slot ids change, labels do not.
-    pub token_label: String,
-    /// Where the user PIN comes from.
-    pub pin: PinSource,
-}
 
 /// Lookup state shared by all sessions of one backend.
 struct Objects {
@@ -130,237 +94,6 @@ fn is_rv(e: &CkError, rv: RvError) -> bool {
     matches!(e, CkError::Pkcs11(r, _) if *r == rv)
 }
 
-/// Loads the module and finds the token, retrying transient failures: another process
-/// logging in to the same token while we initialise can make SoftHSM report the token
-/// missing or fail with CKR_GENERAL_ERROR.
-fn open_token(settings: &Pkcs11Settings) -> Result<(Pkcs11, Slot), HsmError> {
-    if !settings.module.exists() {
-        return Err(HsmError::Config(format!(
-            "PKCS#11 module {} does not exist (for SoftHSM2 install the softhsm2 package: /usr/lib/softhsm/libsofthsm2.so)",
-            settings.module.display()
-        )));
-    }
-    let mut delay = Duration::from_millis(20);
-    let mut last = String::new();
-    for attempt in 0..8 {
-        if attempt > 0 {
-            tracing::warn!(backend = %settings.name, attempt, error = %last, "retrying PKCS#11 start-up");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
-        let ctx = Pkcs11::new(&settings.module).map_err(|e| {
-            HsmError::Config(format!(
-                "cannot load PKCS#11 module {}: {e}",
-                settings.module.display()
-            ))
-        })?;
-        if let Err(e) = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            last = e.to_string();
-            continue;
-        }
-        match find_slot(&ctx, &settings.token_label) {
-            Ok(Some(slot)) => return Ok((ctx, slot)),
-            Ok(None) => {
-                last = format!("no token labelled {:?}", settings.token_label);
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    if last.starts_with("no token labelled") {
-        return Err(HsmError::Config(format!(
-            "no token labelled {:?} in PKCS#11 module {} (initialise one, e.g. softhsm2-util --init-token --free --label {:?})",
-            settings.token_label,
-            settings.module.display(),
-            settings.token_label
-        )));
-    }
-    Err(HsmError::Config(format!(
-        "cannot open PKCS#11 module {}: {last}",
-        settings.module.display()
-    )))
-}
-
-fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, CkError> {
-    for slot in ctx.get_slots_with_token()? {
-        let info = ctx.get_token_info(slot)?;
-        if info.label().trim_end() == label {
-            return Ok(Some(slot));
-        }
-    }
-    Ok(None)
-}
-
-/// Initialises a fresh token with the given label and PINs unless one with that label
-/// exists. Used by `keywardd dev` for its self-contained SoftHSM token. With `fresh`
-/// false the token was made before: if it is not (yet) in the slot list, which SoftHSM
-/// does while another process writes it, this waits and retries, and fails rather
-/// than make a second, empty token that would hide the first one's keys.
-pub fn ensure_token(
-    module: &Path,
-    label: &str,
-    so_pin: &str,
-    user_pin: &str,
-    fresh: bool,
-) -> Result<bool, HsmError> {
-    retry_transient(label, || {
-        ensure_token_once(module, label, so_pin, user_pin, fresh)
-    })
-}
-
-/// Retries an operation that failed with a device error (another process logging in to
-/// the token can make SoftHSM answer CKR_GENERAL_ERROR), with backoff; other errors
-/// (wrong PIN, configuration) are returned at once.
-fn retry_transient<T>(
-    what: &str,
-    mut f: impl FnMut() -> Result<T, HsmError>,
-) -> Result<T, HsmError> {
-    let mut delay = Duration::from_millis(25);
-    let mut attempt = 0;
-    loop {
-        match f() {
-            Err(HsmError::Device { op, detail }) if attempt < 10 => {
-                tracing::warn!(token = %what, op, error = %detail, attempt, "retrying PKCS#11 start-up");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(500));
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn ensure_token_once(
-    module: &Path,
-    label: &str,
-    so_pin: &str,
-    user_pin: &str,
-    fresh: bool,
-) -> Result<bool, HsmError> {
-    let ctx = Pkcs11::new(module).map_err(|e| {
-        HsmError::Config(format!(
-            "cannot load PKCS#11 module {}: {e}",
-            module.display()
-        ))
-    })?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| device("initialise", e))?;
-    if find_slot(&ctx, label)
-        .map_err(|e| device("list tokens", e))?
-        .is_some()
-    {
-        return Ok(false);
-    }
-    if !fresh {
-        return Err(HsmError::Device {
-            op: "find token",
-            detail: format!(
-                "token {label:?} exists in this instance's directory but is not in the slot list"
-            ),
-        });
-    }
-    let free = ctx
-        .get_slots_with_token()
-        .map_err(|e| device("list slots", e))?
-        .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .map(|i| !i.token_initialized())
-                .unwrap_or(false)
-        })
-        .ok_or_else(|| HsmError::Config("no free slot to initialise a token in".into()))?;
-    let so = AuthPin::new(so_pin.into());
-    ctx.init_token(free, &so, label)
-        .map_err(|e| device("initialise token", e))?;
-    let slot = find_slot(&ctx, label)
-        .map_err(|e| device("list tokens", e))?
-        .ok_or_else(|| HsmError::Config(format!("token {label:?} vanished after init")))?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|e| device("open session", e))?;
-    session
-        .login(UserType::So, Some(&so))
-        .map_err(|e| device("SO login", e))?;
-    session
-        .init_pin(&AuthPin::new(user_pin.into()))
-        .map_err(|e| device("set user PIN", e))?;
-    Ok(true)
-}
-
-impl Pkcs11Backend {
-    /// Opens the token, logs in once and loads the CKA_ID -> handle map.
-    ///
-    /// A wrong PIN fails at once and is not retried, so that the token's retry counter
-    /// is not run down by a daemon in a restart loop.
-    pub fn open(settings: Pkcs11Settings) -> Result<Self, HsmError> {
-        // Another process logging in to the same token while we start can make SoftHSM
-        // fail a login or a lookup with CKR_GENERAL_ERROR: those are retried. A wrong PIN
-        // or a configuration error is final.
-        retry_transient(&settings.token_label, || Self::open_once(&settings))
-    }
-
-    fn open_once(settings: &Pkcs11Settings) -> Result<Self, HsmError> {
-        let settings = settings.clone();
-        let pin = settings.pin.read()?;
-        let (ctx, slot) = open_token(&settings)?;
-        let login = ctx
-            .open_rw_session(slot)
-            .map_err(|e| device("open session", e))?;
-        match login.login(UserType::User, Some(&AuthPin::new(pin.as_str().into()))) {
-            Ok(()) => {}
-            Err(e) if is_rv(&e, RvError::UserAlreadyLoggedIn) => {}
-            Err(e) if is_rv(&e, RvError::PinIncorrect) => {
-                return Err(HsmError::WrongPin(format!(
-                    "token {:?}",
-                    settings.token_label
-                )));
-            }
-            Err(e) if is_rv(&e, RvError::PinLocked) => {
-                return Err(HsmError::Config(format!(
-                    "the user PIN of token {:?} is locked; unlock it with the SO PIN",
-                    settings.token_label
-                )));
-            }
-            Err(e) => return Err(device("login", e)),
-        }
-        drop(pin);
-        let objects = Arc::new(Objects {
-            handles: RwLock::new(HashMap::new()),
-            generation: RwLock::new(()),
-            miss: Mutex::new(()),
-            secrets: RwLock::new(HashMap::new()),
-        });
-        let backend = Self {
-            settings,
-            ctx,
-            slot,
-            objects,
-            _login: Mutex::new(login),
-        };
-        backend.load_handles()?;
-        Ok(backend)
-    }
-
-    fn load_handles(&self) -> Result<(), HsmError> {
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| device("open session", e))?;
-        let _find = read(&self.objects.generation);
-        let found = session
-            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
-            .map_err(|e| device("find keys", e))?;
-        let mut map = HashMap::with_capacity(found.len());
-        for handle in found {
-            if let Some(id) = object_id(&session, handle)? {
-                map.insert(id, handle);
-            }
-        }
-        tracing::debug!(backend = %self.settings.name, keys = map.len(), "loaded key handles");
-        *write(&self.objects.handles) = map;
-        Ok(())
-    }
-}
-
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
@@ -408,165 +141,6 @@ struct Pkcs11Session {
 
 fn parse_id(hsm_id: &str) -> Result<Vec<u8>, HsmError> {
     hex::decode(hsm_id).map_err(|_| HsmError::KeyNotFound(hsm_id.to_string()))
-}
-
-impl Pkcs11Session {
-    /// The private key handle for a CKA_ID: from the map, or after a miss from one Find.
-    fn handle(&self, id: &[u8]) -> Result<ObjectHandle, HsmError> {
-        if let Some(h) = read(&self.objects.handles).get(id) {
-            return Ok(*h);
-        }
-        let _one_at_a_time = self.objects.miss.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = read(&self.objects.handles).get(id) {
-            return Ok(*h);
-        }
-        let found = {
-            let _find = read(&self.objects.generation);
-            self.session
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                    Attribute::Id(id.to_vec()),
-                ])
-                .map_err(|e| device("find key", e))?
-        };
-        let h = *found
-            .first()
-            .ok_or_else(|| HsmError::KeyNotFound(hex::encode(id)))?;
-        write(&self.objects.handles).insert(id.to_vec(), h);
-        Ok(h)
-    }
-
-    /// A secret (sealing) key by CKA_ID; these are few and looked up rarely.
-    fn secret_key(&self, hsm_id: &str) -> Result<ObjectHandle, HsmError> {
-        let id = parse_id(hsm_id)?;
-        if let Some(h) = read(&self.objects.secrets).get(&id) {
-            return Ok(*h);
-        }
-        let found = {
-            let _find = read(&self.objects.generation);
-            self.session
-                .find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Id(id.clone()),
-                ])
-                .map_err(|e| device("find secret key", e))?
-        };
-        let h = *found
-            .first()
-            .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))?;
-        write(&self.objects.secrets).insert(id, h);
-        Ok(h)
-    }
-
-    /// Runs an operation on a secret key; a stale cached handle is looked up again once.
-    fn with_secret<T>(
-        &self,
-        hsm_id: &str,
-        op: &'static str,
-        f: impl Fn(ObjectHandle) -> Result<T, HsmError>,
-    ) -> Result<T, HsmError> {
-        let handle = self.secret_key(hsm_id)?;
-        match f(handle) {
-            // cryptoki's text for CKR_OBJECT_HANDLE_INVALID and CKR_KEY_HANDLE_INVALID.
-            Err(HsmError::Device { detail, .. }) if detail.contains("handle is not valid") => {
-                write(&self.objects.secrets).remove(&parse_id(hsm_id)?);
-                f(self.secret_key(hsm_id)?).map_err(|e| match e {
-                    HsmError::Device { detail, .. } => HsmError::Device { op, detail },
-                    other => other,
-                })
-            }
-            other => other,
-        }
-    }
-
-    fn forget(&self, id: &[u8]) {
-        write(&self.objects.handles).remove(id);
-    }
-
-    fn sign_once(
-        &self,
-        handle: ObjectHandle,
-        algorithm: Algorithm,
-        input: &SignInput,
-    ) -> Result<Vec<u8>, CkError> {
-        match algorithm {
-            Algorithm::EcdsaP256 | Algorithm::EcdsaP384 => {
-                let (_, digest) = input.digest_or_hash(algorithm.default_digest());
-                self.session.sign(&Mechanism::Ecdsa, handle, &digest)
-            }
-            Algorithm::Ed25519 => {
-                let SignInput::Message(m) = input else {
-                    return Err(CkError::InvalidValue);
-                };
-                let params = EddsaParams::new(EddsaSignatureScheme::Pure);
-                self.session.sign(&Mechanism::Eddsa(params), handle, m)
-            }
-            Algorithm::RsaPss3072 => {
-                let (dalg, digest) = input.digest_or_hash(algorithm.default_digest());
-                let (hash_alg, mgf) = match dalg {
-                    DigestAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-                    DigestAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-                    DigestAlgorithm::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
-                };
-                let params = PkcsPssParams {
-                    hash_alg,
-                    mgf,
-                    s_len: (dalg.digest_len() as u64).into(),
-                };
-                self.session
-                    .sign(&Mechanism::RsaPkcsPss(params), handle, &digest)
-            }
-        }
-    }
-
-    fn public_key_der(
-        &self,
-        public: ObjectHandle,
-        algorithm: Algorithm,
-    ) -> Result<Vec<u8>, HsmError> {
-        if algorithm == Algorithm::RsaPss3072 {
-            let attrs = self
-                .session
-                .get_attributes(
-                    public,
-                    &[AttributeType::Modulus, AttributeType::PublicExponent],
-                )
-                .map_err(|e| device("read public key", e))?;
-            let (mut n, mut e) = (Vec::new(), Vec::new());
-            for a in attrs {
-                match a {
-                    Attribute::Modulus(v) => n = v,
-                    Attribute::PublicExponent(v) => e = v,
-                    _ => {}
-                }
-            }
-            return rsa_spki(&n, &e);
-        }
-        let attrs = self
-            .session
-            .get_attributes(public, &[AttributeType::EcPoint])
-            .map_err(|e| device("read public key", e))?;
-        let point = attrs
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::EcPoint(p) => Some(p),
-                _ => None,
-            })
-            .ok_or_else(|| HsmError::Device {
-                op: "read public key",
-                detail: "the module returned no CKA_EC_POINT".into(),
-            })?;
-        ec_spki(algorithm, &unwrap_ec_point(&point))
-    }
-
-    fn destroy_by_id(&self, id: &[u8]) -> Result<usize, CkError> {
-        let found = self.session.find_objects(&[Attribute::Id(id.to_vec())])?;
-        let n = found.len();
-        for h in found {
-            self.session.destroy_object(h)?;
-        }
-        Ok(n)
-    }
 }
 
 impl HsmSession for Pkcs11Session {
@@ -761,12 +335,16 @@ impl HsmSession for Pkcs11Session {
     }
 
     fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let iv = secret::new_iv()?;
         self.with_secret(key_id, "seal", |key| {
-            secret::seal(&self.session, key, plaintext, aad)
+            secret::seal(&self.session, key, iv, plaintext, aad)
         })
     }
 
     fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
+        if sealed.len() < 12 + 16 {
+            return Err(HsmError::InvalidInput("sealed secret is too short".into()));
+        }
         self.with_secret(key_id, "unseal", |key| {
             secret::unseal(&self.session, key, sealed, aad)
         })
@@ -801,9 +379,7 @@ impl HsmSession for Pkcs11Session {
 
     fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         self.with_secret(key_id, "mac", |key| {
-            self.session
-                .sign(&Mechanism::Sha256Hmac, key, data)
-                .map_err(|e| device("mac", e))
+            self.session.sign(&Mechanism::Sha256Hmac, key, data)
         })
     }
 

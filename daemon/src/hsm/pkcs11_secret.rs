@@ -4,6 +4,7 @@
 
 use super::{LABEL_PREFIX, device};
 use crate::hsm::HsmError;
+use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
@@ -68,45 +69,44 @@ fn associated(aad: &[u8]) -> Vec<u8> {
     out
 }
 
-/// AES-GCM with a random 96-bit IV; returns IV || ciphertext || tag.
-pub(super) fn seal(
-    session: &Session,
-    key: ObjectHandle,
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, HsmError> {
+/// A fresh random 96-bit IV for [`seal`].
+pub(super) fn new_iv() -> Result<[u8; 12], HsmError> {
     let mut iv = [0u8; 12];
     getrandom::getrandom(&mut iv).map_err(|e| HsmError::Device {
         op: "seal",
         detail: e.to_string(),
     })?;
+    Ok(iv)
+}
+
+/// AES-GCM with the IV `iv`; returns IV || ciphertext || tag.
+pub(super) fn seal(
+    session: &Session,
+    key: ObjectHandle,
+    iv: [u8; 12],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, CkError> {
     let mut iv_param = iv;
     let aad = associated(aad);
-    let params =
-        GcmParams::new(&mut iv_param, &aad, 128u64.into()).map_err(|e| device("seal", e))?;
-    let ct = session
-        .encrypt(&Mechanism::AesGcm(params), key, plaintext)
-        .map_err(|e| device("seal", e))?;
+    let params = GcmParams::new(&mut iv_param, &aad, 128u64.into())?;
+    let ct = session.encrypt(&Mechanism::AesGcm(params), key, plaintext)?;
     let mut out = iv.to_vec();
     out.extend_from_slice(&ct);
     Ok(out)
 }
 
-/// Opens what [`seal`] made with the same `aad`; fails if either was altered.
+/// Opens what [`seal`] made with the same `aad` (the caller checked that `sealed` is
+/// at least IV and tag long); fails if either was altered.
 pub(super) fn unseal(
     session: &Session,
     key: ObjectHandle,
     sealed: &[u8],
     aad: &[u8],
-) -> Result<Vec<u8>, HsmError> {
-    if sealed.len() < 12 + 16 {
-        return Err(HsmError::InvalidInput("sealed secret is too short".into()));
-    }
+) -> Result<Vec<u8>, CkError> {
     let mut iv = [0u8; 12];
     iv.copy_from_slice(&sealed[..12]);
     let aad = associated(aad);
-    let params = GcmParams::new(&mut iv, &aad, 128u64.into()).map_err(|e| device("unseal", e))?;
-    session
-        .decrypt(&Mechanism::AesGcm(params), key, &sealed[12..])
-        .map_err(|e| device("unseal", e))
+    let params = GcmParams::new(&mut iv, &aad, 128u64.into())?;
+    session.decrypt(&Mechanism::AesGcm(params), key, &sealed[12..])
 }

@@ -1,0 +1,71 @@
+//! The `[mfa]` and `[audit]` sections of keywardd.toml, with their defaults.
+
+use serde::Deserialize;
+
+/// MFA settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// Require a one-time code for key and principal management and for signing with
+    /// keys whose policy says so.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Wrong codes before a lockout.
+    #[serde(default = "default_failures")]
+    pub max_failures: u32,
+    /// Lockout length in seconds.
+    #[serde(default = "default_lockout")]
+    pub lockout_seconds: u64,
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_lockout() -> u64 {
+    300
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        Self {
+            required: true,
+            max_failures: default_failures(),
+            lockout_seconds: default_lockout(),
+        }
+    }
+}
+
+/// The audit log's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record every request (turn off only to measure its cost).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sign the chain head after this many records...
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_records: u64,
+    /// ...or after this many seconds, whichever comes first.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_checkpoint_records() -> u64 {
+    1000
+}
+fn default_checkpoint_seconds() -> u64 {
+    10
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            checkpoint_records: default_checkpoint_records(),
+            checkpoint_seconds: default_checkpoint_seconds(),
+        }
+    }
+}
