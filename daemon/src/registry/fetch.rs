@@ -297,7 +297,7 @@ pub fn upload_url(base: &str, location: &str, registry: &str) -> Result<String, 
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_string(),
     };
-    if !host.eq_ignore_ascii_case(registry) || !base.starts_with(url.scheme()) {
+    if !host.eq_ignore_ascii_case(registry) || !base.starts_with(&format!("{}://", url.scheme())) {
         return Err(RegistryError::Protocol {
             registry: registry.to_string(),
             detail: format!("the upload Location points to {host}; uploads stay on {registry}"),
@@ -328,6 +328,22 @@ mod tests {
         assert!(e.contains("token_hosts"), "{e}");
         assert!(check_realm(&s, "127.0.0.1:5000", "http://127.0.0.1:5000/t").is_ok());
         assert!(check_realm(&s, "127.0.0.1:5000", "http://127.0.0.1:6000/t").is_err());
+    }
+
+    #[test]
+    fn uploads_stay_on_the_registrys_host() {
+        let base = "https://reg.example.com";
+        assert_eq!(
+            upload_url(base, "/v2/a/blobs/uploads/1?x=y", "reg.example.com").unwrap(),
+            "https://reg.example.com/v2/a/blobs/uploads/1?x=y"
+        );
+        assert!(upload_url(base, "https://reg.example.com/v2/a/u/1", "reg.example.com").is_ok());
+        let e = upload_url(base, "https://evil.example.net/v2/a/u/1", "reg.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uploads stay on reg.example.com"), "{e}");
+        // Same host, but plain http where the registry speaks https.
+        assert!(upload_url(base, "http://reg.example.com/v2/a/u/1", "reg.example.com").is_err());
     }
 
     #[test]
