@@ -12,13 +12,15 @@ use keyward_client::{Client, ClientConfig, proto};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{CONCURRENCY, load};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const RAW_SECONDS: u64 = 3;
 const DAEMON_SECONDS: u64 = 5;
-const CONCURRENCY: usize = 64;
 
 fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -99,29 +101,26 @@ fn main() -> anyhow::Result<()> {
         raw2,
     );
 
-    // The same load with the audit log off: what recording every request costs.
+    // What recording every request costs, and what this daemon costs against an
+    // earlier one (KEYWARD_BENCH_BASELINE): the same load in alternating rounds, each
+    // daemon started on an empty directory so that all carry the same history.
     stop(&mut child);
-    let (mut off, off_cfg, _) = start_with(&keywardd, &dir, &["--no-audit"])?;
-    let (r_off, p50_off, p99_off) = rt.block_on(async {
-        let client = Client::connect(&off_cfg).await?;
-        load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
-    })?;
-    stop(&mut off);
-    println!(
-        "daemon SignDigest, audit log off: {r_off:.0}/s, p50 {:.2} ms, p99 {:.2} ms; audit on / off = {:.3}",
-        p50_off.as_secs_f64() * 1e3,
-        p99_off.as_secs_f64() * 1e3,
-        r10 / r_off
-    );
-    // KEYWARD_BENCH_BASELINE names an earlier keywardd: the same audited load against
-    // it, in this run, shows what the current daemon costs in comparison.
+    let (mut on, on_cfg, _) = start(&keywardd, &tmp.path().join("on"))?;
+    let mut others = vec![(
+        "audit log off",
+        start_with(&keywardd, &tmp.path().join("off"), &["--no-audit"])?,
+    )];
     if let Some(baseline) = std::env::var_os("KEYWARD_BENCH_BASELINE") {
-        let base_dir = tmp.path().join("baseline");
-        let (mut base, base_cfg, _) = start(Path::new(&baseline), &base_dir)?;
-        let (r_base, p50_base, p99_base) = rt.block_on(async {
-            let client = Client::connect(&base_cfg).await?;
-            client
-                .keys
+        others.push((
+            "baseline keywardd, audit on",
+            start(Path::new(&baseline), &tmp.path().join("baseline"))?,
+        ));
+    }
+    let rates = rt.block_on(async {
+        let mut clients = Vec::new();
+        for other_cfg in std::iter::once(&on_cfg).chain(others.iter().map(|(_, (_, c, _))| c)) {
+            let c = Client::connect(other_cfg).await?;
+            c.keys
                 .clone()
                 .create_key(proto::CreateKeyRequest {
                     name: "bench".into(),
@@ -129,16 +128,42 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 })
                 .await?;
-            load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
-        })?;
-        stop(&mut base);
+            clients.push(c);
+        }
+        let rounds = std::env::var("KEYWARD_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        support::interleaved(
+            &clients,
+            rounds,
+            env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS),
+        )
+        .await
+    })?;
+    println!(
+        "daemon SignDigest, audit on: {:.0}/s (median of {} rounds, p50 {:.2} ms, p99 {:.2} ms)",
+        rates[0].0,
+        rates[0].3,
+        rates[0].1.as_secs_f64() * 1e3,
+        rates[0].2.as_secs_f64() * 1e3
+    );
+    for ((what, (mut other, _, _)), r) in others.into_iter().zip(&rates[1..]) {
+        stop(&mut other);
         println!(
-            "baseline keywardd SignDigest, audit on: {r_base:.0}/s, p50 {:.2} ms, p99 {:.2} ms; current / baseline = {:.3}",
-            p50_base.as_secs_f64() * 1e3,
-            p99_base.as_secs_f64() * 1e3,
-            r10 / r_base
+            "daemon SignDigest, {what}: {:.0}/s (p50 {:.2} ms, p99 {:.2} ms); {} = {:.3} (median of the per-round ratios)",
+            r.0,
+            r.1.as_secs_f64() * 1e3,
+            r.2.as_secs_f64() * 1e3,
+            if what.starts_with("audit") {
+                "audit on / off"
+            } else {
+                "current / baseline"
+            },
+            r.4
         );
     }
+    stop(&mut on);
     // KEYWARD_BENCH_QUICK stops after the 10-key phases (for quick comparisons).
     if std::env::var_os("KEYWARD_BENCH_QUICK").is_some() {
         return Ok(());
@@ -393,58 +418,6 @@ fn stop(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-/// 64 requests in flight over 4 connections for `secs`; returns rate, p50, p99.
-async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration, Duration)> {
-    let mut clients = vec![client.clone()];
-    let cfg_endpoint = client.clone();
-    for _ in 1..4 {
-        clients.push(cfg_endpoint.clone());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..CONCURRENCY {
-        let mut c = clients[i % clients.len()].clone();
-        let (stop, measuring) = (stop.clone(), measuring.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                c.signing
-                    .sign_digest(proto::SignDigestRequest {
-                        key: "bench".into(),
-                        digest_algorithm: "sha256".into(),
-                        digest: vec![0x5a; 32],
-                        ..Default::default()
-                    })
-                    .await?;
-                if measuring.load(Ordering::Relaxed) {
-                    lat.push(t.elapsed());
-                }
-            }
-            Ok::<_, tonic::Status>(lat)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
-    measuring.store(true, Ordering::Relaxed);
-    let t = Instant::now();
-    tokio::time::sleep(secs).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = t.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Ok((
-        all.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-    ))
 }
 
 /// Raw signing rate in a child process with its own SoftHSM token (SoftHSM reads

@@ -73,6 +73,25 @@ fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log()
         outcomes >= answered,
         "{answered} answered, {outcomes} outcome records"
     );
+    // Write-ahead: every outcome on the record has its intent (same request) before it,
+    // though a reply-only request's intent is committed together with its outcome.
+    let mut open = std::collections::HashMap::<String, i64>::new();
+    for rec in export
+        .lines()
+        .filter(|l| l.contains("\"action\":\"SignDigest\""))
+    {
+        let rec: serde_json::Value = serde_json::from_str(rec).unwrap();
+        let hash = rec["request_hash"].as_str().unwrap().to_string();
+        let n = open.entry(hash).or_default();
+        match rec["decision"].as_str().unwrap() {
+            "intent" => *n += 1,
+            "allowed" | "failed" | "denied" => {
+                *n -= 1;
+                assert!(*n >= 0, "an outcome without an intent before it: {rec}");
+            }
+            other => panic!("unexpected decision {other}: {rec}"),
+        }
+    }
     let key = tmp.path().join("audit.pem");
     std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
     let file = tmp.path().join("audit.jsonl");

@@ -8,7 +8,7 @@
 //! re-checked at execution) hands out.
 
 use super::outcome::{Observer, mfa_status};
-use super::rules::{self, Access, KeyUse, Otp, Rule, Target};
+use super::rules::{self, Access, Effect, KeyUse, Otp, Rule, Target};
 use crate::authz::{Principals, SignPermit, check_key_use};
 use crate::identity::{Principal, common_name};
 use crate::keys::{KeyRecord, KeyRegistry};
@@ -187,7 +187,7 @@ impl Gate {
                     .await);
             }
         };
-        if rule.changes_state
+        if rule.effect.changes_state()
             && let Some(why) = self.obs.audit.blocked()
         {
             let st = Status::unavailable(format!(
@@ -197,14 +197,22 @@ impl Gate {
                 .refuse(&who.name, rule.name, &target.name, &hash, st)
                 .await);
         }
-        let decision = if rule.changes_state {
-            "intent"
-        } else {
-            "allowed"
-        };
-        self.obs
-            .record(&who.name, rule.name, &target.name, decision, "", &hash)
-            .await?;
+        match rule.effect {
+            // Signs now and answers only after the outcome commit: the intent rides in it.
+            Effect::Reply if permit.is_some() => {
+                self.obs.queue(&who.name, rule.name, &target.name, &hash)?
+            }
+            Effect::Read => {
+                self.obs
+                    .record(&who.name, rule.name, &target.name, "allowed", "", &hash)
+                    .await?
+            }
+            _ => {
+                self.obs
+                    .record(&who.name, rule.name, &target.name, "intent", "", &hash)
+                    .await?
+            }
+        }
         let mut req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
         req.extensions_mut().insert(Admitted {
             who,

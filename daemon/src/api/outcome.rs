@@ -36,6 +36,29 @@ impl Observer {
             .await
     }
 
+    /// Queues an intent record for the next group commit without waiting (see
+    /// [`crate::api::rules::Effect::Reply`]); fails closed like [`Observer::record`].
+    pub fn queue(
+        &self,
+        principal: &str,
+        action: &str,
+        target: &str,
+        request_hash: &str,
+    ) -> Result<(), Status> {
+        let entry = Entry {
+            principal,
+            action,
+            target,
+            decision: "intent",
+            reason: "",
+            request_hash,
+        };
+        self.audit.append_queued(entry).map(|_| ()).map_err(|e| {
+            tracing::error!(method = action, principal, error = %e, "audit log write failed; refusing the request");
+            Status::unavailable("the audit log cannot be written, so the request is refused; see the daemon log")
+        })
+    }
+
     /// Like [`Observer::record`]; the earlier store write `covers` is durable too.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_covering(
@@ -98,7 +121,7 @@ impl Admitted {
         let (method, who) = (self.rule.name, self.who.name.as_str());
         match result {
             Ok(v) => {
-                if self.rule.changes_state || covers > 0 {
+                if self.rule.effect.changes_state() || covers > 0 {
                     self.obs
                         .record_covering(
                             who,

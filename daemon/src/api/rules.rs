@@ -40,6 +40,28 @@ pub enum KeyUse {
     Sign(Purpose),
 }
 
+/// What an RPC does, which decides its audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It only reads: one record, durable before the handler runs.
+    Read,
+    /// It changes state or publishes: an intent record is durable before the handler
+    /// runs, an outcome record before the caller gets the answer.
+    Change,
+    /// Its only effect is its answer (a signature) and store writes committed with its
+    /// outcome: the intent record is queued before the handler runs and committed in
+    /// the same group commit as the outcome, before anything leaves the daemon. When
+    /// the request needs approvals it files one, so it is treated as [`Effect::Change`].
+    Reply,
+}
+
+impl Effect {
+    /// Whether the RPC changes state or signs (intent and outcome records).
+    pub fn changes_state(self) -> bool {
+        self != Effect::Read
+    }
+}
+
 /// What a request is about, read from the decoded request for the checks and the
 /// audit record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,9 +85,8 @@ pub struct Rule {
     pub otp: Otp,
     /// How it uses the key it names.
     pub key: KeyUse,
-    /// Whether it changes state or signs: an intent record is durable before it runs
-    /// and an outcome record after; a read gets one record.
-    pub changes_state: bool,
+    /// What it does to state, which decides its audit records.
+    pub effect: Effect,
     /// What it does, in words for refusals ("create keys").
     pub what: &'static str,
     /// Reads the target from the encoded request.
@@ -130,7 +151,7 @@ macro_rules! rule {
             access: $access,
             otp: $otp,
             key: $key,
-            changes_state: $changes,
+            effect: $changes,
             what: $what,
             target: decode::<pb::$req>,
         }
@@ -138,38 +159,39 @@ macro_rules! rule {
 }
 
 use Access::{Role, SelfOr};
+use Effect::{Change, Read, Reply};
 use KeyUse::Sign;
 use Otp::{Enforced, KeyPolicy, Never};
 
 /// Every RPC with its rule.
 #[rustfmt::skip]
 pub static RULES: &[Rule] = &[
-    rule!("KeyService", CreateKey, CreateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "create keys"),
-    rule!("KeyService", ListKeys, ListKeysRequest, Role(Action::Read), Never, KeyUse::None, false, "list keys"),
-    rule!("KeyService", GetKey, GetKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read keys"),
-    rule!("KeyService", RotateKey, RotateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "rotate keys"),
-    rule!("KeyService", GetPublicKey, GetPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read public keys"),
-    rule!("KeyService", ListBackends, ListBackendsRequest, Role(Action::Read), Never, KeyUse::None, false, "list backends"),
-    rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "change key policy"),
-    rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, true, "change key policy"),
-    rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), true, "sign"),
-    rule!("ImageService", SignImage, SignImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), true, "sign images"),
-    rule!("ImageService", AttestImage, AttestImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), true, "attest images"),
-    rule!("ImageService", VerifyImage, VerifyImageRequest, Role(Action::Verify), Never, KeyUse::None, false, "verify images"),
-    rule!("ImageService", ListSignatures, ListSignaturesRequest, Role(Action::ReadLedger), Never, KeyUse::None, false, "read the signature ledger"),
-    rule!("PrincipalService", AddPrincipal, AddPrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, true, "add principals"),
-    rule!("PrincipalService", ListPrincipals, ListPrincipalsRequest, Role(Action::ManagePrincipals), Never, KeyUse::None, false, "list principals"),
-    rule!("PrincipalService", GetPrincipal, GetPrincipalRequest, SelfOr(Action::ManagePrincipals), Never, KeyUse::None, false, "show other principals"),
-    rule!("PrincipalService", RemovePrincipal, RemovePrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, true, "remove principals"),
-    rule!("PrincipalService", WhoAmI, WhoAmIRequest, Role(Action::Read), Never, KeyUse::None, false, "ask who it is"),
-    rule!("AuditService", ExportAudit, ExportAuditRequest, Role(Action::ReadAudit), Never, KeyUse::None, false, "read the audit log"),
-    rule!("AuditService", AuditPublicKey, AuditPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, false, "read the audit public key"),
-    rule!("MfaService", Enroll, EnrollRequest, Role(Action::Read), Never, KeyUse::None, true, "enrol a second factor"),
-    rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, true, "confirm a second factor"),
-    rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, false, "list approvals"),
-    rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, false, "read approvals"),
-    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), Enforced, KeyUse::None, true, "approve requests"),
-    rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, true, "deny signing requests"),
+    rule!("KeyService", CreateKey, CreateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "create keys"),
+    rule!("KeyService", ListKeys, ListKeysRequest, Role(Action::Read), Never, KeyUse::None, Read, "list keys"),
+    rule!("KeyService", GetKey, GetKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read keys"),
+    rule!("KeyService", RotateKey, RotateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "rotate keys"),
+    rule!("KeyService", GetPublicKey, GetPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read public keys"),
+    rule!("KeyService", ListBackends, ListBackendsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list backends"),
+    rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
+    rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
+    rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
+    rule!("ImageService", SignImage, SignImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "sign images"),
+    rule!("ImageService", AttestImage, AttestImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "attest images"),
+    rule!("ImageService", VerifyImage, VerifyImageRequest, Role(Action::Verify), Never, KeyUse::None, Read, "verify images"),
+    rule!("ImageService", ListSignatures, ListSignaturesRequest, Role(Action::ReadLedger), Never, KeyUse::None, Read, "read the signature ledger"),
+    rule!("PrincipalService", AddPrincipal, AddPrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, Change, "add principals"),
+    rule!("PrincipalService", ListPrincipals, ListPrincipalsRequest, Role(Action::ManagePrincipals), Never, KeyUse::None, Read, "list principals"),
+    rule!("PrincipalService", GetPrincipal, GetPrincipalRequest, SelfOr(Action::ManagePrincipals), Never, KeyUse::None, Read, "show other principals"),
+    rule!("PrincipalService", RemovePrincipal, RemovePrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, Change, "remove principals"),
+    rule!("PrincipalService", WhoAmI, WhoAmIRequest, Role(Action::Read), Never, KeyUse::None, Read, "ask who it is"),
+    rule!("AuditService", ExportAudit, ExportAuditRequest, Role(Action::ReadAudit), Never, KeyUse::None, Read, "read the audit log"),
+    rule!("AuditService", AuditPublicKey, AuditPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the audit public key"),
+    rule!("MfaService", Enroll, EnrollRequest, Role(Action::Read), Never, KeyUse::None, Change, "enrol a second factor"),
+    rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, Change, "confirm a second factor"),
+    rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list approvals"),
+    rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, Read, "read approvals"),
+    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), Enforced, KeyUse::None, Change, "approve requests"),
+    rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, Change, "deny signing requests"),
 ];
 
 /// The rule of a method path, if it has one.
@@ -229,13 +251,17 @@ mod tests {
     #[test]
     fn whatever_changes_state_needs_a_code_when_mfa_is_enforced() {
         for r in RULES {
-            if r.changes_state && !matches!(r.method, m if m.contains("MfaService")) {
+            if r.effect.changes_state() && !matches!(r.method, m if m.contains("MfaService")) {
                 assert_ne!(
                     r.otp,
                     Otp::Never,
                     "{} changes state without a code",
                     r.method
                 );
+            }
+            if r.effect == Effect::Reply {
+                // Publishing (images, attestations) or filing state is not a reply.
+                assert_eq!(r.key, Sign(Purpose::Blob), "{} is not reply-only", r.method);
             }
             if let KeyUse::Sign(_) = r.key {
                 assert_eq!(r.otp, Otp::KeyPolicy, "{}", r.method);

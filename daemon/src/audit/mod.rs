@@ -220,40 +220,54 @@ impl AuditLog {
     /// Appends a record and returns once it and the earlier store write `covers` (a
     /// ledger entry, say) are durable: both in one group commit.
     pub async fn append_covering(&self, e: Entry<'_>, covers: u64) -> Result<u64, AuditError> {
+        let (seq, token) = self.queue(e)?;
+        self.wait(token.max(covers)).await?;
+        Ok(seq)
+    }
+
+    /// Appends a record to the chain without waiting for it to be durable: the next
+    /// group commit, which any later [`AuditLog::append_covering`] waits for, writes
+    /// it (the store commits deferred writes in order). For a request whose only
+    /// effect is its answer, which goes out after its outcome record is durable.
+    pub fn append_queued(&self, e: Entry<'_>) -> Result<u64, AuditError> {
+        Ok(self.queue(e)?.0)
+    }
+
+    /// Chains the record and queues its store write: (sequence number, write token).
+    fn queue(&self, e: Entry<'_>) -> Result<(u64, u64), AuditError> {
         if !self.enabled {
-            if covers > 0 {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.wait_durable(covers))
-                    .await
-                    .map_err(|e| StoreError::Engine(e.to_string()))??;
-            }
-            return Ok(0);
+            return Ok((0, 0));
         }
-        let (seq, token) = {
-            let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-            let seq = head.seq + 1;
-            let time = OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_default();
-            let (bytes, hash) = record_bytes(&Record {
-                action: e.action,
-                decision: e.decision,
-                prev_hash: &head.hash,
-                principal: e.principal,
-                reason: e.reason,
-                request_hash: e.request_hash,
-                seq,
-                target: e.target,
-                time: &time,
-                kind: "record",
-            });
-            let token = self
-                .store
-                .put_deferred(Namespace::Audit, &record_key(seq), &bytes)?;
-            head.seq = seq;
-            head.hash = hash;
-            (seq, token)
-        };
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = head.seq + 1;
+        let time = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let (bytes, hash) = record_bytes(&Record {
+            action: e.action,
+            decision: e.decision,
+            prev_hash: &head.hash,
+            principal: e.principal,
+            reason: e.reason,
+            request_hash: e.request_hash,
+            seq,
+            target: e.target,
+            time: &time,
+            kind: "record",
+        });
+        let token = self
+            .store
+            .put_deferred(Namespace::Audit, &record_key(seq), &bytes)?;
+        head.seq = seq;
+        head.hash = hash;
+        Ok((seq, token))
+    }
+
+    /// Returns once every store write up to `token` is durable (group commit).
+    async fn wait(&self, token: u64) -> Result<(), AuditError> {
+        if token == 0 {
+            return Ok(());
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.flusher
             .lock()
@@ -263,7 +277,7 @@ impl AuditLog {
         rx.await
             .map_err(|_| StoreError::Engine("the audit flusher stopped".into()))?
             .map_err(StoreError::Engine)?;
-        Ok(seq)
+        Ok(())
     }
 
     /// Signs the chain head with the audit key if records were added since the last

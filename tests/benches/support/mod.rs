@@ -1,0 +1,96 @@
+//! Load generation for the signing benchmark, and rounds that alternate between
+//! daemons so that a noisy machine's drift hits every daemon alike.
+
+use keyward_client::{Client, proto};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Requests in flight.
+pub const CONCURRENCY: usize = 64;
+
+/// 64 requests in flight over 4 connections for `secs`; returns rate, p50, p99.
+pub async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration, Duration)> {
+    let mut clients = vec![client.clone()];
+    let cfg_endpoint = client.clone();
+    for _ in 1..4 {
+        clients.push(cfg_endpoint.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENCY {
+        let mut c = clients[i % clients.len()].clone();
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.signing
+                    .sign_digest(proto::SignDigestRequest {
+                        key: "bench".into(),
+                        digest_algorithm: "sha256".into(),
+                        digest: vec![0x5a; 32],
+                        ..Default::default()
+                    })
+                    .await?;
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed());
+                }
+            }
+            Ok::<_, tonic::Status>(lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(secs).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok((
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+    ))
+}
+
+/// Median rate, p50 and p99 of a daemon over the rounds, the number of rounds, and
+/// the median of its per-round ratio to the first daemon.
+pub type Measured = (f64, Duration, Duration, usize, f64);
+
+/// Runs [`load`] against each daemon in turn, `rounds` times; the first client is the
+/// reference the ratios are taken against.
+pub async fn interleaved(
+    clients: &[Client],
+    rounds: usize,
+    secs: Duration,
+) -> anyhow::Result<Vec<Measured>> {
+    let rounds = rounds.max(1);
+    let mut runs: Vec<Vec<(f64, Duration, Duration)>> = vec![Vec::new(); clients.len()];
+    for _ in 0..rounds {
+        for (c, out) in clients.iter().zip(runs.iter_mut()) {
+            out.push(load(c, secs).await?);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(runs
+        .iter()
+        .map(|r| {
+            let mut by_rate = r.clone();
+            by_rate.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mid = by_rate[by_rate.len() / 2];
+            let ratio = median(r.iter().zip(&runs[0]).map(|(a, b)| b.0 / a.0).collect());
+            (mid.0, mid.1, mid.2, rounds, ratio)
+        })
+        .collect())
+}
