@@ -1,12 +1,21 @@
 //! Compiles the .proto files with protox (pure Rust, no `protoc` needed), and keeps
 //! the encoded descriptor set so that the daemon's tests can walk every RPC.
 
+/// Fields of an enum type, and the function in `src/names.rs` that names their values.
+const ENUM_FIELDS: &[(&str, &str)] = &[
+    (".keyward.v1.KeyVersion.state", "version_state"),
+    (".keyward.v1.PublicKey.state", "version_state"),
+    (".keyward.v1.VerifiedSignature.state", "version_state"),
+    (".keyward.v1.ErrorDetail.reason", "error_reason"),
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "keyward/v1/keys.proto",
         "keyward/v1/signing.proto",
         "keyward/v1/images.proto",
         "keyward/v1/principals.proto",
+        "keyward/v1/errors.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
@@ -17,7 +26,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("keyward_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure()
+    // Messages serialise to JSON as the CLI's `--output json` prints them; a field of an
+    // enum type prints the value's short name ("active"), not its number.
+    let mut config =
+        tonic_prost_build::configure().type_attribute(".keyward.v1", "#[derive(serde::Serialize)]");
+    for (field, names) in ENUM_FIELDS {
+        config = config.field_attribute(
+            field,
+            format!("#[serde(serialize_with = \"crate::names::{names}\")]"),
+        );
+    }
+    config
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -118,7 +118,8 @@ impl ClientIdentity {
     }
 }
 
-/// Writes a client configuration for the `keyward` CLI.
+/// Writes a client configuration for the `keyward` CLI (the client's own type, so
+/// daemon, CLI and tests read and write one schema).
 pub fn write_client_config(
     path: &Path,
     endpoint: &str,
@@ -126,13 +127,18 @@ pub fn write_client_config(
     cert: &Path,
     key: &Path,
 ) -> Result<(), StartError> {
-    let text = format!(
-        "# keyward client configuration\nendpoint = {endpoint:?}\nserver_name = \"localhost\"\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
-        ca.display().to_string(),
-        cert.display().to_string(),
-        key.display().to_string()
-    );
-    write_atomic(path, text.as_bytes(), 0o600)
+    let config = keyward_client::ClientConfig {
+        endpoint: endpoint.to_string(),
+        server_name: Some("localhost".into()),
+        ca_cert: ca.to_path_buf(),
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let name = cert
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    write_atomic(path, config.to_toml(&name).as_bytes(), 0o600)
 }
 
 /// An opened instance: HSMs logged in, store open.

@@ -93,12 +93,9 @@ impl DevDaemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let text = std::fs::read_to_string(&client).map_err(|e| e.to_string())?;
-        let endpoint = text
-            .lines()
-            .find_map(|l| l.strip_prefix("endpoint = "))
-            .map(|s| s.trim_matches('"').to_string())
-            .ok_or("client.toml has no endpoint")?;
+        let endpoint = keyward_client::ClientConfig::load(&client)
+            .map_err(|e| e.to_string())?
+            .endpoint;
         let banner = std::fs::read_to_string(dir.join("daemon.out")).unwrap_or_default();
         let http_addr = banner
             .split("http://")

@@ -183,3 +183,34 @@ fn a_new_principal_enrols_and_confirms_its_own_factor() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn the_client_library_tells_a_missing_code_from_a_wrong_one() {
+    use keyward_client::{Client, ClientConfig, Error, proto};
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, secret) = mfa_daemon(tmp.path());
+    let good = pyotp(&secret, 0);
+    // Same length, every digit different: never the right code.
+    let wrong: String = good
+        .chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 1) % 10))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = ClientConfig::load(&d.client_config()).unwrap();
+        let req = || proto::CreateKeyRequest {
+            name: "k".into(),
+            ..Default::default()
+        };
+        let c = Client::connect(&cfg).await.unwrap();
+        match c.create_key(req()).await {
+            Err(Error::MfaRequired(m)) => assert!(m.contains("--otp"), "{m}"),
+            other => panic!("expected MfaRequired, got {other:?}"),
+        }
+        let c = Client::connect_with_otp(&cfg, Some(&wrong)).await.unwrap();
+        match c.create_key(req()).await {
+            Err(Error::Unauthenticated(m)) => assert!(m.contains("wrong one-time code"), "{m}"),
+            other => panic!("expected Unauthenticated, got {other:?}"),
+        }
+    });
+}

@@ -1,0 +1,112 @@
+//! Typed calls: one method per RPC, returning the answer or an [`Error`] that says what
+//! kind of refusal it was; list RPCs also have an `_all` form that follows every page.
+
+use crate::{Client, Error};
+use keyward_proto::v1 as pb;
+
+macro_rules! unary {
+    ($($(#[$doc:meta])* $name:ident: $stub:ident.$rpc:ident($req:ident) -> $resp:ident;)*) => {
+        impl Client {$(
+            $(#[$doc])*
+            pub async fn $name(&self, req: pb::$req) -> Result<pb::$resp, Error> {
+                Ok(self.$stub.clone().$rpc(req).await?.into_inner())
+            }
+        )*}
+    };
+}
+
+macro_rules! paged {
+    ($($(#[$doc:meta])* $name:ident: $rpc:ident($req:ident) -> $item:ident in $items:ident;)*) => {
+        impl Client {$(
+            $(#[$doc])*
+            pub async fn $name(&self, mut req: pb::$req) -> Result<Vec<pb::$item>, Error> {
+                let mut all = Vec::new();
+                loop {
+                    let page = self.$rpc(req.clone()).await?;
+                    all.extend(page.$items);
+                    if page.next_page_token.is_empty() {
+                        return Ok(all);
+                    }
+                    req.page_token = page.next_page_token;
+                }
+            }
+        )*}
+    };
+}
+
+unary! {
+    /// Creates a key inside an HSM.
+    create_key: keys.create_key(CreateKeyRequest) -> Key;
+    /// One page of keys.
+    list_keys: keys.list_keys(ListKeysRequest) -> ListKeysResponse;
+    /// A key with its versions and policy.
+    get_key: keys.get_key(GetKeyRequest) -> Key;
+    /// Makes a new version active.
+    rotate_key: keys.rotate_key(RotateKeyRequest) -> Key;
+    /// A version's public key and certificate.
+    get_public_key: keys.get_public_key(GetPublicKeyRequest) -> PublicKey;
+    /// The daemon's HSM backends.
+    list_backends: keys.list_backends(ListBackendsRequest) -> ListBackendsResponse;
+    /// Sets the repositories a key may sign (a weakening change waits for approval).
+    set_key_scope: keys.set_key_scope(SetKeyScopeRequest) -> PolicyChangeResponse;
+    /// Changes a key's policy (a weakening change waits for approval).
+    set_key_policy: keys.set_key_policy(SetKeyPolicyRequest) -> PolicyChangeResponse;
+    /// Signs a digest or message with a blob key.
+    sign_digest: signing.sign_digest(SignDigestRequest) -> SignResponse;
+    /// Signs an image in its registry.
+    sign_image: images.sign_image(SignImageRequest) -> SignImageResponse;
+    /// Attaches a signed attestation to an image.
+    attest_image: images.attest_image(AttestImageRequest) -> AttestImageResponse;
+    /// Checks an image's signatures against a key's versions.
+    verify_image: images.verify_image(VerifyImageRequest) -> VerifyImageResponse;
+    /// One page of the signature ledger.
+    list_signatures: images.list_signatures(ListSignaturesRequest) -> ListSignaturesResponse;
+    /// Registers a principal and certifies its public key.
+    add_principal: principals.add_principal(AddPrincipalRequest) -> AddPrincipalResponse;
+    /// One page of principals.
+    list_principals: principals.list_principals(ListPrincipalsRequest) -> ListPrincipalsResponse;
+    /// A principal.
+    get_principal: principals.get_principal(GetPrincipalRequest) -> Principal;
+    /// Removes a principal.
+    remove_principal: principals.remove_principal(RemovePrincipalRequest) -> Principal;
+    /// The principal this connection authenticates as.
+    who_am_i: principals.who_am_i(WhoAmIRequest) -> Principal;
+    /// The audit key's public half.
+    audit_public_key: audit.audit_public_key(AuditPublicKeyRequest) -> AuditPublicKeyResponse;
+    /// Starts a TOTP enrolment.
+    enroll: mfa.enroll(EnrollRequest) -> EnrollResponse;
+    /// Confirms a TOTP enrolment with a first code.
+    confirm: mfa.confirm(ConfirmRequest) -> ConfirmResponse;
+    /// One page of approvals.
+    list_approvals: approvals.list_approvals(ListApprovalsRequest) -> ListApprovalsResponse;
+    /// An approval.
+    get_approval: approvals.get_approval(GetApprovalRequest) -> Approval;
+    /// Approves a request.
+    approve: approvals.approve(ApproveRequest) -> Approval;
+    /// Denies a request.
+    deny: approvals.deny(DenyRequest) -> Approval;
+}
+
+paged! {
+    /// Every key.
+    list_keys_all: list_keys(ListKeysRequest) -> Key in keys;
+    /// Every ledger entry that matches.
+    list_signatures_all: list_signatures(ListSignaturesRequest) -> LedgerEntry in entries;
+    /// Every principal.
+    list_principals_all: list_principals(ListPrincipalsRequest) -> Principal in principals;
+    /// Every approval that matches.
+    list_approvals_all: list_approvals(ListApprovalsRequest) -> Approval in approvals;
+}
+
+impl Client {
+    /// The audit log as JSON lines, from record `from_seq` (or the time `since`); with
+    /// `checkpoint` the daemon signs the chain head first.
+    pub async fn export_audit(&self, req: pb::ExportAuditRequest) -> Result<Vec<String>, Error> {
+        let mut stream = self.audit.clone().export_audit(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(l) = stream.message().await? {
+            out.push(l.line);
+        }
+        Ok(out)
+    }
+}

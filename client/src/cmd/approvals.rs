@@ -1,0 +1,208 @@
+//! `keyward approvals ...`, `keyward approve`, `keyward deny`, and waiting for a
+//! request to be decided.
+
+use super::{Ctx, Show};
+use clap::{Args, Subcommand};
+use keyward_client::{Client, proto};
+use serde::Serialize;
+
+#[derive(Subcommand, Clone)]
+pub enum ApprovalsCommand {
+    /// List approvals, newest first.
+    List {
+        /// Only those still waiting.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Show what a request would sign, who asked, who approved, and the result.
+    Show {
+        /// Approval id.
+        id: String,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Approve {
+    /// Approval id.
+    id: String,
+}
+
+#[derive(Args, Clone)]
+pub struct Deny {
+    /// Approval id.
+    id: String,
+    /// Why.
+    #[arg(long)]
+    reason: String,
+}
+
+impl Show for proto::Approval {
+    fn text(&self) {
+        let a = self;
+        println!("approval {}  {}", a.id, a.status);
+        println!("  key:        {}", a.key);
+        println!("  requester:  {}", a.requester);
+        match a.kind.as_str() {
+            "image" => {
+                println!("  image:      {}", a.reference);
+                for d in &a.digests {
+                    println!("  digest:     {d}");
+                }
+                for (k, v) in &a.annotations {
+                    println!("  annotation: {k}={v}");
+                }
+            }
+            "policy" => {
+                for c in &a.policy_changes {
+                    println!("  weakens:    {c}");
+                }
+            }
+            "attestation" => {
+                println!("  image:      {}", a.reference);
+                for d in &a.digests {
+                    println!("  digest:     {d}");
+                }
+                println!(
+                    "  predicate:  {} sha256:{}",
+                    a.predicate_type, a.predicate_digest
+                );
+            }
+            _ => {
+                println!(
+                    "  file:       {} ({} bytes, as the requester says)",
+                    a.file_name, a.size
+                );
+                println!(
+                    "  blob:       {} {}",
+                    a.digest_algorithm,
+                    a.digests.first().map(String::as_str).unwrap_or("")
+                );
+            }
+        }
+        println!(
+            "  approvals:  {}/{} {}",
+            a.approved_by.len(),
+            a.approvals_needed,
+            a.approved_by.join(", ")
+        );
+        println!("  expires:    {}", a.expires_at);
+        if !a.denied_by.is_empty() {
+            println!("  denied by:  {} ({})", a.denied_by, a.deny_reason);
+        }
+        if !a.error.is_empty() {
+            println!("  error:      {}", a.error);
+        }
+    }
+}
+
+impl Show for Vec<proto::Approval> {
+    fn text(&self) {
+        for a in self {
+            let what = if a.reference.is_empty() {
+                a.digests.first().map(String::as_str).unwrap_or("")
+            } else {
+                &a.reference
+            };
+            println!(
+                "{}  {:<8} {} {}  key={} by {}  {}/{} approvals",
+                a.id,
+                a.status,
+                a.kind,
+                what,
+                a.key,
+                a.requester,
+                a.approved_by.len(),
+                a.approvals_needed
+            );
+        }
+    }
+}
+
+/// A request that waits for approvers.
+#[derive(Serialize)]
+pub struct Pending<'a> {
+    pending: bool,
+    approval_id: &'a str,
+}
+
+impl<'a> Pending<'a> {
+    /// The note for request `id`.
+    pub fn new(approval_id: &'a str) -> Self {
+        Self {
+            pending: true,
+            approval_id,
+        }
+    }
+}
+
+impl Show for Pending<'_> {
+    fn text(&self) {
+        let id = self.approval_id;
+        println!(
+            "approval required: request {id} waits for approvers (keyward approvals show {id}; keyward approve {id})"
+        );
+    }
+}
+
+/// Polls an approval until it is signed, denied, expired or refused.
+pub async fn wait_for(client: &Client, id: &str) -> anyhow::Result<proto::Approval> {
+    eprintln!("waiting for approval of request {id} ...");
+    loop {
+        let a = client
+            .get_approval(proto::GetApprovalRequest { id: id.to_string() })
+            .await?;
+        match a.status.as_str() {
+            "signed" => return Ok(a),
+            "denied" => anyhow::bail!(
+                "request {id} was denied by {}: {}",
+                a.denied_by,
+                a.deny_reason
+            ),
+            "expired" => anyhow::bail!(
+                "request {id} expired at {} without enough approvals",
+                a.expires_at
+            ),
+            "refused" => anyhow::bail!("request {id} was approved but not signed: {}", a.error),
+            _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
+}
+
+impl ApprovalsCommand {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        match self {
+            ApprovalsCommand::List { pending } => {
+                let req = proto::ListApprovalsRequest {
+                    pending_only: pending,
+                    ..Default::default()
+                };
+                ctx.show(&ctx.client.list_approvals_all(req).await?);
+            }
+            ApprovalsCommand::Show { id } => ctx.show(
+                &ctx.client
+                    .get_approval(proto::GetApprovalRequest { id })
+                    .await?,
+            ),
+        }
+        Ok(())
+    }
+}
+
+impl Approve {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let req = proto::ApproveRequest { id: self.id };
+        ctx.show(&ctx.client.approve(req).await?);
+        Ok(())
+    }
+}
+
+impl Deny {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let req = proto::DenyRequest {
+            id: self.id,
+            reason: self.reason,
+        };
+        ctx.show(&ctx.client.deny(req).await?);
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! `keyward sign-blob`, `sign`, `attest` and `verify`.
+
+use super::approvals::{Pending, wait_for};
+use super::{Ctx, Show};
+use anyhow::Context;
+use base64::Engine;
+use clap::Args;
+use keyward_client::proto;
+use keyward_proto::names::version_state_name;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Args, Clone)]
+pub struct SignBlob {
+    /// Key to sign with (its active version signs).
+    #[arg(long)]
+    key: String,
+    /// Also write the base64 signature to this file.
+    #[arg(long)]
+    output_signature: Option<PathBuf>,
+    /// If the key needs approvals, wait for them and then print the signature.
+    #[arg(long)]
+    wait: bool,
+    /// The file to sign.
+    file: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct Sign {
+    /// Key to sign with.
+    #[arg(long)]
+    key: String,
+    /// Extra payload annotation (repeatable), like cosign -a.
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// For an index, also sign every platform manifest.
+    #[arg(long)]
+    recursive: bool,
+    /// If the key needs approvals, wait for them and then print the result.
+    #[arg(long)]
+    wait: bool,
+    /// registry/repository[:tag][@digest]
+    image: String,
+}
+
+#[derive(Args, Clone)]
+pub struct Attest {
+    /// Key to sign with.
+    #[arg(long)]
+    key: String,
+    /// JSON file with the predicate.
+    #[arg(long)]
+    predicate: PathBuf,
+    /// slsaprovenance, slsaprovenance1, spdx, spdxjson, cyclonedx, vuln, custom, or a URI.
+    #[arg(long = "type", default_value = "custom")]
+    predicate_type: String,
+    /// If the key needs approvals, wait for them.
+    #[arg(long)]
+    wait: bool,
+    /// registry/repository[:tag][@digest]
+    image: String,
+}
+
+#[derive(Args, Clone)]
+pub struct Verify {
+    /// Key whose versions to check.
+    #[arg(long)]
+    key: String,
+    /// registry/repository[:tag][@digest]
+    image: String,
+}
+
+/// A blob signature, base64.
+#[derive(Serialize)]
+struct BlobSignature {
+    key: String,
+    version: u32,
+    algorithm: String,
+    digest_algorithm: String,
+    signature: String,
+}
+
+impl Show for BlobSignature {
+    fn text(&self) {
+        println!("{}", self.signature);
+    }
+}
+
+impl SignBlob {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        use sha2::Digest;
+        let c = &ctx.client;
+        let file = &self.file;
+        let data =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let k = c
+            .get_key(proto::GetKeyRequest {
+                name: self.key.clone(),
+            })
+            .await?;
+        let mut req = proto::SignDigestRequest {
+            key: self.key,
+            file_name: file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size: data.len() as u64,
+            ..Default::default()
+        };
+        // Ed25519 signs the message itself; the others sign a digest made here, so that
+        // large files never travel to the daemon.
+        match k.algorithm.as_str() {
+            "ed25519" => req.message = data,
+            "ecdsa-p384" => {
+                req.digest_algorithm = "sha384".into();
+                req.digest = sha2::Sha384::digest(&data).to_vec();
+            }
+            _ => {
+                req.digest_algorithm = "sha256".into();
+                req.digest = sha2::Sha256::digest(&data).to_vec();
+            }
+        }
+        let mut r = c.sign_digest(req).await?;
+        if r.pending {
+            if !self.wait {
+                ctx.show(&Pending::new(&r.approval_id));
+                return Ok(());
+            }
+            let a = wait_for(c, &r.approval_id).await?;
+            r.signature = base64::engine::general_purpose::STANDARD
+                .decode(&a.signature)
+                .context("the approval's signature is not base64")?;
+            r.version = a.version;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
+        if let Some(p) = &self.output_signature {
+            std::fs::write(p, &b64).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        ctx.show(&BlobSignature {
+            key: r.key,
+            version: r.version,
+            algorithm: r.algorithm,
+            digest_algorithm: r.digest_algorithm,
+            signature: b64,
+        });
+        Ok(())
+    }
+}
+
+impl Show for Vec<proto::SignedArtifact> {
+    fn text(&self) {
+        for s in self {
+            let what = if s.already_signed {
+                "already signed by"
+            } else {
+                "signed with"
+            };
+            println!("{} {what} v{}: {}", s.digest, s.version, s.pushed_to);
+        }
+    }
+}
+
+/// An image request signed after approval.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct SignedAfterApproval(proto::Approval);
+
+impl Show for SignedAfterApproval {
+    fn text(&self) {
+        let a = &self.0;
+        if a.kind == "attestation" {
+            println!(
+                "{} attested ({}) with v{} after approval by {}: {}",
+                a.digests.first().map(String::as_str).unwrap_or(""),
+                a.predicate_type,
+                a.version,
+                a.approved_by.join(", "),
+                a.pushed_to.join(", ")
+            );
+            return;
+        }
+        for (d, p) in a.digests.iter().zip(&a.pushed_to) {
+            println!(
+                "{d} signed with v{} after approval by {}: {p}",
+                a.version,
+                a.approved_by.join(", ")
+            );
+        }
+    }
+}
+
+impl Sign {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let mut annotations = std::collections::HashMap::new();
+        for a in self.annotations {
+            let (k, v) = a
+                .split_once('=')
+                .with_context(|| format!("annotation {a:?} is not KEY=VALUE"))?;
+            annotations.insert(k.to_string(), v.to_string());
+        }
+        let req = proto::SignImageRequest {
+            key: self.key,
+            reference: self.image,
+            annotations,
+            recursive: self.recursive,
+        };
+        let r = ctx.client.sign_image(req).await?;
+        if r.pending {
+            return approved(ctx, &r.approval_id, self.wait).await;
+        }
+        ctx.show(&r.signed);
+        Ok(())
+    }
+}
+
+/// Prints the pending note, or waits for the decision and prints the result.
+async fn approved(ctx: &Ctx, id: &str, wait: bool) -> anyhow::Result<()> {
+    if !wait {
+        ctx.show(&Pending::new(id));
+        return Ok(());
+    }
+    let a = wait_for(&ctx.client, id).await?;
+    ctx.show(&SignedAfterApproval(a));
+    Ok(())
+}
+
+/// An attestation pushed at once.
+#[derive(Serialize)]
+struct Attested {
+    attestation: proto::SignedArtifact,
+    predicate_type: String,
+}
+
+impl Show for Attested {
+    fn text(&self) {
+        let a = &self.attestation;
+        println!(
+            "{} attested ({}) with v{}: {}",
+            a.digest, self.predicate_type, a.version, a.pushed_to
+        );
+    }
+}
+
+impl Attest {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let p = &self.predicate;
+        let predicate =
+            std::fs::read(p).with_context(|| format!("cannot read predicate {}", p.display()))?;
+        let req = proto::AttestImageRequest {
+            key: self.key,
+            reference: self.image,
+            predicate_type: self.predicate_type,
+            predicate,
+        };
+        let r = ctx.client.attest_image(req).await?;
+        if r.pending {
+            return approved(ctx, &r.approval_id, self.wait).await;
+        }
+        ctx.show(&Attested {
+            attestation: r.attestation.unwrap_or_default(),
+            predicate_type: r.predicate_type,
+        });
+        Ok(())
+    }
+}
+
+/// What `verify` found.
+#[derive(Serialize)]
+struct Verified {
+    #[serde(skip)]
+    key: String,
+    digest: String,
+    valid: Vec<proto::VerifiedSignature>,
+    rejected: Vec<String>,
+}
+
+impl Show for Verified {
+    fn text(&self) {
+        for v in &self.valid {
+            println!(
+                "valid: {} signed by {} v{} ({}) as {}",
+                self.digest,
+                self.key,
+                v.version,
+                version_state_name(v.state),
+                v.docker_reference
+            );
+        }
+        for x in &self.rejected {
+            println!("rejected: {x}");
+        }
+    }
+}
+
+impl Verify {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let req = proto::VerifyImageRequest {
+            key: self.key.clone(),
+            reference: self.image.clone(),
+        };
+        let r = ctx.client.verify_image(req).await?;
+        let v = Verified {
+            key: self.key,
+            digest: r.digest,
+            valid: r.valid,
+            rejected: r.rejected,
+        };
+        ctx.show(&v);
+        anyhow::ensure!(
+            !v.valid.is_empty(),
+            "no valid signature by key {:?} on {} ({})",
+            v.key,
+            self.image,
+            v.digest
+        );
+        Ok(())
+    }
+}
