@@ -5,7 +5,7 @@
 //! configuration path from `SOFTHSM2_CONF` only, so `keywardd dev` re-executes itself
 //! with that variable set instead of changing its own environment.
 
-use crate::instance::{StartError, write_atomic};
+use crate::app::{StartError, write_atomic};
 use std::path::{Path, PathBuf};
 
 /// Label of the dev token.

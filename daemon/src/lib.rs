@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod approvals;
 pub mod audit;
 pub mod authz;
@@ -13,7 +14,6 @@ pub mod files;
 pub mod hsm;
 pub mod http;
 pub mod identity;
-pub mod instance;
 pub mod keys;
 pub mod metrics;
 pub mod mfa;

@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use keyward_daemon::app::{Instance, write_client_config};
 use keyward_daemon::config::Config;
 use keyward_daemon::dev::{DevLayout, SOFTHSM_MODULE, TOKEN_LABEL};
-use keyward_daemon::instance::{Instance, write_client_config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -237,7 +237,15 @@ fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
     reg.restart(false);
     d.stop_cleanly();
     let d = DevDaemon::start_in(tmp.path()).unwrap();
-    let a = json(&d.keyward(&["-o", "json", "approvals", "show", &id]));
+    // It resumes once the API serves: callers can watch it finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let a = loop {
+        let a = json(&d.keyward(&["-o", "json", "approvals", "show", &id]));
+        if a["status"] != "approved" || std::time::Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(a["status"], "signed", "{a}");
     let m: serde_json::Value =
         serde_json::from_slice(&reg.manifest("svc", &format!("{}.sig", digest.replace(':', "-"))))

@@ -282,7 +282,9 @@ impl Approvals {
         let Ok(all) = self.list(false).await else {
             return;
         };
-        for r in all.into_iter().filter(|r| r.status == "approved") {
+        let unfinished: Vec<_> = all.into_iter().filter(|r| r.status == "approved").collect();
+        let count = unfinished.len();
+        for r in unfinished {
             tracing::info!(approval = %r.id, "signing an approved request left unfinished");
             let intent = self
                 .audit
@@ -320,5 +322,9 @@ impl Approvals {
                 tracing::error!(approval = %done.id, error = %e, "cannot audit a resumed approval");
             }
         }
+        tracing::info!(
+            unfinished = count,
+            "approved requests left unfinished were resumed"
+        );
     }
 }

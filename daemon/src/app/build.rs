@@ -1,0 +1,130 @@
+//! [`App::build`]: every service of a running keywardd, assembled from an opened
+//! instance. It owns no sockets; `server::run` serves it.
+
+use super::{Instance, StartError};
+use crate::api::{Gate, GateLayer, Observer};
+use crate::approvals::Approvals;
+use crate::audit::AuditLog;
+use crate::authz::Principals;
+use crate::config::Config;
+use crate::keys::{Backends, KeyRegistry};
+use crate::metrics::Metrics;
+use crate::pki::CaRecord;
+use crate::registry::{DockerConfig, Registries, RegistrySettings};
+use crate::signing::ImageSigner;
+use crate::signing::blob::BlobSigner;
+use crate::signing::ledger::SignatureLedger;
+use std::sync::Arc;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+/// A keywardd ready to serve.
+pub struct App {
+    pub(super) config: Config,
+    pub(super) ca: Arc<CaRecord>,
+    pub(super) tls: ServerTlsConfig,
+    pub(super) backends: Arc<Backends>,
+    pub(super) principals: Arc<Principals>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) keys: Arc<KeyRegistry>,
+    pub(super) signer: Arc<ImageSigner>,
+    pub(super) blobs: Arc<BlobSigner>,
+    pub(super) audit: Arc<AuditLog>,
+    pub(super) obs: Observer,
+    pub(super) approvals: Arc<Approvals>,
+    pub(super) gate: GateLayer,
+}
+
+impl App {
+    /// Loads keys, checks them against the HSMs, opens the audit log and second
+    /// factors, and assembles the services. Refuses an instance without a CA.
+    pub async fn build(instance: Instance) -> Result<Self, StartError> {
+        let i = instance;
+        let ca = i
+            .ca()?
+            .ok_or_else(|| StartError::NotInitialised(i.config.data_dir.display().to_string()))?;
+        super::write_atomic(
+            &i.config.data_dir.join("ca.pem"),
+            ca.certificate_pem.as_bytes(),
+            0o644,
+        )?;
+        let ca = Arc::new(ca);
+        let keys =
+            Arc::new(KeyRegistry::load(i.protected.clone(), i.backends.clone(), ca.clone()).await?);
+        let audit_key = i.audit_key().await?;
+        let audit_object = (
+            audit_key.backend.clone(),
+            audit_key.hsm_id.clone(),
+            "the audit key".to_string(),
+        );
+        let report = keys.reconcile(&[audit_object]).await?;
+        for m in &report.missing_on_hsm {
+            tracing::warn!(version = %m, "key version is in the store but its HSM object is missing; it cannot sign");
+        }
+        for u in &report.unknown_on_hsm {
+            tracing::warn!(object = %u, "Keyward-labelled HSM object is not in the store (left in place)");
+        }
+        for w in &report.without_id {
+            tracing::warn!(object = %w, "HSM private key without CKA_ID (half-written object; left in place)");
+        }
+        let docker_path = i
+            .config
+            .docker_config
+            .clone()
+            .unwrap_or_else(DockerConfig::default_path);
+        let registries = Registries::new(RegistrySettings {
+            entries: i.config.registries.clone(),
+            docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
+            limits: i.config.oci.clone(),
+        });
+        let ledger = SignatureLedger::new(i.store.clone());
+        let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));
+        let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
+        let (cert, key) = i.server_identity(&ca).await?;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(&ca.certificate_pem));
+        let audit = Arc::new(
+            AuditLog::open(i.store.clone(), audit_key, i.config.audit.enabled)
+                .map_err(StartError::Store)?,
+        );
+        if !audit.enabled() {
+            tracing::warn!(
+                "the audit log is disabled ([audit] enabled = false): requests are not recorded"
+            );
+        }
+        i.audit_start(&audit, &keys).await?;
+        let mfa = Arc::new(i.mfa().await?);
+        if !mfa.required() {
+            tracing::warn!("MFA is not enforced ([mfa] required = false)");
+        }
+        let obs = Observer {
+            metrics: i.metrics.clone(),
+            audit: audit.clone(),
+            mfa,
+        };
+        let approvals = Arc::new(Approvals::new(
+            i.protected.clone(),
+            keys.clone(),
+            (signer.clone(), blobs.clone()),
+            i.principals.clone(),
+            audit.clone(),
+            std::time::Duration::from_secs(3600),
+        ));
+        let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
+        Ok(Self {
+            config: i.config,
+            ca,
+            tls,
+            backends: i.backends,
+            principals: i.principals,
+            metrics: i.metrics,
+            keys,
+            signer,
+            blobs,
+            audit,
+            obs,
+            approvals,
+            gate,
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! [`run`]: serves an [`App`] on listeners the caller bound, until shutdown; and
+//! [`Instance::serve`], which binds the configured addresses and runs.
+
+use super::{App, Instance, StartError, io};
+use crate::api::{ApprovalApi, AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
+use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
+use keyward_proto::v1::audit_service_server::AuditServiceServer;
+use keyward_proto::v1::image_service_server::ImageServiceServer;
+use keyward_proto::v1::key_service_server::KeyServiceServer;
+use keyward_proto::v1::mfa_service_server::MfaServiceServer;
+use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
+use keyward_proto::v1::signing_service_server::SigningServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+/// The running servers.
+pub struct Running {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where `/healthz` and `/metrics` listen.
+    pub http_addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl Running {
+    /// Waits until the servers stop (after the shutdown signal).
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.task.await.map_err(|e| StartError::Io {
+            what: "server task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+}
+impl Instance {
+    /// Builds the app, binds the configured listeners and serves until `shutdown`.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Running, StartError> {
+        let listen = self.config.listen.clone();
+        let app = App::build(self).await?;
+        let grpc = TcpListener::bind(listen.grpc)
+            .await
+            .map_err(io(format!("cannot listen on {}", listen.grpc)))?;
+        let http = TcpListener::bind(listen.http)
+            .await
+            .map_err(io(format!("cannot listen on {}", listen.http)))?;
+        run(app, grpc, http, shutdown).await
+    }
+}
+
+/// Serves the gRPC API (mTLS) on `grpc` and `/healthz`, `/metrics` on `http` until
+/// `shutdown` completes; then a last audit checkpoint is signed. Pending approvals
+/// resume once the listeners serve.
+pub async fn run(
+    app: App,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
+    let http_addr = http.local_addr().map_err(io("local address"))?;
+    let App {
+        config,
+        ca,
+        tls,
+        backends,
+        principals,
+        metrics,
+        keys,
+        signer,
+        blobs,
+        audit,
+        obs,
+        approvals,
+        gate,
+    } = app;
+    let router = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| StartError::Config(format!("TLS configuration: {e}")))?
+        .layer(gate)
+        .add_service(KeyServiceServer::new(KeyApi::new(
+            keys.clone(),
+            principals.clone(),
+            approvals.clone(),
+            obs.clone(),
+        )))
+        .add_service(SigningServiceServer::new(SigningApi::new(
+            blobs,
+            approvals.clone(),
+            obs.clone(),
+        )))
+        .add_service(ImageServiceServer::new(ImageApi::new(
+            signer.clone(),
+            approvals.clone(),
+            obs.clone(),
+        )))
+        .add_service(PrincipalServiceServer::new(PrincipalApi::new(
+            principals,
+            ca,
+            keys.clone(),
+        )))
+        .add_service(AuditServiceServer::new(AuditApi::new(
+            audit.clone(),
+            backends.clone(),
+            config.ca_backend().to_string(),
+        )))
+        .add_service(MfaServiceServer::new(MfaApi::new(obs)))
+        .add_service(ApprovalServiceServer::new(ApprovalApi::new(
+            approvals.clone(),
+        )));
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let http_app = crate::http::router(metrics, audit.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let checkpoints = tokio::spawn(crate::audit::checkpoint_loop(
+        audit,
+        backends,
+        config.ca_backend().to_string(),
+        std::time::Duration::from_secs(config.audit.checkpoint_seconds.max(1)),
+        config.audit.checkpoint_records.max(1),
+        stop_rx.clone(),
+    ));
+    let mut stop_grpc = stop_rx.clone();
+    let mut stop_http = stop_rx;
+    let task = tokio::spawn(async move {
+        let grpc = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_grpc.wait_for(|s| *s).await;
+        });
+        let http = axum::serve(http, http_app).with_graceful_shutdown(async move {
+            let _ = stop_http.wait_for(|s| *s).await;
+        });
+        let (g, h) = tokio::join!(grpc, http);
+        g.map_err(|e| StartError::Io {
+            what: "gRPC server".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        h.map_err(io("HTTP server"))?;
+        // A last checkpoint covers the final records before the HSM pools close.
+        let _ = checkpoints.await;
+        // Keep the registry (and with it the HSM pools) alive until both stop.
+        drop(signer);
+        drop(keys);
+        Ok(())
+    });
+    // Approved requests a crash interrupted are finished now that the API serves
+    // (their registry pushes may take long; callers can already ask about them).
+    tokio::spawn(async move { approvals.resume().await });
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        task,
+    })
+}
