@@ -1,6 +1,7 @@
 //! What the daemon answered survives a crash: signatures handed out under load are in
 //! the ledger and the audit log after `kill -9` and a restart, and the log verifies.
 
+use keyward_client::audit::{Decision, Line};
 use keyward_client::proto;
 use keyward_tests::DevDaemon;
 
@@ -76,20 +77,19 @@ fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log()
     // Write-ahead: every outcome on the record has its intent (same request) before it,
     // though a reply-only request's intent is committed together with its outcome.
     let mut open = std::collections::HashMap::<String, i64>::new();
-    for rec in export
-        .lines()
-        .filter(|l| l.contains("\"action\":\"SignDigest\""))
-    {
-        let rec: serde_json::Value = serde_json::from_str(rec).unwrap();
-        let hash = rec["request_hash"].as_str().unwrap().to_string();
-        let n = open.entry(hash).or_default();
-        match rec["decision"].as_str().unwrap() {
-            "intent" => *n += 1,
-            "allowed" | "failed" | "denied" => {
-                *n -= 1;
-                assert!(*n >= 0, "an outcome without an intent before it: {rec}");
-            }
-            other => panic!("unexpected decision {other}: {rec}"),
+    for line in export.lines() {
+        let Line::Record(rec) = serde_json::from_str(line).unwrap() else {
+            continue;
+        };
+        if rec.action != "SignDigest" {
+            continue;
+        }
+        let n = open.entry(rec.request_hash.to_string()).or_default();
+        if rec.decision == Decision::Intent {
+            *n += 1;
+        } else {
+            *n -= 1;
+            assert!(*n >= 0, "an outcome without an intent before it: {rec:?}");
         }
     }
     let key = tmp.path().join("audit.pem");

@@ -3,6 +3,7 @@
 use super::{Ctx, Output, Show};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use keyward_client::audit::Line;
 use keyward_client::proto;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -102,11 +103,14 @@ impl VerifyExport {
     }
 }
 
+/// The sequence number of an exported line (0 if it has none).
 fn line_seq(line: &str) -> u64 {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(0)
+    match serde_json::from_str::<Line>(line) {
+        Ok(Line::Record(r)) => r.seq,
+        Ok(Line::Checkpoint(c)) => c.seq,
+        Ok(Line::Anchor(a)) => a.seq,
+        Err(_) => 0,
+    }
 }
 
 fn print_line(line: &str, output: Output) {
@@ -114,26 +118,32 @@ fn print_line(line: &str, output: Output) {
         println!("{line}");
         return;
     }
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    let (time, seq) = (
-        v["time"].as_str().unwrap_or(""),
-        v["seq"].as_u64().unwrap_or(0),
-    );
-    if v["type"] == "checkpoint" {
-        println!("{time}  #{seq:<6} checkpoint signed by the audit key");
-        return;
+    match serde_json::from_str::<Line>(line) {
+        Ok(Line::Record(r)) => {
+            let reason = if r.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", r.reason)
+            };
+            println!(
+                "{}  #{:<6} {:<8} {:<14} {:<16} {}{reason}",
+                r.time,
+                r.seq,
+                r.decision.as_str(),
+                r.principal,
+                r.action,
+                r.target
+            );
+        }
+        Ok(Line::Checkpoint(c)) => {
+            println!(
+                "{}  #{:<6} checkpoint signed by the audit key",
+                c.time, c.seq
+            );
+        }
+        Ok(Line::Anchor(a)) => println!("export follows record #{}", a.seq),
+        Err(e) => println!("(unreadable line: {e}) {line}"),
     }
-    let reason = match v["reason"].as_str() {
-        Some(r) if !r.is_empty() => format!("  ({r})"),
-        _ => String::new(),
-    };
-    println!(
-        "{time}  #{seq:<6} {:<8} {:<14} {:<16} {}{reason}",
-        v["decision"].as_str().unwrap_or(""),
-        v["principal"].as_str().unwrap_or(""),
-        v["action"].as_str().unwrap_or(""),
-        v["target"].as_str().unwrap_or(""),
-    );
 }
 
 impl AuditCommand {

@@ -9,6 +9,7 @@
 
 use super::outcome::{Observer, mfa_status};
 use super::rules::{self, Access, Effect, KeyUse, Otp, Rule, Target};
+use crate::audit::Decision;
 use crate::authz::{Principals, SignPermit, check_key_use};
 use crate::identity::{Principal, common_name};
 use crate::keys::{KeyRecord, KeyRegistry};
@@ -95,8 +96,8 @@ impl Gate {
         tracing::info!(method, principal = %who, reason = %st.message(), "request refused");
         self.obs.metrics.request(method, st.code());
         let decision = match st.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "denied",
-            _ => "failed",
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Decision::Denied,
+            _ => Decision::Failed,
         };
         match self
             .obs
@@ -204,12 +205,26 @@ impl Gate {
             }
             Effect::Read => {
                 self.obs
-                    .record(&who.name, rule.name, &target.name, "allowed", "", &hash)
+                    .record(
+                        &who.name,
+                        rule.name,
+                        &target.name,
+                        Decision::Allowed,
+                        "",
+                        &hash,
+                    )
                     .await?
             }
             _ => {
                 self.obs
-                    .record(&who.name, rule.name, &target.name, "intent", "", &hash)
+                    .record(
+                        &who.name,
+                        rule.name,
+                        &target.name,
+                        Decision::Intent,
+                        "",
+                        &hash,
+                    )
                     .await?
             }
         }

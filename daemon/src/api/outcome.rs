@@ -3,7 +3,7 @@
 
 use super::ToStatus;
 use super::gate::Admitted;
-use crate::audit::{AuditLog, Entry};
+use crate::audit::{AuditLog, Decision, Entry};
 use crate::metrics::Metrics;
 use crate::mfa::{Mfa, MfaError};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ impl Observer {
         principal: &str,
         action: &str,
         target: &str,
-        decision: &str,
+        decision: Decision,
         reason: &str,
         request_hash: &str,
     ) -> Result<(), Status> {
@@ -49,7 +49,7 @@ impl Observer {
             principal,
             action,
             target,
-            decision: "intent",
+            decision: Decision::Intent,
             reason: "",
             request_hash,
         };
@@ -66,7 +66,7 @@ impl Observer {
         principal: &str,
         action: &str,
         target: &str,
-        decision: &str,
+        decision: Decision,
         reason: &str,
         request_hash: &str,
         covers: u64,
@@ -127,7 +127,7 @@ impl Admitted {
                             who,
                             method,
                             &self.target.name,
-                            "allowed",
+                            Decision::Allowed,
                             "",
                             &self.request_hash,
                             covers,
@@ -150,9 +150,9 @@ impl Admitted {
                 self.obs.metrics.request(method, st.code());
                 let decision =
                     if matches!(st.code(), Code::PermissionDenied | Code::Unauthenticated) {
-                        "denied"
+                        Decision::Denied
                     } else {
-                        "failed"
+                        Decision::Failed
                     };
                 self.obs
                     .record(

@@ -5,7 +5,7 @@ use super::backends::open_backend;
 use super::bootstrap::{Existing, Made, bootstrap};
 use super::client_files::{ClientIdentity, write_atomic};
 use super::{StartError, io};
-use crate::audit::{AuditKey, AuditLog};
+use crate::audit::{AuditKey, AuditLog, Decision};
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::Config;
 use crate::hsm::{Algorithm, Backend, HsmPool};
@@ -104,23 +104,23 @@ impl Instance {
         audit: &AuditLog,
         keys: &KeyRegistry,
     ) -> Result<(), StartError> {
-        let mut events: Vec<(&str, &str, String, String)> = Vec::new();
+        let mut events: Vec<(&str, Decision, String, String)> = Vec::new();
         if self.migrated > 0 {
             let why = format!(
                 "{} records written before record MACs now carry one",
                 self.migrated
             );
-            events.push(("MigrateRecords", "allowed", String::new(), why));
+            events.push(("MigrateRecords", Decision::Allowed, String::new(), why));
         }
         for (name, why) in keys.refused().chain(self.principals.refused()) {
-            events.push(("RefuseRecord", "denied", name.clone(), why.clone()));
+            events.push(("RefuseRecord", Decision::Denied, name.clone(), why.clone()));
         }
         for (action, decision, target, reason) in &events {
             let entry = crate::audit::Entry {
                 principal: "keywardd",
                 action,
                 target,
-                decision,
+                decision: *decision,
                 reason,
                 request_hash: "",
             };

@@ -6,7 +6,7 @@
 //! of them as the key needs now. The image scope is checked on the signing path.
 
 use super::{ApprovalError, ApprovalRecord, Approvals, Subject};
-use crate::audit::Entry;
+use crate::audit::{Decision, Entry};
 use crate::authz::{Action, PrincipalRecord, Role, SignPermit, check_key_use};
 use crate::hsm::{DigestAlgorithm, SignInput};
 use crate::keys::Purpose;
@@ -292,7 +292,7 @@ impl Approvals {
                     principal: "keywardd",
                     action: "ResumeApproval",
                     target: &r.id,
-                    decision: "intent",
+                    decision: Decision::Intent,
                     reason: "",
                     request_hash: &r.request_hash,
                 })
@@ -303,9 +303,9 @@ impl Approvals {
             }
             let done = self.execute(r).await;
             let (decision, reason) = match done.status.as_str() {
-                "signed" => ("allowed", String::new()),
-                "refused" => ("denied", done.error.clone().unwrap_or_default()),
-                _ => ("failed", done.error.clone().unwrap_or_default()),
+                "signed" => (Decision::Allowed, String::new()),
+                "refused" => (Decision::Denied, done.error.clone().unwrap_or_default()),
+                _ => (Decision::Failed, done.error.clone().unwrap_or_default()),
             };
             let recorded = self
                 .audit

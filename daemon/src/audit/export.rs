@@ -3,7 +3,7 @@
 
 use super::{AuditError, AuditLog, record_key, short};
 use crate::store::{Namespace, StoreError};
-use serde_json::{Value, json};
+use keyward_client::audit::{Anchor, AnchorType, Line};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -38,28 +38,28 @@ impl AuditLog {
         };
         let mut out = Vec::new();
         let mut anchored = !first_page;
-        for (_, v) in batch {
+        for (k, v) in batch {
             if let Some(since) = since {
-                let rec: Value = serde_json::from_slice(&v).unwrap_or_default();
-                let t = rec["time"]
-                    .as_str()
-                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-                if t.is_some_and(|t| t < since) {
+                let line: Line = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: k.clone(),
+                    detail: e.to_string(),
+                })?;
+                let time = match &line {
+                    Line::Record(r) => r.time.as_ref(),
+                    Line::Checkpoint(c) => c.time.as_str(),
+                    Line::Anchor(_) => "",
+                };
+                if OffsetDateTime::parse(time, &Rfc3339).is_ok_and(|t| t < since) {
                     continue;
                 }
                 if !anchored {
-                    if rec["type"] != "record" {
-                        continue;
-                    }
-                    let seq = rec["seq"].as_u64().unwrap_or(1);
-                    out.push(
-                        json!({
-                            "type": "anchor",
-                            "seq": seq.saturating_sub(1),
-                            "hash": rec["prev_hash"],
-                        })
-                        .to_string(),
-                    );
+                    let Line::Record(r) = &line else { continue };
+                    let anchor = Anchor {
+                        kind: AnchorType::Anchor,
+                        seq: r.seq.saturating_sub(1),
+                        hash: r.prev_hash.to_string(),
+                    };
+                    out.push(serde_json::to_string(&anchor).unwrap_or_default());
                     anchored = true;
                 }
             }

@@ -1,11 +1,9 @@
 //! The audit log: every request, allowed or denied, as a hash-chained record; every N
 //! records or T seconds the chain head is signed by an audit key inside the HSM.
 //!
-//! A record's `hash` is SHA-256 of the record as compact JSON with sorted keys and
-//! without the `hash` field; `prev_hash` is the previous record's hash (64 zeros for the
-//! first). A checkpoint signs `keyward-audit-checkpoint\n{seq}\n{head_hash}` with ECDSA
-//! P-256 (SHA-256). Editing, dropping or reordering exported records breaks the chain or
-//! a checkpoint, which `keyward audit verify` reports offline.
+//! The line format (records, checkpoints, anchors, the canonical hash) is
+//! `keyward_client::audit::record`, shared with `keyward audit verify`, which reports
+//! offline any edited, dropped or reordered record.
 //!
 //! A request is answered only after its record is durable; when the log cannot be
 //! written, the request is refused (fail closed). Concurrent records share one fsync.
@@ -17,15 +15,15 @@ pub use export::checkpoint_loop;
 
 use crate::store::{Namespace, Store, StoreError};
 use base64::Engine;
+use keyward_client::audit::{
+    Checkpoint, CheckpointType, Line, Record, RecordType, checkpoint_message,
+};
+pub use keyward_client::audit::{Decision, GENESIS};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// Hash of the first record's predecessor.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -58,54 +56,12 @@ pub struct Entry<'a> {
     pub action: &'a str,
     /// What it was about (key, image reference, principal).
     pub target: &'a str,
-    /// `allowed`, `denied` or `failed`.
-    pub decision: &'a str,
+    /// What was decided.
+    pub decision: Decision,
     /// Why (for denials and failures).
     pub reason: &'a str,
     /// SHA-256 of the request message, hex.
     pub request_hash: &'a str,
-}
-
-/// SHA-256 of a JSON value as compact JSON with sorted keys, without its `hash` field.
-pub fn record_hash(record: &Value) -> String {
-    let mut v = record.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("hash");
-    }
-    hex::encode(sha2::Sha256::digest(
-        serde_json::to_vec(&v).unwrap_or_default(),
-    ))
-}
-
-/// A record as written. The fields are in sorted order, so that its compact JSON is
-/// the sorted-key form [`record_hash`] hashes: one serialisation makes both.
-#[derive(Serialize)]
-struct Record<'a> {
-    action: &'a str,
-    decision: &'a str,
-    prev_hash: &'a str,
-    principal: &'a str,
-    reason: &'a str,
-    request_hash: &'a str,
-    seq: u64,
-    target: &'a str,
-    time: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-}
-
-/// The stored bytes of a record (its JSON with `hash` added) and its hash.
-fn record_bytes(r: &Record<'_>) -> (Vec<u8>, String) {
-    let mut bytes = serde_json::to_vec(r).unwrap_or_default();
-    let hash = hex::encode(sha2::Sha256::digest(&bytes));
-    bytes.pop();
-    bytes.extend_from_slice(format!(",\"hash\":\"{hash}\"}}").as_bytes());
-    (bytes, hash)
-}
-
-/// The bytes a checkpoint signature covers.
-pub fn checkpoint_message(seq: u64, head_hash: &str) -> Vec<u8> {
-    format!("keyward-audit-checkpoint\n{seq}\n{head_hash}").into_bytes()
 }
 
 fn record_key(seq: u64) -> String {
@@ -167,18 +123,21 @@ impl AuditLog {
         };
         let (mut record_seen, mut checkpoint_seen) = (false, false);
         for (k, v) in store.list_from(Namespace::Audit, "")?.into_iter().rev() {
-            let rec: Value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            let line: Line = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 key: k.clone(),
                 detail: e.to_string(),
             })?;
-            let seq = rec["seq"].as_u64().unwrap_or(0);
-            if rec["type"] == "checkpoint" && !checkpoint_seen {
-                head.checkpointed = seq;
-                checkpoint_seen = true;
-            } else if rec["type"] == "record" && !record_seen {
-                head.seq = seq;
-                head.hash = rec["hash"].as_str().unwrap_or(GENESIS).to_string();
-                record_seen = true;
+            match line {
+                Line::Checkpoint(c) if !checkpoint_seen => {
+                    head.checkpointed = c.seq;
+                    checkpoint_seen = true;
+                }
+                Line::Record(r) if !record_seen => {
+                    head.seq = r.seq;
+                    head.hash = r.hash;
+                    record_seen = true;
+                }
+                _ => {}
             }
             if record_seen && checkpoint_seen {
                 break;
@@ -243,18 +202,20 @@ impl AuditLog {
         let time = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        let (bytes, hash) = record_bytes(&Record {
-            action: e.action,
+        let (bytes, hash) = Record {
+            action: e.action.into(),
             decision: e.decision,
-            prev_hash: &head.hash,
-            principal: e.principal,
-            reason: e.reason,
-            request_hash: e.request_hash,
+            prev_hash: head.hash.as_str().into(),
+            principal: e.principal.into(),
+            reason: e.reason.into(),
+            request_hash: e.request_hash.into(),
             seq,
-            target: e.target,
-            time: &time,
-            kind: "record",
-        });
+            target: e.target.into(),
+            time: time.into(),
+            kind: RecordType::Record,
+            hash: String::new(),
+        }
+        .to_line();
         let token = self
             .store
             .put_deferred(Namespace::Audit, &record_key(seq), &bytes)?;
@@ -299,13 +260,15 @@ impl AuditLog {
             })
             .await
             .map_err(|e: HsmError| e)?;
-        let rec = json!({
-            "type": "checkpoint",
-            "seq": seq,
-            "head_hash": hash,
-            "time": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-            "signature": base64::engine::general_purpose::STANDARD.encode(sig),
-        });
+        let rec = Checkpoint {
+            kind: CheckpointType::Checkpoint,
+            seq,
+            head_hash: hash,
+            time: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+        };
         let store = self.store.clone();
         let key = format!("{}c", record_key(seq));
         let bytes = serde_json::to_vec(&rec).unwrap_or_default();
@@ -352,31 +315,4 @@ fn short(e: &AuditError) -> &'static str {
 /// SHA-256 of a request message, hex.
 pub fn request_hash(msg: &impl prost::Message) -> String {
     hex::encode(sha2::Sha256::digest(msg.encode_to_vec()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_hashes_as_its_sorted_json_without_the_hash() {
-        let r = Record {
-            action: "SignDigest",
-            decision: "allowed",
-            prev_hash: GENESIS,
-            principal: "ci \"bot\"",
-            reason: "",
-            request_hash: "ab",
-            seq: 7,
-            target: "k",
-            time: "2026-11-27T10:00:00Z",
-            kind: "record",
-        };
-        let (bytes, hash) = record_bytes(&r);
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(v["hash"], hash.as_str());
-        assert_eq!(record_hash(&v), hash);
-        assert_eq!(v["seq"], 7);
-        assert_eq!(v["type"], "record");
-    }
 }

@@ -1,8 +1,10 @@
 //! Offline verification of an exported audit log: the hash chain and the checkpoint
 //! signatures made by the audit key inside the HSM.
 
+use super::record::{GENESIS, Line, checkpoint_message, record_hash};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::pkcs8::DecodePublicKey;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest;
 
@@ -29,18 +31,6 @@ pub struct Options {
     pub from: Option<u64>,
     /// Accept records no checkpoint covers (they are still counted).
     pub allow_unsigned_tail: bool,
-}
-
-/// SHA-256 of a record as compact JSON with sorted keys, without its `hash` field (the
-/// rule keywardd uses).
-fn record_hash(record: &Value) -> String {
-    let mut v = record.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("hash");
-    }
-    hex::encode(sha2::Sha256::digest(
-        serde_json::to_vec(&v).unwrap_or_default(),
-    ))
 }
 
 /// Verifies exported lines against the audit public key (PEM). The error names the
@@ -73,33 +63,32 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
         let n = i + 1;
         let v: Value =
             serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
-        let seq = v["seq"]
-            .as_u64()
-            .ok_or_else(|| format!("line {n}: no sequence number"))?;
-        match v["type"].as_str() {
-            Some("anchor") => {
+        let line = Line::deserialize(&v)
+            .map_err(|e| format!("line {n}: not an audit record, checkpoint or anchor: {e}"))?;
+        match line {
+            Line::Anchor(a) => {
                 if out.records > 0 || prev.is_some() {
                     return Err(format!("line {n}: an anchor may only open the export"));
                 }
-                if opts.from != Some(seq + 1) {
+                if opts.from != Some(a.seq + 1) {
                     return Err(format!(
-                        "line {n}: the export starts after record {seq}; verify it with --from {} if that is where you meant to start, or export the whole log",
-                        seq + 1
+                        "line {n}: the export starts after record {}; verify it with --from {} if that is where you meant to start, or export the whole log",
+                        a.seq,
+                        a.seq + 1
                     ));
                 }
-                let hash = v["hash"].as_str().unwrap_or_default().to_string();
-                hashes.insert(seq, hash.clone());
-                prev = Some((seq, hash));
+                hashes.insert(a.seq, a.hash.clone());
+                prev = Some((a.seq, a.hash));
             }
-            Some("record") => {
+            Line::Record(r) => {
+                let seq = r.seq;
                 let what = format!("record {seq} (line {n})");
-                let stored = v["hash"].as_str().unwrap_or_default();
-                if record_hash(&v) != stored {
+                // Over every field present: a field added to the line changes it.
+                if record_hash(&v) != r.hash {
                     return Err(format!(
                         "{what}: its hash does not match its content (edited)"
                     ));
                 }
-                let prev_hash = v["prev_hash"].as_str().unwrap_or_default();
                 if let Some((pseq, phash)) = &prev {
                     if seq != pseq + 1 {
                         return Err(format!(
@@ -107,7 +96,7 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
                             pseq + 1
                         ));
                     }
-                    if prev_hash != phash {
+                    if r.prev_hash != phash.as_str() {
                         return Err(format!("{what}: prev_hash does not match record {pseq}"));
                     }
                 } else if let Some(from) = opts.from.filter(|f| *f > 1) {
@@ -118,7 +107,7 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
                     return Err(format!(
                         "{what}: the export does not start at record 1 (records 1..{seq} are missing); export the whole log, or verify an `export --since` file with --from"
                     ));
-                } else if prev_hash != "0".repeat(64) {
+                } else if r.prev_hash != GENESIS {
                     return Err(format!(
                         "{what}: the first record must follow the genesis hash"
                     ));
@@ -126,35 +115,34 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
                 if out.first_seq == 0 {
                     out.first_seq = seq;
                 }
-                hashes.insert(seq, stored.to_string());
-                prev = Some((seq, stored.to_string()));
+                hashes.insert(seq, r.hash.clone());
+                prev = Some((seq, r.hash));
                 out.records += 1;
                 out.last_seq = seq;
             }
-            Some("checkpoint") => {
+            Line::Checkpoint(c) => {
+                let seq = c.seq;
                 let what = format!("checkpoint at record {seq} (line {n})");
-                let head = v["head_hash"].as_str().unwrap_or_default();
                 match hashes.get(&seq) {
-                    Some(h) if h == head => {}
+                    Some(h) if *h == c.head_hash => {}
                     Some(_) => {
                         return Err(format!("{what}: signs a different record {seq} (edited)"));
                     }
                     None => return Err(format!("{what}: record {seq} is missing before it")),
                 }
                 let sig = base64::engine::general_purpose::STANDARD
-                    .decode(v["signature"].as_str().unwrap_or_default())
+                    .decode(&c.signature)
                     .map_err(|_| format!("{what}: signature is not base64"))?;
                 let sig = p256::ecdsa::Signature::from_der(&sig)
                     .map_err(|_| format!("{what}: signature is malformed"))?;
-                let msg = format!("keyward-audit-checkpoint\n{seq}\n{head}");
-                key.verify_prehash(&sha2::Sha256::digest(msg.as_bytes()), &sig)
+                let msg = checkpoint_message(seq, &c.head_hash);
+                key.verify_prehash(&sha2::Sha256::digest(&msg), &sig)
                     .map_err(|_| {
                         format!("{what}: the signature does not verify with the audit key")
                     })?;
                 out.checkpoints += 1;
                 out.covered_up_to = out.covered_up_to.max(seq);
             }
-            _ => return Err(format!("line {n}: unknown line type")),
         }
     }
     if out.records == 0 {
