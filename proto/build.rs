@@ -7,6 +7,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".keyward.v1.PublicKey.state", "version_state"),
     (".keyward.v1.VerifiedSignature.state", "version_state"),
     (".keyward.v1.ErrorDetail.reason", "error_reason"),
+    (".keyward.v1.Approval.status", "approval_state"),
+    (".keyward.v1.Approval.kind", "approval_kind"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -24,12 +24,53 @@ fn short(name: Option<&str>, prefix: &str) -> String {
 names! {
     version_state: VersionState, "VERSION_STATE_";
     error_reason: ErrorReason, "ERROR_REASON_";
+    approval_state: ApprovalState, "APPROVAL_STATE_";
+    approval_kind: ApprovalKind, "APPROVAL_KIND_";
 }
 
-/// A version state's short name.
-pub fn version_state_name(v: i32) -> String {
-    short(
-        pb::VersionState::try_from(v).map(|e| e.as_str_name()).ok(),
-        "VERSION_STATE_",
-    )
+macro_rules! text_names {
+    ($($fn:ident: $enum:ident, $prefix:literal;)*) => {$(
+        /// The value's short name, as text prints it.
+        pub fn $fn(v: i32) -> String {
+            short(pb::$enum::try_from(v).map(|e| e.as_str_name()).ok(), $prefix)
+        }
+    )*};
+}
+
+text_names! {
+    version_state_name: VersionState, "VERSION_STATE_";
+    approval_state_name: ApprovalState, "APPROVAL_STATE_";
+    approval_kind_name: ApprovalKind, "APPROVAL_KIND_";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_their_short_names_and_unknown_numbers_say_so() {
+        assert_eq!(
+            approval_state_name(pb::ApprovalState::Pending as i32),
+            "pending"
+        );
+        assert_eq!(
+            approval_kind_name(pb::ApprovalKind::Attestation as i32),
+            "attestation"
+        );
+        assert_eq!(
+            version_state_name(pb::VersionState::Retired as i32),
+            "retired"
+        );
+        assert_eq!(version_state_name(99), "unknown");
+        let a = pb::Approval {
+            status: pb::ApprovalState::Refused as i32,
+            kind: pb::ApprovalKind::Blob as i32,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            (v["status"].as_str(), v["kind"].as_str()),
+            (Some("refused"), Some("blob"))
+        );
+    }
 }

@@ -3,7 +3,9 @@
 
 use super::{Ctx, Show};
 use clap::{Args, Subcommand};
+use keyward_client::proto::{ApprovalKind, ApprovalState};
 use keyward_client::{Client, proto};
+use keyward_proto::names::{approval_kind_name, approval_state_name};
 use serde::Serialize;
 
 #[derive(Subcommand, Clone)]
@@ -39,11 +41,11 @@ pub struct Deny {
 impl Show for proto::Approval {
     fn text(&self) {
         let a = self;
-        println!("approval {}  {}", a.id, a.status);
+        println!("approval {}  {}", a.id, approval_state_name(a.status));
         println!("  key:        {}", a.key);
         println!("  requester:  {}", a.requester);
-        match a.kind.as_str() {
-            "image" => {
+        match a.kind() {
+            ApprovalKind::Image => {
                 println!("  image:      {}", a.reference);
                 for d in &a.digests {
                     println!("  digest:     {d}");
@@ -52,12 +54,12 @@ impl Show for proto::Approval {
                     println!("  annotation: {k}={v}");
                 }
             }
-            "policy" => {
+            ApprovalKind::Policy => {
                 for c in &a.policy_changes {
                     println!("  weakens:    {c}");
                 }
             }
-            "attestation" => {
+            ApprovalKind::Attestation => {
                 println!("  image:      {}", a.reference);
                 for d in &a.digests {
                     println!("  digest:     {d}");
@@ -106,8 +108,8 @@ impl Show for Vec<proto::Approval> {
             println!(
                 "{}  {:<8} {} {}  key={} by {}  {}/{} approvals",
                 a.id,
-                a.status,
-                a.kind,
+                approval_state_name(a.status),
+                approval_kind_name(a.kind),
                 what,
                 a.key,
                 a.requester,
@@ -151,18 +153,20 @@ pub async fn wait_for(client: &Client, id: &str) -> anyhow::Result<proto::Approv
         let a = client
             .get_approval(proto::GetApprovalRequest { id: id.to_string() })
             .await?;
-        match a.status.as_str() {
-            "signed" => return Ok(a),
-            "denied" => anyhow::bail!(
+        match a.status() {
+            ApprovalState::Signed => return Ok(a),
+            ApprovalState::Denied => anyhow::bail!(
                 "request {id} was denied by {}: {}",
                 a.denied_by,
                 a.deny_reason
             ),
-            "expired" => anyhow::bail!(
+            ApprovalState::Expired => anyhow::bail!(
                 "request {id} expired at {} without enough approvals",
                 a.expires_at
             ),
-            "refused" => anyhow::bail!("request {id} was approved but not signed: {}", a.error),
+            ApprovalState::Refused => {
+                anyhow::bail!("request {id} was approved but not signed: {}", a.error)
+            }
             _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
         }
     }

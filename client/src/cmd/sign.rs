@@ -168,7 +168,7 @@ struct SignedAfterApproval(proto::Approval);
 impl Show for SignedAfterApproval {
     fn text(&self) {
         let a = &self.0;
-        if a.kind == "attestation" {
+        if a.kind() == proto::ApprovalKind::Attestation {
             println!(
                 "{} attested ({}) with v{} after approval by {}: {}",
                 a.digests.first().map(String::as_str).unwrap_or(""),

@@ -3,7 +3,7 @@
 use super::ToStatus;
 use super::gate::admitted;
 use super::page;
-use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Subject};
+use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, State, Subject};
 use crate::store::integrity::IntegrityError;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
@@ -46,11 +46,22 @@ fn ts(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+fn state(s: State) -> pb::ApprovalState {
+    match s {
+        State::Pending => pb::ApprovalState::Pending,
+        State::Approved => pb::ApprovalState::Approved,
+        State::Signed => pb::ApprovalState::Signed,
+        State::Denied => pb::ApprovalState::Denied,
+        State::Expired => pb::ApprovalState::Expired,
+        State::Refused => pb::ApprovalState::Refused,
+    }
+}
+
 /// The API view of an approval: everything an approver needs to see.
 pub fn view(r: &ApprovalRecord) -> pb::Approval {
     let mut a = pb::Approval {
         id: r.id.clone(),
-        status: r.status.clone(),
+        status: state(r.status) as i32,
         key: r.key.clone(),
         requester: r.requester.clone(),
         created_at: ts(r.created_at),
@@ -81,14 +92,14 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
             file_name,
             size,
         } => {
-            a.kind = "blob".into();
+            a.kind = pb::ApprovalKind::Blob as i32;
             a.digest_algorithm = digest_algorithm.clone();
             a.digests = vec![data.clone()];
             a.file_name = file_name.clone();
             a.size = *size;
         }
         Subject::Policy { weakens, .. } => {
-            a.kind = "policy".into();
+            a.kind = pb::ApprovalKind::Policy as i32;
             a.policy_changes = weakens.clone();
         }
         Subject::Attestation {
@@ -98,7 +109,7 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
             predicate_digest,
             ..
         } => {
-            a.kind = "attestation".into();
+            a.kind = pb::ApprovalKind::Attestation as i32;
             a.reference = reference.clone();
             a.digests = vec![digest.clone()];
             a.predicate_type = predicate_type.clone();
@@ -109,7 +120,7 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
             digests,
             annotations,
         } => {
-            a.kind = "image".into();
+            a.kind = pb::ApprovalKind::Image as i32;
             a.reference = reference.clone();
             a.digests = digests.clone();
             a.annotations = annotations.clone().into_iter().collect();

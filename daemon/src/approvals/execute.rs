@@ -5,7 +5,7 @@
 //! among the key's approvers and not be the requester, and there must still be as many
 //! of them as the key needs now. The image scope is checked on the signing path.
 
-use super::{ApprovalError, ApprovalRecord, Approvals, Subject};
+use super::{ApprovalError, ApprovalRecord, Approvals, State, Subject};
 use crate::audit::{Decision, Entry};
 use crate::authz::{Action, PrincipalRecord, Role, SignPermit, check_key_use};
 use crate::hsm::{DigestAlgorithm, SignInput};
@@ -20,7 +20,7 @@ impl Approvals {
     /// A request that can still be approved or denied.
     async fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
         let r = self.get(id).await?;
-        if r.status != "pending" {
+        if r.status != State::Pending {
             return Err(ApprovalError::NotPending {
                 id: r.id,
                 status: r.status,
@@ -78,7 +78,7 @@ impl Approvals {
             self.save(&r).await?;
             return Ok(r);
         }
-        r.status = "approved".into();
+        r.status = State::Approved;
         self.save(&r).await?;
         Ok(self.execute(r).await)
     }
@@ -112,7 +112,7 @@ impl Approvals {
                 who.name
             )));
         }
-        r.status = "denied".into();
+        r.status = State::Denied;
         r.denied_by = Some((who.name.clone(), reason.to_string()));
         self.save(&r).await?;
         Ok(r)
@@ -172,7 +172,7 @@ impl Approvals {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(approval = %r.id, reason = %why, "an approved request no longer passes the checks; it is not signed");
-                r.status = "refused".into();
+                r.status = State::Refused;
                 r.error = Some(why);
                 if let Err(e) = self.save(&r).await {
                     tracing::error!(approval = %r.id, error = %e, "cannot store the approval's result");
@@ -186,7 +186,7 @@ impl Approvals {
         };
         match result {
             Ok(()) => {
-                r.status = "signed".into();
+                r.status = State::Signed;
                 r.error = None;
             }
             Err(e) => {
@@ -282,7 +282,10 @@ impl Approvals {
         let Ok(all) = self.list(false).await else {
             return;
         };
-        let unfinished: Vec<_> = all.into_iter().filter(|r| r.status == "approved").collect();
+        let unfinished: Vec<_> = all
+            .into_iter()
+            .filter(|r| r.status == State::Approved)
+            .collect();
         let count = unfinished.len();
         for r in unfinished {
             tracing::info!(approval = %r.id, "signing an approved request left unfinished");
@@ -302,9 +305,9 @@ impl Approvals {
                 continue;
             }
             let done = self.execute(r).await;
-            let (decision, reason) = match done.status.as_str() {
-                "signed" => (Decision::Allowed, String::new()),
-                "refused" => (Decision::Denied, done.error.clone().unwrap_or_default()),
+            let (decision, reason) = match done.status {
+                State::Signed => (Decision::Allowed, String::new()),
+                State::Refused => (Decision::Denied, done.error.clone().unwrap_or_default()),
                 _ => (Decision::Failed, done.error.clone().unwrap_or_default()),
             };
             let recorded = self

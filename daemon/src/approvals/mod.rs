@@ -35,8 +35,8 @@ pub enum ApprovalError {
     NotPending {
         /// Which.
         id: String,
-        /// Its status.
-        status: String,
+        /// Its state.
+        status: State,
     },
     /// The caller may not approve this request.
     #[error("{0}")]
@@ -103,14 +103,51 @@ pub enum Subject {
     },
 }
 
+/// Where a request stands. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for approvers.
+    Pending,
+    /// Approved; signing has not finished (resumed at start-up).
+    Approved,
+    /// Signed (or, for a policy change, applied).
+    Signed,
+    /// Denied by an approver.
+    Denied,
+    /// Not approved in time.
+    Expired,
+    /// Approved, but the checks made again at execution failed (see `error`).
+    Refused,
+}
+
+impl State {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Signed => "signed",
+            State::Denied => "denied",
+            State::Expired => "expired",
+            State::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A stored approval.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     /// Random id.
     pub id: String,
-    /// `pending`, `approved`, `signed`, `denied`, `expired`, or `refused` (the checks
-    /// made again at execution failed: see `error`).
-    pub status: String,
+    /// Where it stands.
+    pub status: State,
     /// Key to sign with.
     pub key: String,
     /// What to sign.
@@ -191,8 +228,8 @@ impl Approvals {
     }
 
     async fn expire(&self, mut r: ApprovalRecord) -> Result<ApprovalRecord, ApprovalError> {
-        if r.status == "pending" && OffsetDateTime::now_utc() > r.expires_at {
-            r.status = "expired".into();
+        if r.status == State::Pending && OffsetDateTime::now_utc() > r.expires_at {
+            r.status = State::Expired;
             self.save(&r).await?;
         }
         Ok(r)
@@ -235,7 +272,7 @@ impl Approvals {
                 }
             };
             let r = self.expire(r).await?;
-            if !pending_only || r.status == "pending" {
+            if !pending_only || r.status == State::Pending {
                 out.push(r);
             }
         }
@@ -267,7 +304,7 @@ impl Approvals {
         let now = OffsetDateTime::now_utc();
         let r = ApprovalRecord {
             id: hex::encode(id),
-            status: "pending".into(),
+            status: State::Pending,
             key: key.to_string(),
             subject,
             request_hash: request_hash.to_string(),
