@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyward/v1/signing.proto",
         "keyward/v1/images.proto",
         "keyward/v1/principals.proto",
+        "keyward/v1/audit.proto",
+        "keyward/v1/mfa.proto",
+        "keyward/v1/approvals.proto",
         "keyward/v1/errors.proto",
     ];
     for p in &protos {

@@ -17,7 +17,7 @@ pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod mfa;
+pub mod oci;
 pub mod pki;
-pub mod registry;
 pub mod signing;
 pub mod store;

@@ -92,7 +92,7 @@ impl Metrics {
     }
 
     /// An observer for an HSM pool's operation latencies.
-    pub fn hsm_observer(self: &Arc<Self>, backend: &str) -> crate::hsm::pool::Observer {
+    pub fn hsm_timer(self: &Arc<Self>, backend: &str) -> crate::hsm::pool::OpTimer {
         let me = self.clone();
         let backend = backend.to_string();
         Arc::new(move |op, secs| {

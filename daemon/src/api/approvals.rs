@@ -32,6 +32,10 @@ impl ToStatus for ApprovalError {
             ApprovalError::Key(k) => k.to_status(),
             ApprovalError::Image(i) => i.to_status(),
             ApprovalError::Store(_) => Status::internal("internal error: the store failed"),
+            ApprovalError::Random(_) => {
+                tracing::error!(error = %self, "cannot make an approval id");
+                Status::unavailable("the daemon cannot make random ids now; see the daemon log")
+            }
             ApprovalError::Integrity(IntegrityError::Tampered { .. }) => {
                 Status::data_loss(self.to_string())
             }

@@ -26,7 +26,7 @@ pub use signing::SigningApi;
 
 use crate::hsm::HsmError;
 use crate::keys::KeyError;
-use crate::registry::RegistryError;
+use crate::oci::RegistryError;
 use crate::signing::ImageError;
 use crate::store::integrity::IntegrityError;
 use tonic::{Code, Status};

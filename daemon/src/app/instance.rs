@@ -61,7 +61,7 @@ impl Instance {
                     backend: name.clone(),
                     source,
                 })?
-                .with_observer(metrics.hsm_observer(&name));
+                .with_timer(metrics.hsm_timer(&name));
             pools.insert(name, pool);
         }
         let backends = Arc::new(

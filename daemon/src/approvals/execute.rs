@@ -217,15 +217,17 @@ impl Approvals {
                 file_name,
                 size,
             } => {
+                // A record that decodes but holds a bad blob was written by no keywardd.
+                let corrupt = |detail: String| StoreError::Corrupt {
+                    key: r.id.clone(),
+                    detail,
+                };
                 let input = if digest_algorithm.is_empty() {
-                    SignInput::Message(
-                        b64.decode(data)
-                            .map_err(|e| StoreError::Engine(e.to_string()))?,
-                    )
+                    SignInput::Message(b64.decode(data).map_err(|e| corrupt(e.to_string()))?)
                 } else {
                     SignInput::Digest(
-                        DigestAlgorithm::parse(digest_algorithm).map_err(StoreError::Engine)?,
-                        hex::decode(data).map_err(|e| StoreError::Engine(e.to_string()))?,
+                        DigestAlgorithm::parse(digest_algorithm).map_err(corrupt)?,
+                        hex::decode(data).map_err(|e| corrupt(e.to_string()))?,
                     )
                 };
                 let described = Described {

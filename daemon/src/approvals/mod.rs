@@ -53,6 +53,9 @@ pub enum ApprovalError {
     /// A stored approval failed its integrity check, or the MAC key failed.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// The system's random number generator failed.
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
 }
 
 /// What is waiting to be signed.
@@ -300,7 +303,7 @@ impl Approvals {
             )));
         }
         let mut id = [0u8; 8];
-        getrandom::getrandom(&mut id).map_err(|e| StoreError::Engine(e.to_string()))?;
+        getrandom::getrandom(&mut id).map_err(|e| ApprovalError::Random(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
         let r = ApprovalRecord {
             id: hex::encode(id),

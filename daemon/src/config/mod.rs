@@ -55,7 +55,7 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Registry credentials and TLS settings.
     #[serde(default, rename = "registry")]
-    pub registries: Vec<crate::registry::credentials::RegistryEntry>,
+    pub registries: Vec<crate::oci::credentials::RegistryEntry>,
     /// Docker `config.json` to read registry credentials from (default:
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
@@ -67,7 +67,7 @@ pub struct Config {
     pub mfa: MfaConfig,
     /// Size and time limits for registry traffic.
     #[serde(default)]
-    pub oci: crate::registry::OciLimits,
+    pub oci: crate::oci::OciLimits,
 }
 
 fn default_threads() -> usize {

@@ -8,7 +8,7 @@ use std::time::Instant;
 type Job = Box<dyn FnOnce(&mut dyn HsmSession) + Send>;
 
 /// Receives each HSM operation's name and duration in seconds.
-pub type Observer = Arc<dyn Fn(&str, f64) + Send + Sync>;
+pub type OpTimer = Arc<dyn Fn(&str, f64) + Send + Sync>;
 
 /// Runs closures against HSM sessions on dedicated threads.
 ///
@@ -19,7 +19,7 @@ pub struct HsmPool {
     backend: Arc<dyn Backend>,
     queue: Option<crossbeam_channel::Sender<Job>>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    observer: Option<Observer>,
+    observer: Option<OpTimer>,
 }
 
 impl Drop for HsmPool {
@@ -76,7 +76,7 @@ impl HsmPool {
     }
 
     /// Reports every operation's name and duration in seconds (for metrics).
-    pub fn with_observer(mut self, observer: Observer) -> Self {
+    pub fn with_timer(mut self, observer: OpTimer) -> Self {
         self.observer = Some(observer);
         self
     }

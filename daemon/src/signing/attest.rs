@@ -8,7 +8,7 @@ use super::{
     ImageError, ImageSigner, Recorded, Signed, check_scope, image_capable, parse_ref, sign_input,
 };
 use crate::authz::SignPermit;
-use crate::registry::ImageRef;
+use crate::oci::ImageRef;
 use serde_json::Value;
 use sha2::Digest;
 use std::collections::BTreeMap;

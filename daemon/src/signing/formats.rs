@@ -121,7 +121,7 @@ pub fn config_blob() -> Vec<u8> {
 pub fn image_manifest(config: &[u8], config_digest: &str, layers: &[Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": crate::registry::OCI_MANIFEST,
+        "mediaType": crate::oci::OCI_MANIFEST,
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "size": config.len(),

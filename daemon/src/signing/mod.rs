@@ -10,7 +10,7 @@ pub mod verify;
 use crate::authz::SignPermit;
 use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, VersionState};
-use crate::registry::{ImageRef, Registries, RegistryError, sha256_digest};
+use crate::oci::{ImageRef, Registries, RegistryError, sha256_digest};
 use crate::store::StoreError;
 use base64::Engine;
 use formats::*;
@@ -422,7 +422,7 @@ impl ImageSigner {
             .await?;
         let manifest = image_manifest(&config, &config_digest, layers);
         self.registries
-            .push_manifest(tag_ref, manifest, crate::registry::OCI_MANIFEST)
+            .push_manifest(tag_ref, manifest, crate::oci::OCI_MANIFEST)
             .await?;
         Ok(())
     }
