@@ -89,11 +89,9 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
             .await
             .unwrap();
         let v1 = rec.active().unwrap().clone();
-        let (version, sig) = reg
-            .sign(&permit(&rec), SignInput::Message(msg.clone()))
-            .await
-            .unwrap();
-        assert_eq!(version, 1);
+        let p = permit(&rec);
+        let sig = reg.sign(&p, SignInput::Message(msg.clone())).await.unwrap();
+        assert_eq!(p.version().number(), 1);
         let dir = tmp.path();
         let (pubf, sigf, crtf) = (
             dir.join(format!("{name}.pem")),
@@ -142,11 +140,9 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
     let rec = reg.rotate("p256").await.unwrap();
     assert_eq!(rec.version(1).unwrap().state, VersionState::Retired);
     assert_eq!(rec.active().unwrap().version, 2);
-    let (version, _) = reg
-        .sign(&permit(&rec), SignInput::Message(msg))
-        .await
-        .unwrap();
-    assert_eq!(version, 2);
+    let p = permit(&rec);
+    reg.sign(&p, SignInput::Message(msg)).await.unwrap();
+    assert_eq!(p.version().number(), 2);
 }
 
 #[tokio::test]
@@ -227,4 +223,34 @@ async fn a_key_version_that_names_another_hsm_object_never_signs() {
         .sign(&permit(&k), SignInput::Message(b"x".to_vec()))
         .await
         .expect("the key's own object signs");
+}
+
+#[tokio::test]
+async fn a_rotation_landing_mid_request_signs_and_names_the_version_the_request_pinned() {
+    use p256::ecdsa::signature::Verifier;
+    use p256::pkcs8::DecodePublicKey;
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, _) = registry(tmp.path()).await;
+    let rec = reg
+        .create("k", "ecdsa-p256", "", Vec::new(), Purpose::Blob)
+        .await
+        .unwrap();
+    let v1 = rec.active().unwrap().clone();
+    // The request passed its checks while v1 was active...
+    let pinned = permit(&rec);
+    // ...and a rotation lands before the HSM signs.
+    let rotated = reg.rotate("k").await.unwrap();
+    assert_eq!(rotated.active().unwrap().version, 2);
+    let msg = b"pinned".to_vec();
+    let sig = reg
+        .sign(&pinned, SignInput::Message(msg.clone()))
+        .await
+        .unwrap();
+    // What the ledger and annotations would name is the version that signed.
+    assert_eq!(pinned.version().number(), 1);
+    assert_eq!(pinned.version().fingerprint(), v1.fingerprint);
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&v1.public_key).unwrap();
+    let sig = p256::ecdsa::Signature::from_der(&sig).unwrap();
+    key.verify(&msg, &sig)
+        .expect("the signature is not v1's, the version the request pinned");
 }

@@ -4,26 +4,31 @@
 //! [`SignPermit`] it returns, so no path can sign without passing it.
 
 use super::{Action, PrincipalRecord};
-use crate::keys::{KeyRecord, Purpose};
+use crate::keys::{KeyRecord, Purpose, VersionRef};
 use std::sync::Arc;
 
 /// Proof that `principal` passed the signing checks for `key`. Only
 /// [`check_key_use`] makes one; `KeyRegistry::sign` requires one.
 #[derive(Debug, Clone)]
 pub struct SignPermit {
-    key: Arc<KeyRecord>,
+    version: VersionRef,
     principal: String,
 }
 
 impl SignPermit {
     /// The key as it was when the checks passed.
     pub fn key(&self) -> &Arc<KeyRecord> {
-        &self.key
+        self.version.key()
+    }
+
+    /// The version that signs: the key's active version when the checks passed.
+    pub fn version(&self) -> &VersionRef {
+        &self.version
     }
 
     /// The key's name.
     pub fn key_name(&self) -> &str {
-        &self.key.name
+        &self.key().name
     }
 
     /// Who may sign.
@@ -63,8 +68,12 @@ pub fn check_key_use(
             ),
         });
     }
+    let name = key.name.clone();
+    let version = VersionRef::active(key).ok_or_else(|| {
+        format!("key {name:?} has no active version, so it cannot sign; rotate it to make one")
+    })?;
     Ok(SignPermit {
-        key,
+        version,
         principal: who.name.clone(),
     })
 }

@@ -5,10 +5,12 @@ mod backends;
 mod policy;
 mod reconcile;
 mod record;
+mod version_ref;
 
 pub use backends::Backends;
 pub use policy::{PolicyChange, weakenings};
 pub use record::{KeyRecord, KeyVersion, Purpose, VersionState, validate_name, validate_scope};
+pub use version_ref::VersionRef;
 
 use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;
@@ -376,18 +378,27 @@ impl KeyRegistry {
         Ok(self.remember(rec))
     }
 
-    /// Signs with the key's active version; returns the version used and the signature.
-    /// Only a [`SignPermit`] (the signing checks passed) opens this door.
-    pub async fn sign(
-        &self,
-        permit: &SignPermit,
-        input: SignInput,
-    ) -> Result<(u32, Vec<u8>), KeyError> {
-        let name = permit.key_name();
-        let rec = self.get(name)?;
-        let active = rec
-            .active()
-            .ok_or_else(|| KeyError::NoActiveVersion(name.to_string()))?;
+    /// Signs with the version the permit pinned (`permit.version()`: the one the
+    /// caller's ledger entry and annotations name); refused if that version has been
+    /// revoked or destroyed since. Only a [`SignPermit`] (the signing checks passed)
+    /// opens this door.
+    pub async fn sign(&self, permit: &SignPermit, input: SignInput) -> Result<Vec<u8>, KeyError> {
+        let pinned = permit.version();
+        let rec = pinned.key();
+        let name = rec.name.as_str();
+        let version = pinned.number();
+        let now = self.get(name)?;
+        if let Some(v) = now.version(version)
+            && matches!(v.state, VersionState::Revoked | VersionState::Destroyed)
+        {
+            return Err(KeyError::Refused {
+                name: name.to_string(),
+                why: format!(
+                    "version {version} was {} while the request was in flight",
+                    v.state.as_str()
+                ),
+            });
+        }
         let algorithm = rec.algorithm;
         match (&input, algorithm) {
             (SignInput::Digest(..), Algorithm::Ed25519) => {
@@ -405,8 +416,7 @@ impl KeyRegistry {
             _ => {}
         }
         let pool = self.backends.get(&rec.backend)?;
-        let hsm_id = active.hsm_id.clone();
-        let version = active.version;
+        let hsm_id = pinned.version().hsm_id.clone();
         // The HSM object must be this version's own (checked once per object).
         let checked = self
             .verified_objects
@@ -414,7 +424,7 @@ impl KeyRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&hsm_id);
         if !checked {
-            let (id, label) = (hsm_id.clone(), format!("{}/v{version}", rec.name));
+            let (id, label) = (hsm_id.clone(), pinned.label());
             let own = pool
                 .run("check-object", move |s| s.is_object(&id, &label))
                 .await
@@ -431,10 +441,8 @@ impl KeyRegistry {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(hsm_id.clone());
         }
-        let sig = pool
-            .run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
+        pool.run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
             .await
-            .map_err(KeyError::Hsm)?;
-        Ok((version, sig))
+            .map_err(KeyError::Hsm)
     }
 }

@@ -81,9 +81,9 @@ impl ImageSigner {
     ) -> Result<Signed, ImageError> {
         let (image, digest) = (&plan.image, plan.digest.as_str());
         let (key, requester) = (permit.key_name(), permit.principal());
-        let rec = self.keys.get(key)?;
-        image_capable(&rec)?;
-        check_scope(&rec, &image.repository())?;
+        let rec = permit.key();
+        image_capable(rec)?;
+        check_scope(rec, &image.repository())?;
         let att_tag = tag_for(digest, "att");
         let att_ref = image.with_tag(&att_tag);
         let pushed_to = format!("{}:{att_tag}", image.repository());
@@ -97,14 +97,14 @@ impl ImageSigner {
             plan.predicate.clone(),
         );
         let pae = dsse_pae(IN_TOTO, &statement);
-        let (version, signature) = self
+        let signature = self
             .keys
             .sign(permit, sign_input(rec.algorithm, &pae))
             .await?;
-        let fingerprint = rec
-            .version(version)
-            .map(|v| v.fingerprint.clone())
-            .unwrap_or_default();
+        let (version, fingerprint) = (
+            permit.version().number(),
+            permit.version().fingerprint().to_string(),
+        );
         let envelope = dsse_envelope(&statement, &signature);
         let existing = self.registries.manifest_if_exists(&att_ref).await?;
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));

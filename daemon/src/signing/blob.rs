@@ -70,13 +70,11 @@ impl BlobSigner {
             SignInput::Message(_) => algorithm.default_digest().to_string(),
         };
         let digest = ledger_digest(&input);
-        let (version, signature) = self.keys.sign(permit, input).await?;
-        let fingerprint = self
-            .keys
-            .get(permit.key_name())?
-            .version(version)
-            .map(|v| v.fingerprint.clone())
-            .unwrap_or_default();
+        let signature = self.keys.sign(permit, input).await?;
+        let (version, fingerprint) = (
+            permit.version().number(),
+            permit.version().fingerprint().to_string(),
+        );
         let ledger_write = self.ledger.record_pending(&LedgerEntry {
             kind: "blob".into(),
             registry: String::new(),

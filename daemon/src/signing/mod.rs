@@ -258,9 +258,9 @@ impl ImageSigner {
         targets: &[String],
         annotations: &BTreeMap<String, String>,
     ) -> Result<Vec<Signed>, ImageError> {
-        let rec = self.keys.get(permit.key_name())?;
-        image_capable(&rec)?;
-        check_scope(&rec, &image.repository())?;
+        let rec = permit.key();
+        image_capable(rec)?;
+        check_scope(rec, &image.repository())?;
         let mut out = Vec::new();
         for digest in targets {
             out.push(self.sign_digest(permit, image, digest, annotations).await?);
@@ -285,12 +285,9 @@ impl ImageSigner {
         let existing = self.registries.manifest_if_exists(&sig_ref).await?;
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
         let (key, requester) = (permit.key_name(), permit.principal());
-        let rec = self.keys.get(key)?;
-        let active = rec
-            .active()
-            .ok_or_else(|| KeyError::NoActiveVersion(key.to_string()))?;
+        let (rec, active) = (permit.key(), permit.version().version());
         if self
-            .already_signed(&sig_ref, &layers, &rec, active, digest, &identity)
+            .already_signed(&sig_ref, &layers, rec, active, digest, &identity)
             .await
         {
             return Ok(Signed {
@@ -306,14 +303,14 @@ impl ImageSigner {
         optional.insert("dev.keyward/key".into(), key.to_string());
         optional.insert("dev.keyward/requester".into(), requester.to_string());
         let payload = simple_signing_payload(&identity, digest, &optional);
-        let (version, signature) = self
+        let signature = self
             .keys
             .sign(permit, sign_input(rec.algorithm, &payload))
             .await?;
-        let fingerprint = rec
-            .version(version)
-            .map(|v| v.fingerprint.clone())
-            .unwrap_or_default();
+        let (version, fingerprint) = (
+            permit.version().number(),
+            permit.version().fingerprint().to_string(),
+        );
         let payload_digest = self
             .registries
             .push_blob(&sig_ref, payload.clone(), false)
