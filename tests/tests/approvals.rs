@@ -259,3 +259,46 @@ fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
     assert_eq!(ledger.as_array().unwrap().len(), 1);
     assert_eq!(ledger[0]["requester"], "admin");
 }
+
+#[test]
+fn approvers_deciding_at_the_same_moment_neither_lose_an_approval_nor_sign_twice() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "prod", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    let approvers: Vec<_> = ["ann", "bob", "cat", "dan"]
+        .iter()
+        .map(|n| d.add_principal(n, "approver"))
+        .collect();
+    d.ok(&["key", "policy", "set", "prod", "--approvals", "2"]);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let req = json(&as_(
+            &d,
+            &alice,
+            &["-o", "json", "sign-blob", "--key", "prod", "/etc/hostname"],
+        ));
+        ids.push(req["approval_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        // All four approve at once: two approvals are recorded, one of them signs,
+        // the others are told it is decided already.
+        let outcomes: Vec<Output> = std::thread::scope(|s| {
+            let runs: Vec<_> = approvers
+                .iter()
+                .map(|cfg| s.spawn(|| as_(&d, cfg, &["-o", "json", "approve", id])))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let ok = outcomes.iter().filter(|o| o.status.success()).count();
+        assert_eq!(ok, 2, "{} approvals went through", ok);
+        for o in outcomes.iter().filter(|o| !o.status.success()) {
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(e.contains("is signed") || e.contains("is approved"), "{e}");
+        }
+        let a = json(&d.keyward(&["-o", "json", "approvals", "show", id]));
+        assert_eq!(a["status"], "signed", "{a}");
+        assert_eq!(a["approved_by"].as_array().unwrap().len(), 2, "{a}");
+    }
+    let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "prod"]));
+    assert_eq!(ledger.as_array().unwrap().len(), ids.len(), "{ledger}");
+}

@@ -214,3 +214,43 @@ fn the_client_library_tells_a_missing_code_from_a_wrong_one() {
         }
     });
 }
+
+#[test]
+fn one_code_sent_by_many_requests_at_once_is_accepted_once() {
+    use keyward_client::{Client, ClientConfig, Error, proto};
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, secret) = mfa_daemon(tmp.path());
+    wait_for_fresh_step();
+    let code = pyotp(&secret, 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let results = rt.block_on(async {
+        let cfg = ClientConfig::load(&d.client_config()).unwrap();
+        let c = Client::connect_with_otp(&cfg, Some(&code)).await.unwrap();
+        let calls = (0..8).map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.create_key(proto::CreateKeyRequest {
+                    name: format!("race{i}"),
+                    ..Default::default()
+                })
+                .await
+            })
+        });
+        let mut out = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            out.push(call.await.unwrap());
+        }
+        out
+    });
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        accepted, 1,
+        "one code was accepted {accepted} times: {results:?}"
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, Error::Unauthenticated(m) if m.contains("already used")),
+            "{r:?}"
+        );
+    }
+}

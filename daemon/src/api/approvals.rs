@@ -32,6 +32,7 @@ impl ToStatus for ApprovalError {
             ApprovalError::Key(k) => k.to_status(),
             ApprovalError::Image(i) => i.to_status(),
             ApprovalError::Store(_) => Status::internal("internal error: the store failed"),
+            ApprovalError::Busy(_) => Status::unavailable(self.to_string()),
             ApprovalError::Random(_) => {
                 tracing::error!(error = %self, "cannot make an approval id");
                 Status::unavailable("the daemon cannot make random ids now; see the daemon log")

@@ -189,6 +189,7 @@ pub fn mfa_status(e: &MfaError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         MfaError::AlreadyEnrolled(_) => Status::failed_precondition(e.to_string()),
+        MfaError::Busy(_) => Status::unavailable(e.to_string()),
         MfaError::Required(_) => Status::with_details(
             tonic::Code::Unauthenticated,
             e.to_string(),

@@ -3,7 +3,7 @@
 
 use super::{Instance, StartError};
 use crate::api::{Gate, GateLayer, Observer};
-use crate::approvals::Approvals;
+use crate::approvals::{ApprovalRecord, Approvals};
 use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::config::Config;
@@ -31,6 +31,7 @@ pub struct App {
     pub(super) audit: Arc<AuditLog>,
     pub(super) obs: Observer,
     pub(super) approvals: Arc<Approvals>,
+    pub(super) unfinished: Vec<ApprovalRecord>,
     pub(super) gate: GateLayer,
 }
 
@@ -110,6 +111,8 @@ impl App {
             audit.clone(),
             std::time::Duration::from_secs(3600),
         ));
+        // Before the API serves: none of these is a request this process is signing.
+        let unfinished = approvals.unfinished().await;
         let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
         Ok(Self {
             config: i.config,
@@ -124,6 +127,7 @@ impl App {
             audit,
             obs,
             approvals,
+            unfinished,
             gate,
         })
     }

@@ -75,6 +75,7 @@ pub async fn run(
         audit,
         obs,
         approvals,
+        unfinished,
         gate,
     } = app;
     let router = Server::builder()
@@ -151,7 +152,7 @@ pub async fn run(
     });
     // Approved requests a crash interrupted are finished now that the API serves
     // (their registry pushes may take long; callers can already ask about them).
-    tokio::spawn(async move { approvals.resume().await });
+    tokio::spawn(async move { approvals.resume(unfinished).await });
     Ok(Running {
         grpc_addr,
         http_addr,

@@ -5,7 +5,7 @@
 //! among the key's approvers and not be the requester, and there must still be as many
 //! of them as the key needs now. The image scope is checked on the signing path.
 
-use super::{ApprovalError, ApprovalRecord, Approvals, State, Subject};
+use super::{ApprovalError, ApprovalRecord, Approvals, CAS_TRIES, State, Subject};
 use crate::audit::{Decision, Entry};
 use crate::authz::{Action, PrincipalRecord, Role, SignPermit, check_key_use};
 use crate::hsm::{DigestAlgorithm, SignInput};
@@ -13,20 +13,20 @@ use crate::keys::Purpose;
 use crate::signing::attest::AttestationPlan;
 use crate::signing::blob::Described;
 use crate::signing::parse_ref;
-use crate::store::StoreError;
+use crate::store::{Revision, StoreError};
 use base64::Engine;
 
 impl Approvals {
-    /// A request that can still be approved or denied.
-    async fn pending(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        let r = self.get(id).await?;
+    /// A request that can still be approved or denied, with its revision.
+    async fn pending(&self, id: &str) -> Result<(ApprovalRecord, Revision), ApprovalError> {
+        let (r, rev) = self.get_rev(id).await?;
         if r.status != State::Pending {
             return Err(ApprovalError::NotPending {
                 id: r.id,
                 status: r.status,
             });
         }
-        Ok(r)
+        Ok((r, rev))
     }
 
     /// Whether `approver` may approve `r` now; the error says why not.
@@ -63,24 +63,30 @@ impl Approvals {
         approver: &PrincipalRecord,
         id: &str,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let _one = self.decide.lock().await;
-        let mut r = self.pending(id).await?;
-        self.may_approve(approver, &r)
-            .map_err(ApprovalError::Refused)?;
-        if r.approved_by.contains(&approver.name) {
-            return Err(ApprovalError::Refused(format!(
-                "{:?} already approved this request; it needs another approver",
-                approver.name
-            )));
+        // A compare-and-swap on the record: of two deciders (here or in another daemon)
+        // one wins, the other decides again on what the winner wrote. Only the one that
+        // moves the request to approved signs it.
+        for _ in 0..CAS_TRIES {
+            let (mut r, rev) = self.pending(id).await?;
+            self.may_approve(approver, &r)
+                .map_err(ApprovalError::Refused)?;
+            if r.approved_by.contains(&approver.name) {
+                return Err(ApprovalError::Refused(format!(
+                    "{:?} already approved this request; it needs another approver",
+                    approver.name
+                )));
+            }
+            r.approved_by.push(approver.name.clone());
+            let enough = r.approved_by.len() as u32 >= self.needed(&r)?;
+            if enough {
+                r.status = State::Approved;
+            }
+            if !self.save_if(&r, rev).await? {
+                continue;
+            }
+            return Ok(if enough { self.execute(r).await } else { r });
         }
-        r.approved_by.push(approver.name.clone());
-        if (r.approved_by.len() as u32) < self.needed(&r)? {
-            self.save(&r).await?;
-            return Ok(r);
-        }
-        r.status = State::Approved;
-        self.save(&r).await?;
-        Ok(self.execute(r).await)
+        Err(ApprovalError::Busy(id.to_string()))
     }
 
     /// Approvals `r` needs now: what the key asks today if that is more than when the
@@ -99,23 +105,26 @@ impl Approvals {
         id: &str,
         reason: &str,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let _one = self.decide.lock().await;
-        let mut r = self.pending(id).await?;
-        if !who
-            .roles
-            .iter()
-            .any(|x| matches!(x, Role::Approver | Role::Admin))
-            && who.name != r.requester
-        {
-            return Err(ApprovalError::Refused(format!(
-                "principal {:?} may not deny: that needs the role approver",
-                who.name
-            )));
+        for _ in 0..CAS_TRIES {
+            let (mut r, rev) = self.pending(id).await?;
+            if !who
+                .roles
+                .iter()
+                .any(|x| matches!(x, Role::Approver | Role::Admin))
+                && who.name != r.requester
+            {
+                return Err(ApprovalError::Refused(format!(
+                    "principal {:?} may not deny: that needs the role approver",
+                    who.name
+                )));
+            }
+            r.status = State::Denied;
+            r.denied_by = Some((who.name.clone(), reason.to_string()));
+            if self.save_if(&r, rev).await? {
+                return Ok(r);
+            }
         }
-        r.status = State::Denied;
-        r.denied_by = Some((who.name.clone(), reason.to_string()));
-        self.save(&r).await?;
-        Ok(r)
+        Err(ApprovalError::Busy(id.to_string()))
     }
 
     /// Every check made again against the current state; the permit to sign, or why
@@ -277,17 +286,25 @@ impl Approvals {
         Ok(())
     }
 
-    /// Signs approved requests whose signing did not finish (a crash, a failed push),
-    /// after checking them again; each is audited.
-    pub async fn resume(&self) {
-        let _one = self.decide.lock().await;
-        let Ok(all) = self.list(false).await else {
-            return;
-        };
-        let unfinished: Vec<_> = all
-            .into_iter()
-            .filter(|r| r.status == State::Approved)
-            .collect();
+    /// Approved requests whose signing did not finish before this start (a crash, a
+    /// failed push): taken before the API serves, so that none of them is a request
+    /// this process is signing.
+    pub async fn unfinished(&self) -> Vec<ApprovalRecord> {
+        match self.list(false).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|r| r.status == State::Approved)
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list approvals to resume");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Signs the requests [`Approvals::unfinished`] found, after checking them again;
+    /// each is audited.
+    pub async fn resume(&self, unfinished: Vec<ApprovalRecord>) {
         let count = unfinished.len();
         for r in unfinished {
             tracing::info!(approval = %r.id, "signing an approved request left unfinished");

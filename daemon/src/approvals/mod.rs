@@ -16,7 +16,7 @@ use crate::keys::{KeyError, KeyRegistry};
 use crate::signing::blob::{BlobSigner, Described};
 use crate::signing::{ImageError, ImageSigner};
 use crate::store::integrity::{IntegrityError, ProtectedStore};
-use crate::store::{Namespace, StoreError};
+use crate::store::{Expect, Namespace, Revision, StoreError};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +53,9 @@ pub enum ApprovalError {
     /// A stored approval failed its integrity check, or the MAC key failed.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// The request kept changing under this decision (many deciders at once).
+    #[error("approval {0} is being decided by other requests; try again")]
+    Busy(String),
     /// The system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
@@ -182,7 +185,10 @@ pub struct ApprovalRecord {
     pub error: Option<String>,
 }
 
-/// Requests one principal may have waiting at once.
+/// How often a decision is tried again when the request changed under it.
+const CAS_TRIES: usize = 32;
+
+/// Requests a principal may have waiting at once.
 pub const MAX_PENDING_PER_PRINCIPAL: usize = 100;
 
 /// All approvals.
@@ -194,8 +200,6 @@ pub struct Approvals {
     principals: Arc<Principals>,
     audit: Arc<AuditLog>,
     ttl: Duration,
-    /// Decisions one at a time, so two approvals never both trigger signing.
-    decide: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -222,27 +226,28 @@ impl Approvals {
             principals,
             audit,
             ttl,
-            decide: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// Stores an approval its executor owns (an approved request being signed).
     async fn save(&self, r: &ApprovalRecord) -> Result<(), ApprovalError> {
         Ok(self.store.put(Namespace::Approvals, &r.id, r).await?)
     }
 
-    async fn expire(&self, mut r: ApprovalRecord) -> Result<ApprovalRecord, ApprovalError> {
-        if r.status == State::Pending && OffsetDateTime::now_utc() > r.expires_at {
-            r.status = State::Expired;
-            self.save(&r).await?;
-        }
-        Ok(r)
+    /// Stores `r` if the record is still at `rev`: deciding (approve, deny, expire)
+    /// is a compare-and-swap, so two deciders, in one daemon or two, never both win.
+    async fn save_if(&self, r: &ApprovalRecord, rev: Revision) -> Result<bool, ApprovalError> {
+        Ok(self
+            .store
+            .put_if(Namespace::Approvals, &r.id, r, Expect::At(rev))
+            .await?)
     }
 
-    /// An approval by id; one whose stored record fails its integrity check is refused.
-    pub async fn get(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        let r: ApprovalRecord = self
+    /// The stored record and its revision, refused if it names another id.
+    async fn read(&self, id: &str) -> Result<(ApprovalRecord, Revision), ApprovalError> {
+        let (r, rev): (ApprovalRecord, Revision) = self
             .store
-            .get(Namespace::Approvals, id)
+            .get_rev(Namespace::Approvals, id)
             .await?
             .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
         if r.id != id {
@@ -251,7 +256,30 @@ impl Approvals {
                 key: id.to_string(),
             }));
         }
-        self.expire(r).await
+        Ok((r, rev))
+    }
+
+    /// An approval by id with its revision; a pending request past its time is marked
+    /// expired first (unless it is decided meanwhile). One whose stored record fails its
+    /// integrity check is refused.
+    pub(crate) async fn get_rev(
+        &self,
+        id: &str,
+    ) -> Result<(ApprovalRecord, Revision), ApprovalError> {
+        for _ in 0..CAS_TRIES {
+            let (mut r, rev) = self.read(id).await?;
+            if r.status != State::Pending || OffsetDateTime::now_utc() <= r.expires_at {
+                return Ok((r, rev));
+            }
+            r.status = State::Expired;
+            self.save_if(&r, rev).await?;
+        }
+        Err(ApprovalError::Busy(id.to_string()))
+    }
+
+    /// An approval by id; one whose stored record fails its integrity check is refused.
+    pub async fn get(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        Ok(self.get_rev(id).await?.0)
     }
 
     /// All approvals, newest first. Records that fail their integrity check are left
@@ -274,7 +302,11 @@ impl Approvals {
                     continue;
                 }
             };
-            let r = self.expire(r).await?;
+            let r = if r.status == State::Pending && OffsetDateTime::now_utc() > r.expires_at {
+                self.get(&k).await?
+            } else {
+                r
+            };
             if !pending_only || r.status == State::Pending {
                 out.push(r);
             }

@@ -8,7 +8,7 @@
 use crate::hsm::HsmError;
 use crate::keys::Backends;
 use crate::store::integrity::{IntegrityError, ProtectedStore};
-use crate::store::{Namespace, StoreError};
+use crate::store::{Expect, Namespace, Revision, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,10 @@ use zeroize::Zeroizing;
 /// Why a second factor was refused. Messages never contain the secret or the code.
 #[derive(Debug, thiserror::Error)]
 pub enum MfaError {
+    /// The principal's second-factor state kept changing under this request (many
+    /// concurrent requests for one principal); nothing was decided.
+    #[error("the second factor of principal {0:?} is being checked by other requests; try again")]
+    Busy(String),
     /// The action needs a code and none was given.
     #[error("MFA required: {0} needs a one-time code (pass --otp CODE)")]
     Required(String),
@@ -79,7 +83,7 @@ pub struct MfaSettings {
     pub lockout: Duration,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Enrolment {
     /// The TOTP secret sealed by the HSM key, hex.
     sealed: String,
@@ -110,9 +114,11 @@ pub struct Mfa {
     backends: Arc<Backends>,
     key: SealingKey,
     settings: MfaSettings,
-    /// One check at a time, so that two requests cannot both use a code.
-    checks: tokio::sync::Mutex<()>,
 }
+
+/// How often a change of a principal's second-factor state is tried again when
+/// another request (or daemon) changed it first.
+const CAS_TRIES: usize = 32;
 
 impl std::fmt::Debug for Mfa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +160,6 @@ impl Mfa {
             backends,
             key,
             settings,
-            checks: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -202,24 +207,65 @@ impl Mfa {
         Ok(Zeroizing::new(plain))
     }
 
-    async fn load(&self, principal: &str) -> Result<Option<Enrolment>, MfaError> {
-        Ok(self.store.get(Namespace::Mfa, principal).await?)
+    async fn load(&self, principal: &str) -> Result<Option<(Enrolment, Revision)>, MfaError> {
+        Ok(self.store.get_rev(Namespace::Mfa, principal).await?)
     }
 
-    async fn save(&self, principal: &str, e: &Enrolment) -> Result<(), MfaError> {
-        Ok(self.store.put(Namespace::Mfa, principal, e).await?)
+    /// Stores `e` if the enrolment is still at `rev` (absent for `None`): two requests,
+    /// or two daemons, can never both use one code or both reset a lockout.
+    async fn save_if(
+        &self,
+        principal: &str,
+        e: &Enrolment,
+        rev: Option<Revision>,
+    ) -> Result<bool, MfaError> {
+        let expect = rev.map_or(Expect::Absent, Expect::At);
+        Ok(self
+            .store
+            .put_if(Namespace::Mfa, principal, e, expect)
+            .await?)
+    }
+
+    /// Checks `code` against the stored enrolment (`check` picks it, or refuses), and
+    /// stores what the check changed (replay step, failures, lockout) only if nobody
+    /// changed the enrolment meanwhile; otherwise checks again against what they wrote.
+    async fn checked(
+        &self,
+        principal: &str,
+        code: &str,
+        mut check: impl FnMut(Option<Enrolment>) -> Result<Option<Enrolment>, MfaError>,
+        then: impl Fn(&mut Enrolment),
+    ) -> Result<(), MfaError> {
+        for _ in 0..CAS_TRIES {
+            let (found, rev) = match self.load(principal).await? {
+                Some((e, rev)) => (Some(e), Some(rev)),
+                None => (None, None),
+            };
+            let Some(mut e) = check(found)? else {
+                return Ok(());
+            };
+            let before = e.clone();
+            let outcome = self.check_code(principal, &mut e, code).await;
+            if outcome.is_ok() {
+                then(&mut e);
+            }
+            if e == before || self.save_if(principal, &e, rev).await? {
+                return outcome;
+            }
+        }
+        Err(MfaError::Busy(principal.to_string()))
     }
 
     /// Starts an enrolment (or replaces an unconfirmed one). With `confirmed`, the
     /// enrolment is active at once (the first admin at `keywardd init`).
     pub async fn enroll(&self, principal: &str, confirmed: bool) -> Result<NewEnrolment, MfaError> {
-        let _one = self.checks.lock().await;
-        if let Some(e) = self.load(principal).await?
-            && e.confirmed
-            && !confirmed
-        {
-            return Err(MfaError::AlreadyEnrolled(principal.to_string()));
-        }
+        let rev = match self.load(principal).await? {
+            Some((e, _)) if e.confirmed && !confirmed => {
+                return Err(MfaError::AlreadyEnrolled(principal.to_string()));
+            }
+            Some((_, rev)) => Some(rev),
+            None => None,
+        };
         let mut secret = Zeroizing::new(vec![0u8; 20]);
         getrandom::getrandom(secret.as_mut_slice()).map_err(|e| HsmError::Device {
             op: "random",
@@ -231,39 +277,38 @@ impl Mfa {
                 .map_err(|e| HsmError::InvalidInput(format!("TOTP URI: {e}")))?,
         );
         let sealed = self.seal(principal, secret.to_vec()).await?;
-        self.save(
-            principal,
-            &Enrolment {
-                sealed: hex::encode(sealed),
-                bound: true,
-                confirmed,
-                last_step: 0,
-                failures: 0,
-                locked_until: None,
-            },
-        )
-        .await?;
+        let e = Enrolment {
+            sealed: hex::encode(sealed),
+            bound: true,
+            confirmed,
+            last_step: 0,
+            failures: 0,
+            locked_until: None,
+        };
+        // Written only over the enrolment read above: a concurrent confirm wins.
+        if !self.save_if(principal, &e, rev).await? {
+            return Err(MfaError::Busy(principal.to_string()));
+        }
         Ok(NewEnrolment { uri })
     }
 
     /// Whether the principal has a confirmed second factor.
     pub async fn enrolled(&self, principal: &str) -> Result<bool, MfaError> {
-        Ok(self.load(principal).await?.is_some_and(|e| e.confirmed))
+        Ok(self
+            .load(principal)
+            .await?
+            .is_some_and(|(e, _)| e.confirmed))
     }
 
     /// Activates a pending enrolment with a first code.
     pub async fn confirm(&self, principal: &str, code: &str) -> Result<(), MfaError> {
-        let _one = self.checks.lock().await;
-        let mut e = self
-            .load(principal)
-            .await?
-            .ok_or_else(|| MfaError::NothingToConfirm(principal.to_string()))?;
-        if e.confirmed {
-            return Ok(());
-        }
-        self.check_code(principal, &mut e, code).await?;
-        e.confirmed = true;
-        self.save(principal, &e).await
+        let pick = |found: Option<Enrolment>| match found {
+            None => Err(MfaError::NothingToConfirm(principal.to_string())),
+            Some(e) if e.confirmed => Ok(None),
+            Some(e) => Ok(Some(e)),
+        };
+        self.checked(principal, code, pick, |e| e.confirmed = true)
+            .await
     }
 
     /// Checks a code for an action that needs MFA.
@@ -273,15 +318,19 @@ impl Mfa {
         what: &str,
         code: Option<&str>,
     ) -> Result<(), MfaError> {
-        let _one = self.checks.lock().await;
-        let mut e = match self.load(principal).await? {
-            Some(e) if e.confirmed => e,
-            _ => return Err(MfaError::NotEnrolled(principal.to_string())),
+        let pick = |found: Option<Enrolment>| match found {
+            Some(e) if e.confirmed => match code {
+                Some(_) => Ok(Some(e)),
+                None => Err(MfaError::Required(what.to_string())),
+            },
+            _ => Err(MfaError::NotEnrolled(principal.to_string())),
         };
-        let code = code.ok_or_else(|| MfaError::Required(what.to_string()))?;
-        self.check_code(principal, &mut e, code).await
+        self.checked(principal, code.unwrap_or_default(), pick, |_| {})
+            .await
     }
 
+    /// Checks `code` and updates `e` (replay step, failures, lockout); the caller
+    /// stores `e` if it changed.
     async fn check_code(
         &self,
         principal: &str,
@@ -313,7 +362,7 @@ impl Mfa {
             Some(step) => {
                 e.last_step = step;
                 e.failures = 0;
-                self.save(principal, e).await
+                Ok(())
             }
             None => {
                 e.failures += 1;
@@ -321,7 +370,6 @@ impl Mfa {
                     let until = now + self.settings.lockout;
                     e.locked_until = Some(until);
                     e.failures = 0;
-                    self.save(principal, e).await?;
                     tracing::warn!(principal, until = %until.format(&Rfc3339).unwrap_or_default(), "MFA lockout after too many wrong codes");
                     return Err(MfaError::Locked {
                         principal: principal.to_string(),
@@ -329,7 +377,6 @@ impl Mfa {
                     });
                 }
                 let remaining = self.settings.max_failures - e.failures;
-                self.save(principal, e).await?;
                 Err(MfaError::Wrong { remaining })
             }
         }

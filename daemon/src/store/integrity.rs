@@ -13,7 +13,7 @@
 //! carried MACs is migrated once, when the instance's MAC key is created; afterwards a
 //! record without a MAC is refused like a forged one.
 
-use super::{Namespace, Store, StoreError};
+use super::{Expect, Namespace, Revision, Store, StoreError, Txn};
 use crate::hsm::HsmError;
 use crate::keys::Backends;
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,34 @@ impl ProtectedStore {
         };
         let record = self.mac.open(ns, key, &stored).await?;
         decode(key, record).map(Some)
+    }
+
+    /// Reads and checks a record with its revision, for [`ProtectedStore::put_if`].
+    pub async fn get_rev<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<(T, Revision)>, IntegrityError> {
+        let Some((stored, rev)) = self.store.get_rev(ns, key)? else {
+            return Ok(None);
+        };
+        let record = self.mac.open(ns, key, &stored).await?;
+        Ok(Some((decode(key, record)?, rev)))
+    }
+
+    /// Writes a record with its MAC only if it is still as `expect` says (nobody
+    /// changed it since it was read); returns whether it wrote. On `false`, read it
+    /// again and decide again.
+    pub async fn put_if<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<bool, IntegrityError> {
+        let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
+        let txn = Txn::new().expect(ns, key, expect).put(ns, key, stored);
+        Ok(self.store.txn(&txn)?)
     }
 
     /// Every record of a namespace, each checked on its own: a bad one does not hide

@@ -1,8 +1,11 @@
 //! Storage of Keyward's state behind a small trait, so that domain code never sees the
 //! engine (sled by default; a replicated deployment can put an etcd store here).
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod integrity;
 mod sled_store;
+mod sled_txn;
 
 pub use sled_store::SledStore;
 
@@ -37,7 +40,7 @@ impl Namespace {
     ];
 
     /// A byte naming the namespace in the write-ahead log.
-    fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         Self::ALL.iter().position(|n| *n == self).unwrap_or(0) as u8
     }
 
@@ -74,6 +77,57 @@ pub enum StoreError {
     },
 }
 
+/// A record's revision: a different one after every change of the record. Opaque:
+/// get it with [`Store::get_rev`], hand it back in a [`Txn`] check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revision(pub(crate) u64);
+
+/// What a transaction expects of a record before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// That there is none.
+    Absent,
+    /// That it is still at this revision (nobody changed it since it was read).
+    At(Revision),
+}
+
+/// Checks and writes applied together: every write if every check holds, else none.
+/// The way for two daemons sharing a store (or two requests in one) to change the same
+/// record without a lock: read with [`Store::get_rev`], decide, write with a check, and
+/// read again and retry when the check failed.
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    /// Records and what they must be.
+    pub checks: Vec<(Namespace, String, Expect)>,
+    /// Records to put (`Some`) or delete (`None`).
+    pub writes: Vec<(Namespace, String, Option<Vec<u8>>)>,
+}
+
+impl Txn {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a check.
+    pub fn expect(mut self, ns: Namespace, key: &str, expect: Expect) -> Self {
+        self.checks.push((ns, key.to_string(), expect));
+        self
+    }
+
+    /// Adds a put.
+    pub fn put(mut self, ns: Namespace, key: &str, value: Vec<u8>) -> Self {
+        self.writes.push((ns, key.to_string(), Some(value)));
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(mut self, ns: Namespace, key: &str) -> Self {
+        self.writes.push((ns, key.to_string(), None));
+        self
+    }
+}
+
 /// Durable key-value storage. Every write is durable when the call returns.
 pub trait Store: Send + Sync {
     /// Reads a record.
@@ -103,6 +157,14 @@ pub trait Store: Send + Sync {
     fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
     /// Waits until the write with this token is durable.
     fn wait_durable(&self, token: u64) -> Result<(), StoreError>;
+    /// Reads a record with its revision.
+    fn get_rev(&self, ns: Namespace, key: &str) -> Result<Option<(Vec<u8>, Revision)>, StoreError>;
+    /// Applies every write of `txn` if every check holds, durably; returns whether it
+    /// did (false: a check failed and nothing was written). Checks see what
+    /// [`Store::put`], [`Store::create`] and earlier transactions wrote; deferred writes
+    /// (audit records, ledger entries: append-only, never checked) are not for
+    /// transactions.
+    fn txn(&self, txn: &Txn) -> Result<bool, StoreError>;
 }
 
 /// Reads and decodes a JSON record.
