@@ -171,6 +171,7 @@ fn rotation_retires_the_old_version_which_still_verifies_but_never_signs() {
         "v1.pem",
         d.ok(&["key", "public", "release"]).as_bytes(),
     );
+    d.ok(&["sign-blob", "--key", "release", blob.to_str().unwrap()]);
     let rotated: serde_json::Value =
         serde_json::from_str(&d.ok(&["-o", "json", "key", "rotate", "release"])).unwrap();
     assert_eq!(rotated["active_version"], 2);
@@ -201,6 +202,22 @@ fn rotation_retires_the_old_version_which_still_verifies_but_never_signs() {
         !openssl_verifies("ecdsa-p256", &v1_pub, &sig, &blob),
         "the retired version signed"
     );
+    // What each version signed, from the ledger's index by key and version.
+    let listed = |extra: &[&str]| -> Vec<u64> {
+        let mut args = vec!["-o", "json", "signatures", "list", "--key", "release"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&d.ok(&args)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(listed(&[]), [1, 2]);
+    assert_eq!(listed(&["--version", "1"]), [1]);
+    assert_eq!(listed(&["--version", "2"]), [2]);
+    let err = d.fails(&["signatures", "list", "--version", "1"]);
+    assert!(err.contains("--key"), "{err}");
     let err = d.fails(&["key", "public", "release", "--version", "7"]);
     assert!(
         err.contains("no version 7") && err.contains("not found"),

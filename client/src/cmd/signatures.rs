@@ -11,6 +11,9 @@ pub enum SignaturesCommand {
         /// Only this key.
         #[arg(long)]
         key: Option<String>,
+        /// Only this version of the key.
+        #[arg(long = "version", requires = "key")]
+        key_version: Option<u32>,
         /// Signed at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -38,6 +41,7 @@ impl SignaturesCommand {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let SignaturesCommand::List {
             key,
+            key_version,
             since,
             until,
             repository,
@@ -47,6 +51,7 @@ impl SignaturesCommand {
             since: since.unwrap_or_default(),
             until: until.unwrap_or_default(),
             repository: repository.unwrap_or_default(),
+            version: key_version,
             ..Default::default()
         };
         ctx.show(&ctx.client.list_signatures_all(req).await?);

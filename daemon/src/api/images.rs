@@ -187,8 +187,14 @@ impl pb::image_service_server::ImageService for ImageApi {
         let call = admitted(&req)?;
         let r = req.into_inner();
         let result = (|| {
+            if r.version.is_some() && r.key.is_empty() {
+                return Err(ImageError::InvalidArgument(
+                    "a key version was given without a key: pass --key too".into(),
+                ));
+            }
             let q = LedgerQuery {
                 key: (!r.key.is_empty()).then(|| r.key.clone()),
+                version: r.version,
                 since: time_arg("since", &r.since)?,
                 until: time_arg("until", &r.until)?,
                 repository: if r.repository.is_empty() {

@@ -78,6 +78,10 @@ impl App {
             limits: i.config.oci.clone(),
         });
         let ledger = SignatureLedger::new(i.store.clone());
+        let to_index = ledger.clone();
+        tokio::task::spawn_blocking(move || to_index.ensure_index())
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))??;
         let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));
         let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = i.server_identity(&ca).await?;

@@ -1,6 +1,8 @@
-//! The signature ledger: every signature and attestation Keyward pushed.
+//! The signature ledger: every signature and attestation Keyward pushed, and every
+//! blob it signed. Entries are kept by time; an index by key and version
+//! (`Namespace::LedgerByKey`) lists what one key signed without reading the rest.
 
-use crate::store::{self, Namespace, Store, StoreError};
+use crate::store::{self, Namespace, Store, StoreError, Txn};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -46,6 +48,8 @@ pub struct LedgerEntry {
 pub struct LedgerQuery {
     /// Only this key.
     pub key: Option<String>,
+    /// Only this version of the key (needs `key`).
+    pub version: Option<u32>,
     /// Signed at or after.
     pub since: Option<OffsetDateTime>,
     /// Signed before.
@@ -80,22 +84,60 @@ impl SignatureLedger {
         }
     }
 
-    /// Records an entry durably. The write (and its fsync, shared with concurrent
-    /// writers) runs on the blocking pool, not on the async runtime.
+    /// Records an entry and its index entry durably, together. The write (and its
+    /// fsync, shared with concurrent writers) runs on the blocking pool, not on the
+    /// async runtime.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
         let (key, value) = self.row(entry)?;
+        let txn = Txn::new()
+            .put(Namespace::LedgerByKey, &index_key(entry, &key), Vec::new())
+            .put(Namespace::Ledger, &key, value);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put(Namespace::Ledger, &key, &value))
+        tokio::task::spawn_blocking(move || store.txn(&txn).map(|_| ()))
             .await
             .map_err(|e| StoreError::Engine(e.to_string()))?
     }
 
-    /// Writes an entry without waiting for it to be durable; returns the store's write
-    /// token. The caller makes it durable before it answers (the request's outcome
-    /// audit record does, in the same group commit).
+    /// Writes an entry and its index entry without waiting for them to be durable;
+    /// returns the store's write token. The caller makes it durable before it answers
+    /// (the request's outcome audit record does, in the same group commit). The index
+    /// entry goes first: a crash can leave an index entry without its entry (never
+    /// acknowledged, skipped when read), never an entry the index misses.
     pub fn record_pending(&self, entry: &LedgerEntry) -> Result<u64, StoreError> {
         let (key, value) = self.row(entry)?;
+        self.store
+            .put_deferred(Namespace::LedgerByKey, &index_key(entry, &key), &[])?;
         self.store.put_deferred(Namespace::Ledger, &key, &value)
+    }
+
+    /// Indexes entries written before the index existed (once per store; repeating it
+    /// writes the same index keys).
+    pub fn ensure_index(&self) -> Result<u64, StoreError> {
+        const DONE: &str = "ledger_index";
+        if self.store.get(Namespace::Meta, DONE)?.is_some() {
+            return Ok(0);
+        }
+        let (mut cursor, mut n) = (String::new(), 0);
+        loop {
+            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000)?;
+            let Some((last, _)) = batch.last() else { break };
+            cursor = last.clone();
+            let mut txn = Txn::new();
+            for (k, v) in &batch {
+                let e = decode(k, v)?;
+                txn = txn.put(Namespace::LedgerByKey, &index_key(&e, k), Vec::new());
+                n += 1;
+            }
+            self.store.txn(&txn)?;
+        }
+        self.store.put(Namespace::Meta, DONE, b"1")?;
+        if n > 0 {
+            tracing::info!(
+                entries = n,
+                "indexed the signature ledger by key and version"
+            );
+        }
+        Ok(n)
     }
 
     /// The entry's store key: its time, then a counter with a random start (drawn
@@ -106,9 +148,10 @@ impl SignatureLedger {
         Ok((key, store::to_json(entry)?))
     }
 
-    /// Entries matching the query, oldest first: at most `limit` after the cursor
-    /// `after` (empty: from the start), and the cursor of the next page (empty on the
-    /// last). Walks the ledger in batches, never all of it at once.
+    /// Entries matching the query, oldest first (with a key: by version, then oldest
+    /// first): at most `limit` after the cursor `after` (empty: from the start), and
+    /// the cursor of the next page (empty on the last). Walks the ledger, or for a key
+    /// its index, in batches, never all of it at once.
     pub fn list_page(
         &self,
         q: &LedgerQuery,
@@ -119,27 +162,46 @@ impl SignatureLedger {
             require_literal_separator: true,
             ..Default::default()
         };
+        let keep = |e: &LedgerEntry| {
+            q.key.as_ref().is_none_or(|key| key == &e.key)
+                && q.version.is_none_or(|v| v == e.version)
+                && q.since.is_none_or(|t| e.time >= t)
+                && q.until.is_none_or(|t| e.time < t)
+                && q.repository.as_ref().is_none_or(|p| {
+                    p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
+                })
+        };
+        let prefix = match (&q.key, q.version) {
+            (Some(k), Some(v)) => Some(format!("{k}/v{v:010}/")),
+            (Some(k), None) => Some(format!("{k}/")),
+            (None, _) => None,
+        };
         let mut out = Vec::new();
         let mut cursor = after.to_string();
         loop {
-            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000)?;
+            let batch = match &prefix {
+                Some(p) => self
+                    .store
+                    .scan_prefix(Namespace::LedgerByKey, p, &cursor, 1000)?,
+                None => self.store.scan(Namespace::Ledger, &cursor, 1000)?,
+            };
             if batch.is_empty() {
                 return Ok((out, String::new()));
             }
             for (k, v) in batch {
                 cursor = k.clone();
-                let e: LedgerEntry =
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                        key: k,
-                        detail: e.to_string(),
-                    })?;
-                if q.key.as_ref().is_some_and(|key| key != &e.key)
-                    || q.since.is_some_and(|t| e.time < t)
-                    || q.until.is_some_and(|t| e.time >= t)
-                    || q.repository.as_ref().is_some_and(|p| {
-                        !p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
-                    })
-                {
+                let e = if prefix.is_some() {
+                    let row = k.rsplit('/').next().unwrap_or_default();
+                    // An index entry whose entry was never written (a crash between
+                    // the two, never acknowledged) is skipped.
+                    match self.store.get(Namespace::Ledger, row)? {
+                        Some(v) => decode(row, &v)?,
+                        None => continue,
+                    }
+                } else {
+                    decode(&k, &v)?
+                };
+                if !keep(&e) {
                     continue;
                 }
                 out.push(e);
@@ -148,5 +210,108 @@ impl SignatureLedger {
                 }
             }
         }
+    }
+}
+
+/// The index key of an entry stored under `row`.
+fn index_key(e: &LedgerEntry, row: &str) -> String {
+    format!("{}/v{:010}/{row}", e.key, e.version)
+}
+
+fn decode(key: &str, v: &[u8]) -> Result<LedgerEntry, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn entry(key: &str, version: u32, n: i64) -> LedgerEntry {
+        LedgerEntry {
+            kind: "blob".into(),
+            registry: String::new(),
+            repository: String::new(),
+            digest: format!("sha256:{n}"),
+            tag: String::new(),
+            reference: String::new(),
+            key: key.into(),
+            version,
+            fingerprint: String::new(),
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000 + n).unwrap(),
+            requester: "ci".into(),
+            pushed_to: String::new(),
+            size: 0,
+            request_hash: String::new(),
+        }
+    }
+
+    fn digests(ledger: &SignatureLedger, q: &LedgerQuery, limit: usize) -> Vec<String> {
+        let (mut all, mut cursor) = (Vec::new(), String::new());
+        loop {
+            let (page, next) = ledger.list_page(q, &cursor, limit).unwrap();
+            all.extend(page.into_iter().map(|e| e.digest));
+            if next.is_empty() {
+                return all;
+            }
+            cursor = next;
+        }
+    }
+
+    #[test]
+    fn what_a_key_or_a_version_signed_is_read_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
+        let ledger = SignatureLedger::new(store.clone());
+        for (i, (k, v)) in [("a", 1), ("b", 1), ("a", 2), ("a", 1), ("ab", 1)]
+            .iter()
+            .enumerate()
+        {
+            let t = ledger.record_pending(&entry(k, *v, i as i64)).unwrap();
+            store.wait_durable(t).unwrap();
+        }
+        let q = |key: &str, version| LedgerQuery {
+            key: Some(key.into()),
+            version,
+            ..Default::default()
+        };
+        assert_eq!(
+            digests(&ledger, &q("a", None), 1),
+            ["sha256:0", "sha256:3", "sha256:2"]
+        );
+        assert_eq!(digests(&ledger, &q("a", Some(2)), 10), ["sha256:2"]);
+        assert_eq!(digests(&ledger, &q("ab", None), 10), ["sha256:4"]);
+        assert_eq!(digests(&ledger, &LedgerQuery::default(), 2).len(), 5);
+        // An index entry whose entry never made it (a crash between the two) is skipped.
+        store
+            .put(Namespace::LedgerByKey, "a/v0000000001/999", b"")
+            .unwrap();
+        assert_eq!(
+            digests(&ledger, &q("a", Some(1)), 10),
+            ["sha256:0", "sha256:3"]
+        );
+    }
+
+    #[test]
+    fn a_ledger_written_before_the_index_is_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
+        let ledger = SignatureLedger::new(store.clone());
+        for i in 0..3 {
+            let e = entry("old", 1, i);
+            let (row, value) = ledger.row(&e).unwrap();
+            store.put(Namespace::Ledger, &row, &value).unwrap();
+        }
+        let q = LedgerQuery {
+            key: Some("old".into()),
+            ..Default::default()
+        };
+        assert!(digests(&ledger, &q, 10).is_empty(), "no index yet");
+        assert_eq!(ledger.ensure_index().unwrap(), 3);
+        assert_eq!(digests(&ledger, &q, 10).len(), 3);
+        assert_eq!(ledger.ensure_index().unwrap(), 0, "indexed again");
     }
 }

@@ -26,10 +26,14 @@ pub enum Namespace {
     Mfa,
     /// Signing requests waiting for approval, by id.
     Approvals,
+    /// The ledger by key and version: `key/v0000000001/<ledger key>`, empty values.
+    LedgerByKey,
 }
 
 impl Namespace {
-    pub(crate) const ALL: [Namespace; 7] = [
+    /// Every namespace; its position is its tag in the write-ahead log, so new ones
+    /// go at the end.
+    pub(crate) const ALL: [Namespace; 8] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -37,6 +41,7 @@ impl Namespace {
         Namespace::Audit,
         Namespace::Mfa,
         Namespace::Approvals,
+        Namespace::LedgerByKey,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -57,6 +62,7 @@ impl Namespace {
             Namespace::Audit => "audit",
             Namespace::Mfa => "mfa",
             Namespace::Approvals => "approvals",
+            Namespace::LedgerByKey => "ledger_by_key",
         }
     }
 }
@@ -148,6 +154,27 @@ pub trait Store: Send + Sync {
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// At most `limit` records whose key starts with `prefix` and comes after `after`
+    /// (from the first when empty), ordered by key.
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = if after.is_empty() { prefix } else { after };
+        let mut out = self.scan(ns, start, limit)?;
+        // A record whose key is `prefix` itself comes first when `after` is empty.
+        if after.is_empty()
+            && let Some((k, v)) = self.get(ns, prefix)?.map(|v| (prefix.to_string(), v))
+        {
+            out.insert(0, (k, v));
+            out.truncate(limit);
+        }
+        out.retain(|(k, _)| k.starts_with(prefix));
+        Ok(out)
+    }
     /// The record with the greatest key.
     fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
     /// Writes a record without waiting for durability; returns a token for
