@@ -171,7 +171,7 @@ async fn run(command: Command) -> Result<()> {
                 .await??;
             let cfg = Config::load(&layout.config_file())?;
             let instance = Instance::open(cfg).await?;
-            if instance.ca()?.is_none() {
+            if instance.ca().await?.is_none() {
                 let id = instance.initialise("admin").await?;
                 // The endpoint is known only once bound; client.toml is written below.
                 id.write(&layout.dir, None)?;

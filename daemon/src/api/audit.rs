@@ -73,7 +73,9 @@ impl pb::audit_service_server::AuditService for AuditApi {
         tokio::spawn(async move {
             let mut cursor = String::new();
             loop {
-                let page = audit.export_page(from_seq, &cursor, since, EXPORT_PAGE);
+                let page = audit
+                    .export_page(from_seq, &cursor, since, EXPORT_PAGE)
+                    .await;
                 let (lines, next) = match page {
                     Ok(p) => p,
                     Err(e) => {

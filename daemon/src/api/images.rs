@@ -186,7 +186,7 @@ impl pb::image_service_server::ImageService for ImageApi {
     ) -> Result<Response<pb::ListSignaturesResponse>, Status> {
         let call = admitted(&req)?;
         let r = req.into_inner();
-        let result = (|| {
+        let result = async {
             if r.version.is_some() && r.key.is_empty() {
                 return Err(ImageError::InvalidArgument(
                     "a key version was given without a key: pass --key too".into(),
@@ -208,12 +208,14 @@ impl pb::image_service_server::ImageService for ImageApi {
                     })?)
                 },
             };
-            Ok::<_, ImageError>(self.signer.ledger().list_page(
-                &q,
-                &r.page_token,
-                page::size(r.page_size),
-            )?)
-        })();
+            Ok::<_, ImageError>(
+                self.signer
+                    .ledger()
+                    .list_page(&q, &r.page_token, page::size(r.page_size))
+                    .await?,
+            )
+        }
+        .await;
         call.finish(result).await.map(|(entries, next_page_token)| {
             Response::new(pb::ListSignaturesResponse {
                 next_page_token,

@@ -45,14 +45,17 @@ where
         Existing::Refuse => StartError::AlreadyInitialised,
         Existing::Use => StartError::Config(format!("the {name} record disappeared; restart")),
     };
-    if let Some(r) = store::get_json::<R>(store, Namespace::Meta, name)? {
+    if let Some(r) = store::get_json::<R>(store, Namespace::Meta, name).await? {
         return match existing {
             Existing::Use => Ok(r),
             Existing::Refuse => Err(StartError::AlreadyInitialised),
         };
     }
     let made: Made<R> = pool.run("bootstrap", make).await?;
-    let stored = store::to_json(&made.record).and_then(|v| store.create(Namespace::Meta, name, &v));
+    let stored = match store::to_json(&made.record) {
+        Ok(v) => store.create(Namespace::Meta, name, &v).await,
+        Err(e) => Err(e),
+    };
     if matches!(stored, Ok(true)) {
         tracing::info!(
             key = name,
@@ -71,7 +74,9 @@ where
         Err(e) => Err(e.into()),
         // Another start made it first: use that one (or refuse, for the CA).
         _ => match existing {
-            Existing::Use => store::get_json::<R>(store, Namespace::Meta, name)?.ok_or_else(refuse),
+            Existing::Use => store::get_json::<R>(store, Namespace::Meta, name)
+                .await?
+                .ok_or_else(refuse),
             Existing::Refuse => Err(refuse()),
         },
     }
@@ -111,7 +116,7 @@ mod tests {
         ids
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_is_made_once_and_a_lost_race_leaves_no_object_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
@@ -140,12 +145,14 @@ mod tests {
         // Another start records its key between this one's check and its write: this
         // one's object is destroyed and the other's record is used.
         let racer = store.clone();
+        let runtime = tokio::runtime::Handle::current();
         let won: Rec = bootstrap(store.as_ref(), &pool, "r", Existing::Use, move |s| {
             let theirs = store::to_json(&Rec {
                 hsm_id: "theirs".into(),
             })
             .unwrap();
-            assert!(racer.create(Namespace::Meta, "r", &theirs).unwrap());
+            let created = runtime.block_on(racer.create(Namespace::Meta, "r", &theirs));
+            assert!(created.unwrap());
             make("r")(s)
         })
         .await

@@ -41,7 +41,8 @@ impl App {
     pub async fn build(instance: Instance) -> Result<Self, StartError> {
         let i = instance;
         let ca = i
-            .ca()?
+            .ca()
+            .await?
             .ok_or_else(|| StartError::NotInitialised(i.config.data_dir.display().to_string()))?;
         super::write_atomic(
             &i.config.data_dir.join("ca.pem"),
@@ -78,10 +79,7 @@ impl App {
             limits: i.config.oci.clone(),
         });
         let ledger = SignatureLedger::new(i.store.clone());
-        let to_index = ledger.clone();
-        tokio::task::spawn_blocking(move || to_index.ensure_index())
-            .await
-            .map_err(|e| StartError::Config(e.to_string()))??;
+        ledger.ensure_index().await?;
         let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));
         let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = i.server_identity(&ca).await?;
@@ -90,6 +88,7 @@ impl App {
             .client_ca_root(Certificate::from_pem(&ca.certificate_pem));
         let audit = Arc::new(
             AuditLog::open(i.store.clone(), audit_key, i.config.audit.enabled)
+                .await
                 .map_err(StartError::Store)?,
         );
         if !audit.enabled() {

@@ -133,8 +133,8 @@ impl Instance {
     }
 
     /// The CA record, if the instance is initialised.
-    pub fn ca(&self) -> Result<Option<CaRecord>, StartError> {
-        Ok(store::get_json(self.store.as_ref(), Namespace::Meta, "ca")?)
+    pub async fn ca(&self) -> Result<Option<CaRecord>, StartError> {
+        Ok(store::get_json(self.store.as_ref(), Namespace::Meta, "ca").await?)
     }
 
     pub(super) fn ca_pool(&self) -> Result<&HsmPool, StartError> {
@@ -146,7 +146,7 @@ impl Instance {
     /// Generates the CA key inside the HSM and the self-signed CA certificate, and
     /// issues the first admin's client identity. Refuses an initialised instance.
     pub async fn initialise(&self, admin: &str) -> Result<ClientIdentity, StartError> {
-        if self.ca()?.is_some() {
+        if self.ca().await?.is_some() {
             return Err(StartError::AlreadyInitialised);
         }
         crate::keys::validate_name(admin).map_err(StartError::Config)?;

@@ -16,7 +16,7 @@ impl AuditLog {
     /// last). With `since`, the first page starts with an anchor line naming the hash
     /// its first record follows, so that a verifier can check the export from there
     /// (`keyward audit verify --from`).
-    pub fn export_page(
+    pub async fn export_page(
         &self,
         from_seq: u64,
         after: &str,
@@ -30,7 +30,7 @@ impl AuditLog {
             // The last key before record `from_seq`: its predecessor's checkpoint.
             (true, n) => format!("{}c", record_key(n - 1)),
         };
-        let batch = self.store.scan(Namespace::Audit, &start, limit)?;
+        let batch = self.store.scan(Namespace::Audit, &start, limit).await?;
         let next = if batch.len() == limit {
             batch.last().map(|(k, _)| k.clone()).unwrap_or_default()
         } else {

@@ -84,21 +84,21 @@ pub struct AuditLog {
     enabled: bool,
     /// Group commit: appenders hand their write token to one flusher thread, which
     /// makes every pending record durable with one fsync and then answers them all.
-    flusher: Mutex<std::sync::mpsc::Sender<Waiter>>,
+    flusher: tokio::sync::mpsc::UnboundedSender<Waiter>,
     /// Why the last checkpoint failed; while set, requests that change state or sign
     /// are refused and /healthz answers 503.
     blocked: Mutex<Option<String>>,
 }
 
 /// Waits for pending writes, makes all of them durable at once, answers each waiter.
-fn flush_loop(store: Arc<dyn Store>, rx: std::sync::mpsc::Receiver<Waiter>) {
-    while let Ok(first) = rx.recv() {
+async fn flush_loop(store: Arc<dyn Store>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiter>) {
+    while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let upto = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
-        let result = store.wait_durable(upto).map_err(|e| e.to_string());
+        let result = store.wait_durable(upto).await.map_err(|e| e.to_string());
         for (_, reply) in batch {
             let _ = reply.send(result.clone());
         }
@@ -115,14 +115,23 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Opens the log where it left off.
-    pub fn open(store: Arc<dyn Store>, key: AuditKey, enabled: bool) -> Result<Self, StoreError> {
+    pub async fn open(
+        store: Arc<dyn Store>,
+        key: AuditKey,
+        enabled: bool,
+    ) -> Result<Self, StoreError> {
         let mut head = Head {
             seq: 0,
             hash: GENESIS.to_string(),
             checkpointed: 0,
         };
         let (mut record_seen, mut checkpoint_seen) = (false, false);
-        for (k, v) in store.list_from(Namespace::Audit, "")?.into_iter().rev() {
+        for (k, v) in store
+            .list_from(Namespace::Audit, "")
+            .await?
+            .into_iter()
+            .rev()
+        {
             let line: Line = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 key: k.clone(),
                 detail: e.to_string(),
@@ -143,18 +152,14 @@ impl AuditLog {
                 break;
             }
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let flush_store = store.clone();
-        std::thread::Builder::new()
-            .name("audit-flush".into())
-            .spawn(move || flush_loop(flush_store, rx))
-            .map_err(|e| StoreError::Engine(format!("cannot start the audit flusher: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(flush_loop(store.clone(), rx));
         Ok(Self {
             store,
             head: Mutex::new(head),
             key,
             enabled,
-            flusher: Mutex::new(tx),
+            flusher: tx,
             blocked: Mutex::new(None),
         })
     }
@@ -231,8 +236,6 @@ impl AuditLog {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.flusher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send((token, tx))
             .map_err(|_| StoreError::Engine("the audit flusher stopped".into()))?;
         rx.await
@@ -274,12 +277,8 @@ impl AuditLog {
         let bytes = serde_json::to_vec(&rec).unwrap_or_default();
         // Through the same ordered commit as the records: the record it signs is
         // durable no later than the checkpoint itself.
-        tokio::task::spawn_blocking(move || {
-            let token = store.put_deferred(Namespace::Audit, &key, &bytes)?;
-            store.wait_durable(token)
-        })
-        .await
-        .map_err(|e| StoreError::Engine(e.to_string()))??;
+        let token = store.put_deferred(Namespace::Audit, &key, &bytes)?;
+        store.wait_durable(token).await?;
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         head.checkpointed = head.checkpointed.max(seq);
         Ok(Some(seq))

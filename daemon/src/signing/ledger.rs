@@ -92,10 +92,7 @@ impl SignatureLedger {
         let txn = Txn::new()
             .put(Namespace::LedgerByKey, &index_key(entry, &key), Vec::new())
             .put(Namespace::Ledger, &key, value);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.txn(&txn).map(|_| ()))
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))?
+        self.store.txn(&txn).await.map(|_| ())
     }
 
     /// Writes an entry and its index entry without waiting for them to be durable;
@@ -112,14 +109,14 @@ impl SignatureLedger {
 
     /// Indexes entries written before the index existed (once per store; repeating it
     /// writes the same index keys).
-    pub fn ensure_index(&self) -> Result<u64, StoreError> {
+    pub async fn ensure_index(&self) -> Result<u64, StoreError> {
         const DONE: &str = "ledger_index";
-        if self.store.get(Namespace::Meta, DONE)?.is_some() {
+        if self.store.get(Namespace::Meta, DONE).await?.is_some() {
             return Ok(0);
         }
         let (mut cursor, mut n) = (String::new(), 0);
         loop {
-            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000)?;
+            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
             let Some((last, _)) = batch.last() else { break };
             cursor = last.clone();
             let mut txn = Txn::new();
@@ -128,9 +125,9 @@ impl SignatureLedger {
                 txn = txn.put(Namespace::LedgerByKey, &index_key(&e, k), Vec::new());
                 n += 1;
             }
-            self.store.txn(&txn)?;
+            self.store.txn(&txn).await?;
         }
-        self.store.put(Namespace::Meta, DONE, b"1")?;
+        self.store.put(Namespace::Meta, DONE, b"1").await?;
         if n > 0 {
             tracing::info!(
                 entries = n,
@@ -152,7 +149,7 @@ impl SignatureLedger {
     /// first): at most `limit` after the cursor `after` (empty: from the start), and
     /// the cursor of the next page (empty on the last). Walks the ledger, or for a key
     /// its index, in batches, never all of it at once.
-    pub fn list_page(
+    pub async fn list_page(
         &self,
         q: &LedgerQuery,
         after: &str,
@@ -180,10 +177,12 @@ impl SignatureLedger {
         let mut cursor = after.to_string();
         loop {
             let batch = match &prefix {
-                Some(p) => self
-                    .store
-                    .scan_prefix(Namespace::LedgerByKey, p, &cursor, 1000)?,
-                None => self.store.scan(Namespace::Ledger, &cursor, 1000)?,
+                Some(p) => {
+                    self.store
+                        .scan_prefix(Namespace::LedgerByKey, p, &cursor, 1000)
+                        .await?
+                }
+                None => self.store.scan(Namespace::Ledger, &cursor, 1000).await?,
             };
             if batch.is_empty() {
                 return Ok((out, String::new()));
@@ -194,7 +193,7 @@ impl SignatureLedger {
                     let row = k.rsplit('/').next().unwrap_or_default();
                     // An index entry whose entry was never written (a crash between
                     // the two, never acknowledged) is skipped.
-                    match self.store.get(Namespace::Ledger, row)? {
+                    match self.store.get(Namespace::Ledger, row).await? {
                         Some(v) => decode(row, &v)?,
                         None => continue,
                     }
@@ -249,10 +248,10 @@ mod tests {
         }
     }
 
-    fn digests(ledger: &SignatureLedger, q: &LedgerQuery, limit: usize) -> Vec<String> {
+    async fn digests(ledger: &SignatureLedger, q: &LedgerQuery, limit: usize) -> Vec<String> {
         let (mut all, mut cursor) = (Vec::new(), String::new());
         loop {
-            let (page, next) = ledger.list_page(q, &cursor, limit).unwrap();
+            let (page, next) = ledger.list_page(q, &cursor, limit).await.unwrap();
             all.extend(page.into_iter().map(|e| e.digest));
             if next.is_empty() {
                 return all;
@@ -261,8 +260,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn what_a_key_or_a_version_signed_is_read_from_the_index() {
+    #[tokio::test]
+    async fn what_a_key_or_a_version_signed_is_read_from_the_index() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
         let ledger = SignatureLedger::new(store.clone());
@@ -271,7 +270,7 @@ mod tests {
             .enumerate()
         {
             let t = ledger.record_pending(&entry(k, *v, i as i64)).unwrap();
-            store.wait_durable(t).unwrap();
+            store.wait_durable(t).await.unwrap();
         }
         let q = |key: &str, version| LedgerQuery {
             key: Some(key.into()),
@@ -279,39 +278,40 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            digests(&ledger, &q("a", None), 1),
+            digests(&ledger, &q("a", None), 1).await,
             ["sha256:0", "sha256:3", "sha256:2"]
         );
-        assert_eq!(digests(&ledger, &q("a", Some(2)), 10), ["sha256:2"]);
-        assert_eq!(digests(&ledger, &q("ab", None), 10), ["sha256:4"]);
-        assert_eq!(digests(&ledger, &LedgerQuery::default(), 2).len(), 5);
+        assert_eq!(digests(&ledger, &q("a", Some(2)), 10).await, ["sha256:2"]);
+        assert_eq!(digests(&ledger, &q("ab", None), 10).await, ["sha256:4"]);
+        assert_eq!(digests(&ledger, &LedgerQuery::default(), 2).await.len(), 5);
         // An index entry whose entry never made it (a crash between the two) is skipped.
         store
             .put(Namespace::LedgerByKey, "a/v0000000001/999", b"")
+            .await
             .unwrap();
         assert_eq!(
-            digests(&ledger, &q("a", Some(1)), 10),
+            digests(&ledger, &q("a", Some(1)), 10).await,
             ["sha256:0", "sha256:3"]
         );
     }
 
-    #[test]
-    fn a_ledger_written_before_the_index_is_indexed_once() {
+    #[tokio::test]
+    async fn a_ledger_written_before_the_index_is_indexed_once() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
         let ledger = SignatureLedger::new(store.clone());
         for i in 0..3 {
             let e = entry("old", 1, i);
             let (row, value) = ledger.row(&e).unwrap();
-            store.put(Namespace::Ledger, &row, &value).unwrap();
+            store.put(Namespace::Ledger, &row, &value).await.unwrap();
         }
         let q = LedgerQuery {
             key: Some("old".into()),
             ..Default::default()
         };
-        assert!(digests(&ledger, &q, 10).is_empty(), "no index yet");
-        assert_eq!(ledger.ensure_index().unwrap(), 3);
-        assert_eq!(digests(&ledger, &q, 10).len(), 3);
-        assert_eq!(ledger.ensure_index().unwrap(), 0, "indexed again");
+        assert!(digests(&ledger, &q, 10).await.is_empty(), "no index yet");
+        assert_eq!(ledger.ensure_index().await.unwrap(), 3);
+        assert_eq!(digests(&ledger, &q, 10).await.len(), 3);
+        assert_eq!(ledger.ensure_index().await.unwrap(), 0, "indexed again");
     }
 }

@@ -12,14 +12,14 @@ use std::sync::Arc;
 pub type Open<'a> = &'a dyn Fn(&Path) -> Arc<dyn Store>;
 
 /// Runs every check against stores made by `open`.
-pub fn run(open: Open<'_>) {
-    reads_and_writes(open);
-    ordering_and_paging(open);
-    deferred_writes_are_readable_once_durable(open);
-    revisions_change_with_every_write(open);
-    transactions_are_all_or_nothing(open);
-    concurrent_compare_and_swap_loses_no_update(open);
-    everything_survives_a_reopen(open);
+pub async fn run(open: Open<'_>) {
+    reads_and_writes(open).await;
+    ordering_and_paging(open).await;
+    deferred_writes_are_readable_once_durable(open).await;
+    revisions_change_with_every_write(open).await;
+    transactions_are_all_or_nothing(open).await;
+    concurrent_compare_and_swap_loses_no_update(open).await;
+    everything_survives_a_reopen(open).await;
 }
 
 fn fresh(open: Open<'_>) -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -28,152 +28,178 @@ fn fresh(open: Open<'_>) -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, store)
 }
 
-fn reads_and_writes(open: Open<'_>) {
+async fn reads_and_writes(open: Open<'_>) {
     let (_d, s) = fresh(open);
-    assert_eq!(s.get(Namespace::Keys, "a").unwrap(), None);
-    assert!(s.create(Namespace::Keys, "a", b"1").unwrap());
+    assert_eq!(s.get(Namespace::Keys, "a").await.unwrap(), None);
+    assert!(s.create(Namespace::Keys, "a", b"1").await.unwrap());
     assert!(
-        !s.create(Namespace::Keys, "a", b"2").unwrap(),
+        !s.create(Namespace::Keys, "a", b"2").await.unwrap(),
         "create overwrote"
     );
     assert_eq!(
-        s.get(Namespace::Keys, "a").unwrap().as_deref(),
+        s.get(Namespace::Keys, "a").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
-    s.put(Namespace::Keys, "a", b"3").unwrap();
+    s.put(Namespace::Keys, "a", b"3").await.unwrap();
     assert_eq!(
-        s.get(Namespace::Keys, "a").unwrap().as_deref(),
+        s.get(Namespace::Keys, "a").await.unwrap().as_deref(),
         Some(&b"3"[..])
     );
     // Namespaces are apart.
-    assert_eq!(s.get(Namespace::Meta, "a").unwrap(), None);
+    assert_eq!(s.get(Namespace::Meta, "a").await.unwrap(), None);
 }
 
-fn ordering_and_paging(open: Open<'_>) {
+async fn ordering_and_paging(open: Open<'_>) {
     let (_d, s) = fresh(open);
     for k in ["c", "a", "e", "b", "d"] {
-        s.put(Namespace::Ledger, k, k.as_bytes()).unwrap();
+        s.put(Namespace::Ledger, k, k.as_bytes()).await.unwrap();
     }
     let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(
-        keys(s.list(Namespace::Ledger).unwrap()),
+        keys(s.list(Namespace::Ledger).await.unwrap()),
         ["a", "b", "c", "d", "e"]
     );
     assert_eq!(
-        keys(s.list_from(Namespace::Ledger, "c").unwrap()),
+        keys(s.list_from(Namespace::Ledger, "c").await.unwrap()),
         ["c", "d", "e"]
     );
-    assert_eq!(keys(s.scan(Namespace::Ledger, "", 2).unwrap()), ["a", "b"]);
-    assert_eq!(keys(s.scan(Namespace::Ledger, "b", 2).unwrap()), ["c", "d"]);
-    assert_eq!(keys(s.scan(Namespace::Ledger, "d", 2).unwrap()), ["e"]);
+    assert_eq!(
+        keys(s.scan(Namespace::Ledger, "", 2).await.unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        keys(s.scan(Namespace::Ledger, "b", 2).await.unwrap()),
+        ["c", "d"]
+    );
+    assert_eq!(
+        keys(s.scan(Namespace::Ledger, "d", 2).await.unwrap()),
+        ["e"]
+    );
     assert_eq!(
         s.last(Namespace::Ledger)
+            .await
             .unwrap()
             .map(|(k, _)| k)
             .as_deref(),
         Some("e")
     );
-    assert_eq!(s.last(Namespace::Mfa).unwrap(), None);
+    assert_eq!(s.last(Namespace::Mfa).await.unwrap(), None);
+    for k in ["k/1", "k/2", "k/3", "ka/1", "j/1", "k"] {
+        s.put(Namespace::LedgerByKey, k, b"").await.unwrap();
+    }
+    let p = |after, limit| s.scan_prefix(Namespace::LedgerByKey, "k/", after, limit);
+    assert_eq!(keys(p("", 10).await.unwrap()), ["k/1", "k/2", "k/3"]);
+    assert_eq!(keys(p("", 2).await.unwrap()), ["k/1", "k/2"]);
+    assert_eq!(keys(p("k/2", 2).await.unwrap()), ["k/3"]);
+    assert!(p("k/3", 2).await.unwrap().is_empty());
+    let exact = s
+        .scan_prefix(Namespace::LedgerByKey, "k", "", 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(exact), ["k", "k/1", "k/2", "k/3", "ka/1"]);
 }
 
-fn deferred_writes_are_readable_once_durable(open: Open<'_>) {
+async fn deferred_writes_are_readable_once_durable(open: Open<'_>) {
     let (_d, s) = fresh(open);
     let t1 = s.put_deferred(Namespace::Audit, "1", b"one").unwrap();
     let t2 = s.put_deferred(Namespace::Audit, "2", b"two").unwrap();
     assert!(t2 > t1, "tokens must grow");
     // Waiting for the later one makes the earlier one durable too.
-    s.wait_durable(t2).unwrap();
+    s.wait_durable(t2).await.unwrap();
     assert_eq!(
-        s.get(Namespace::Audit, "1").unwrap().as_deref(),
+        s.get(Namespace::Audit, "1").await.unwrap().as_deref(),
         Some(&b"one"[..])
     );
     assert_eq!(
-        s.get(Namespace::Audit, "2").unwrap().as_deref(),
+        s.get(Namespace::Audit, "2").await.unwrap().as_deref(),
         Some(&b"two"[..])
     );
 }
 
-fn revisions_change_with_every_write(open: Open<'_>) {
+async fn revisions_change_with_every_write(open: Open<'_>) {
     let (_d, s) = fresh(open);
-    assert_eq!(s.get_rev(Namespace::Keys, "k").unwrap(), None);
-    s.put(Namespace::Keys, "k", b"v1").unwrap();
-    let (v, r1) = s.get_rev(Namespace::Keys, "k").unwrap().unwrap();
+    assert_eq!(s.get_rev(Namespace::Keys, "k").await.unwrap(), None);
+    s.put(Namespace::Keys, "k", b"v1").await.unwrap();
+    let (v, r1) = s.get_rev(Namespace::Keys, "k").await.unwrap().unwrap();
     assert_eq!(v, b"v1");
     assert_eq!(
-        s.get_rev(Namespace::Keys, "k").unwrap().unwrap().1,
+        s.get_rev(Namespace::Keys, "k").await.unwrap().unwrap().1,
         r1,
         "reads change nothing"
     );
-    s.put(Namespace::Keys, "k", b"v2").unwrap();
-    let (_, r2) = s.get_rev(Namespace::Keys, "k").unwrap().unwrap();
+    s.put(Namespace::Keys, "k", b"v2").await.unwrap();
+    let (_, r2) = s.get_rev(Namespace::Keys, "k").await.unwrap().unwrap();
     assert_ne!(r1, r2);
 }
 
-fn transactions_are_all_or_nothing(open: Open<'_>) {
+async fn transactions_are_all_or_nothing(open: Open<'_>) {
     let (_d, s) = fresh(open);
     let create = Txn::new()
         .expect(Namespace::Approvals, "a", Expect::Absent)
         .put(Namespace::Approvals, "a", b"1".to_vec())
         .put(Namespace::Keys, "side", b"x".to_vec());
-    assert!(s.txn(&create).unwrap());
+    assert!(s.txn(&create).await.unwrap());
     assert!(
-        !s.txn(&create).unwrap(),
+        !s.txn(&create).await.unwrap(),
         "Absent held for a record that exists"
     );
-    let (_, rev) = s.get_rev(Namespace::Approvals, "a").unwrap().unwrap();
+    let (_, rev) = s.get_rev(Namespace::Approvals, "a").await.unwrap().unwrap();
 
     // One failing check: nothing of the transaction is written.
-    s.put(Namespace::Keys, "other", b"o1").unwrap();
-    let (_, other) = s.get_rev(Namespace::Keys, "other").unwrap().unwrap();
-    s.put(Namespace::Keys, "other", b"o2").unwrap();
+    s.put(Namespace::Keys, "other", b"o1").await.unwrap();
+    let (_, other) = s.get_rev(Namespace::Keys, "other").await.unwrap().unwrap();
+    s.put(Namespace::Keys, "other", b"o2").await.unwrap();
     let stale = Txn::new()
         .expect(Namespace::Approvals, "a", Expect::At(rev))
         .expect(Namespace::Keys, "other", Expect::At(other))
         .put(Namespace::Approvals, "a", b"2".to_vec())
         .delete(Namespace::Keys, "side");
-    assert!(!s.txn(&stale).unwrap(), "a stale revision was accepted");
+    assert!(
+        !s.txn(&stale).await.unwrap(),
+        "a stale revision was accepted"
+    );
     assert_eq!(
-        s.get(Namespace::Approvals, "a").unwrap().as_deref(),
+        s.get(Namespace::Approvals, "a").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
     assert!(
-        s.get(Namespace::Keys, "side").unwrap().is_some(),
+        s.get(Namespace::Keys, "side").await.unwrap().is_some(),
         "half a transaction applied"
     );
 
     // All checks hold: every write applies, deletes included.
-    let (_, other) = s.get_rev(Namespace::Keys, "other").unwrap().unwrap();
+    let (_, other) = s.get_rev(Namespace::Keys, "other").await.unwrap().unwrap();
     let fresh_txn = Txn::new()
         .expect(Namespace::Approvals, "a", Expect::At(rev))
         .expect(Namespace::Keys, "other", Expect::At(other))
         .put(Namespace::Approvals, "a", b"2".to_vec())
         .delete(Namespace::Keys, "side");
-    assert!(s.txn(&fresh_txn).unwrap());
+    assert!(s.txn(&fresh_txn).await.unwrap());
     assert_eq!(
-        s.get(Namespace::Approvals, "a").unwrap().as_deref(),
+        s.get(Namespace::Approvals, "a").await.unwrap().as_deref(),
         Some(&b"2"[..])
     );
-    assert_eq!(s.get(Namespace::Keys, "side").unwrap(), None);
+    assert_eq!(s.get(Namespace::Keys, "side").await.unwrap(), None);
     // The revision it checked is gone: replaying the transaction fails.
-    assert!(!s.txn(&fresh_txn).unwrap());
+    assert!(!s.txn(&fresh_txn).await.unwrap());
 }
 
-fn concurrent_compare_and_swap_loses_no_update(open: Open<'_>) {
+async fn concurrent_compare_and_swap_loses_no_update(open: Open<'_>) {
     let (_d, s) = fresh(open);
-    s.put(Namespace::Mfa, "counter", b"0").unwrap();
+    s.put(Namespace::Mfa, "counter", b"0").await.unwrap();
     let (threads, each) = (8, 25);
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let s = s.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for _ in 0..each {
                     loop {
-                        let (v, rev) = s.get_rev(Namespace::Mfa, "counter").unwrap().unwrap();
+                        let (v, rev) = s.get_rev(Namespace::Mfa, "counter").await.unwrap().unwrap();
                         let n: u64 = String::from_utf8(v).unwrap().parse().unwrap();
                         let next = Txn::new()
                             .expect(Namespace::Mfa, "counter", Expect::At(rev))
                             .put(Namespace::Mfa, "counter", (n + 1).to_string().into_bytes());
-                        if s.txn(&next).unwrap() {
+                        if s.txn(&next).await.unwrap() {
                             break;
                         }
                     }
@@ -182,27 +208,27 @@ fn concurrent_compare_and_swap_loses_no_update(open: Open<'_>) {
         })
         .collect();
     for h in handles {
-        h.join().unwrap();
+        h.await.unwrap();
     }
-    let v = s.get(Namespace::Mfa, "counter").unwrap().unwrap();
+    let v = s.get(Namespace::Mfa, "counter").await.unwrap().unwrap();
     assert_eq!(String::from_utf8(v).unwrap(), (threads * each).to_string());
 }
 
-fn everything_survives_a_reopen(open: Open<'_>) {
+async fn everything_survives_a_reopen(open: Open<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
         let s = open(&path);
-        s.put(Namespace::Meta, "m", b"put").unwrap();
-        assert!(s.create(Namespace::Keys, "k", b"created").unwrap());
+        s.put(Namespace::Meta, "m", b"put").await.unwrap();
+        assert!(s.create(Namespace::Keys, "k", b"created").await.unwrap());
         let t = s
             .put_deferred(Namespace::Audit, "00000000000000000001", b"deferred")
             .unwrap();
-        s.wait_durable(t).unwrap();
+        s.wait_durable(t).await.unwrap();
         let txn = Txn::new()
             .expect(Namespace::Approvals, "a", Expect::Absent)
             .put(Namespace::Approvals, "a", b"txn".to_vec());
-        assert!(s.txn(&txn).unwrap());
+        assert!(s.txn(&txn).await.unwrap());
     }
     let s = open(&path);
     for (ns, key, want) in [
@@ -212,7 +238,7 @@ fn everything_survives_a_reopen(open: Open<'_>) {
         (Namespace::Approvals, "a", b"txn"),
     ] {
         assert_eq!(
-            s.get(ns, key).unwrap().as_deref(),
+            s.get(ns, key).await.unwrap().as_deref(),
             Some(want),
             "{key} lost in a reopen"
         );

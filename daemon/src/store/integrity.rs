@@ -187,7 +187,7 @@ impl ProtectedStore {
         ns: Namespace,
         key: &str,
     ) -> Result<Option<T>, IntegrityError> {
-        let Some(stored) = self.store.get(ns, key)? else {
+        let Some(stored) = self.store.get(ns, key).await? else {
             return Ok(None);
         };
         let record = self.mac.open(ns, key, &stored).await?;
@@ -200,7 +200,7 @@ impl ProtectedStore {
         ns: Namespace,
         key: &str,
     ) -> Result<Option<(T, Revision)>, IntegrityError> {
-        let Some((stored, rev)) = self.store.get_rev(ns, key)? else {
+        let Some((stored, rev)) = self.store.get_rev(ns, key).await? else {
             return Ok(None);
         };
         let record = self.mac.open(ns, key, &stored).await?;
@@ -219,7 +219,7 @@ impl ProtectedStore {
     ) -> Result<bool, IntegrityError> {
         let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
         let txn = Txn::new().expect(ns, key, expect).put(ns, key, stored);
-        Ok(self.store.txn(&txn)?)
+        Ok(self.store.txn(&txn).await?)
     }
 
     /// Every record of a namespace, each checked on its own: a bad one does not hide
@@ -229,7 +229,7 @@ impl ProtectedStore {
         ns: Namespace,
     ) -> Result<Vec<(String, Result<T, IntegrityError>)>, StoreError> {
         let mut out = Vec::new();
-        for (key, stored) in self.store.list(ns)? {
+        for (key, stored) in self.store.list(ns).await? {
             let checked = match self.mac.open(ns, &key, &stored).await {
                 Ok(record) => decode(&key, record),
                 Err(e) => Err(e),
@@ -247,7 +247,7 @@ impl ProtectedStore {
         value: &T,
     ) -> Result<(), IntegrityError> {
         let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
-        Ok(self.store.put(ns, key, &stored)?)
+        Ok(self.store.put(ns, key, &stored).await?)
     }
 
     /// Writes a record only if none exists under `key`; returns whether it wrote.
@@ -258,7 +258,7 @@ impl ProtectedStore {
         value: &T,
     ) -> Result<bool, IntegrityError> {
         let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
-        Ok(self.store.create(ns, key, &stored)?)
+        Ok(self.store.create(ns, key, &stored).await?)
     }
 
     /// Protects every record of a store written before records carried MACs; returns
@@ -266,12 +266,12 @@ impl ProtectedStore {
     pub async fn migrate(&self) -> Result<u64, IntegrityError> {
         let mut n = 0;
         for ns in PROTECTED {
-            for (key, stored) in self.store.list(ns)? {
+            for (key, stored) in self.store.list(ns).await? {
                 if is_protected(&stored) {
                     continue;
                 }
                 let protected = self.mac.protect(ns, &key, &stored).await?;
-                self.store.put(ns, &key, &protected)?;
+                self.store.put(ns, &key, &protected).await?;
                 n += 1;
             }
         }
@@ -317,7 +317,7 @@ pub async fn open_protected(
         .await
         .map_err(IntegrityError::from)?
         .is_some();
-    let known: Option<MacKey> = super::get_json(store.as_ref(), Namespace::Meta, "mac_key")?;
+    let known: Option<MacKey> = super::get_json(store.as_ref(), Namespace::Meta, "mac_key").await?;
     if done {
         let key = known.ok_or_else(|| {
             OpenError::Mismatch(
@@ -341,7 +341,9 @@ pub async fn open_protected(
                 backend: pool.backend().name().to_string(),
                 hsm_id,
             };
-            store.put(Namespace::Meta, "mac_key", &super::to_json(&key)?)?;
+            store
+                .put(Namespace::Meta, "mac_key", &super::to_json(&key)?)
+                .await?;
             key
         }
     };

@@ -4,6 +4,7 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod integrity;
+mod sled_async;
 mod sled_store;
 mod sled_txn;
 
@@ -134,74 +135,86 @@ impl Txn {
     }
 }
 
-/// Durable key-value storage. Every write is durable when the call returns.
+/// What a store call returns: a future, so that a store over the network (etcd) and
+/// one that fsyncs (sled) both keep I/O off the async runtime's threads.
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Records as (key, value), ordered by key.
+pub type Records = Vec<(String, Vec<u8>)>;
+
+/// Durable key-value storage. Every write is durable when its future completes. The
+/// suite in `conformance.rs` says what an implementation must do.
 pub trait Store: Send + Sync {
     /// Reads a record.
-    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
     /// Writes a record, replacing any old one.
-    fn put(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn put<'a>(&'a self, ns: Namespace, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()>;
     /// Writes a record only if none exists under `key`; returns whether it wrote.
-    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    fn create<'a>(&'a self, ns: Namespace, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, bool>;
     /// All records of a namespace, ordered by key.
-    fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn list(&self, ns: Namespace) -> StoreFuture<'_, Records>;
     /// Records whose key is at or after `from`, ordered by key.
-    fn list_from(&self, ns: Namespace, from: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn list_from<'a>(&'a self, ns: Namespace, from: &'a str) -> StoreFuture<'a, Records>;
     /// At most `limit` records whose key is after `after` (all when empty), ordered by
     /// key: the way to walk a large namespace without holding it in memory.
-    fn scan(
-        &self,
-        ns: Namespace,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn scan<'a>(&'a self, ns: Namespace, after: &'a str, limit: usize) -> StoreFuture<'a, Records>;
     /// At most `limit` records whose key starts with `prefix` and comes after `after`
     /// (from the first when empty), ordered by key.
-    fn scan_prefix(
-        &self,
+    fn scan_prefix<'a>(
+        &'a self,
         ns: Namespace,
-        prefix: &str,
-        after: &str,
+        prefix: &'a str,
+        after: &'a str,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let start = if after.is_empty() { prefix } else { after };
-        let mut out = self.scan(ns, start, limit)?;
-        // A record whose key is `prefix` itself comes first when `after` is empty.
-        if after.is_empty()
-            && let Some((k, v)) = self.get(ns, prefix)?.map(|v| (prefix.to_string(), v))
-        {
-            out.insert(0, (k, v));
-            out.truncate(limit);
-        }
-        out.retain(|(k, _)| k.starts_with(prefix));
-        Ok(out)
+    ) -> StoreFuture<'a, Records> {
+        Box::pin(async move {
+            let start = if after.is_empty() { prefix } else { after };
+            let mut out = self.scan(ns, start, limit).await?;
+            // A record whose key is `prefix` itself comes first when `after` is empty.
+            if after.is_empty()
+                && let Some(v) = self.get(ns, prefix).await?
+            {
+                out.insert(0, (prefix.to_string(), v));
+                out.truncate(limit);
+            }
+            out.retain(|(k, _)| k.starts_with(prefix));
+            Ok(out)
+        })
     }
     /// The record with the greatest key.
-    fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
-    /// Writes a record without waiting for durability; returns a token for
-    /// [`Store::wait_durable`], after which the record is durable and readable. Lets a
-    /// caller that must order writes (a hash chain) release its lock before the fsync,
-    /// which concurrent writers then share.
+    fn last(&self, ns: Namespace) -> StoreFuture<'_, Option<(String, Vec<u8>)>>;
+    /// Queues a write without waiting for durability (no I/O: it returns at once);
+    /// returns a token for [`Store::wait_durable`], after which the record is durable
+    /// and readable. Lets a caller that must order writes (a hash chain) release its
+    /// lock before the fsync, which concurrent writers then share.
     fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
-    /// Waits until the write with this token is durable.
-    fn wait_durable(&self, token: u64) -> Result<(), StoreError>;
+    /// Completes once the write with this token (and every write queued before it) is
+    /// durable.
+    fn wait_durable(&self, token: u64) -> StoreFuture<'_, ()>;
     /// Reads a record with its revision.
-    fn get_rev(&self, ns: Namespace, key: &str) -> Result<Option<(Vec<u8>, Revision)>, StoreError>;
+    fn get_rev<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<(Vec<u8>, Revision)>>;
     /// Applies every write of `txn` if every check holds, durably; returns whether it
     /// did (false: a check failed and nothing was written). Checks see what
     /// [`Store::put`], [`Store::create`] and earlier transactions wrote; deferred writes
     /// (audit records, ledger entries: append-only, never checked) are not for
     /// transactions.
-    fn txn(&self, txn: &Txn) -> Result<bool, StoreError>;
+    fn txn<'a>(&'a self, txn: &'a Txn) -> StoreFuture<'a, bool>;
 }
 
 /// Reads and decodes a JSON record.
-pub fn get_json<T: serde::de::DeserializeOwned>(
+pub async fn get_json<T: serde::de::DeserializeOwned>(
     store: &dyn Store,
     ns: Namespace,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     store
-        .get(ns, key)?
+        .get(ns, key)
+        .await?
         .map(|v| {
             serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
                 key: key.to_string(),

@@ -1,6 +1,6 @@
 //! The embedded default store: sled under the daemon's data directory.
 
-use super::{Namespace, Store, StoreError};
+use super::{Namespace, StoreError};
 use std::path::Path;
 
 /// sled database; one process at a time (sled locks the directory).
@@ -248,12 +248,13 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+/// The blocking operations; `sled_async.rs` makes them the [`Store`] trait's futures.
+impl SledStore {
+    pub(super) fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_raw(ns, key)
     }
 
-    fn get_rev(
+    pub(super) fn get_rev_now(
         &self,
         ns: Namespace,
         key: &str,
@@ -261,18 +262,23 @@ impl Store for SledStore {
         self.read_rev(ns, key)
     }
 
-    fn txn(&self, txn: &super::Txn) -> Result<bool, StoreError> {
+    pub(super) fn txn_now(&self, txn: &super::Txn) -> Result<bool, StoreError> {
         self.apply_txn(txn)
     }
 
-    fn put(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    pub(super) fn put_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let tree = self.tree(ns)?;
         tree.insert(key, value).map_err(engine)?;
         let seq = self.wrote();
         self.durable(seq)
     }
 
-    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    pub(super) fn create_now(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
         let tree = self.tree(ns)?;
         let swapped = tree
             .compare_and_swap(key, None as Option<&[u8]>, Some(value))
@@ -285,7 +291,11 @@ impl Store for SledStore {
         Ok(true)
     }
 
-    fn list_from(&self, ns: Namespace, from: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub(super) fn list_from_now(
+        &self,
+        ns: Namespace,
+        from: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.tree(ns)?
             .range(from..)
             .map(|r| {
@@ -295,7 +305,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn scan(
+    pub(super) fn scan_now(
         &self,
         ns: Namespace,
         after: &str,
@@ -317,7 +327,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn last(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    pub(super) fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         Ok(self
             .tree(ns)?
             .last()
@@ -327,7 +337,12 @@ impl Store for SledStore {
 
     /// Queued for the next group commit: logged, synced, then inserted into sled by
     /// the committing thread. It is readable once `wait_durable` returned.
-    fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+    pub(super) fn put_deferred_now(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &[u8],
+    ) -> Result<u64, StoreError> {
         // The sequence number is taken under the same lock as the queue, so the queue
         // is in sequence order.
         let mut pending = self.wal.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,11 +356,11 @@ impl Store for SledStore {
         Ok(seq)
     }
 
-    fn wait_durable(&self, token: u64) -> Result<(), StoreError> {
+    pub(super) fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
         self.sync_wal(token)
     }
 
-    fn list(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub(super) fn list_now(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.tree(ns)?
             .iter()
             .map(|r| {
@@ -366,7 +381,7 @@ mod tests {
         let db_dir = dir.path().join("store");
         {
             let s = SledStore::open(&db_dir).unwrap();
-            s.put(Namespace::Meta, "m", b"x").unwrap();
+            s.put_now(Namespace::Meta, "m", b"x").unwrap();
         }
         // As if the process died after syncing the log but before sled wrote the entries.
         let mut log = wal_entry(Namespace::Audit, "00000000000000000001", b"{\"seq\":1}");
@@ -376,17 +391,17 @@ mod tests {
         std::fs::write(db_dir.with_extension("wal"), &log).unwrap();
         let s = SledStore::open(&db_dir).unwrap();
         assert_eq!(
-            s.get(Namespace::Audit, "00000000000000000001")
+            s.get_now(Namespace::Audit, "00000000000000000001")
                 .unwrap()
                 .as_deref(),
             Some(&b"{\"seq\":1}"[..])
         );
         assert_eq!(
-            s.get(Namespace::Ledger, "t-1").unwrap().as_deref(),
+            s.get_now(Namespace::Ledger, "t-1").unwrap().as_deref(),
             Some(&b"entry"[..])
         );
         assert!(
-            s.get(Namespace::Audit, "00000000000000000002")
+            s.get_now(Namespace::Audit, "00000000000000000002")
                 .unwrap()
                 .is_none()
         );
@@ -398,9 +413,9 @@ mod tests {
         );
         // Deferred writes go to the log when made durable.
         let t = s
-            .put_deferred(Namespace::Audit, "00000000000000000002", b"two")
+            .put_deferred_now(Namespace::Audit, "00000000000000000002", b"two")
             .unwrap();
-        s.wait_durable(t).unwrap();
+        s.wait_durable_now(t).unwrap();
         let logged = std::fs::read(db_dir.with_extension("wal")).unwrap();
         let (entries, used) = wal_entries(&logged);
         assert_eq!(used, logged.len());
@@ -408,10 +423,12 @@ mod tests {
         assert_eq!(entries[0].2, b"two");
     }
 
-    #[test]
-    fn sled_passes_the_store_conformance_suite() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sled_passes_the_store_conformance_suite() {
         super::super::conformance::run(&|dir| {
-            std::sync::Arc::new(SledStore::open(dir).unwrap()) as std::sync::Arc<dyn Store>
-        });
+            std::sync::Arc::new(SledStore::open(dir).unwrap())
+                as std::sync::Arc<dyn super::super::Store>
+        })
+        .await;
     }
 }

@@ -1,0 +1,74 @@
+//! [`Store`] for [`SledStore`]: point reads run where they are called (sled serves
+//! them from memory); writes, fsyncs and bulk reads run on the blocking pool, so no
+//! async runtime thread waits for the disk.
+
+use super::sled_store::SledStore;
+use super::{Namespace, Records, Revision, Store, StoreError, StoreFuture, Txn};
+
+/// Runs `f` on the blocking pool with its own handle on the store.
+fn blocking<T: Send + 'static>(
+    store: &SledStore,
+    f: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+) -> StoreFuture<'static, T> {
+    let store = store.clone();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Engine(format!("a store task failed: {e}")))?
+    })
+}
+
+impl Store for SledStore {
+    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.get_now(ns, key)))
+    }
+
+    fn get_rev<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<(Vec<u8>, Revision)>> {
+        Box::pin(std::future::ready(self.get_rev_now(ns, key)))
+    }
+
+    fn last(&self, ns: Namespace) -> StoreFuture<'_, Option<(String, Vec<u8>)>> {
+        Box::pin(std::future::ready(self.last_now(ns)))
+    }
+
+    fn put<'a>(&'a self, ns: Namespace, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()> {
+        let (key, value) = (key.to_string(), value.to_vec());
+        blocking(self, move |s| s.put_now(ns, &key, &value))
+    }
+
+    fn create<'a>(&'a self, ns: Namespace, key: &'a str, value: &'a [u8]) -> StoreFuture<'a, bool> {
+        let (key, value) = (key.to_string(), value.to_vec());
+        blocking(self, move |s| s.create_now(ns, &key, &value))
+    }
+
+    fn txn<'a>(&'a self, txn: &'a Txn) -> StoreFuture<'a, bool> {
+        let txn = txn.clone();
+        blocking(self, move |s| s.txn_now(&txn))
+    }
+
+    fn list(&self, ns: Namespace) -> StoreFuture<'_, Records> {
+        blocking(self, move |s| s.list_now(ns))
+    }
+
+    fn list_from<'a>(&'a self, ns: Namespace, from: &'a str) -> StoreFuture<'a, Records> {
+        let from = from.to_string();
+        blocking(self, move |s| s.list_from_now(ns, &from))
+    }
+
+    fn scan<'a>(&'a self, ns: Namespace, after: &'a str, limit: usize) -> StoreFuture<'a, Records> {
+        let after = after.to_string();
+        blocking(self, move |s| s.scan_now(ns, &after, limit))
+    }
+
+    fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+        self.put_deferred_now(ns, key, value)
+    }
+
+    fn wait_durable(&self, token: u64) -> StoreFuture<'_, ()> {
+        blocking(self, move |s| s.wait_durable_now(token))
+    }
+}
