@@ -53,8 +53,8 @@ pub enum KeyCommand {
         /// Key name.
         name: String,
         /// Version (default: the active one).
-        #[arg(long, default_value_t = 0)]
-        version: u32,
+        #[arg(long)]
+        version: Option<u32>,
         /// Print the version's X.509 certificate instead.
         #[arg(long)]
         certificate: bool,

@@ -130,7 +130,7 @@ impl SignBlob {
             r.signature = base64::engine::general_purpose::STANDARD
                 .decode(&a.signature)
                 .context("the approval's signature is not base64")?;
-            r.version = a.version;
+            r.version = a.version.unwrap_or_default();
         }
         let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
         if let Some(p) = &self.output_signature {
@@ -173,7 +173,7 @@ impl Show for SignedAfterApproval {
                 "{} attested ({}) with v{} after approval by {}: {}",
                 a.digests.first().map(String::as_str).unwrap_or(""),
                 a.predicate_type,
-                a.version,
+                a.version.unwrap_or_default(),
                 a.approved_by.join(", "),
                 a.pushed_to.join(", ")
             );
@@ -182,7 +182,7 @@ impl Show for SignedAfterApproval {
         for (d, p) in a.digests.iter().zip(&a.pushed_to) {
             println!(
                 "{d} signed with v{} after approval by {}: {p}",
-                a.version,
+                a.version.unwrap_or_default(),
                 a.approved_by.join(", ")
             );
         }

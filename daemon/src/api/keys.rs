@@ -227,15 +227,14 @@ impl pb::key_service_server::KeyService for KeyApi {
         let call = admitted(&req)?;
         let r = req.into_inner();
         let result = self.keys.get(&r.name).and_then(|k| {
-            let v = if r.version == 0 {
-                k.active()
-                    .ok_or_else(|| KeyError::NoActiveVersion(k.name.clone()))?
-            } else {
-                k.version(r.version)
-                    .ok_or_else(|| KeyError::VersionNotFound {
-                        name: k.name.clone(),
-                        version: r.version,
-                    })?
+            let v = match r.version {
+                None => k
+                    .active()
+                    .ok_or_else(|| KeyError::NoActiveVersion(k.name.clone()))?,
+                Some(n) => k.version(n).ok_or_else(|| KeyError::VersionNotFound {
+                    name: k.name.clone(),
+                    version: n,
+                })?,
             };
             Ok(pb::PublicKey {
                 name: k.name.clone(),

@@ -247,7 +247,7 @@ impl Approvals {
                     .blobs
                     .sign(permit, input, &described, &r.request_hash)
                     .await?;
-                r.version = signed.version;
+                r.version = Some(signed.version);
                 r.signature = Some(b64.encode(signed.signature));
             }
             Subject::Image {
@@ -260,7 +260,7 @@ impl Approvals {
                     .signer
                     .sign_planned(permit, &image, digests, annotations)
                     .await?;
-                r.version = signed.first().map(|s| s.version).unwrap_or(0);
+                r.version = signed.first().map(|s| s.version);
                 r.pushed_to = signed.into_iter().map(|s| s.pushed_to).collect();
             }
             Subject::Attestation {
@@ -278,7 +278,7 @@ impl Approvals {
                     predicate_digest: predicate_digest.clone(),
                 };
                 let signed = self.signer.attest_planned(permit, &plan).await?;
-                r.version = signed.version;
+                r.version = Some(signed.version);
                 r.pushed_to = vec![signed.pushed_to];
             }
             Subject::Policy { .. } => {}

@@ -176,13 +176,20 @@ pub struct ApprovalRecord {
     pub denied_by: Option<(String, String)>,
     /// Blob signature (base64) once signed.
     pub signature: Option<String>,
-    /// Key version that signed.
-    pub version: u32,
+    /// Key version that signed (none until then; stored as 0 by older daemons).
+    #[serde(default, deserialize_with = "version_or_none")]
+    pub version: Option<u32>,
     /// Where image signatures went.
     pub pushed_to: Vec<String>,
     /// Why signing failed, if it did (the request stays approved and is retried at
     /// start-up).
     pub error: Option<String>,
+}
+
+/// Records written before versions were optional say 0 for "not signed yet".
+fn version_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v: Option<u32> = Option::deserialize(d)?;
+    Ok(v.filter(|n| *n != 0))
 }
 
 /// How often a decision is tried again when the request changed under it.
@@ -350,7 +357,7 @@ impl Approvals {
             approved_by: Vec::new(),
             denied_by: None,
             signature: None,
-            version: 0,
+            version: None,
             pushed_to: Vec::new(),
             error: None,
         };
@@ -463,5 +470,22 @@ impl Approvals {
             needed,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_version_stored_as_0_by_an_older_daemon_reads_as_none() {
+        #[derive(serde::Deserialize)]
+        struct R {
+            #[serde(default, deserialize_with = "super::version_or_none")]
+            version: Option<u32>,
+        }
+        let read = |json: &str| serde_json::from_str::<R>(json).unwrap().version;
+        assert_eq!(read(r#"{"version":0}"#), None);
+        assert_eq!(read(r#"{"version":3}"#), Some(3));
+        assert_eq!(read(r#"{"version":null}"#), None);
+        assert_eq!(read(r#"{}"#), None);
     }
 }
