@@ -1,6 +1,10 @@
 //! The signature ledger: every signature and attestation Keyward pushed, and every
-//! blob it signed. Entries are kept by time; an index by key and version
-//! (`Namespace::LedgerByKey`) lists what one key signed without reading the rest.
+//! blob it signed. Entries are kept by time. The index by key and version
+//! (`Namespace::LedgerByKey`) names, for each key version, the seconds in which it
+//! signed (`key/v0000000002/000001700000000`): listing what one key signed reads only
+//! the entries of those seconds. An index entry is written with the first entry of its
+//! second (one per key version per second, so the signing hot path almost never pays
+//! for it), in the same commit and before it.
 
 use crate::store::{self, Namespace, Store, StoreError, Txn};
 use serde::{Deserialize, Serialize};
@@ -63,6 +67,8 @@ pub struct LedgerQuery {
 pub struct SignatureLedger {
     store: Arc<dyn Store>,
     next: Arc<std::sync::atomic::AtomicU64>,
+    /// The last second indexed for each key version (in this process).
+    indexed: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), i64>>>,
 }
 
 impl std::fmt::Debug for SignatureLedger {
@@ -78,6 +84,7 @@ impl SignatureLedger {
         let _ = getrandom::getrandom(&mut r);
         Self {
             store,
+            indexed: Arc::default(),
             next: Arc::new(std::sync::atomic::AtomicU64::new(
                 u64::from_le_bytes(r) >> 16,
             )),
@@ -90,20 +97,30 @@ impl SignatureLedger {
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
         let (key, value) = self.row(entry)?;
         let txn = Txn::new()
-            .put(Namespace::LedgerByKey, &index_key(entry, &key), Vec::new())
+            .put(Namespace::LedgerByKey, &index_key(entry), Vec::new())
             .put(Namespace::Ledger, &key, value);
         self.store.txn(&txn).await.map(|_| ())
     }
 
-    /// Writes an entry and its index entry without waiting for them to be durable;
-    /// returns the store's write token. The caller makes it durable before it answers
-    /// (the request's outcome audit record does, in the same group commit). The index
-    /// entry goes first: a crash can leave an index entry without its entry (never
-    /// acknowledged, skipped when read), never an entry the index misses.
+    /// Writes an entry (and, for the first of its second, its index entry) without
+    /// waiting for it to be durable; returns the store's write token. The caller makes
+    /// it durable before it answers (the request's outcome audit record does, in the
+    /// same group commit). The index entry is queued first, so a durable entry always
+    /// has its index entry (a crash can only leave an index entry with no entries).
     pub fn record_pending(&self, entry: &LedgerEntry) -> Result<u64, StoreError> {
         let (key, value) = self.row(entry)?;
-        self.store
-            .put_deferred(Namespace::LedgerByKey, &index_key(entry, &key), &[])?;
+        let second = entry.time.unix_timestamp();
+        let first_of_second = {
+            let mut seen = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+            let last = seen
+                .entry((entry.key.clone(), entry.version))
+                .or_insert(i64::MIN);
+            std::mem::replace(last, second) != second
+        };
+        if first_of_second {
+            self.store
+                .put_deferred(Namespace::LedgerByKey, &index_key(entry), &[])?;
+        }
         self.store.put_deferred(Namespace::Ledger, &key, &value)
     }
 
@@ -122,7 +139,7 @@ impl SignatureLedger {
             let mut txn = Txn::new();
             for (k, v) in &batch {
                 let e = decode(k, v)?;
-                txn = txn.put(Namespace::LedgerByKey, &index_key(&e, k), Vec::new());
+                txn = txn.put(Namespace::LedgerByKey, &index_key(&e), Vec::new());
                 n += 1;
             }
             self.store.txn(&txn).await?;
@@ -173,48 +190,92 @@ impl SignatureLedger {
             (Some(k), None) => Some(format!("{k}/")),
             (None, _) => None,
         };
+        let Some(prefix) = prefix else {
+            return self.page_by_time(&keep, after, limit).await;
+        };
+        // The cursor of a key listing is `<index key>#<last ledger key read>`.
+        let (mut bucket, mut row) = match after.split_once('#') {
+            Some((b, r)) => (b.to_string(), r.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let mut out = Vec::new();
+        loop {
+            if bucket.is_empty() || row.is_empty() {
+                let next = self
+                    .store
+                    .scan_prefix(Namespace::LedgerByKey, &prefix, &bucket, 1)
+                    .await?;
+                let Some((b, _)) = next.into_iter().next() else {
+                    return Ok((out, String::new()));
+                };
+                bucket = b;
+                row = String::new();
+            }
+            // `key/vNNNNNNNNNN/SSSSSSSSSSSS`: this bucket lists one version's entries.
+            let mut parts = bucket.rsplit('/');
+            let second: i64 = parts.next().unwrap_or("").parse().unwrap_or(0);
+            let version: Option<u32> = parts.next().and_then(|v| v.strip_prefix('v')?.parse().ok());
+            let start = format!("{:024}", i128::from(second) * 1_000_000_000);
+            let end = format!("{:024}", (i128::from(second) + 1) * 1_000_000_000);
+            let from = if row.is_empty() { start } else { row.clone() };
+            let batch = self.store.scan(Namespace::Ledger, &from, 1000).await?;
+            let mut done_with_second = batch.len() < 1000;
+            for (k, v) in batch {
+                if k >= end {
+                    done_with_second = true;
+                    break;
+                }
+                row = k.clone();
+                let e = decode(&k, &v)?;
+                if keep(&e) && version.is_none_or(|v| v == e.version) {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok((out, format!("{bucket}#{row}")));
+                    }
+                }
+            }
+            if done_with_second {
+                row = String::new();
+            }
+        }
+    }
+
+    /// A page of the whole ledger, oldest first.
+    async fn page_by_time(
+        &self,
+        keep: &impl Fn(&LedgerEntry) -> bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<LedgerEntry>, String), StoreError> {
         let mut out = Vec::new();
         let mut cursor = after.to_string();
         loop {
-            let batch = match &prefix {
-                Some(p) => {
-                    self.store
-                        .scan_prefix(Namespace::LedgerByKey, p, &cursor, 1000)
-                        .await?
-                }
-                None => self.store.scan(Namespace::Ledger, &cursor, 1000).await?,
-            };
+            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
             if batch.is_empty() {
                 return Ok((out, String::new()));
             }
             for (k, v) in batch {
                 cursor = k.clone();
-                let e = if prefix.is_some() {
-                    let row = k.rsplit('/').next().unwrap_or_default();
-                    // An index entry whose entry was never written (a crash between
-                    // the two, never acknowledged) is skipped.
-                    match self.store.get(Namespace::Ledger, row).await? {
-                        Some(v) => decode(row, &v)?,
-                        None => continue,
+                let e = decode(&k, &v)?;
+                if keep(&e) {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok((out, cursor));
                     }
-                } else {
-                    decode(&k, &v)?
-                };
-                if !keep(&e) {
-                    continue;
-                }
-                out.push(e);
-                if out.len() == limit {
-                    return Ok((out, cursor));
                 }
             }
         }
     }
 }
 
-/// The index key of an entry stored under `row`.
-fn index_key(e: &LedgerEntry, row: &str) -> String {
-    format!("{}/v{:010}/{row}", e.key, e.version)
+/// The index entry of the second an entry was signed in.
+fn index_key(e: &LedgerEntry) -> String {
+    format!(
+        "{}/v{:010}/{:012}",
+        e.key,
+        e.version,
+        e.time.unix_timestamp()
+    )
 }
 
 fn decode(key: &str, v: &[u8]) -> Result<LedgerEntry, StoreError> {
@@ -293,6 +354,50 @@ mod tests {
             digests(&ledger, &q("a", Some(1)), 10).await,
             ["sha256:0", "sha256:3"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_listing_pages_through_seconds_with_many_entries_and_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
+        let ledger = SignatureLedger::new(store.clone());
+        // Second 0: five of "a" among five of "b"; second 1: none of "a"; second 2: one.
+        let mut want = Vec::new();
+        for i in 0..10 {
+            let mut e = entry(if i % 2 == 0 { "a" } else { "b" }, 1, 0);
+            e.digest = format!("d{i}");
+            if e.key == "a" {
+                want.push(e.digest.clone());
+            }
+            let t = ledger.record_pending(&e).unwrap();
+            store.wait_durable(t).await.unwrap();
+        }
+        for (k, n) in [("b", 1), ("a", 2)] {
+            let mut e = entry(k, 1, n);
+            e.digest = format!("{k}{n}");
+            let t = ledger.record_pending(&e).unwrap();
+            store.wait_durable(t).await.unwrap();
+        }
+        want.push("a2".into());
+        // A second version signing in the same second is listed once, after version 1.
+        let mut e = entry("a", 2, 2);
+        e.digest = "a2v2".into();
+        let t = ledger.record_pending(&e).unwrap();
+        store.wait_durable(t).await.unwrap();
+        want.push("a2v2".into());
+        let q = LedgerQuery {
+            key: Some("a".into()),
+            ..Default::default()
+        };
+        for limit in [1, 2, 3, 100] {
+            assert_eq!(digests(&ledger, &q, limit).await, want, "pages of {limit}");
+        }
+        // Index entries for "a": seconds 0 and 2 of v1, second 2 of v2; not per entry.
+        let index = store
+            .scan_prefix(Namespace::LedgerByKey, "a/", "", 100)
+            .await
+            .unwrap();
+        assert_eq!(index.len(), 3, "{index:?}");
     }
 
     #[tokio::test]
