@@ -7,6 +7,7 @@ pub mod integrity;
 mod sled_async;
 mod sled_store;
 mod sled_txn;
+mod wal_format;
 
 pub use sled_store::SledStore;
 

@@ -1,5 +1,6 @@
 //! The embedded default store: sled under the daemon's data directory.
 
+use super::wal_format::{wal_entries, wal_entry};
 use super::{Namespace, StoreError};
 use std::path::Path;
 
@@ -43,48 +44,6 @@ struct Deferred {
 /// The log is emptied (after a sled flush) once it is larger than this.
 const WAL_ROTATE: u64 = 32 * 1024 * 1024;
 
-fn wal_entry(ns: Namespace, key: &str, value: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(3 + key.len() + value.len());
-    payload.push(ns.tag());
-    payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    payload.extend_from_slice(key.as_bytes());
-    payload.extend_from_slice(value);
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
-}
-
-/// The complete entries of a log; a torn tail (a crash during an append) ends it.
-fn wal_entries(bytes: &[u8]) -> (Vec<(Namespace, String, Vec<u8>)>, usize) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while bytes.len() >= at + 8 {
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc || payload.len() < 3 {
-            break;
-        }
-        let key_len = u16::from_le_bytes([payload[1], payload[2]]) as usize;
-        let (Some(ns), Some(key)) = (Namespace::from_tag(payload[0]), payload.get(3..3 + key_len))
-        else {
-            break;
-        };
-        out.push((
-            ns,
-            String::from_utf8_lossy(key).into_owned(),
-            payload[3 + key_len..].to_vec(),
-        ));
-        at += 8 + len;
-    }
-    (out, at)
-}
-
 #[derive(Debug, Default)]
 struct GroupCommit {
     /// Sequence number of the last write made.
@@ -97,20 +56,40 @@ fn engine(e: sled::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Opens sled in `dir`. A lock still held for a moment by a store of this process
+/// that was just closed (sled's own threads end after it) is waited for briefly; a
+/// lock held longer is another daemon's.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        let text = match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(e) => e.to_string(),
+        };
+        let locked = text.contains("lock")
+            || text.contains("WouldBlock")
+            || text.contains("temporarily unavailable");
+        if !locked {
+            return Err(StoreError::Engine(format!(
+                "cannot open store in {}: {text}",
+                dir.display()
+            )));
+        }
+        tries += 1;
+        if tries >= 20 {
+            return Err(StoreError::Engine(format!(
+                "the data directory {} is in use by another keywardd (only one daemon may use it): {text}",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-                StoreError::Engine(format!(
-                    "the data directory {} is in use by another keywardd (only one daemon may use it): {text}",
-                    dir.display()
-                ))
-            } else {
-                StoreError::Engine(format!("cannot open store in {}: {text}", dir.display()))
-            }
-        })?;
+        let db = open_db(dir)?;
         let wal_path = dir.with_extension("wal");
         let io = |e: std::io::Error| {
             StoreError::Engine(format!("write-ahead log {}: {e}", wal_path.display()))

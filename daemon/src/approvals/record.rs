@@ -1,0 +1,154 @@
+//! What an approval is: the request it holds ([`Subject`]), where it stands
+//! ([`State`]) and the stored record ([`ApprovalRecord`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// What is waiting to be signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Subject {
+    /// A blob: its digest (or, for Ed25519, the message itself, base64).
+    Blob {
+        /// `sha256`, ... or empty for a message.
+        digest_algorithm: String,
+        /// Hex digest, or base64 message.
+        data: String,
+        /// File name as the requester gave it.
+        #[serde(default)]
+        file_name: String,
+        /// Size as the requester gave it.
+        #[serde(default)]
+        size: u64,
+    },
+    /// A change that weakens a key's policy: approved by a second key-admin or admin.
+    Policy {
+        /// The change, applied as stored.
+        change: crate::keys::PolicyChange,
+        /// What it weakens, in words.
+        weakens: Vec<String>,
+    },
+    /// An in-toto attestation about an image: the exact statement that will be signed.
+    Attestation {
+        /// Reference as requested.
+        reference: String,
+        /// Manifest digest resolved when the request was made (the statement's subject).
+        digest: String,
+        /// Predicate type URI.
+        predicate_type: String,
+        /// The predicate, as sent.
+        predicate: serde_json::Value,
+        /// SHA-256 of the predicate bytes as sent, hex.
+        predicate_digest: String,
+    },
+    /// An image: the reference as requested and the digests that will be signed.
+    Image {
+        /// Reference as requested.
+        reference: String,
+        /// Manifest digests resolved when the request was made.
+        digests: Vec<String>,
+        /// Payload annotations.
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// Where a request stands. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for approvers.
+    Pending,
+    /// Approved; signing has not finished (resumed at start-up).
+    Approved,
+    /// Signed (or, for a policy change, applied).
+    Signed,
+    /// Denied by an approver.
+    Denied,
+    /// Not approved in time.
+    Expired,
+    /// Approved, but the checks made again at execution failed (see `error`).
+    Refused,
+}
+
+impl State {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Signed => "signed",
+            State::Denied => "denied",
+            State::Expired => "expired",
+            State::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Random id.
+    pub id: String,
+    /// Where it stands.
+    pub status: State,
+    /// Key to sign with.
+    pub key: String,
+    /// What to sign.
+    pub subject: Subject,
+    /// SHA-256 of the original request.
+    pub request_hash: String,
+    /// Who asked.
+    pub requester: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Pending requests expire then.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Approvals needed.
+    pub needed: u32,
+    /// Approvers so far.
+    pub approved_by: Vec<String>,
+    /// Who denied it, and why.
+    pub denied_by: Option<(String, String)>,
+    /// Blob signature (base64) once signed.
+    pub signature: Option<String>,
+    /// Key version that signed (none until then; stored as 0 by older daemons).
+    #[serde(default, deserialize_with = "version_or_none")]
+    pub version: Option<u32>,
+    /// Where image signatures went.
+    pub pushed_to: Vec<String>,
+    /// Why signing failed, if it did (the request stays approved and is retried at
+    /// start-up).
+    pub error: Option<String>,
+}
+
+/// Records written before versions were optional say 0 for "not signed yet".
+fn version_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v: Option<u32> = Option::deserialize(d)?;
+    Ok(v.filter(|n| *n != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_version_stored_as_0_by_an_older_daemon_reads_as_none() {
+        #[derive(serde::Deserialize)]
+        struct R {
+            #[serde(default, deserialize_with = "super::version_or_none")]
+            version: Option<u32>,
+        }
+        let read = |json: &str| serde_json::from_str::<R>(json).unwrap().version;
+        assert_eq!(read(r#"{"version":0}"#), None);
+        assert_eq!(read(r#"{"version":3}"#), Some(3));
+        assert_eq!(read(r#"{"version":null}"#), None);
+        assert_eq!(read(r#"{}"#), None);
+    }
+}
