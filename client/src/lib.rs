@@ -21,6 +21,7 @@ pub mod audit;
 mod calls;
 mod config;
 mod error;
+pub mod files;
 
 pub use config::ClientConfig;
 pub use error::{Error, reason};

@@ -27,29 +27,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FileError {
     move |source| FileError::Io { what, source }
 }
 
-/// Writes `data` to `path` atomically with the given mode: a new temporary file in the
-/// same directory (created exclusively, mode 0600), flushed, then renamed over `path`.
+/// Writes `data` to `path` atomically with the given mode (see
+/// [`keyward_client::files::write_atomic`]).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let what = || format!("cannot write {}", path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keyward-")
-        .tempfile_in(dir)
-        .map_err(io(what()))?;
-    tmp.write_all(data).map_err(io(what()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io(what()))?;
-    tmp.as_file().sync_all().map_err(io(what()))?;
-    tmp.persist(path).map_err(|e| FileError::Io {
-        what: what(),
-        source: e.error,
-    })?;
-    Ok(())
+    keyward_client::files::write_atomic(path, data, mode)
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// Creates `dir` (and its parents) if needed and makes it 0700.

@@ -88,25 +88,10 @@ impl Show for Removed {
     }
 }
 
-/// Writes a file readable by its owner only: a fresh temporary file (0600, created
-/// exclusively) renamed over `path`, so an existing file with looser permissions, or a
-/// planted symlink, is replaced rather than written through.
+/// Writes a file readable by its owner only (see [`keyward_client::files::write_atomic`]).
 fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let what = || format!("cannot write {}", path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keyward-")
-        .tempfile_in(dir)
-        .with_context(what)?;
-    tmp.write_all(data)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(what)?;
-    tmp.persist(path).map_err(|e| e.error).with_context(what)?;
-    Ok(())
+    keyward_client::files::write_atomic(path, data, 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Generates the principal's TLS key here, has the daemon certify it, and writes a

@@ -135,7 +135,7 @@ async fn revisions_change_with_every_write(open: Open<'_>) {
 async fn transactions_are_all_or_nothing(open: Open<'_>) {
     let (_d, s) = fresh(open);
     let create = Txn::new()
-        .expect(Namespace::Approvals, "a", Expect::Absent)
+        .check(Namespace::Approvals, "a", Expect::Absent)
         .put(Namespace::Approvals, "a", b"1".to_vec())
         .put(Namespace::Keys, "side", b"x".to_vec());
     assert!(s.txn(&create).await.unwrap());
@@ -150,8 +150,8 @@ async fn transactions_are_all_or_nothing(open: Open<'_>) {
     let (_, other) = s.get_rev(Namespace::Keys, "other").await.unwrap().unwrap();
     s.put(Namespace::Keys, "other", b"o2").await.unwrap();
     let stale = Txn::new()
-        .expect(Namespace::Approvals, "a", Expect::At(rev))
-        .expect(Namespace::Keys, "other", Expect::At(other))
+        .check(Namespace::Approvals, "a", Expect::At(rev))
+        .check(Namespace::Keys, "other", Expect::At(other))
         .put(Namespace::Approvals, "a", b"2".to_vec())
         .delete(Namespace::Keys, "side");
     assert!(
@@ -170,8 +170,8 @@ async fn transactions_are_all_or_nothing(open: Open<'_>) {
     // All checks hold: every write applies, deletes included.
     let (_, other) = s.get_rev(Namespace::Keys, "other").await.unwrap().unwrap();
     let fresh_txn = Txn::new()
-        .expect(Namespace::Approvals, "a", Expect::At(rev))
-        .expect(Namespace::Keys, "other", Expect::At(other))
+        .check(Namespace::Approvals, "a", Expect::At(rev))
+        .check(Namespace::Keys, "other", Expect::At(other))
         .put(Namespace::Approvals, "a", b"2".to_vec())
         .delete(Namespace::Keys, "side");
     assert!(s.txn(&fresh_txn).await.unwrap());
@@ -197,7 +197,7 @@ async fn concurrent_compare_and_swap_loses_no_update(open: Open<'_>) {
                         let (v, rev) = s.get_rev(Namespace::Mfa, "counter").await.unwrap().unwrap();
                         let n: u64 = String::from_utf8(v).unwrap().parse().unwrap();
                         let next = Txn::new()
-                            .expect(Namespace::Mfa, "counter", Expect::At(rev))
+                            .check(Namespace::Mfa, "counter", Expect::At(rev))
                             .put(Namespace::Mfa, "counter", (n + 1).to_string().into_bytes());
                         if s.txn(&next).await.unwrap() {
                             break;
@@ -226,7 +226,7 @@ async fn everything_survives_a_reopen(open: Open<'_>) {
             .unwrap();
         s.wait_durable(t).await.unwrap();
         let txn = Txn::new()
-            .expect(Namespace::Approvals, "a", Expect::Absent)
+            .check(Namespace::Approvals, "a", Expect::Absent)
             .put(Namespace::Approvals, "a", b"txn".to_vec());
         assert!(s.txn(&txn).await.unwrap());
     }

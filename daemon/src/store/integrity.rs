@@ -218,7 +218,7 @@ impl ProtectedStore {
         expect: Expect,
     ) -> Result<bool, IntegrityError> {
         let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
-        let txn = Txn::new().expect(ns, key, expect).put(ns, key, stored);
+        let txn = Txn::new().check(ns, key, expect).put(ns, key, stored);
         Ok(self.store.txn(&txn).await?)
     }
 

@@ -118,7 +118,7 @@ impl Txn {
     }
 
     /// Adds a check.
-    pub fn expect(mut self, ns: Namespace, key: &str, expect: Expect) -> Self {
+    pub fn check(mut self, ns: Namespace, key: &str, expect: Expect) -> Self {
         self.checks.push((ns, key.to_string(), expect));
         self
     }
