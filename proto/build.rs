@@ -9,6 +9,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".keyward.v1.ErrorDetail.reason", "error_reason"),
     (".keyward.v1.Approval.status", "approval_state"),
     (".keyward.v1.Approval.kind", "approval_kind"),
+    (".keyward.v1.AuditLine.decision", "audit_decision"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -101,11 +101,14 @@ paged! {
 impl Client {
     /// The audit log as JSON lines, from record `from_seq` (or the time `since`); with
     /// `checkpoint` the daemon signs the chain head first.
-    pub async fn export_audit(&self, req: pb::ExportAuditRequest) -> Result<Vec<String>, Error> {
+    pub async fn export_audit(
+        &self,
+        req: pb::ExportAuditRequest,
+    ) -> Result<Vec<pb::AuditLine>, Error> {
         let mut stream = self.audit.clone().export_audit(req).await?.into_inner();
         let mut out = Vec::new();
         while let Some(l) = stream.message().await? {
-            out.push(l.line);
+            out.push(l);
         }
         Ok(out)
     }

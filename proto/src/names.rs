@@ -26,6 +26,7 @@ names! {
     error_reason: ErrorReason, "ERROR_REASON_";
     approval_state: ApprovalState, "APPROVAL_STATE_";
     approval_kind: ApprovalKind, "APPROVAL_KIND_";
+    audit_decision: AuditDecision, "AUDIT_DECISION_";
 }
 
 macro_rules! text_names {

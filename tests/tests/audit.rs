@@ -63,6 +63,24 @@ fn every_decision_is_recorded_and_an_export_verifies_offline() {
     let export = d.ok(&["audit", "export"]);
     let recs = lines(&export);
     let records: Vec<_> = recs.iter().filter(|r| r["type"] == "record").collect();
+    // `audit tail --decision denied` shows the refusals, only them.
+    let denied = lines(&d.ok(&[
+        "-o",
+        "json",
+        "audit",
+        "tail",
+        "-n",
+        "1000",
+        "--decision",
+        "denied",
+    ]));
+    let want = records.iter().filter(|r| r["decision"] == "denied").count();
+    assert!(want >= 3, "{export}");
+    assert_eq!(denied.len(), want, "{denied:?}");
+    assert!(
+        denied.iter().all(|r| r["decision"] == "denied"),
+        "{denied:?}"
+    );
     let find = |action: &str, decision: &str| {
         records
             .iter()

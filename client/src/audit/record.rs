@@ -40,6 +40,18 @@ impl Decision {
     }
 }
 
+impl From<Decision> for keyward_proto::v1::AuditDecision {
+    fn from(d: Decision) -> Self {
+        use keyward_proto::v1::AuditDecision as P;
+        match d {
+            Decision::Intent => P::Intent,
+            Decision::Allowed => P::Allowed,
+            Decision::Denied => P::Denied,
+            Decision::Failed => P::Failed,
+        }
+    }
+}
+
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

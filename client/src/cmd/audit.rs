@@ -18,6 +18,9 @@ pub enum AuditCommand {
         /// How many records to print first.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+        /// Only records with this decision (repeatable), e.g. --decision denied.
+        #[arg(long = "decision", value_enum)]
+        decisions: Vec<DecisionArg>,
     },
     /// Print records and checkpoints as JSON lines (redirect to a file to keep them).
     /// The daemon signs the chain head first, so the export ends with a checkpoint.
@@ -31,6 +34,30 @@ pub enum AuditCommand {
     PublicKey,
     /// Verify an export offline: the hash chain and the HSM-signed checkpoints.
     Verify(VerifyExport),
+}
+
+/// A decision to filter on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecisionArg {
+    /// Admitted requests that change state or sign (their outcome follows).
+    Intent,
+    /// Allowed or succeeded.
+    Allowed,
+    /// Refused.
+    Denied,
+    /// Admitted but failed.
+    Failed,
+}
+
+impl From<DecisionArg> for proto::AuditDecision {
+    fn from(d: DecisionArg) -> Self {
+        match d {
+            DecisionArg::Intent => Self::Intent,
+            DecisionArg::Allowed => Self::Allowed,
+            DecisionArg::Denied => Self::Denied,
+            DecisionArg::Failed => Self::Failed,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -103,16 +130,6 @@ impl VerifyExport {
     }
 }
 
-/// The sequence number of an exported line (0 if it has none).
-fn line_seq(line: &str) -> u64 {
-    match serde_json::from_str::<Line>(line) {
-        Ok(Line::Record(r)) => r.seq,
-        Ok(Line::Checkpoint(c)) => c.seq,
-        Ok(Line::Anchor(a)) => a.seq,
-        Err(_) => 0,
-    }
-}
-
 fn print_line(line: &str, output: Output) {
     if output == Output::Json {
         println!("{line}");
@@ -163,15 +180,24 @@ impl AuditCommand {
                 print!("{}", k.public_key_pem);
             }
             AuditCommand::Export { since } => {
-                for line in export(0, since.unwrap_or_default(), true).await? {
-                    println!("{line}");
+                for l in export(0, since.unwrap_or_default(), true).await? {
+                    println!("{}", l.line);
                 }
             }
-            AuditCommand::Tail { follow, lines } => {
+            AuditCommand::Tail {
+                follow,
+                lines,
+                decisions,
+            } => {
+                let wanted: Vec<proto::AuditDecision> =
+                    decisions.into_iter().map(Into::into).collect();
+                let shown =
+                    |l: &proto::AuditLine| wanted.is_empty() || wanted.contains(&l.decision());
                 let all = export(0, String::new(), false).await?;
-                let mut next = all.last().map(|l| line_seq(l) + 1).unwrap_or(1);
-                for line in all.iter().skip(all.len().saturating_sub(lines)) {
-                    print_line(line, ctx.out);
+                let mut next = all.last().map(|l| l.seq + 1).unwrap_or(1);
+                let picked: Vec<_> = all.iter().filter(|l| shown(l)).collect();
+                for l in picked.iter().skip(picked.len().saturating_sub(lines)) {
+                    print_line(&l.line, ctx.out);
                 }
                 if !follow {
                     return Ok(());
@@ -179,11 +205,11 @@ impl AuditCommand {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     let fresh = export(next, String::new(), false).await?;
-                    for line in fresh.iter().filter(|l| line_seq(l) >= next) {
-                        print_line(line, ctx.out);
+                    for l in fresh.iter().filter(|l| l.seq >= next && shown(l)) {
+                        print_line(&l.line, ctx.out);
                     }
                     if let Some(l) = fresh.last() {
-                        next = next.max(line_seq(l) + 1);
+                        next = next.max(l.seq + 1);
                     }
                 }
             }

@@ -89,7 +89,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     }
                 };
                 for line in lines {
-                    if tx.send(Ok(pb::AuditLine { line })).await.is_err() {
+                    if tx.send(Ok(typed(line))).await.is_err() {
                         return;
                     }
                 }
@@ -113,5 +113,21 @@ impl pb::audit_service_server::AuditService for AuditApi {
         Ok(Response::new(pb::AuditPublicKeyResponse {
             public_key_pem: self.audit.public_key_pem(),
         }))
+    }
+}
+
+/// An exported line with its sequence number and decision read out.
+fn typed(line: String) -> pb::AuditLine {
+    use keyward_client::audit::Line;
+    let (seq, decision) = match serde_json::from_str::<Line>(&line) {
+        Ok(Line::Record(r)) => (r.seq, pb::AuditDecision::from(r.decision)),
+        Ok(Line::Checkpoint(c)) => (c.seq, pb::AuditDecision::Unspecified),
+        Ok(Line::Anchor(a)) => (a.seq, pb::AuditDecision::Unspecified),
+        Err(_) => (0, pb::AuditDecision::Unspecified),
+    };
+    pb::AuditLine {
+        line,
+        seq,
+        decision: decision as i32,
     }
 }
