@@ -74,11 +74,11 @@ impl Show for proto::Approval {
                     "  file:       {} ({} bytes, as the requester says)",
                     a.file_name, a.size
                 );
-                println!(
-                    "  blob:       {} {}",
-                    a.digest_algorithm,
-                    a.digests.first().map(String::as_str).unwrap_or("")
-                );
+                let what = a.digests.first().map(String::as_str).unwrap_or("");
+                match &a.digest_algorithm {
+                    Some(d) => println!("  blob:       {d} {what}"),
+                    None => println!("  message:    {what} (base64; signed whole)"),
+                }
             }
         }
         println!(

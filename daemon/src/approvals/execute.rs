@@ -231,13 +231,14 @@ impl Approvals {
                     key: r.id.clone(),
                     detail,
                 };
-                let input = if digest_algorithm.is_empty() {
-                    SignInput::Message(b64.decode(data).map_err(|e| corrupt(e.to_string()))?)
-                } else {
-                    SignInput::Digest(
-                        DigestAlgorithm::parse(digest_algorithm).map_err(corrupt)?,
+                let input = match digest_algorithm {
+                    None => {
+                        SignInput::Message(b64.decode(data).map_err(|e| corrupt(e.to_string()))?)
+                    }
+                    Some(d) => SignInput::Digest(
+                        DigestAlgorithm::parse(d).map_err(corrupt)?,
                         hex::decode(data).map_err(|e| corrupt(e.to_string()))?,
-                    )
+                    ),
                 };
                 let described = Described {
                     file_name: file_name.clone(),

@@ -247,11 +247,8 @@ impl Approvals {
         needed: u32,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let (digest_algorithm, data) = match input {
-            SignInput::Digest(d, bytes) => (d.to_string(), hex::encode(bytes)),
-            SignInput::Message(m) => (
-                String::new(),
-                base64::engine::general_purpose::STANDARD.encode(m),
-            ),
+            SignInput::Digest(d, bytes) => (Some(d.to_string()), hex::encode(bytes)),
+            SignInput::Message(m) => (None, base64::engine::general_purpose::STANDARD.encode(m)),
         };
         let subject = Subject::Blob {
             digest_algorithm,

@@ -11,8 +11,13 @@ use time::OffsetDateTime;
 pub enum Subject {
     /// A blob: its digest (or, for Ed25519, the message itself, base64).
     Blob {
-        /// `sha256`, ... or empty for a message.
-        digest_algorithm: String,
+        /// `sha256`, ...; none when `data` is the message itself. Stored as "" then.
+        #[serde(
+            default,
+            deserialize_with = "empty_as_none",
+            serialize_with = "none_as_empty"
+        )]
+        digest_algorithm: Option<String>,
         /// Hex digest, or base64 message.
         data: String,
         /// File name as the requester gave it.
@@ -130,6 +135,17 @@ pub struct ApprovalRecord {
     pub error: Option<String>,
 }
 
+/// Reads "" (a blob that is a message) as none.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.is_empty()))
+}
+
+/// Writes none as "", as every keywardd reads it.
+fn none_as_empty<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_deref().unwrap_or_default())
+}
+
 /// Records written before versions were optional say 0 for "not signed yet".
 fn version_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v: Option<u32> = Option::deserialize(d)?;
@@ -150,5 +166,30 @@ mod tests {
         assert_eq!(read(r#"{"version":3}"#), Some(3));
         assert_eq!(read(r#"{"version":null}"#), None);
         assert_eq!(read(r#"{}"#), None);
+    }
+
+    #[test]
+    fn a_blob_that_is_a_message_is_stored_with_an_empty_algorithm_and_read_as_none() {
+        let message = super::Subject::Blob {
+            digest_algorithm: None,
+            data: "bXNn".into(),
+            file_name: "f".into(),
+            size: 3,
+        };
+        let stored = serde_json::to_value(&message).unwrap();
+        assert_eq!(stored["digest_algorithm"], "");
+        let back: super::Subject = serde_json::from_value(stored).unwrap();
+        assert!(matches!(
+            back,
+            super::Subject::Blob {
+                digest_algorithm: None,
+                ..
+            }
+        ));
+        let digest = r#"{"kind":"blob","digest_algorithm":"sha256","data":"ab"}"#;
+        let back: super::Subject = serde_json::from_str(digest).unwrap();
+        assert!(
+            matches!(back, super::Subject::Blob { digest_algorithm: Some(ref d), .. } if d == "sha256")
+        );
     }
 }
