@@ -1,10 +1,22 @@
 //! Load generation for the signing benchmark, and rounds that alternate between
 //! daemons so that a noisy machine's drift hits every daemon alike.
 
+pub mod raw;
+
 use keyward_client::{Client, proto};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// A duration in seconds from the environment, or the default.
+pub fn env_secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
 
 /// Requests in flight.
 pub const CONCURRENCY: usize = 64;
