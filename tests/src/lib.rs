@@ -38,6 +38,16 @@ pub struct DevDaemon {
 }
 
 impl DevDaemon {
+    /// Writes key `key`'s active public key (PEM) into the daemon's directory; returns
+    /// the file, for cosign and openssl.
+    pub fn public_key_file(&self, key: &str) -> PathBuf {
+        let p = self.dir.join(format!("{key}.pub.pem"));
+        std::fs::write(&p, self.ok(&["key", "public", key])).expect("write public key");
+        p
+    }
+}
+
+impl DevDaemon {
     /// Starts a daemon in a fresh temporary directory.
     pub fn start() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");

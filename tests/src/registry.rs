@@ -204,6 +204,14 @@ impl TestRegistry {
         ])
     }
 
+    /// The layers of the cosign signature manifest (`sha256-<hex>.sig`) of `digest`.
+    pub fn sig_layers(&self, repo: &str, digest: &str) -> Vec<serde_json::Value> {
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        let m: serde_json::Value =
+            serde_json::from_slice(&self.manifest(repo, &tag)).expect("signature manifest");
+        m["layers"].as_array().cloned().unwrap_or_default()
+    }
+
     /// A blob's bytes.
     pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
         self.curl(&[

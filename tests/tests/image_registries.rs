@@ -6,21 +6,8 @@ use keyward_tests::registry::TestRegistry;
 use keyward_tests::{DevDaemon, cosign_verify};
 use std::process::Command;
 
-fn public_key(d: &DevDaemon, key: &str) -> std::path::PathBuf {
-    let p = d.dir.join(format!("{key}.pub.pem"));
-    std::fs::write(&p, d.ok(&["key", "public", key])).unwrap();
-    p
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
-}
-
-fn layers(reg: &TestRegistry, repo: &str, digest: &str) -> Vec<serde_json::Value> {
-    let m: serde_json::Value =
-        serde_json::from_slice(&reg.manifest(repo, &format!("{}.sig", digest.replace(':', "-"))))
-            .unwrap();
-    m["layers"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -35,7 +22,7 @@ fn basic_auth_registries_take_docker_config_credentials() {
     let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));
     assert_eq!(signed[0]["digest"], digest.as_str());
     assert!(
-        cosign_verify(&public_key(&d, "k"), &image, Some(&docker))
+        cosign_verify(&d.public_key_file("k"), &image, Some(&docker))
             .status
             .success()
     );
@@ -203,10 +190,10 @@ fn the_ledger_answers_what_a_key_signed_and_a_failed_push_records_nothing() {
             .len(),
         2
     );
-    assert_eq!(layers(&reg, "a/app", &a).len(), 1);
+    assert_eq!(reg.sig_layers("a/app", &a).len(), 1);
     assert!(
         cosign_verify(
-            &public_key(&d, "k1"),
+            &d.public_key_file("k1"),
             &format!("{}/a/app:v1", reg.addr),
             None
         )

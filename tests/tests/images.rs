@@ -4,21 +4,8 @@ use keyward_tests::registry::TestRegistry;
 use keyward_tests::{DevDaemon, cosign, cosign_verify};
 use std::process::Command;
 
-fn public_key(d: &DevDaemon, key: &str) -> std::path::PathBuf {
-    let p = d.dir.join(format!("{key}.pub.pem"));
-    std::fs::write(&p, d.ok(&["key", "public", key])).unwrap();
-    p
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
-}
-
-fn layers(reg: &TestRegistry, repo: &str, digest: &str) -> Vec<serde_json::Value> {
-    let m: serde_json::Value =
-        serde_json::from_slice(&reg.manifest(repo, &format!("{}.sig", digest.replace(':', "-"))))
-            .unwrap();
-    m["layers"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -31,7 +18,7 @@ fn cosign_accepts_our_signatures_and_rejects_everything_else() {
     let unsigned = format!("{}/team/app:v2", reg.addr);
     d.ok(&["key", "create", "release"]);
     d.ok(&["key", "create", "stranger"]);
-    let (release, stranger) = (public_key(&d, "release"), public_key(&d, "stranger"));
+    let (release, stranger) = (d.public_key_file("release"), d.public_key_file("stranger"));
 
     let signed = json(&d.ok(&[
         "-o", "json", "sign", "--key", "release", "-a", "build=42", &image,
@@ -98,10 +85,10 @@ fn a_tampered_payload_is_rejected_and_a_second_signature_keeps_the_first() {
     let image = format!("{}/app:v1", reg.addr);
     d.ok(&["key", "create", "one"]);
     d.ok(&["key", "create", "two", "--algorithm", "ed25519"]);
-    let (one, two) = (public_key(&d, "one"), public_key(&d, "two"));
+    let (one, two) = (d.public_key_file("one"), d.public_key_file("two"));
     d.ok(&["sign", "--key", "one", &image]);
     d.ok(&["sign", "--key", "two", &image]);
-    assert_eq!(layers(&reg, "app", &digest).len(), 2);
+    assert_eq!(reg.sig_layers("app", &digest).len(), 2);
     assert!(
         cosign_verify(&one, &image, None).status.success(),
         "first signature lost"
@@ -114,10 +101,10 @@ fn a_tampered_payload_is_rejected_and_a_second_signature_keeps_the_first() {
     // Signing again with the same key version adds nothing.
     let again = json(&d.ok(&["-o", "json", "sign", "--key", "one", &image]));
     assert_eq!(again[0]["already_signed"], true);
-    assert_eq!(layers(&reg, "app", &digest).len(), 2);
+    assert_eq!(reg.sig_layers("app", &digest).len(), 2);
 
     // Tamper: rewrite key one's payload (another docker-reference) keeping its signature.
-    let mut ls = layers(&reg, "app", &digest);
+    let mut ls = reg.sig_layers("app", &digest);
     let payload = reg.blob("app", ls[0]["digest"].as_str().unwrap());
     let forged = String::from_utf8(payload)
         .unwrap()
@@ -151,7 +138,7 @@ fn attestations_verify_with_cosign_for_their_predicate_type() {
     reg.push_image("svc:1.0", "attested");
     let image = format!("{}/svc:1.0", reg.addr);
     d.ok(&["key", "create", "prov"]);
-    let key = public_key(&d, "prov");
+    let key = d.public_key_file("prov");
     let predicate = d.dir.join("provenance.json");
     std::fs::write(
         &predicate,
@@ -230,7 +217,7 @@ fn recursive_signing_covers_the_index_and_every_platform() {
     let d = DevDaemon::start();
     let (index, platforms) = reg.push_index("multi:latest", "multi", &["amd64", "arm64"]);
     d.ok(&["key", "create", "k"]);
-    let key = public_key(&d, "k");
+    let key = d.public_key_file("k");
     let image = format!("{}/multi:latest", reg.addr);
 
     let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));

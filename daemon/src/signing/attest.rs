@@ -6,12 +6,12 @@
 use super::formats::*;
 use super::{
     ImageError, ImageSigner, Recorded, Signed, check_scope, image_capable, parse_ref, sign_input,
+    signer_annotations,
 };
 use crate::authz::SignPermit;
 use crate::oci::ImageRef;
 use serde_json::Value;
 use sha2::Digest;
-use std::collections::BTreeMap;
 
 /// An attestation resolved at request time: what approvers see and what is signed.
 #[derive(Debug, Clone)]
@@ -80,7 +80,6 @@ impl ImageSigner {
         plan: &AttestationPlan,
     ) -> Result<Signed, ImageError> {
         let (image, digest) = (&plan.image, plan.digest.as_str());
-        let (key, requester) = (permit.key_name(), permit.principal());
         let rec = permit.key();
         image_capable(rec)?;
         check_scope(rec, &image.repository())?;
@@ -101,10 +100,6 @@ impl ImageSigner {
             .keys
             .sign(permit, sign_input(rec.algorithm, &pae))
             .await?;
-        let (version, fingerprint) = (
-            permit.version().number(),
-            permit.version().fingerprint().to_string(),
-        );
         let envelope = dsse_envelope(&statement, &signature);
         let existing = self.registries.manifest_if_exists(&att_ref).await?;
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
@@ -112,14 +107,12 @@ impl ImageSigner {
             .registries
             .push_blob(&att_ref, envelope.clone(), false)
             .await?;
-        let mut ann = BTreeMap::new();
+        let mut ann = signer_annotations(permit);
         ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
         ann.insert(
             PREDICATE_TYPE_ANNOTATION.to_string(),
             plan.predicate_type.clone(),
         );
-        ann.insert(FINGERPRINT_ANNOTATION.to_string(), fingerprint.clone());
-        ann.insert(KEY_ANNOTATION.to_string(), format!("{key}/v{version}"));
         layers.push(layer(DSSE_ENVELOPE, &envelope, &env_digest, ann));
         self.publish(
             &att_ref,
@@ -128,10 +121,7 @@ impl ImageSigner {
                 kind: "attestation",
                 image,
                 digest,
-                key,
-                version,
-                fingerprint,
-                requester,
+                permit,
                 pushed_to: &pushed_to,
             },
         )

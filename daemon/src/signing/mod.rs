@@ -84,11 +84,22 @@ struct Recorded<'a> {
     kind: &'static str,
     image: &'a ImageRef,
     digest: &'a str,
-    key: &'a str,
-    version: u32,
-    fingerprint: String,
-    requester: &'a str,
+    /// Who signed with which key version: the ledger entry names what it pinned.
+    permit: &'a SignPermit,
     pushed_to: &'a str,
+}
+
+/// The annotations that name the signer on a signature or attestation layer: the key
+/// version's fingerprint and `name/vN`, as the permit pinned them.
+fn signer_annotations(permit: &SignPermit) -> BTreeMap<String, String> {
+    let v = permit.version();
+    BTreeMap::from([
+        (
+            FINGERPRINT_ANNOTATION.to_string(),
+            v.fingerprint().to_string(),
+        ),
+        (KEY_ANNOTATION.to_string(), v.label()),
+    ])
 }
 
 /// Signs images with keys from the registry of keys and pushes the results.
@@ -188,11 +199,11 @@ impl ImageSigner {
             digest: r.digest.to_string(),
             tag: r.image.parsed.tag().unwrap_or_default().to_string(),
             reference: r.image.original.clone(),
-            key: r.key.to_string(),
-            version: r.version,
-            fingerprint: r.fingerprint,
+            key: r.permit.key_name().to_string(),
+            version: r.permit.version().number(),
+            fingerprint: r.permit.version().fingerprint().to_string(),
             time: OffsetDateTime::now_utc(),
-            requester: r.requester.to_string(),
+            requester: r.permit.principal().to_string(),
             pushed_to: r.pushed_to.to_string(),
             size: 0,
             request_hash: String::new(),
@@ -307,21 +318,15 @@ impl ImageSigner {
             .keys
             .sign(permit, sign_input(rec.algorithm, &payload))
             .await?;
-        let (version, fingerprint) = (
-            permit.version().number(),
-            permit.version().fingerprint().to_string(),
-        );
         let payload_digest = self
             .registries
             .push_blob(&sig_ref, payload.clone(), false)
             .await?;
-        let mut ann = BTreeMap::new();
+        let mut ann = signer_annotations(permit);
         ann.insert(
             SIGNATURE_ANNOTATION.to_string(),
             base64::engine::general_purpose::STANDARD.encode(&signature),
         );
-        ann.insert(FINGERPRINT_ANNOTATION.to_string(), fingerprint.clone());
-        ann.insert(KEY_ANNOTATION.to_string(), format!("{key}/v{version}"));
         ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
         layers.push(layer(SIMPLE_SIGNING, &payload, &payload_digest, ann));
         self.publish(
@@ -331,10 +336,7 @@ impl ImageSigner {
                 kind: "signature",
                 image,
                 digest,
-                key,
-                version,
-                fingerprint,
-                requester,
+                permit,
                 pushed_to: &pushed_to,
             },
         )
@@ -354,7 +356,7 @@ impl ImageSigner {
             reference: r.image.original.clone(),
             digest: r.digest.to_string(),
             pushed_to: r.pushed_to.to_string(),
-            version: r.version,
+            version: r.permit.version().number(),
             already_signed: false,
         };
         self.record(r).await?;
