@@ -214,3 +214,41 @@ fn bad_principal_requests_are_explained() {
     assert!(err.contains("principal \"nobody\" not found"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn two_admins_removing_each_other_at_once_leave_one_admin() {
+    for round in 0..3 {
+        let d = DevDaemon::start();
+        let ann = d.add_principal("ann", "admin");
+        let ben = d.add_principal("ben", "admin");
+        // Only these two admins are left; each removes the other at the same time.
+        ok_as(&d, &ann, &["principal", "remove", "admin"]);
+        let (by_ann, by_ben) = std::thread::scope(|s| {
+            let x = s.spawn(|| d.keyward_as(&ann, &["principal", "remove", "ben"]));
+            let y = s.spawn(|| d.keyward_as(&ben, &["principal", "remove", "ann"]));
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert!(
+            by_ann.status.success() != by_ben.status.success(),
+            "round {round}: exactly one removal may succeed: {} / {}",
+            stderr(&by_ann),
+            stderr(&by_ben)
+        );
+        let (survivor, gone, name) = if by_ann.status.success() {
+            (&ann, "ben", "ann")
+        } else {
+            (&ben, "ann", "ben")
+        };
+        let shown: serde_json::Value = serde_json::from_str(&ok_as(
+            &d,
+            survivor,
+            &["-o", "json", "principal", "show", gone],
+        ))
+        .unwrap();
+        assert_eq!(shown["removed"], true);
+        // The survivor is still an admin, and the last one.
+        ok_as(&d, survivor, &["principal", "list"]);
+        let err = denied_as(&d, survivor, &["principal", "remove", name]);
+        assert!(err.contains("last admin"), "{err}");
+    }
+}

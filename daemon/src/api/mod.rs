@@ -38,6 +38,7 @@ pub fn status(e: &KeyError) -> Status {
         KeyError::AlreadyExists(_) => Code::AlreadyExists,
         KeyError::InvalidArgument(_) => Code::InvalidArgument,
         KeyError::NoActiveVersion(_) => Code::FailedPrecondition,
+        KeyError::Conflict(_) => Code::Aborted,
         KeyError::Hsm(h) | KeyError::Pki(crate::pki::PkiError::Hsm(h)) => match h {
             HsmError::Unsupported { .. } | HsmError::InvalidInput(_) => Code::InvalidArgument,
             HsmError::OutOfSpace(_) => Code::ResourceExhausted,

@@ -6,7 +6,7 @@ mod key_use;
 pub use key_use::{SignPermit, check_key_use};
 
 use crate::store::integrity::{IntegrityError, ProtectedStore};
-use crate::store::{Namespace, StoreError};
+use crate::store::{Expect, Namespace, Revision, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -190,8 +190,6 @@ pub struct Principals {
     by_name: RwLock<HashMap<String, Arc<PrincipalRecord>>>,
     /// Principals whose stored record failed its integrity check, and why.
     refused: HashMap<String, String>,
-    /// One change at a time (held across the MAC and the write).
-    writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Principals {
@@ -225,7 +223,6 @@ impl Principals {
             store,
             by_name: RwLock::new(by_name),
             refused,
-            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -282,33 +279,17 @@ impl Principals {
         Ok(rec)
     }
 
-    async fn save(
-        &self,
-        rec: PrincipalRecord,
-        new: bool,
-    ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        if new {
-            if !self
-                .store
-                .create(Namespace::Principals, &rec.name, &rec)
-                .await?
-            {
-                return Err(PrincipalError::AlreadyExists(rec.name));
-            }
-        } else {
-            self.store
-                .put(Namespace::Principals, &rec.name, &rec)
-                .await?;
-        }
+    fn remember(&self, rec: PrincipalRecord) -> Arc<PrincipalRecord> {
         let rec = Arc::new(rec);
         self.by_name
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(rec.name.clone(), rec.clone());
-        Ok(rec)
+        rec
     }
 
-    /// Registers a principal whose certificate has been issued.
+    /// Registers a principal whose certificate has been issued. The store, not this
+    /// process, decides a race for the name.
     pub async fn add(
         &self,
         name: &str,
@@ -316,19 +297,22 @@ impl Principals {
         certificate_fingerprint: String,
         created_by: &str,
     ) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        let _w = self.writes.lock().await;
-        self.save(
-            PrincipalRecord {
-                name: name.to_string(),
-                roles,
-                certificate_fingerprint,
-                created_at: OffsetDateTime::now_utc(),
-                created_by: created_by.to_string(),
-                removed_at: None,
-            },
-            true,
-        )
-        .await
+        let rec = PrincipalRecord {
+            name: name.to_string(),
+            roles,
+            certificate_fingerprint,
+            created_at: OffsetDateTime::now_utc(),
+            created_by: created_by.to_string(),
+            removed_at: None,
+        };
+        if !self
+            .store
+            .put_if(Namespace::Principals, name, &rec, Expect::Absent)
+            .await?
+        {
+            return Err(PrincipalError::AlreadyExists(rec.name));
+        }
+        Ok(self.remember(rec))
     }
 
     /// Checks a new principal's name and roles before its certificate is issued.
@@ -356,27 +340,67 @@ impl Principals {
     }
 
     /// Removes a principal: its certificate is refused from the next request on. The
-    /// last active admin cannot be removed.
+    /// last active admin cannot be removed, also not by two admins removing each other
+    /// at once (here or through another daemon): the write checks that every other
+    /// admin it counted is still as it read them.
     pub async fn remove(&self, name: &str) -> Result<Arc<PrincipalRecord>, PrincipalError> {
-        let _w = self.writes.lock().await;
-        let mut rec = (*self.get(name)?).clone();
-        if rec.removed_at.is_some() {
-            return Ok(Arc::new(rec));
-        }
-        if rec.roles.contains(&Role::Admin) {
-            let admins = self
-                .list()
-                .iter()
-                .filter(|p| p.removed_at.is_none() && p.roles.contains(&Role::Admin))
-                .count();
-            if admins <= 1 {
-                return Err(PrincipalError::FailedPrecondition(format!(
-                    "{name:?} is the last admin; add another admin before removing it"
-                )));
+        for _ in 0..16 {
+            let (mut rec, rev) = self.read_rev(name).await?;
+            if rec.removed_at.is_some() {
+                return Ok(self.remember(rec));
+            }
+            let mut others = Vec::new();
+            if rec.roles.contains(&Role::Admin) {
+                for (other, _) in self
+                    .store
+                    .list::<PrincipalRecord>(Namespace::Principals)
+                    .await?
+                {
+                    if other == name {
+                        continue;
+                    }
+                    if let Ok((p, prev)) = self.read_rev(&other).await
+                        && p.removed_at.is_none()
+                        && p.roles.contains(&Role::Admin)
+                    {
+                        others.push((Namespace::Principals, other, Expect::At(prev)));
+                    }
+                }
+                if others.is_empty() {
+                    return Err(PrincipalError::FailedPrecondition(format!(
+                        "{name:?} is the last admin; add another admin before removing it"
+                    )));
+                }
+            }
+            rec.removed_at = Some(OffsetDateTime::now_utc());
+            if self
+                .store
+                .put_if_all(Namespace::Principals, name, &rec, Expect::At(rev), others)
+                .await?
+            {
+                return Ok(self.remember(rec));
             }
         }
-        rec.removed_at = Some(OffsetDateTime::now_utc());
-        self.save(rec, false).await
+        Err(PrincipalError::FailedPrecondition(format!(
+            "principals are being changed by other requests; try removing {name:?} again"
+        )))
+    }
+
+    /// The stored record (not the cache) with its revision.
+    async fn read_rev(&self, name: &str) -> Result<(PrincipalRecord, Revision), PrincipalError> {
+        if let Some(why) = self.refused.get(name) {
+            return Err(PrincipalError::FailedPrecondition(format!(
+                "principal {name:?} is not accepted: {why}"
+            )));
+        }
+        match self
+            .store
+            .get_rev::<PrincipalRecord>(Namespace::Principals, name)
+            .await?
+        {
+            Some((rec, rev)) if rec.name == name => Ok((rec, rev)),
+            _ => Err(PrincipalError::NotFound(name.to_string())),
+        }
     }
 }
 

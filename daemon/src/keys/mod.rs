@@ -6,6 +6,7 @@ mod policy;
 mod reconcile;
 mod record;
 mod version_ref;
+mod write;
 
 pub use backends::Backends;
 pub use policy::{PolicyChange, weakenings};
@@ -15,7 +16,7 @@ pub use version_ref::VersionRef;
 use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;
 use crate::hsm::{Algorithm, HsmError, SignInput};
-use crate::pki::{self, CaRecord, PkiError, Subject};
+use crate::pki::{CaRecord, PkiError};
 use crate::store::integrity::{IntegrityError, ProtectedStore};
 use crate::store::{Namespace, StoreError};
 use std::collections::HashMap;
@@ -65,6 +66,10 @@ pub enum KeyError {
     /// A certificate could not be issued.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// Another request changed the key at the same time, in a way this one cannot
+    /// build on.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What the start-up comparison of store and HSMs found. Nothing is deleted.
@@ -88,8 +93,6 @@ pub struct KeyRegistry {
     refused: HashMap<String, String>,
     /// HSM objects already checked to be the key version they are used as.
     verified_objects: RwLock<std::collections::HashSet<String>>,
-    /// Serialises create and rotate so that two rotations never race on one record.
-    writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -135,7 +138,6 @@ impl KeyRegistry {
             cache: RwLock::new(cache),
             refused,
             verified_objects: RwLock::new(Default::default()),
-            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -181,201 +183,6 @@ impl KeyRegistry {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
-    }
-
-    fn remember(&self, rec: KeyRecord) -> Arc<KeyRecord> {
-        let rec = Arc::new(rec);
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(rec.name.clone(), rec.clone());
-        rec
-    }
-
-    /// Generates a key pair in the HSM and certifies it. If certifying fails, the HSM
-    /// object is deleted again.
-    async fn new_version(
-        &self,
-        name: &str,
-        backend: &str,
-        algorithm: Algorithm,
-        version: u32,
-    ) -> Result<KeyVersion, KeyError> {
-        let pool = self.backends.get(backend)?;
-        let label = format!("{name}/v{version}");
-        let generated = pool
-            .run("generate", move |s| s.generate(&label, algorithm))
-            .await
-            .map_err(KeyError::Hsm)?;
-        let ca = self.ca.clone();
-        let ca_pool = self.backends.get(&ca.backend)?;
-        let (key, spki) = (name.to_string(), generated.public_key_der.clone());
-        let cert: Result<String, PkiError> = ca_pool
-            .run("certify", move |s| {
-                pki::issue(
-                    s,
-                    &ca,
-                    Subject::KeyVersion { key: &key, version },
-                    &spki,
-                    algorithm,
-                )
-            })
-            .await;
-        let certificate_pem = match cert {
-            Ok(c) => c,
-            Err(e) => {
-                self.destroy_quietly(backend, &generated.hsm_id).await;
-                return Err(e.into());
-            }
-        };
-        Ok(KeyVersion {
-            version,
-            state: VersionState::Active,
-            fingerprint: fingerprint(&generated.public_key_der),
-            hsm_id: generated.hsm_id,
-            public_key: generated.public_key_der,
-            certificate_pem,
-            created_at: now(),
-            activated_at: Some(now()),
-            retired_at: None,
-        })
-    }
-
-    async fn destroy_quietly(&self, backend: &str, hsm_id: &str) {
-        let Ok(pool) = self.backends.get(backend) else {
-            return;
-        };
-        let id = hsm_id.to_string();
-        let destroyed: Result<(), HsmError> = pool.run("destroy", move |s| s.destroy(&id)).await;
-        if let Err(e) = destroyed {
-            tracing::error!(backend, hsm_id, error = %e, "could not delete an HSM key after a failed operation; reconciliation will report it");
-        }
-    }
-
-    /// Creates a key with its first, active version. Atomic: if the record cannot be
-    /// stored, the HSM object is deleted and the store's error returned.
-    pub async fn create(
-        &self,
-        name: &str,
-        algorithm: &str,
-        backend: &str,
-        scope: Vec<String>,
-        purpose: Purpose,
-    ) -> Result<Arc<KeyRecord>, KeyError> {
-        validate_name(name).map_err(KeyError::InvalidArgument)?;
-        validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
-        let algorithm = if algorithm.is_empty() {
-            Algorithm::EcdsaP256
-        } else {
-            Algorithm::parse(algorithm).map_err(KeyError::InvalidArgument)?
-        };
-        let pool = self.backends.get(backend)?;
-        pool.backend().check_algorithm(algorithm)?;
-        let backend = pool.backend().name().to_string();
-
-        let _w = self.writes.lock().await;
-        if self.get(name).is_ok() {
-            return Err(KeyError::AlreadyExists(name.to_string()));
-        }
-        let v1 = self.new_version(name, &backend, algorithm, 1).await?;
-        let hsm_id = v1.hsm_id.clone();
-        let rec = KeyRecord {
-            name: name.to_string(),
-            algorithm,
-            backend: backend.clone(),
-            created_at: now(),
-            versions: vec![v1],
-            scope,
-            signers: Vec::new(),
-            require_mfa: false,
-            approvers: Vec::new(),
-            approvals: 0,
-            purpose,
-        };
-        let stored = self.store.create(Namespace::Keys, name, &rec).await;
-        match stored {
-            Ok(true) => Ok(self.remember(rec)),
-            Ok(false) => {
-                self.destroy_quietly(&backend, &hsm_id).await;
-                Err(KeyError::AlreadyExists(name.to_string()))
-            }
-            Err(e) => {
-                self.destroy_quietly(&backend, &hsm_id).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Makes a new version active and retires the old one (it still verifies, never
-    /// signs). If the record cannot be stored, the new HSM object is deleted.
-    pub async fn rotate(&self, name: &str) -> Result<Arc<KeyRecord>, KeyError> {
-        let _w = self.writes.lock().await;
-        let current = self.get(name)?;
-        let next = current
-            .versions
-            .iter()
-            .map(|v| v.version)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let fresh = self
-            .new_version(name, &current.backend, current.algorithm, next)
-            .await?;
-        let hsm_id = fresh.hsm_id.clone();
-        let mut rec = (*current).clone();
-        for v in &mut rec.versions {
-            if v.state == VersionState::Active {
-                v.state = VersionState::Retired;
-                v.retired_at = Some(now());
-            }
-        }
-        rec.versions.push(fresh);
-        match self.store.put(Namespace::Keys, name, &rec).await {
-            Ok(()) => Ok(self.remember(rec)),
-            Err(e) => {
-                self.destroy_quietly(&current.backend, &hsm_id).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Changes a key's policy; fields left `None` stay as they are.
-    pub async fn set_policy(
-        &self,
-        name: &str,
-        change: PolicyChange,
-    ) -> Result<Arc<KeyRecord>, KeyError> {
-        if let Some(scope) = &change.scope {
-            validate_scope(scope).map_err(KeyError::InvalidArgument)?;
-        }
-        let _w = self.writes.lock().await;
-        let mut rec = (*self.get(name)?).clone();
-        if let Some(scope) = change.scope {
-            rec.scope = scope;
-        }
-        if let Some(signers) = change.signers {
-            rec.signers = signers;
-        }
-        if let Some(m) = change.require_mfa {
-            rec.require_mfa = m;
-        }
-        if let Some(a) = change.approvers {
-            rec.approvers = a;
-        }
-        if let Some(p) = change.purpose {
-            rec.purpose = p;
-        }
-        if let Some(n) = change.approvals {
-            if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
-                return Err(KeyError::InvalidArgument(format!(
-                    "{n} approvals cannot be reached with {} named approvers",
-                    rec.approvers.len()
-                )));
-            }
-            rec.approvals = n;
-        }
-        self.store.put(Namespace::Keys, name, &rec).await?;
-        Ok(self.remember(rec))
     }
 
     /// Signs with the version the permit pinned (`permit.version()`: the one the

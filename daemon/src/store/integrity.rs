@@ -217,8 +217,23 @@ impl ProtectedStore {
         value: &T,
         expect: Expect,
     ) -> Result<bool, IntegrityError> {
+        self.put_if_all(ns, key, value, expect, Vec::new()).await
+    }
+
+    /// [`ProtectedStore::put_if`] that also checks other records (`also`): for a rule
+    /// over several records, such as "one admin stays", which a change to one record
+    /// must not break while another request changes another.
+    pub async fn put_if_all<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+        expect: Expect,
+        also: Vec<(Namespace, String, Expect)>,
+    ) -> Result<bool, IntegrityError> {
         let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
-        let txn = Txn::new().check(ns, key, expect).put(ns, key, stored);
+        let mut txn = Txn::new().check(ns, key, expect).put(ns, key, stored);
+        txn.checks.extend(also);
         Ok(self.store.txn(&txn).await?)
     }
 
