@@ -1,9 +1,8 @@
 //! [`Store`] for [`SledStore`]: point reads run where they are called (sled serves
 //! them from memory); writes, fsyncs and bulk reads run on the blocking pool, so no
-//! async runtime thread waits for the disk. The group commit (`wait_durable`, called
-//! by one flusher task per round) blocks in place instead: tokio hands the worker's
-//! other tasks to the rest of the pool first, and the round saves a hand-off to the
-//! blocking pool (about 4% of the SignDigest rate on two cores).
+//! async runtime thread waits for the disk. The group commit (`wait_durable`) runs
+//! where it is awaited: its one caller per round, the audit log's flusher, has a
+//! thread of its own for it.
 
 use super::sled_store::SledStore;
 use super::{Namespace, Records, Revision, Store, StoreError, StoreFuture, Txn};
@@ -72,15 +71,17 @@ impl Store for SledStore {
     }
 
     fn wait_durable(&self, token: u64) -> StoreFuture<'_, ()> {
-        // The group commit's caller (one flusher task) blocks its worker in place
-        // rather than handing each round to the blocking pool.
-        if tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        {
-            return Box::pin(async move {
-                tokio::task::block_in_place(|| self.wait_durable_now(token))
-            });
-        }
-        blocking(self, move |s| s.wait_durable_now(token))
+        // The group commit's caller (the audit log's flusher) has a thread of its own
+        // for it: the fsync runs where it is awaited, with no hand-off per round.
+        // Called on a runtime worker, it would move that worker's tasks away first.
+        Box::pin(async move {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| self.wait_durable_now(token))
+                }
+                Ok(_) => blocking(self, move |s| s.wait_durable_now(token)).await,
+                Err(_) => self.wait_durable_now(token),
+            }
+        })
     }
 }
