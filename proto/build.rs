@@ -10,6 +10,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".keyward.v1.Approval.status", "approval_state"),
     (".keyward.v1.Approval.kind", "approval_kind"),
     (".keyward.v1.AuditLine.decision", "audit_decision"),
+    (".keyward.v1.Job.state", "job_state"),
+    (".keyward.v1.ListJobsRequest.state", "job_state"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyward/v1/audit.proto",
         "keyward/v1/mfa.proto",
         "keyward/v1/approvals.proto",
+        "keyward/v1/jobs.proto",
         "keyward/v1/errors.proto",
     ];
     for p in &protos {

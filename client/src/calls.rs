@@ -41,8 +41,8 @@ unary! {
     list_keys: keys.list_keys(ListKeysRequest) -> ListKeysResponse;
     /// A key with its versions and policy.
     get_key: keys.get_key(GetKeyRequest) -> Key;
-    /// Makes a new version active.
-    rotate_key: keys.rotate_key(RotateKeyRequest) -> Key;
+    /// Makes a new version active (and starts the campaign re-signing the old one's images).
+    rotate_key: keys.rotate_key(RotateKeyRequest) -> RotateKeyResponse;
     /// A version's public key and certificate.
     get_public_key: keys.get_public_key(GetPublicKeyRequest) -> PublicKey;
     /// The daemon's HSM backends.
@@ -85,6 +85,20 @@ unary! {
     approve: approvals.approve(ApproveRequest) -> Approval;
     /// Denies a request.
     deny: approvals.deny(DenyRequest) -> Approval;
+    /// One page of jobs.
+    list_jobs: jobs.list_jobs(ListJobsRequest) -> ListJobsResponse;
+    /// A job with its first failures.
+    get_job: jobs.get_job(GetJobRequest) -> Job;
+    /// Pauses a job.
+    pause_job: jobs.pause_job(PauseJobRequest) -> Job;
+    /// Resumes a paused job.
+    resume_job: jobs.resume_job(ResumeJobRequest) -> Job;
+    /// Cancels a job.
+    cancel_job: jobs.cancel_job(CancelJobRequest) -> Job;
+    /// Re-queues a finished job's failed items.
+    retry_job: jobs.retry_job(RetryJobRequest) -> Job;
+    /// Starts a re-signing campaign.
+    resign: jobs.resign(ResignRequest) -> Job;
 }
 
 paged! {
@@ -96,6 +110,8 @@ paged! {
     list_principals_all: list_principals(ListPrincipalsRequest) -> Principal in principals;
     /// Every approval that matches.
     list_approvals_all: list_approvals(ListApprovalsRequest) -> Approval in approvals;
+    /// Every job that matches.
+    list_jobs_all: list_jobs(ListJobsRequest) -> Job in jobs;
 }
 
 impl Client {

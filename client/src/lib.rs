@@ -7,6 +7,7 @@
 use keyward_proto::v1::approval_service_client::ApprovalServiceClient;
 use keyward_proto::v1::audit_service_client::AuditServiceClient;
 use keyward_proto::v1::image_service_client::ImageServiceClient;
+use keyward_proto::v1::job_service_client::JobServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
 use keyward_proto::v1::mfa_service_client::MfaServiceClient;
 use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
@@ -20,6 +21,7 @@ pub use keyward_proto::v1 as proto;
 pub mod audit;
 mod calls;
 mod config;
+pub mod duration;
 mod error;
 pub mod files;
 
@@ -71,6 +73,8 @@ pub struct Client {
     pub mfa: MfaServiceClient<OtpChannel>,
     /// Approvals (two-person rule).
     pub approvals: ApprovalServiceClient<OtpChannel>,
+    /// Jobs (re-signing campaigns).
+    pub jobs: JobServiceClient<OtpChannel>,
     /// The connection itself, for calls by method path (`tonic::client::Grpc`).
     pub channel: OtpChannel,
 }
@@ -131,6 +135,7 @@ impl Client {
             audit: AuditServiceClient::new(ch.clone()),
             mfa: MfaServiceClient::new(ch.clone()),
             approvals: ApprovalServiceClient::new(ch.clone()),
+            jobs: JobServiceClient::new(ch.clone()),
             channel: ch,
         })
     }

@@ -65,6 +65,12 @@ enum Command {
     /// Your TOTP second factor.
     #[command(subcommand)]
     Mfa(cmd::mfa::MfaCommand),
+    /// Work that outlives a request: re-signing campaigns.
+    #[command(subcommand)]
+    Jobs(cmd::jobs::JobsCommand),
+    /// Re-sign, with a key's active version, every image an older version signed;
+    /// prints the job id.
+    Resign(cmd::jobs::Resign),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -94,6 +100,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami => cmd::principal::whoami(&ctx).await,
         Command::Audit(c) => c.run(&ctx).await,
         Command::Mfa(c) => c.run(&ctx).await,
+        Command::Jobs(c) => c.run(&ctx).await,
+        Command::Resign(c) => c.run(&ctx).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod files;
 pub mod hsm;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod mfa;

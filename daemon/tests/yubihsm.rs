@@ -137,7 +137,11 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
     }
 
     // Rotation on YubiHSM: v1 retired, v2 signs.
-    let rec = reg.rotate("p256").await.unwrap();
+    let rec = reg
+        .rotate("p256", &keyward_daemon::keys::no_follow_up)
+        .await
+        .unwrap()
+        .key;
     assert_eq!(rec.version(1).unwrap().state, VersionState::Retired);
     assert_eq!(rec.active().unwrap().version, 2);
     let p = permit(&rec);
@@ -239,7 +243,11 @@ async fn a_rotation_landing_mid_request_signs_and_names_the_version_the_request_
     // The request passed its checks while v1 was active...
     let pinned = permit(&rec);
     // ...and a rotation lands before the HSM signs.
-    let rotated = reg.rotate("k").await.unwrap();
+    let rotated = reg
+        .rotate("k", &keyward_daemon::keys::no_follow_up)
+        .await
+        .unwrap()
+        .key;
     assert_eq!(rotated.active().unwrap().version, 2);
     let msg = b"pinned".to_vec();
     let sig = reg

@@ -27,6 +27,7 @@ names! {
     approval_state: ApprovalState, "APPROVAL_STATE_";
     approval_kind: ApprovalKind, "APPROVAL_KIND_";
     audit_decision: AuditDecision, "AUDIT_DECISION_";
+    job_state: JobState, "JOB_STATE_";
 }
 
 macro_rules! text_names {
@@ -42,6 +43,7 @@ text_names! {
     version_state_name: VersionState, "VERSION_STATE_";
     approval_state_name: ApprovalState, "APPROVAL_STATE_";
     approval_kind_name: ApprovalKind, "APPROVAL_KIND_";
+    job_state_name: JobState, "JOB_STATE_";
 }
 
 #[cfg(test)]

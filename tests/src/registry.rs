@@ -66,7 +66,7 @@ impl TestRegistry {
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: {read_only}\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {}\n{auth}",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  delete:\n    enabled: true\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    readonly:\n      enabled: {read_only}\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {}\n{auth}",
             d.join("data").display(),
             self.addr
         );
@@ -260,6 +260,41 @@ impl TestRegistry {
             &format!("{url}{sep}digest={digest}"),
         ]);
         digest
+    }
+
+    /// Pushes `n` small images to one repository (`repo:t0` ...), sharing their blobs:
+    /// each is one manifest. Returns (reference, digest) per image.
+    pub fn push_many(&self, repo: &str, n: usize) -> Vec<(String, String)> {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cd = self.put_blob(repo, config);
+        (0..n)
+            .map(|i| {
+                let m = serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+                    "layers": [],
+                    "annotations": {"n": i.to_string()}
+                })
+                .to_string();
+                let tag = format!("t{i}");
+                self.put_manifest(repo, &tag, m.as_bytes());
+                (
+                    format!("{}/{repo}:{tag}", self.addr),
+                    format!("sha256:{}", sha256(m.as_bytes())),
+                )
+            })
+            .collect()
+    }
+
+    /// Deletes a manifest by digest (the image is gone; its tags with it).
+    pub fn delete_manifest(&self, repo: &str, digest: &str) {
+        self.curl(&[
+            "-X",
+            "DELETE",
+            &format!("http://{}/v2/{repo}/manifests/{digest}", self.addr),
+        ]);
     }
 
     /// Uploads an OCI image manifest under a tag.

@@ -72,6 +72,8 @@ const NO_CODE: &[&str] = &[
     "MfaService/Confirm",
     "ApprovalService/ListApprovals",
     "ApprovalService/GetApproval",
+    "JobService/ListJobs",
+    "JobService/GetJob",
 ];
 
 /// RPCs that sign: they need a code when the key's policy says so.
@@ -172,6 +174,29 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
                     )
                     .await
                 }
+                "JobService/PauseJob" => {
+                    call_raw(&c, &path, proto::PauseJobRequest { id: "x".into() }).await
+                }
+                "JobService/ResumeJob" => {
+                    call_raw(&c, &path, proto::ResumeJobRequest { id: "x".into() }).await
+                }
+                "JobService/CancelJob" => {
+                    call_raw(&c, &path, proto::CancelJobRequest { id: "x".into() }).await
+                }
+                "JobService/RetryJob" => {
+                    call_raw(&c, &path, proto::RetryJobRequest { id: "x".into() }).await
+                }
+                "JobService/Resign" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::ResignRequest {
+                            key: "x".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
                 other => panic!(
                     "{other} is new: decide whether it needs a one-time code and add it here"
                 ),
@@ -192,7 +217,7 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
         }
         refused
     });
-    assert_eq!(refused_paths.len(), 8, "{refused_paths:?}");
+    assert_eq!(refused_paths.len(), 13, "{refused_paths:?}");
     // Each refusal is on the record, without any secret.
     let audit = d.ok(&["audit", "export"]);
     for p in &refused_paths {

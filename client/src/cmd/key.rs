@@ -43,10 +43,15 @@ pub enum KeyCommand {
         /// Key name.
         name: String,
     },
-    /// Make a new version active; the old one is retired (verifies, never signs).
+    /// Make a new version active. The old one verifies, never signs: `retiring`
+    /// while a campaign re-signs its images with the new version (rotation policy
+    /// `--resign-on-rotate`, on by default), then `retired`.
     Rotate {
         /// Key name.
         name: String,
+        /// Follow the re-signing campaign to its end.
+        #[arg(long)]
+        wait: bool,
     },
     /// Print a version's public key (PEM).
     Public {
@@ -85,6 +90,18 @@ pub enum PolicyCommand {
         /// What the key signs: image or blob.
         #[arg(long, value_parser = ["image", "blob"])]
         purpose: Option<String>,
+        /// Rotate when the active version is this old (90d, 12h); "never": on demand only.
+        #[arg(long)]
+        rotate_every: Option<String>,
+        /// How long the old version's signatures stay next to the new ones (30d).
+        #[arg(long, value_parser = keyward_client::duration::parse)]
+        overlap: Option<u64>,
+        /// Re-sign, with the new version, what the old one signed.
+        #[arg(long)]
+        resign_on_rotate: Option<bool>,
+        /// Remove the old version's signature layers once the overlap is over.
+        #[arg(long)]
+        prune_after_overlap: Option<bool>,
     },
     /// Show a key's policy.
     Show {
@@ -111,6 +128,27 @@ impl Show for proto::Key {
     }
 }
 
+/// What `key rotate` prints: the key, and the campaign it started.
+#[derive(Serialize)]
+struct Rotated<'a> {
+    #[serde(flatten)]
+    key: &'a proto::Key,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    job_id: &'a str,
+}
+
+impl Show for Rotated<'_> {
+    fn text(&self) {
+        self.key.text();
+        if !self.job_id.is_empty() {
+            println!(
+                "re-signing what the old version signed: job {0} (keyward jobs watch {0})",
+                self.job_id
+            );
+        }
+    }
+}
+
 impl Show for Vec<proto::Key> {
     fn text(&self) {
         for k in self {
@@ -132,6 +170,7 @@ struct Policy<'a> {
     require_mfa: bool,
     approvers: &'a [String],
     approvals: u32,
+    rotation: Option<&'a proto::RotationPolicy>,
 }
 
 impl<'a> Policy<'a> {
@@ -144,6 +183,7 @@ impl<'a> Policy<'a> {
             require_mfa: k.require_mfa,
             approvers: &k.approvers,
             approvals: k.approvals,
+            rotation: k.rotation.as_ref(),
         }
     }
 }
@@ -171,7 +211,31 @@ impl Show for Policy<'_> {
                 or_any(self.approvers, "any approver")
             );
         }
+        if let Some(r) = self.rotation {
+            println!("  rotation: {}", rotation_text(r));
+        }
     }
+}
+
+/// A rotation policy in words.
+fn rotation_text(r: &proto::RotationPolicy) -> String {
+    use keyward_client::duration::human;
+    let mut parts = vec![match r.every_seconds {
+        Some(s) => format!("every {}", human(s)),
+        None => "on demand".to_string(),
+    }];
+    if let Some(o) = r.overlap_seconds {
+        parts.push(format!("overlap {}", human(o)));
+    }
+    parts.push(if r.resign {
+        "re-signs the old version's images".into()
+    } else {
+        "does not re-sign".into()
+    });
+    if r.prune_after_overlap {
+        parts.push("prunes the old signatures after the overlap".into());
+    }
+    parts.join(", ")
 }
 
 /// A policy change that weakens the key's policy waits for a second key-admin.
@@ -282,6 +346,10 @@ impl KeyCommand {
                 approvers,
                 approvals,
                 purpose,
+                rotate_every,
+                overlap,
+                resign_on_rotate,
+                prune_after_overlap,
             }) => {
                 let (signers, scope, approvers) = (clean(signers), clean(scope), clean(approvers));
                 anyhow::ensure!(
@@ -290,9 +358,20 @@ impl KeyCommand {
                         || require_mfa.is_some()
                         || approvers.is_some()
                         || approvals.is_some()
-                        || purpose.is_some(),
-                    "nothing to set: give --signers, --scope, --require-mfa, --approvers, --approvals or --purpose"
+                        || purpose.is_some()
+                        || rotate_every.is_some()
+                        || overlap.is_some()
+                        || resign_on_rotate.is_some()
+                        || prune_after_overlap.is_some(),
+                    "nothing to set: give --signers, --scope, --require-mfa, --approvers, --approvals, --purpose, --rotate-every, --overlap, --resign-on-rotate or --prune-after-overlap"
                 );
+                let clear_rotate_every = rotate_every.as_deref() == Some("never");
+                let rotate_every_seconds = match rotate_every.as_deref() {
+                    None | Some("never") => None,
+                    Some(d) => {
+                        Some(keyward_client::duration::parse(d).map_err(anyhow::Error::msg)?)
+                    }
+                };
                 let req = proto::SetKeyPolicyRequest {
                     name,
                     set_signers: signers.is_some(),
@@ -307,6 +386,11 @@ impl KeyCommand {
                     approvals: approvals.unwrap_or(0),
                     set_purpose: purpose.is_some(),
                     purpose: purpose.unwrap_or_default(),
+                    rotate_every_seconds,
+                    overlap_seconds: overlap,
+                    resign_on_rotate,
+                    prune_after_overlap,
+                    clear_rotate_every,
                 };
                 changed(ctx, c.set_key_policy(req).await?, true);
             }
@@ -319,8 +403,16 @@ impl KeyCommand {
                 ctx.show(&keys);
             }
             KeyCommand::Show { name } => ctx.show(&c.get_key(proto::GetKeyRequest { name }).await?),
-            KeyCommand::Rotate { name } => {
-                ctx.show(&c.rotate_key(proto::RotateKeyRequest { name }).await?)
+            KeyCommand::Rotate { name, wait } => {
+                let r = c.rotate_key(proto::RotateKeyRequest { name }).await?;
+                let key = r.key.unwrap_or_default();
+                ctx.show(&Rotated {
+                    key: &key,
+                    job_id: &r.job_id,
+                });
+                if wait && !r.job_id.is_empty() {
+                    super::jobs::watch(ctx, &r.job_id).await?;
+                }
             }
             KeyCommand::Public {
                 name,

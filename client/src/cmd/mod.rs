@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod jobs;
 pub mod key;
 pub mod mfa;
 pub mod principal;

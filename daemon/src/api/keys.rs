@@ -6,6 +6,7 @@ use super::page;
 use crate::approvals::Approvals;
 use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
+use crate::jobs::{Jobs, rotation};
 use crate::keys::{
     KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, VersionState, weakenings,
 };
@@ -21,6 +22,7 @@ pub struct KeyApi {
     keys: Arc<KeyRegistry>,
     principals: Arc<Principals>,
     approvals: Arc<Approvals>,
+    jobs: Arc<Jobs>,
     obs: Observer,
 }
 
@@ -30,12 +32,14 @@ impl KeyApi {
         keys: Arc<KeyRegistry>,
         principals: Arc<Principals>,
         approvals: Arc<Approvals>,
+        jobs: Arc<Jobs>,
         obs: Observer,
     ) -> Self {
         Self {
             keys,
             principals,
             approvals,
+            jobs,
             obs,
         }
     }
@@ -92,6 +96,7 @@ pub fn state(s: VersionState) -> pb::VersionState {
         VersionState::Pending => pb::VersionState::Pending,
         VersionState::Active => pb::VersionState::Active,
         VersionState::Retired => pb::VersionState::Retired,
+        VersionState::Retiring => pb::VersionState::Retiring,
         VersionState::Revoked => pb::VersionState::Revoked,
         VersionState::Destroyed => pb::VersionState::Destroyed,
     }
@@ -124,6 +129,12 @@ pub fn key(r: &KeyRecord) -> pb::Key {
         approvers: r.approvers.clone(),
         approvals: r.approvals,
         purpose: r.purpose.as_str().to_string(),
+        rotation: Some(pb::RotationPolicy {
+            every_seconds: r.rotation.every_seconds,
+            overlap_seconds: r.rotation.overlap_seconds,
+            resign: r.rotation.resign,
+            prune_after_overlap: r.rotation.prune_after_overlap,
+        }),
     }
 }
 
@@ -211,13 +222,19 @@ impl pb::key_service_server::KeyService for KeyApi {
     async fn rotate_key(
         &self,
         req: Request<pb::RotateKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let call = admitted(&req)?;
-        let result = self.keys.rotate(&req.get_ref().name).await;
-        if let Ok(k) = &result {
-            tracing::info!(principal = %call.principal(), key = %k.name, active = k.active().map(|v| v.version).unwrap_or(0), "key rotated");
+        let name = &req.get_ref().name;
+        let result = rotation::rotate(&self.keys, &self.jobs, name, call.principal()).await;
+        if let Ok((r, job)) = &result {
+            tracing::info!(principal = %call.principal(), key = %name, active = r.version, previous = ?r.previous, job = ?job.as_ref().map(|j| &j.id), "key rotated");
         }
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(|(r, job)| {
+            Response::new(pb::RotateKeyResponse {
+                key: Some(key(&r.key)),
+                job_id: job.map(|j| j.id).unwrap_or_default(),
+            })
+        })
     }
 
     async fn get_public_key(
@@ -329,6 +346,18 @@ impl pb::key_service_server::KeyService for KeyApi {
                 approvers: r.set_approvers.then_some(r.approvers.clone()),
                 approvals: r.set_approvals.then_some(r.approvals),
                 purpose,
+                rotate_every: match (r.clear_rotate_every, r.rotate_every_seconds) {
+                    (true, Some(_)) => {
+                        return Err(KeyError::InvalidArgument(
+                            "give a rotation period or remove the schedule, not both".into(),
+                        ));
+                    }
+                    (true, None) => Some(None),
+                    (false, every) => every.map(Some),
+                },
+                overlap: r.overlap_seconds,
+                resign_on_rotate: r.resign_on_rotate,
+                prune_after_overlap: r.prune_after_overlap,
             };
             self.change_policy(&call, &r.name, change).await
         }

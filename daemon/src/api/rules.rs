@@ -141,6 +141,13 @@ targets! {
     GetApprovalRequest => |r| (String::new(), r.id.clone());
     ApproveRequest => |r| (String::new(), r.id.clone());
     DenyRequest => |r| (String::new(), r.id.clone());
+    ListJobsRequest => |_r| (String::new(), String::new());
+    GetJobRequest => |r| (String::new(), r.id.clone());
+    PauseJobRequest => |r| (String::new(), r.id.clone());
+    ResumeJobRequest => |r| (String::new(), r.id.clone());
+    CancelJobRequest => |r| (String::new(), r.id.clone());
+    RetryJobRequest => |r| (String::new(), r.id.clone());
+    ResignRequest => |r| (String::new(), r.key.clone());
 }
 
 macro_rules! rule {
@@ -192,6 +199,13 @@ pub static RULES: &[Rule] = &[
     rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, Read, "read approvals"),
     rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), Enforced, KeyUse::None, Change, "approve requests"),
     rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, Change, "deny signing requests"),
+    rule!("JobService", ListJobs, ListJobsRequest, Role(Action::ReadLedger), Never, KeyUse::None, Read, "list jobs"),
+    rule!("JobService", GetJob, GetJobRequest, Role(Action::ReadLedger), Never, KeyUse::None, Read, "read jobs"),
+    rule!("JobService", PauseJob, PauseJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "pause jobs"),
+    rule!("JobService", ResumeJob, ResumeJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "resume jobs"),
+    rule!("JobService", CancelJob, CancelJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "cancel jobs"),
+    rule!("JobService", RetryJob, RetryJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "retry jobs"),
+    rule!("JobService", Resign, ResignRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "start re-signing campaigns"),
 ];
 
 /// The rule of a method path, if it has one.

@@ -7,6 +7,8 @@ use crate::approvals::{ApprovalRecord, Approvals};
 use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::config::Config;
+use crate::jobs::resign::Resigner;
+use crate::jobs::{Jobs, Runner};
 use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::oci::{DockerConfig, Registries, RegistrySettings};
@@ -32,6 +34,8 @@ pub struct App {
     pub(super) obs: Observer,
     pub(super) approvals: Arc<Approvals>,
     pub(super) unfinished: Vec<ApprovalRecord>,
+    pub(super) jobs: Arc<Jobs>,
+    pub(super) runner: Arc<Runner>,
     pub(super) gate: GateLayer,
 }
 
@@ -116,6 +120,12 @@ impl App {
         ));
         // Before the API serves: none of these is a request this process is signing.
         let unfinished = approvals.unfinished().await;
+        let jobs = Arc::new(Jobs::new(i.protected.clone()));
+        let runner = Arc::new(Runner::new(
+            jobs.clone(),
+            Arc::new(Resigner::new(signer.clone())),
+            i.config.jobs.clone(),
+        ));
         let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
         Ok(Self {
             config: i.config,
@@ -131,6 +141,8 @@ impl App {
             obs,
             approvals,
             unfinished,
+            jobs,
+            runner,
             gate,
         })
     }

@@ -2,10 +2,13 @@
 //! [`Instance::serve`], which binds the configured addresses and runs.
 
 use super::{App, Instance, StartError, io};
-use crate::api::{ApprovalApi, AuditApi, ImageApi, KeyApi, MfaApi, PrincipalApi, SigningApi};
+use crate::api::{
+    ApprovalApi, AuditApi, ImageApi, JobApi, KeyApi, MfaApi, PrincipalApi, SigningApi,
+};
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use keyward_proto::v1::image_service_server::ImageServiceServer;
+use keyward_proto::v1::job_service_server::JobServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
 use keyward_proto::v1::mfa_service_server::MfaServiceServer;
 use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
@@ -53,7 +56,7 @@ impl Instance {
 
 /// Serves the gRPC API (mTLS) on `grpc` and `/healthz`, `/metrics` on `http` until
 /// `shutdown` completes; then a last audit checkpoint is signed. Pending approvals
-/// resume once the listeners serve.
+/// resume, and jobs run, once the listeners serve.
 pub async fn run(
     app: App,
     grpc: TcpListener,
@@ -76,6 +79,8 @@ pub async fn run(
         obs,
         approvals,
         unfinished,
+        jobs,
+        runner,
         gate,
     } = app;
     let router = Server::builder()
@@ -86,8 +91,10 @@ pub async fn run(
             keys.clone(),
             principals.clone(),
             approvals.clone(),
+            jobs.clone(),
             obs.clone(),
         )))
+        .add_service(JobServiceServer::new(JobApi::new(jobs, keys.clone())))
         .add_service(SigningServiceServer::new(SigningApi::new(
             blobs,
             approvals.clone(),
@@ -128,6 +135,7 @@ pub async fn run(
         config.audit.checkpoint_records.max(1),
         stop_rx.clone(),
     ));
+    let jobs_stopped = tokio::spawn(runner.run(stop_rx.clone()));
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {
@@ -143,7 +151,9 @@ pub async fn run(
             source: std::io::Error::other(e.to_string()),
         })?;
         h.map_err(io("HTTP server"))?;
-        // A last checkpoint covers the final records before the HSM pools close.
+        // Jobs finish their items in flight; a last checkpoint covers the final
+        // records before the HSM pools close.
+        let _ = jobs_stopped.await;
         let _ = checkpoints.await;
         // Keep the registry (and with it the HSM pools) alive until both stop.
         drop(signer);

@@ -325,7 +325,10 @@ impl Approvals {
         request_hash: &str,
         needed: u32,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let (_, digests) = self.signer.plan(key, reference, recursive).await?;
+        let (_, digests) = self
+            .signer
+            .plan(key, reference, recursive, &annotations)
+            .await?;
         self.new_record(
             requester,
             key,

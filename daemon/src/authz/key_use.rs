@@ -77,3 +77,24 @@ pub fn check_key_use(
         principal: who.name.clone(),
     })
 }
+
+/// The permit of a re-signing campaign: it re-makes signatures the key already made,
+/// with the authority of what started it (the key-admin who rotated, or the
+/// scheduler), not of a signer, and without per-request approvals. Only the campaign
+/// job (`jobs::resign`) asks for one. The key must still sign images; its current
+/// scope is checked on the signing path, as for every signature.
+pub fn campaign_permit(key: Arc<KeyRecord>, authority: &str) -> Result<SignPermit, String> {
+    if key.purpose != Purpose::Image {
+        return Err(format!(
+            "key {:?} is no longer an image key; its images are not re-signed",
+            key.name
+        ));
+    }
+    let name = key.name.clone();
+    let version = VersionRef::active(key)
+        .ok_or_else(|| format!("key {name:?} has no active version to re-sign with"))?;
+    Ok(SignPermit {
+        version,
+        principal: authority.to_string(),
+    })
+}

@@ -3,7 +3,7 @@
 
 mod key_use;
 
-pub use key_use::{SignPermit, check_key_use};
+pub use key_use::{SignPermit, campaign_permit, check_key_use};
 
 use crate::store::integrity::{IntegrityError, ProtectedStore};
 use crate::store::{Expect, Namespace, Revision, StoreError};

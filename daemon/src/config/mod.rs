@@ -68,6 +68,9 @@ pub struct Config {
     /// Size and time limits for registry traffic.
     #[serde(default)]
     pub oci: crate::oci::OciLimits,
+    /// How jobs (re-signing campaigns) run.
+    #[serde(default)]
+    pub jobs: crate::jobs::JobSettings,
 }
 
 fn default_threads() -> usize {

@@ -10,8 +10,11 @@ mod write;
 
 pub use backends::Backends;
 pub use policy::{PolicyChange, weakenings};
-pub use record::{KeyRecord, KeyVersion, Purpose, VersionState, validate_name, validate_scope};
+pub use record::{
+    KeyRecord, KeyVersion, Purpose, RotationPolicy, VersionState, validate_name, validate_scope,
+};
 pub use version_ref::VersionRef;
+pub use write::{FollowUp, Rotated, no_follow_up};
 
 use crate::authz::SignPermit;
 use crate::hsm::public_key::fingerprint;

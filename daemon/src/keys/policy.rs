@@ -23,6 +23,19 @@ pub struct PolicyChange {
     /// What the key signs.
     #[serde(default)]
     pub purpose: Option<Purpose>,
+    /// Rotation period in seconds (`Some(None)`: on demand only). Rotation fields never
+    /// weaken who may sign or what; they apply at once.
+    #[serde(default)]
+    pub rotate_every: Option<Option<u64>>,
+    /// Overlap in seconds.
+    #[serde(default)]
+    pub overlap: Option<u64>,
+    /// Re-sign on rotation.
+    #[serde(default)]
+    pub resign_on_rotate: Option<bool>,
+    /// Prune the old version's layers after the overlap.
+    #[serde(default)]
+    pub prune_after_overlap: Option<bool>,
 }
 
 /// A list that restricts (empty means "anyone"): what the new list lets in that the old
@@ -115,6 +128,7 @@ mod tests {
                 require_mfa: Some(false),
                 approvers: Some(vec!["ann".into(), "mallory".into()]),
                 purpose: Some(Purpose::Blob),
+                ..Default::default()
             },
         );
         let text = w.join("; ");

@@ -1,15 +1,17 @@
 //! Key records as stored.
 
 use crate::hsm::Algorithm;
+use keyward_client::duration::human;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// The life of a key version.
 ///
 /// ```text
-/// pending -> active -> retired          (retired still verifies, never signs)
+/// pending -> active -> retiring -> retired   (both verify, never sign; retiring until
+///               |                            the re-signing campaign is done)
 ///               \-----> revoked
-/// retired ----> revoked | destroyed
+/// retiring, retired ----> revoked | destroyed
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +22,8 @@ pub enum VersionState {
     Active,
     /// Replaced by rotation: verifies, never signs.
     Retired,
+    /// Replaced by rotation, its images being re-signed: verifies, never signs.
+    Retiring,
     /// Withdrawn: signatures made with it must not be trusted.
     Revoked,
     /// The HSM object is gone.
@@ -33,6 +37,7 @@ impl VersionState {
             VersionState::Pending => "pending",
             VersionState::Active => "active",
             VersionState::Retired => "retired",
+            VersionState::Retiring => "retiring",
             VersionState::Revoked => "revoked",
             VersionState::Destroyed => "destroyed",
         }
@@ -143,6 +148,60 @@ pub struct KeyRecord {
     /// What it signs.
     #[serde(default)]
     pub purpose: Purpose,
+    /// When and how it rotates.
+    #[serde(default)]
+    pub rotation: RotationPolicy,
+}
+
+/// When a key rotates and what a rotation does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    /// Rotate once the active version is this many seconds old (none: only on demand).
+    #[serde(default)]
+    pub every_seconds: Option<u64>,
+    /// How long the old version's signatures stay next to the new ones.
+    #[serde(default)]
+    pub overlap_seconds: Option<u64>,
+    /// Re-sign, with the new version, what the old one signed.
+    #[serde(default = "yes")]
+    pub resign: bool,
+    /// Remove the old version's signature layers once the overlap is over.
+    #[serde(default)]
+    pub prune_after_overlap: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        Self {
+            every_seconds: None,
+            overlap_seconds: None,
+            resign: true,
+            prune_after_overlap: false,
+        }
+    }
+}
+
+impl RotationPolicy {
+    /// Checks the policy; the error says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.every_seconds == Some(0) {
+            return Err("a rotation period of 0 would rotate all the time; give a period of at least one day (e.g. --rotate-every 90d)".into());
+        }
+        if let (Some(every), Some(overlap)) = (self.every_seconds, self.overlap_seconds)
+            && overlap > every
+        {
+            return Err(format!(
+                "the overlap ({}) is longer than the rotation period ({}): the old version's signatures would outlive the next rotation; make the overlap shorter than the period",
+                human(overlap),
+                human(every)
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl KeyRecord {

@@ -9,11 +9,40 @@ use super::{
 };
 use crate::hsm::HsmError;
 use crate::pki::{self, PkiError, Subject};
-use crate::store::{Expect, Namespace, Revision};
+use crate::store::{Expect, Namespace, Revision, to_json};
 use std::sync::Arc;
 
 /// How many times a change is re-applied after losing a race before it gives up.
 const ATTEMPTS: usize = 16;
+
+/// What a rotation writes with the activation of the new version, given the key and
+/// the version that was active: records (namespace, key, JSON) created in the same
+/// transaction, such as the re-signing job for the old version. None: the old version
+/// is retired at once. An error stops the rotation before anything changes.
+pub type FollowUp<'a> =
+    &'a (dyn Fn(&KeyRecord, u32) -> Result<Vec<(Namespace, String, Vec<u8>)>, String> + Sync);
+
+/// The follow-up of a rotation that starts nothing: the old version is retired at once.
+pub fn no_follow_up(_: &KeyRecord, _: u32) -> Result<Vec<(Namespace, String, Vec<u8>)>, String> {
+    Ok(Vec::new())
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The key as it is now.
+    pub key: Arc<KeyRecord>,
+    /// The version that was active before.
+    pub previous: Option<u32>,
+    /// The new active version.
+    pub version: u32,
+}
+
+fn raced(name: &str, version: u32) -> KeyError {
+    KeyError::Conflict(format!(
+        "key {name:?} was rotated by another request at the same time (its version {version} exists); this rotation made no version"
+    ))
+}
 
 impl KeyRegistry {
     pub(super) fn remember(&self, rec: KeyRecord) -> Arc<KeyRecord> {
@@ -171,6 +200,7 @@ impl KeyRegistry {
             approvers: Vec::new(),
             approvals: 0,
             purpose,
+            rotation: Default::default(),
         };
         let stored = self
             .store
@@ -189,12 +219,30 @@ impl KeyRegistry {
         }
     }
 
-    /// Makes a new version active and retires the old one (it still verifies, never
-    /// signs). Two rotations at once make one new version, not two: the one that
-    /// stores second finds its version number taken, deletes its HSM object and says
-    /// so. If the record cannot be stored, the new HSM object is deleted.
-    pub async fn rotate(&self, name: &str) -> Result<Arc<KeyRecord>, KeyError> {
+    /// Rotates a key in two steps, each stored before the next: a new version is
+    /// generated and certified and stored as `pending` (verifiers can learn it before
+    /// it signs), then it becomes active and the old active version `retiring` (when
+    /// `follow_up` starts a re-signing campaign for it: its records are written in the
+    /// same transaction) or `retired`. A pending version left by an interrupted
+    /// rotation is the one the next rotation activates. Two rotations at once make one
+    /// new version: the other says so, and deletes the HSM object it made.
+    pub async fn rotate(&self, name: &str, follow_up: FollowUp<'_>) -> Result<Rotated, KeyError> {
         let (current, _) = self.read_rev(name).await?;
+        let pending = current
+            .versions
+            .iter()
+            .find(|v| v.state == VersionState::Pending)
+            .map(|v| v.version);
+        let next = match pending {
+            Some(n) => n,
+            None => self.add_pending(&current).await?,
+        };
+        self.activate(name, next, follow_up).await
+    }
+
+    /// Generates, certifies and stores a pending version; returns its number.
+    async fn add_pending(&self, current: &KeyRecord) -> Result<u32, KeyError> {
+        let name = current.name.as_str();
         let next = current
             .versions
             .iter()
@@ -202,31 +250,93 @@ impl KeyRegistry {
             .max()
             .unwrap_or(0)
             + 1;
-        let fresh = self
+        let mut fresh = self
             .new_version(name, &current.backend, current.algorithm, next)
             .await?;
+        fresh.state = VersionState::Pending;
+        fresh.activated_at = None;
         let hsm_id = fresh.hsm_id.clone();
         let stored = self
             .update(name, |rec| {
                 if rec.version(next).is_some() {
-                    return Err(KeyError::Conflict(format!(
-                        "key {name:?} was rotated by another request at the same time (its version {next} exists); this rotation made no version"
-                    )));
-                }
-                for v in &mut rec.versions {
-                    if v.state == VersionState::Active {
-                        v.state = VersionState::Retired;
-                        v.retired_at = Some(now());
-                    }
+                    return Err(raced(name, next));
                 }
                 rec.versions.push(fresh.clone());
                 Ok(())
             })
             .await;
-        if stored.is_err() {
+        if let Err(e) = stored {
             self.destroy_quietly(&current.backend, &hsm_id).await;
+            return Err(e);
         }
-        stored
+        Ok(next)
+    }
+
+    /// Makes pending version `next` active.
+    async fn activate(
+        &self,
+        name: &str,
+        next: u32,
+        follow_up: FollowUp<'_>,
+    ) -> Result<Rotated, KeyError> {
+        for _ in 0..ATTEMPTS {
+            let (mut rec, rev) = self.read_rev(name).await?;
+            if rec
+                .version(next)
+                .is_none_or(|v| v.state != VersionState::Pending)
+            {
+                return Err(raced(name, next));
+            }
+            let previous = rec.active().map(|v| v.version);
+            let extra = match previous {
+                Some(p) => follow_up(&rec, p).map_err(KeyError::InvalidArgument)?,
+                None => Vec::new(),
+            };
+            let now = now();
+            for v in &mut rec.versions {
+                if v.state == VersionState::Active {
+                    v.state = if extra.is_empty() {
+                        VersionState::Retired
+                    } else {
+                        VersionState::Retiring
+                    };
+                    v.retired_at = Some(now);
+                } else if v.version == next {
+                    v.state = VersionState::Active;
+                    v.activated_at = Some(now);
+                }
+            }
+            let mut checks = vec![(Namespace::Keys, name.to_string(), Expect::At(rev))];
+            let mut puts = vec![(Namespace::Keys, name.to_string(), to_json(&rec)?)];
+            for (ns, key, json) in extra {
+                checks.push((ns, key.clone(), Expect::Absent));
+                puts.push((ns, key, json));
+            }
+            if self.store.commit(checks, puts).await? {
+                return Ok(Rotated {
+                    key: self.remember(rec),
+                    previous,
+                    version: next,
+                });
+            }
+        }
+        Err(KeyError::Conflict(format!(
+            "key {name:?} is being changed by other requests; try again"
+        )))
+    }
+
+    /// Moves a `retiring` version to `retired` (its re-signing campaign is done).
+    /// Does nothing for a version in another state.
+    pub async fn retire(&self, name: &str, version: u32) -> Result<Arc<KeyRecord>, KeyError> {
+        self.update(name, |rec| {
+            for v in &mut rec.versions {
+                if v.version == version && v.state == VersionState::Retiring {
+                    v.state = VersionState::Retired;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Changes a key's policy; fields left `None` stay as they are.
@@ -255,6 +365,21 @@ impl KeyRegistry {
             if let Some(p) = change.purpose {
                 rec.purpose = p;
             }
+            let mut rotation = rec.rotation.clone();
+            if let Some(every) = change.rotate_every {
+                rotation.every_seconds = every;
+            }
+            if let Some(overlap) = change.overlap {
+                rotation.overlap_seconds = Some(overlap);
+            }
+            if let Some(r) = change.resign_on_rotate {
+                rotation.resign = r;
+            }
+            if let Some(p) = change.prune_after_overlap {
+                rotation.prune_after_overlap = p;
+            }
+            rotation.check().map_err(KeyError::InvalidArgument)?;
+            rec.rotation = rotation;
             if let Some(n) = change.approvals {
                 if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
                     return Err(KeyError::InvalidArgument(format!(

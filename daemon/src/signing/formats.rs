@@ -19,6 +19,10 @@ pub const FINGERPRINT_ANNOTATION: &str = "dev.keyward/fingerprint";
 pub const KEY_ANNOTATION: &str = "dev.keyward/key";
 /// Annotation with the signed docker-reference.
 pub const REFERENCE_ANNOTATION: &str = "dev.keyward/docker-reference";
+/// Annotations under this prefix are Keyward's own; a request cannot set them.
+pub const RESERVED_PREFIX: &str = "dev.keyward/";
+/// The payload's `optional` field naming the key version that signed.
+pub const VERSION_OPTIONAL: &str = "dev.keyward/version";
 /// in-toto payload type in DSSE.
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 

@@ -5,7 +5,10 @@ pub mod attest;
 pub mod blob;
 pub mod formats;
 pub mod ledger;
+mod resign;
 pub mod verify;
+
+pub use resign::NotResigned;
 
 use crate::authz::SignPermit;
 use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
@@ -229,19 +232,29 @@ impl ImageSigner {
         annotations: BTreeMap<String, String>,
         recursive: bool,
     ) -> Result<Vec<Signed>, ImageError> {
-        let (image, targets) = self.plan(permit.key_name(), reference, recursive).await?;
+        let (image, targets) = self
+            .plan(permit.key_name(), reference, recursive, &annotations)
+            .await?;
         self.sign_planned(permit, &image, &targets, &annotations)
             .await
     }
 
-    /// Checks the key may sign the image and resolves the digests a signature would
-    /// cover (the index and, with `recursive`, every platform manifest).
+    /// Checks the key may sign the image with these annotations (the `dev.keyward/`
+    /// ones are Keyward's) and resolves the digests a signature would cover (the index
+    /// and, with `recursive`, every platform manifest). Every signing request, direct or
+    /// filed for approval, is planned here.
     pub async fn plan(
         &self,
         key: &str,
         reference: &str,
         recursive: bool,
+        annotations: &BTreeMap<String, String>,
     ) -> Result<(ImageRef, Vec<String>), ImageError> {
+        if let Some(k) = annotations.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
+            return Err(ImageError::InvalidArgument(format!(
+                "annotation {k:?} is reserved: Keyward sets the {RESERVED_PREFIX} annotations itself (key, version, fingerprint, requester); choose another name"
+            )));
+        }
         let image = parse_ref(reference)?;
         let rec = self.keys.get(key)?;
         image_capable(&rec)?;
@@ -311,7 +324,9 @@ impl ImageSigner {
         }
 
         let mut optional = annotations.clone();
-        optional.insert("dev.keyward/key".into(), key.to_string());
+        optional.insert(KEY_ANNOTATION.into(), key.to_string());
+        optional.insert(VERSION_OPTIONAL.into(), active.version.to_string());
+        optional.insert(FINGERPRINT_ANNOTATION.into(), active.fingerprint.clone());
         optional.insert("dev.keyward/requester".into(), requester.to_string());
         let payload = simple_signing_payload(&identity, digest, &optional);
         let signature = self

@@ -23,11 +23,13 @@ const MAGIC: &[u8; 4] = b"KWM1";
 const TAG_LEN: usize = 32;
 
 /// The namespaces whose records carry MACs.
-pub const PROTECTED: [Namespace; 4] = [
+pub const PROTECTED: [Namespace; 6] = [
     Namespace::Keys,
     Namespace::Principals,
     Namespace::Mfa,
     Namespace::Approvals,
+    Namespace::Jobs,
+    Namespace::JobItems,
 ];
 
 /// Why a protected record could not be read or written.
@@ -235,6 +237,42 @@ impl ProtectedStore {
         let mut txn = Txn::new().check(ns, key, expect).put(ns, key, stored);
         txn.checks.extend(also);
         Ok(self.store.txn(&txn).await?)
+    }
+
+    /// Writes every record of `puts` with its MAC in one transaction if every check
+    /// holds; returns whether it wrote.
+    pub async fn commit(
+        &self,
+        checks: Vec<(Namespace, String, Expect)>,
+        puts: Vec<(Namespace, String, Vec<u8>)>,
+    ) -> Result<bool, IntegrityError> {
+        let mut txn = Txn::new();
+        txn.checks = checks;
+        for (ns, key, json) in puts {
+            let stored = self.mac.protect(ns, &key, &json).await?;
+            txn = txn.put(ns, &key, stored);
+        }
+        Ok(self.store.txn(&txn).await?)
+    }
+
+    /// At most `limit` records whose key starts with `prefix`, after `after`, each
+    /// checked on its own.
+    pub async fn scan_prefix<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Result<T, IntegrityError>)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, stored) in self.store.scan_prefix(ns, prefix, after, limit).await? {
+            let checked = match self.mac.open(ns, &key, &stored).await {
+                Ok(record) => decode(&key, record),
+                Err(e) => Err(e),
+            };
+            out.push((key, checked));
+        }
+        Ok(out)
     }
 
     /// Every record of a namespace, each checked on its own: a bad one does not hide

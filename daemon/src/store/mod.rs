@@ -30,12 +30,16 @@ pub enum Namespace {
     Approvals,
     /// The ledger by key and version: `key/v0000000001/<ledger key>`, empty values.
     LedgerByKey,
+    /// Jobs (work that outlives a request), by id.
+    Jobs,
+    /// Jobs' items: `<job id>/<item>`.
+    JobItems,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 8] = [
+    pub(crate) const ALL: [Namespace; 10] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -44,6 +48,8 @@ impl Namespace {
         Namespace::Mfa,
         Namespace::Approvals,
         Namespace::LedgerByKey,
+        Namespace::Jobs,
+        Namespace::JobItems,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -65,6 +71,8 @@ impl Namespace {
             Namespace::Mfa => "mfa",
             Namespace::Approvals => "approvals",
             Namespace::LedgerByKey => "ledger_by_key",
+            Namespace::Jobs => "jobs",
+            Namespace::JobItems => "job_items",
         }
     }
 }

@@ -1,0 +1,300 @@
+//! A pass over a job's queued items: each runs within its registry's limits (slots,
+//! rate, and a "down" flag with backoff that holds back that registry's items without
+//! failing them), and finished items are committed in batches, each batch with the
+//! job's counts in one transaction.
+
+use super::runner::{Outcome, Runner};
+use super::{ItemState, JobError, JobItem, JobKind, JobRecord, JobState};
+use crate::store::{Expect, Namespace, Revision, to_json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// A registry's limits and health, shared by every job.
+#[derive(Debug)]
+pub(super) struct RegistryGate {
+    slots: Arc<tokio::sync::Semaphore>,
+    next_start: Mutex<tokio::time::Instant>,
+    /// Down until then, after this many failures in a row.
+    down: Mutex<Option<(tokio::time::Instant, u32, String)>>,
+}
+
+pub(super) type Finished = (String, Revision, JobItem, Outcome);
+
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    // 50% to 150% of `d`.
+    let f = 0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    d.mul_f64(f)
+}
+
+impl Runner {
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = Duration::from_millis(self.settings.retry_base_ms.max(1));
+        let d = base.saturating_mul(1u32 << attempts.min(20));
+        jitter(d.min(Duration::from_millis(self.settings.retry_max_ms.max(1))))
+    }
+
+    pub(super) fn gate(&self, registry: &str) -> Arc<RegistryGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(registry.to_string())
+            .or_insert_with(|| {
+                Arc::new(RegistryGate {
+                    slots: Arc::new(tokio::sync::Semaphore::new(
+                        self.settings.per_registry.max(1),
+                    )),
+                    next_start: Mutex::new(tokio::time::Instant::now()),
+                    down: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// One pass over the queued items: runs those that are due and whose registry is
+    /// up. Returns `None` when no item is left queued, or how long to wait before the
+    /// next pass.
+    pub(super) async fn pass(
+        &self,
+        id: &str,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Option<Duration>, JobError> {
+        let job = self.jobs.get(id).await?;
+        let prefix = format!("{id}/");
+        let mut cursor = String::new();
+        let mut set: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
+        let mut finished: Vec<Finished> = Vec::new();
+        let mut wait: Option<Duration> = None;
+        let mut stopped = false;
+        let mut retried = false;
+        'pages: loop {
+            let page = self
+                .jobs
+                .store()
+                .scan_prefix::<JobItem>(Namespace::JobItems, &prefix, &cursor, 256)
+                .await?;
+            let last = page.len() < 256;
+            for (key, item) in page {
+                cursor = key.clone();
+                let item = match item {
+                    Ok(i) if i.state == ItemState::Queued => i,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::error!(job = %id, item = %key, error = %e, "job item refused");
+                        continue;
+                    }
+                };
+                let now = OffsetDateTime::now_utc();
+                if let Some(at) = item.next_attempt_at
+                    && at > now
+                {
+                    let d = Duration::try_from(at - now).unwrap_or_default();
+                    wait = Some(wait.map_or(d, |w| w.min(d)));
+                    continue;
+                }
+                let gate = self.gate(&item.registry);
+                if let Some((until, _, _)) = *gate.down.lock().unwrap_or_else(|p| p.into_inner()) {
+                    let now = tokio::time::Instant::now();
+                    if until > now {
+                        let d = until - now;
+                        wait = Some(wait.map_or(d, |w| w.min(d)));
+                        continue;
+                    }
+                }
+                while set.len() >= self.settings.concurrency.max(1) {
+                    if let Some(Ok(f)) = set.join_next().await {
+                        finished.push(f);
+                    }
+                }
+                while let Some(Ok(f)) = set.try_join_next() {
+                    finished.push(f);
+                }
+                retried |= finished
+                    .iter()
+                    .any(|f| matches!(f.3, Outcome::Retry { .. }));
+                if !finished.is_empty() && !self.commit(id, &mut finished).await? {
+                    stopped = true;
+                    break 'pages;
+                }
+                if *stop.borrow() {
+                    stopped = true;
+                    break 'pages;
+                }
+                let Some((_, rev)) = self
+                    .jobs
+                    .store()
+                    .get_rev::<JobItem>(Namespace::JobItems, &key)
+                    .await?
+                else {
+                    continue;
+                };
+                set.spawn(self.run_item(&job, key, rev, item, gate));
+            }
+            if last {
+                break;
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(f) = r {
+                finished.push(f);
+            }
+        }
+        retried |= finished
+            .iter()
+            .any(|f| matches!(f.3, Outcome::Retry { .. }));
+        if !finished.is_empty() && !self.commit(id, &mut finished).await? {
+            stopped = true;
+        }
+        if stopped {
+            return Ok(Some(Duration::ZERO));
+        }
+        if wait.is_some() {
+            return Ok(wait);
+        }
+        // Items this pass ran and re-queued for later are run by the next pass.
+        Ok(retried.then_some(Duration::from_millis(self.settings.retry_base_ms.max(1))))
+    }
+
+    /// The future that runs one item within its registry's limits.
+    fn run_item(
+        &self,
+        job: &JobRecord,
+        key: String,
+        rev: Revision,
+        item: JobItem,
+        gate: Arc<RegistryGate>,
+    ) -> impl std::future::Future<Output = Finished> + Send + 'static {
+        let (resign, kind, by, id) = (
+            self.resign.clone(),
+            job.kind.clone(),
+            job.started_by.clone(),
+            job.id.clone(),
+        );
+        let rate = self.settings.rate_per_registry;
+        async move {
+            let _slot = gate.slots.clone().acquire_owned().await;
+            if rate > 0.0 {
+                let start = {
+                    let mut next = gate.next_start.lock().unwrap_or_else(|p| p.into_inner());
+                    let start = (*next).max(tokio::time::Instant::now());
+                    *next = start + Duration::from_secs_f64(1.0 / rate);
+                    start
+                };
+                tokio::time::sleep_until(start).await;
+            }
+            let outcome = match &kind {
+                JobKind::Resign(spec) => resign.run(&id, spec, &by, &item).await,
+            };
+            (key, rev, item, outcome)
+        }
+    }
+
+    /// Commits finished items with the job's counts; `false` when the job is no
+    /// longer running (paused or cancelled meanwhile: its results are still kept).
+    async fn commit(&self, id: &str, finished: &mut Vec<Finished>) -> Result<bool, JobError> {
+        for _ in 0..32 {
+            let (mut job, jrev) = self.jobs.get_rev(id).await?;
+            let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
+            let mut puts = Vec::new();
+            let now = OffsetDateTime::now_utc();
+            for (key, rev, item, outcome) in finished.iter() {
+                let mut item = item.clone();
+                match outcome {
+                    Outcome::Done => {
+                        item.state = ItemState::Done;
+                        item.reason = None;
+                        job.done += 1;
+                    }
+                    Outcome::Skipped(r) => {
+                        item.state = ItemState::Skipped;
+                        item.reason = Some(r.clone());
+                        job.skipped += 1;
+                    }
+                    Outcome::Failed(r) => {
+                        item.state = ItemState::Failed;
+                        item.reason = Some(r.clone());
+                        job.failed += 1;
+                    }
+                    Outcome::Retry {
+                        reason,
+                        registry_down,
+                    } => {
+                        item.reason = Some(reason.clone());
+                        let delay = if *registry_down {
+                            self.registry_down(&item.registry, reason)
+                        } else {
+                            item.attempts += 1;
+                            self.backoff(item.attempts)
+                        };
+                        if !registry_down && item.attempts >= self.settings.max_attempts {
+                            item.state = ItemState::Failed;
+                            job.failed += 1;
+                        } else {
+                            item.next_attempt_at = Some(now + delay);
+                        }
+                    }
+                }
+                if matches!(outcome, Outcome::Done | Outcome::Skipped(_)) {
+                    self.registry_up(&item.registry);
+                }
+                item.attempts += u32::from(!matches!(outcome, Outcome::Retry { .. }));
+                checks.push((Namespace::JobItems, key.clone(), Expect::At(*rev)));
+                puts.push((Namespace::JobItems, key.clone(), to_json(&item)?));
+            }
+            job.updated_at = now;
+            puts.push((Namespace::Jobs, id.to_string(), to_json(&job)?));
+            if self.jobs.store().commit(checks, puts).await? {
+                finished.clear();
+                return Ok(job.state == JobState::Running);
+            }
+            // The job changed (a pause) or an item did (a retry): drop results for
+            // items that are no longer queued at the revision they ran at.
+            let mut keep = Vec::new();
+            for f in finished.drain(..) {
+                let current = self
+                    .jobs
+                    .store()
+                    .get_rev::<JobItem>(Namespace::JobItems, &f.0)
+                    .await?;
+                if current.is_some_and(|(_, r)| r == f.1) {
+                    keep.push(f);
+                }
+            }
+            *finished = keep;
+        }
+        Err(JobError::FailedPrecondition(format!(
+            "job {id} is changing too fast to record progress"
+        )))
+    }
+
+    /// Marks a registry down; returns how long its items wait.
+    fn registry_down(&self, registry: &str, reason: &str) -> Duration {
+        let gate = self.gate(registry);
+        let mut down = gate.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let failures = match &*down {
+            Some((until, _, _)) if *until > now => return *until - now,
+            Some((_, n, _)) => n + 1,
+            None => 0,
+        };
+        let wait = self.backoff(failures);
+        tracing::warn!(
+            registry,
+            reason,
+            wait_ms = wait.as_millis() as u64,
+            "registry down; its job items wait"
+        );
+        *down = Some((now + wait, failures, reason.to_string()));
+        wait
+    }
+
+    fn registry_up(&self, registry: &str) {
+        let gate = self.gate(registry);
+        let mut down = gate.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.take().is_some() {
+            tracing::info!(registry, "registry back; its job items go on");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Job and item records as stored (`Namespace::Jobs`, `Namespace::JobItems`, both
+//! MAC'd: a job signs with the authority of whoever started it, so a record planted in
+//! the store must not be able to start or steer one).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Where a job is in its life.
+///
+/// ```text
+/// queued -> running -> done | failed      (failed: some items failed; `retry` re-queues them)
+///    \         |  ^
+///     \        v  |
+///      \---> paused        cancelled (from queued, running or paused)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    /// Waiting for the runner.
+    Queued,
+    /// The runner works on it.
+    Running,
+    /// Stopped by a user; `resume` goes on where it stopped.
+    Paused,
+    /// Every item done or skipped.
+    Done,
+    /// Finished, with items that failed (see the failures).
+    Failed,
+    /// Stopped for good by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// The name users see and type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a state name; the error lists the valid ones.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Paused,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown job state {s:?}; states: queued, running, paused, done, failed, cancelled"
+            )
+        })
+    }
+
+    /// Whether the runner has work to do for a job in this state.
+    pub fn is_runnable(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// Whether the job is over (nothing will change it but `retry`).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// What a re-signing campaign signs: every image the ledger shows signed by
+/// `key` version `from_version` (and matching the filters), with the key's active
+/// version at the time each item runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResignSpec {
+    /// The key.
+    pub key: String,
+    /// The version whose signatures are re-made.
+    pub from_version: u32,
+    /// Only repositories (`registry/repository`) matching this glob.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Only signatures made at or after this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// Set when a rotation started it: that version becomes `retired` when the
+    /// campaign is done.
+    #[serde(default)]
+    pub retire_when_done: bool,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum JobKind {
+    /// Re-sign what one key version signed.
+    Resign(ResignSpec),
+}
+
+impl JobKind {
+    /// The kind's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Resign(_) => "resign",
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// `job-` and 16 hex digits.
+    pub id: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// Where it is.
+    pub state: JobState,
+    /// The authority it runs with: the principal who started it, or `scheduler`.
+    pub started_by: String,
+    /// Why it exists, in words (`rotation of release to v2`).
+    pub reason: String,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When it finished.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Whether every item has been listed (items are listed in batches, each with
+    /// the cursor, before they run).
+    pub listed: bool,
+    /// Where listing goes on: the last source record (ledger key) listed.
+    pub cursor: String,
+    /// Items listed.
+    pub total: u64,
+    /// Items done.
+    pub done: u64,
+    /// Items skipped (with their reason).
+    pub skipped: u64,
+    /// Items that failed (with their reason; `retry` re-queues them).
+    pub failed: u64,
+    /// Why the job itself could not go on, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Where an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemState {
+    /// To do (maybe not before `next_attempt_at`).
+    Queued,
+    /// Done.
+    Done,
+    /// Not done, for a reason that doing it again would not change.
+    Skipped,
+    /// Not done; `retry` tries again.
+    Failed,
+}
+
+impl ItemState {
+    /// The name users see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Queued => "queued",
+            ItemState::Done => "done",
+            ItemState::Skipped => "skipped",
+            ItemState::Failed => "failed",
+        }
+    }
+}
+
+/// One unit of a job: for a re-signing campaign, one image digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobItem {
+    /// Registry host (the unit of concurrency limits and of "registry down").
+    pub registry: String,
+    /// The reference the original signature was made for (its tag included), which
+    /// the new signature's identity repeats.
+    pub reference: String,
+    /// The signed digest.
+    pub digest: String,
+    /// Where it is.
+    pub state: ItemState,
+    /// Why it was skipped or failed, or why its last attempt did not finish.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Attempts made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// An item's key under its job: `job-.../<hash of registry, reference and digest>`, so
+/// that listing the same image twice (after a restart, or from two ledger entries)
+/// makes one item.
+pub fn item_key(job: &str, registry: &str, reference: &str, digest: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{registry}\n{reference}\n{digest}").as_bytes());
+    format!("{job}/{}", hex::encode(&h[..12]))
+}
+
+/// A new job id.
+pub fn new_id() -> Result<String, String> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(|e| format!("no randomness for a job id: {e}"))?;
+    Ok(format!("job-{}", hex::encode(b)))
+}

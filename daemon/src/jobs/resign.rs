@@ -1,0 +1,160 @@
+//! The re-signing campaign: every image the ledger shows signed by one key version is
+//! signed again with the key's active version. Items are listed from the ledger's
+//! index by key and version, a page at a time; nothing holds every image.
+
+use super::runner::Outcome;
+use super::{ItemState, JobError, JobItem, ResignSpec, item_key};
+use crate::authz::campaign_permit;
+use crate::hsm::HsmError;
+use crate::keys::{KeyError, KeyRegistry};
+use crate::oci::RegistryError;
+use crate::signing::ledger::LedgerQuery;
+use crate::signing::{ImageError, ImageSigner, NotResigned};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Items listed per batch (each batch is one commit).
+const PAGE: usize = 256;
+
+/// Does the work of re-signing campaigns.
+pub struct Resigner {
+    signer: Arc<ImageSigner>,
+}
+
+impl std::fmt::Debug for Resigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resigner").finish_non_exhaustive()
+    }
+}
+
+/// The ledger query a campaign lists from.
+pub fn query(spec: &ResignSpec) -> Result<LedgerQuery, String> {
+    let repository = spec
+        .repository
+        .as_deref()
+        .map(glob::Pattern::new)
+        .transpose()
+        .map_err(|e| format!("invalid repository pattern: {e}"))?;
+    Ok(LedgerQuery {
+        key: Some(spec.key.clone()),
+        version: Some(spec.from_version),
+        since: spec.since,
+        until: None,
+        repository,
+    })
+}
+
+/// What an error of one item means for the campaign.
+fn outcome(e: ImageError) -> Outcome {
+    let reason = e.to_string();
+    match e {
+        ImageError::Registry(
+            RegistryError::Unavailable { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::Protocol { .. },
+        ) => Outcome::Retry {
+            reason,
+            registry_down: true,
+        },
+        ImageError::Registry(RegistryError::NotFound(_)) => Outcome::Skipped(reason),
+        ImageError::PermissionDenied(_) => {
+            Outcome::Skipped(format!("outside the key's current scope: {reason}"))
+        }
+        ImageError::Key(KeyError::Hsm(
+            HsmError::PoolClosed | HsmError::Device { .. } | HsmError::WrongPin(_),
+        ))
+        | ImageError::Store(_) => Outcome::Retry {
+            reason,
+            registry_down: false,
+        },
+        _ => Outcome::Failed(reason),
+    }
+}
+
+impl Resigner {
+    /// Re-signs with `signer`.
+    pub fn new(signer: Arc<ImageSigner>) -> Self {
+        Self { signer }
+    }
+
+    fn keys(&self) -> &Arc<KeyRegistry> {
+        self.signer.keys()
+    }
+
+    /// The next page of items after the ledger cursor `after`, and the cursor to go
+    /// on from (empty: listing is over).
+    pub async fn list(
+        &self,
+        job: &str,
+        spec: &ResignSpec,
+        after: &str,
+    ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
+        let q = query(spec).map_err(JobError::InvalidArgument)?;
+        let (entries, next) = self.signer.ledger().list_page(&q, after, PAGE).await?;
+        let items = entries
+            .into_iter()
+            .filter(|e| e.kind == "signature")
+            .map(|e| {
+                (
+                    item_key(job, &e.registry, &e.reference, &e.digest),
+                    JobItem {
+                        registry: e.registry,
+                        reference: e.reference,
+                        digest: e.digest,
+                        state: ItemState::Queued,
+                        reason: None,
+                        attempts: 0,
+                        next_attempt_at: None,
+                    },
+                )
+            })
+            .collect();
+        Ok((items, next))
+    }
+
+    /// Re-signs one image with the key's active version, with the authority of `by`.
+    pub async fn run(&self, job: &str, spec: &ResignSpec, by: &str, item: &JobItem) -> Outcome {
+        let key = match self.keys().get(&spec.key) {
+            Ok(k) => k,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let permit = match campaign_permit(key, by) {
+            Ok(p) => p,
+            Err(why) => return Outcome::Failed(why),
+        };
+        if permit.version().number() == spec.from_version {
+            return Outcome::Skipped(format!(
+                "version {} is still the active version of key {:?}; nothing to re-sign",
+                spec.from_version, spec.key
+            ));
+        }
+        let annotations = BTreeMap::from([
+            ("dev.keyward/job".to_string(), job.to_string()),
+            (
+                "dev.keyward/resigns".to_string(),
+                format!("{}/v{}", spec.key, spec.from_version),
+            ),
+        ]);
+        match self
+            .signer
+            .resign(&permit, &item.reference, &item.digest, &annotations)
+            .await
+        {
+            Ok(Ok(_)) => Outcome::Done,
+            Ok(Err(NotResigned::Gone(why))) => Outcome::Skipped(why),
+            Err(e) => outcome(e),
+        }
+    }
+
+    /// At the end of a campaign a rotation started, the old version is retired.
+    pub async fn finished(&self, spec: &ResignSpec) -> Result<(), JobError> {
+        if !spec.retire_when_done {
+            return Ok(());
+        }
+        self.keys()
+            .retire(&spec.key, spec.from_version)
+            .await
+            .map_err(|e| JobError::FailedPrecondition(e.to_string()))?;
+        Ok(())
+    }
+}
