@@ -286,6 +286,7 @@ impl Drop for DevDaemon {
     }
 }
 
+pub mod campaign;
 pub mod hostile;
 mod mfa;
 pub mod registry;

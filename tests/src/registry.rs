@@ -49,6 +49,15 @@ impl TestRegistry {
         r
     }
 
+    /// Restarts with another password for its user: clients holding the old one are
+    /// refused (401) until it is set back.
+    pub fn set_password(&mut self, password: &str) {
+        if let Some((_, p)) = &mut self.creds {
+            *p = password.to_string();
+        }
+        self.restart(false);
+    }
+
     /// Restarts on the same storage, optionally read-only (pushes refused).
     pub fn restart(&mut self, read_only: bool) {
         self.stop();

@@ -1,57 +1,12 @@
 //! Re-signing campaigns: a rotation re-signs, with the new version, every image the old
 //! one signed, so verifiers that trust only the new key keep accepting them.
 
-use keyward_client::proto;
+use keyward_tests::campaign::{sign_all, wait_job};
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::{DevDaemon, cosign_verify};
-use std::time::{Duration, Instant};
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
-}
-
-/// Signs every image with `key` through the typed client, 8 at a time.
-fn sign_all(d: &DevDaemon, key: &str, images: &[(String, String)]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let c = d.client().await;
-        let mut set = tokio::task::JoinSet::new();
-        for (reference, _) in images {
-            let (c, req) = (
-                c.clone(),
-                proto::SignImageRequest {
-                    key: key.into(),
-                    reference: reference.clone(),
-                    ..Default::default()
-                },
-            );
-            set.spawn(async move { c.sign_image(req).await });
-            if set.len() >= 8 {
-                set.join_next().await.unwrap().unwrap().unwrap();
-            }
-        }
-        while let Some(r) = set.join_next().await {
-            r.unwrap().unwrap();
-        }
-    });
-}
-
-/// Polls `jobs show` until the job is over (or `until` says stop); returns the job.
-fn wait_job(
-    d: &DevDaemon,
-    id: &str,
-    until: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = json(&d.ok(&["-o", "json", "jobs", "show", id]));
-        let over = ["done", "failed", "cancelled"].contains(&j["state"].as_str().unwrap_or(""));
-        if over || until(&j) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not finish: {j}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn copy(from: &std::path::Path, to: &str) -> std::path::PathBuf {

@@ -338,7 +338,7 @@ impl Jobs {
                 (Namespace::Jobs, id.to_string(), to_json(&job)?),
                 (Namespace::JobItems, key.to_string(), to_json(&item)?),
             ];
-            if self.store.commit(checks, puts).await? {
+            if self.store.commit(checks, puts, Vec::new()).await? {
                 return Ok(());
             }
         }

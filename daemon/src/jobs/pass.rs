@@ -197,15 +197,21 @@ impl Runner {
         for _ in 0..32 {
             let (mut job, jrev) = self.jobs.get_rev(id).await?;
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
-            let mut puts = Vec::new();
+            let (mut puts, mut raw) = (Vec::new(), Vec::new());
             let now = OffsetDateTime::now_utc();
             for (key, rev, item, outcome) in finished.iter() {
                 let mut item = item.clone();
                 match outcome {
-                    Outcome::Done => {
+                    Outcome::Done(writes) => {
                         item.state = ItemState::Done;
                         item.reason = None;
                         job.done += 1;
+                        for (ns, k, v) in writes.iter() {
+                            if *ns == Namespace::LedgerMarks {
+                                checks.push((*ns, k.clone(), Expect::Absent));
+                            }
+                            raw.push((*ns, k.clone(), v.clone()));
+                        }
                     }
                     Outcome::Skipped(r) => {
                         item.state = ItemState::Skipped;
@@ -236,7 +242,7 @@ impl Runner {
                         }
                     }
                 }
-                if matches!(outcome, Outcome::Done | Outcome::Skipped(_)) {
+                if matches!(outcome, Outcome::Done(_) | Outcome::Skipped(_)) {
                     self.registry_up(&item.registry);
                 }
                 item.attempts += u32::from(!matches!(outcome, Outcome::Retry { .. }));
@@ -245,14 +251,26 @@ impl Runner {
             }
             job.updated_at = now;
             puts.push((Namespace::Jobs, id.to_string(), to_json(&job)?));
-            if self.jobs.store().commit(checks, puts).await? {
+            if self.jobs.store().commit(checks, puts, raw).await? {
                 finished.clear();
                 return Ok(job.state == JobState::Running);
             }
             // The job changed (a pause) or an item did (a retry): drop results for
-            // items that are no longer queued at the revision they ran at.
+            // items that are no longer queued at the revision they ran at, and
+            // ledger records of signatures the ledger has meanwhile.
             let mut keep = Vec::new();
-            for f in finished.drain(..) {
+            for mut f in finished.drain(..) {
+                if let Outcome::Done(writes) = &mut f.3 {
+                    let mut recorded = false;
+                    for (ns, k, _) in writes.iter() {
+                        if *ns == Namespace::LedgerMarks {
+                            recorded |= self.jobs.store().raw().get(*ns, k).await?.is_some();
+                        }
+                    }
+                    if recorded {
+                        writes.clear();
+                    }
+                }
                 let current = self
                     .jobs
                     .store()

@@ -140,7 +140,20 @@ impl Resigner {
             .resign(&permit, &item.reference, &item.digest, &annotations)
             .await
         {
-            Ok(Ok(_)) => Outcome::Done,
+            Ok(Ok(signed)) => match signed.ledger {
+                // Found made and recorded (by an earlier run): nothing to add.
+                Some(entry) if self.signer.ledger().has(&entry).await.unwrap_or(false) => {
+                    Outcome::Done(Vec::new())
+                }
+                Some(entry) => match self.signer.ledger().writes(&entry) {
+                    Ok(w) => Outcome::Done(w),
+                    Err(e) => Outcome::Retry {
+                        reason: e.to_string(),
+                        registry_down: false,
+                    },
+                },
+                None => Outcome::Done(Vec::new()),
+            },
             Ok(Err(NotResigned::Gone(why))) => Outcome::Skipped(why),
             Err(e) => outcome(e),
         }

@@ -50,8 +50,11 @@ impl Default for JobSettings {
 /// What running one item came to.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Done (also when it was found already done).
-    Done,
+    /// Done (also when it was found already done), with the records that say so
+    /// (ledger entries: namespace, key, value), written with the item's result. A
+    /// record in `LedgerMarks` is written only if absent: one that exists means the
+    /// ledger has the signature already.
+    Done(Vec<(Namespace, String, Vec<u8>)>),
     /// Not done, for a reason another attempt would not change.
     Skipped(String),
     /// Not done; another attempt needs someone to change something first.
@@ -206,7 +209,7 @@ impl Runner {
             job.updated_at = OffsetDateTime::now_utc();
             puts.push((Namespace::Jobs, id.to_string(), to_json(&job)?));
             // A lost race (a user paused the job) re-reads and lists the batch again.
-            self.jobs.store().commit(checks, puts).await?;
+            self.jobs.store().commit(checks, puts, Vec::new()).await?;
         }
     }
 

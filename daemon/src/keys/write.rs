@@ -312,7 +312,7 @@ impl KeyRegistry {
                 checks.push((ns, key.clone(), Expect::Absent));
                 puts.push((ns, key, json));
             }
-            if self.store.commit(checks, puts).await? {
+            if self.store.commit(checks, puts, Vec::new()).await? {
                 return Ok(Rotated {
                     key: self.remember(rec),
                     previous,

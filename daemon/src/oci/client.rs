@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex};
 /// a request refused before then re-authorises once.
 const AUTH_REUSE: std::time::Duration = std::time::Duration::from_secs(45);
 
-/// Most registries, authorisations and known blobs remembered at once; past that the
+/// Most registries and authorisations remembered at once; past that the
 /// oldest (or all) are forgotten, so that requests naming ever new hosts cannot grow
 /// memory without bound.
 const MAX_HOSTS: usize = 256;
 const MAX_AUTHORISED: usize = 4096;
-const MAX_KNOWN_BLOBS: usize = 16384;
 
 /// (registry, repository, push?).
 type AuthScope = (String, String, bool);
@@ -36,7 +35,7 @@ pub struct Registries {
     /// (registry, repository, push?) -> when it was authorised, and how.
     authorised: Mutex<HashMap<AuthScope, (std::time::Instant, Auth)>>,
     /// Blobs known to exist, per repository (shared config blobs are pushed once).
-    known_blobs: Mutex<std::collections::HashSet<(String, String, String)>>,
+    known_blobs: super::known_blobs::KnownBlobs,
 }
 
 impl std::fmt::Debug for Registries {
@@ -56,7 +55,7 @@ impl Registries {
             settings,
             conns: Mutex::new(HashMap::new()),
             authorised: Mutex::new(HashMap::new()),
-            known_blobs: Mutex::new(std::collections::HashSet::new()),
+            known_blobs: Default::default(),
         }
     }
 
@@ -343,17 +342,16 @@ impl Registries {
             image.repository().to_string(),
             digest.clone(),
         );
-        if shared && lock(&self.known_blobs).contains(&known_key) {
-            return Ok(digest);
-        }
-        self.timed(&registry, self.upload(image, data, &digest, shared))
-            .await?;
         if shared {
-            let mut known = lock(&self.known_blobs);
-            if known.len() >= MAX_KNOWN_BLOBS {
-                known.clear();
-            }
-            known.insert(known_key);
+            self.known_blobs
+                .once(
+                    known_key,
+                    self.timed(&registry, self.upload(image, data, &digest, shared)),
+                )
+                .await?;
+        } else {
+            self.timed(&registry, self.upload(image, data, &digest, shared))
+                .await?;
         }
         Ok(digest)
     }

@@ -9,6 +9,7 @@
 mod client;
 pub mod credentials;
 pub mod fetch;
+mod known_blobs;
 
 pub use client::Registries;
 pub use credentials::{DockerConfig, RegistrySettings};

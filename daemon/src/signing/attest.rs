@@ -118,6 +118,7 @@ impl ImageSigner {
             &att_ref,
             &layers,
             Recorded {
+                deferred: false,
                 kind: "attestation",
                 image,
                 digest,

@@ -91,15 +91,41 @@ impl SignatureLedger {
         }
     }
 
-    /// Records an entry and its index entry durably, together. The write (and its
-    /// fsync, shared with concurrent writers) runs on the blocking pool, not on the
-    /// async runtime.
+    /// Records an entry, its index entry and (for an image signature) its mark
+    /// durably, together. The write (and its fsync, shared with concurrent writers)
+    /// runs on the blocking pool, not on the async runtime.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
-        let (key, value) = self.row(entry)?;
-        let txn = Txn::new()
-            .put(Namespace::LedgerByKey, &index_key(entry), Vec::new())
-            .put(Namespace::Ledger, &key, value);
+        let mut txn = Txn::new();
+        for (ns, key, value) in self.writes(entry)? {
+            txn = txn.put(ns, &key, value);
+        }
         self.store.txn(&txn).await.map(|_| ())
+    }
+
+    /// The writes that record an entry, for a caller that commits them with its own
+    /// (a campaign, with its item's result): index entry, entry, and mark.
+    pub fn writes(
+        &self,
+        entry: &LedgerEntry,
+    ) -> Result<Vec<(Namespace, String, Vec<u8>)>, StoreError> {
+        let (key, value) = self.row(entry)?;
+        let mut out = vec![
+            (Namespace::LedgerByKey, index_key(entry), Vec::new()),
+            (Namespace::Ledger, key.clone(), value),
+        ];
+        if entry.kind == "signature" {
+            out.push((Namespace::LedgerMarks, mark_key(entry), key.into_bytes()));
+        }
+        Ok(out)
+    }
+
+    /// Whether the ledger holds this image signature already (by its mark).
+    pub async fn has(&self, entry: &LedgerEntry) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get(Namespace::LedgerMarks, &mark_key(entry))
+            .await?
+            .is_some())
     }
 
     /// Writes an entry (and, for the first of its second, its index entry) without
@@ -266,6 +292,14 @@ impl SignatureLedger {
             }
         }
     }
+}
+
+/// The mark of an image signature: key version, image and the reference it names.
+pub fn mark_key(e: &LedgerEntry) -> String {
+    format!(
+        "{}/v{:010}/{}/{}@{}#{}",
+        e.key, e.version, e.registry, e.repository, e.digest, e.reference
+    )
 }
 
 /// The index entry of the second an entry was signed in.

@@ -56,6 +56,9 @@ pub struct Signed {
     pub version: u32,
     /// True when this key version had already signed this digest: nothing was added.
     pub already_signed: bool,
+    /// For a deferred ledger entry: the entry the caller records (also when the
+    /// signature was found already made: an interrupted run may have pushed it).
+    pub ledger: Option<LedgerEntry>,
 }
 
 /// A signature that verified.
@@ -84,6 +87,9 @@ pub struct Verification {
 
 /// What a ledger entry is made from.
 struct Recorded<'a> {
+    /// The caller records the entry itself (returned in [`Signed::ledger`]), in its
+    /// own transaction: a campaign, with its item's result.
+    deferred: bool,
     kind: &'static str,
     image: &'a ImageRef,
     digest: &'a str,
@@ -193,9 +199,9 @@ impl ImageSigner {
         &self.ledger
     }
 
-    /// Writes a ledger entry for a signature or attestation that reached the registry.
-    async fn record(&self, r: Recorded<'_>) -> Result<(), ImageError> {
-        let entry = LedgerEntry {
+    /// The ledger entry of a signature or attestation that reached the registry.
+    fn entry(r: &Recorded<'_>) -> LedgerEntry {
+        LedgerEntry {
             kind: r.kind.to_string(),
             registry: r.image.parsed.registry().to_string(),
             repository: r.image.parsed.repository().to_string(),
@@ -210,8 +216,7 @@ impl ImageSigner {
             pushed_to: r.pushed_to.to_string(),
             size: 0,
             request_hash: String::new(),
-        };
-        Ok(self.ledger.record(&entry).await?)
+        }
     }
 
     /// The lock of one signature tag. Locks nobody holds are dropped once there are
@@ -287,17 +292,26 @@ impl ImageSigner {
         check_scope(rec, &image.repository())?;
         let mut out = Vec::new();
         for digest in targets {
-            out.push(self.sign_digest(permit, image, digest, annotations).await?);
+            out.push(
+                self.sign_digest(permit, image, digest, annotations, false)
+                    .await?,
+            );
         }
         Ok(out)
     }
 
-    async fn sign_digest(
+    /// Signs one digest and appends the signature to its `.sig` tag. The tag is
+    /// read-modify-write: after pushing, the tag is read again, and if another writer
+    /// (another daemon) replaced it meanwhile without our layer, our layer is appended
+    /// to what is there now and pushed again, so that no writer's signature is lost.
+    /// `deferred`: the caller records the ledger entry (see [`Signed::ledger`]).
+    pub(crate) async fn sign_digest(
         &self,
         permit: &SignPermit,
         image: &ImageRef,
         digest: &str,
         annotations: &BTreeMap<String, String>,
+        deferred: bool,
     ) -> Result<Signed, ImageError> {
         let sig_tag = tag_for(digest, "sig");
         let sig_ref = image.with_tag(&sig_tag);
@@ -306,56 +320,75 @@ impl ImageSigner {
         let _one_writer = lock.lock().await;
 
         let identity = image.identity();
-        let existing = self.registries.manifest_if_exists(&sig_ref).await?;
-        let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
         let (key, requester) = (permit.key_name(), permit.principal());
         let (rec, active) = (permit.key(), permit.version().version());
-        if self
-            .already_signed(&sig_ref, &layers, rec, active, digest, &identity)
-            .await
-        {
-            return Ok(Signed {
-                reference: image.original.clone(),
-                digest: digest.to_string(),
-                pushed_to,
-                version: active.version,
-                already_signed: true,
-            });
+        let recorded = Recorded {
+            deferred,
+            kind: "signature",
+            image,
+            digest,
+            permit,
+            pushed_to: &pushed_to,
+        };
+        let mut ours: Option<Value> = None;
+        for _ in 0..5 {
+            let existing = self.registries.manifest_if_exists(&sig_ref).await?;
+            let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
+            if let Some(l) = &ours {
+                if layers.iter().any(|x| x["digest"] == l["digest"]) {
+                    return self.published(recorded).await;
+                }
+                tracing::warn!(signature = %sig_ref, "another writer replaced the signature tag without our layer; appending it again");
+            } else if self
+                .already_signed(&sig_ref, &layers, rec, active, digest, &identity)
+                .await
+            {
+                return Ok(Signed {
+                    reference: image.original.clone(),
+                    digest: digest.to_string(),
+                    pushed_to: pushed_to.clone(),
+                    version: active.version,
+                    already_signed: true,
+                    ledger: deferred.then(|| Self::entry(&recorded)),
+                });
+            }
+            let l = match &ours {
+                Some(l) => l.clone(),
+                None => {
+                    let mut optional = annotations.clone();
+                    optional.insert(KEY_ANNOTATION.into(), key.to_string());
+                    optional.insert(VERSION_OPTIONAL.into(), active.version.to_string());
+                    optional.insert(FINGERPRINT_ANNOTATION.into(), active.fingerprint.clone());
+                    optional.insert("dev.keyward/requester".into(), requester.to_string());
+                    let payload = simple_signing_payload(&identity, digest, &optional);
+                    let signature = self
+                        .keys
+                        .sign(permit, sign_input(rec.algorithm, &payload))
+                        .await?;
+                    let payload_digest = self
+                        .registries
+                        .push_blob(&sig_ref, payload.clone(), false)
+                        .await?;
+                    let mut ann = signer_annotations(permit);
+                    ann.insert(
+                        SIGNATURE_ANNOTATION.to_string(),
+                        base64::engine::general_purpose::STANDARD.encode(&signature),
+                    );
+                    ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
+                    let l = layer(SIMPLE_SIGNING, &payload, &payload_digest, ann);
+                    ours = Some(l.clone());
+                    l
+                }
+            };
+            layers.push(l);
+            self.push_manifest(&sig_ref, &layers).await?;
         }
-
-        let mut optional = annotations.clone();
-        optional.insert(KEY_ANNOTATION.into(), key.to_string());
-        optional.insert(VERSION_OPTIONAL.into(), active.version.to_string());
-        optional.insert(FINGERPRINT_ANNOTATION.into(), active.fingerprint.clone());
-        optional.insert("dev.keyward/requester".into(), requester.to_string());
-        let payload = simple_signing_payload(&identity, digest, &optional);
-        let signature = self
-            .keys
-            .sign(permit, sign_input(rec.algorithm, &payload))
-            .await?;
-        let payload_digest = self
-            .registries
-            .push_blob(&sig_ref, payload.clone(), false)
-            .await?;
-        let mut ann = signer_annotations(permit);
-        ann.insert(
-            SIGNATURE_ANNOTATION.to_string(),
-            base64::engine::general_purpose::STANDARD.encode(&signature),
-        );
-        ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
-        layers.push(layer(SIMPLE_SIGNING, &payload, &payload_digest, ann));
-        self.publish(
-            &sig_ref,
-            &layers,
-            Recorded {
-                kind: "signature",
-                image,
-                digest,
-                permit,
-                pushed_to: &pushed_to,
-            },
-        )
-        .await
+        Err(ImageError::Registry(RegistryError::Protocol {
+            registry: image.parsed.registry().to_string(),
+            detail: format!(
+                "the signature tag {pushed_to} kept changing under us; our signature was not kept, try again"
+            ),
+        }))
     }
 
     /// Pushes the manifest with its new layer, then records the ledger entry (only
@@ -367,15 +400,27 @@ impl ImageSigner {
         r: Recorded<'_>,
     ) -> Result<Signed, ImageError> {
         self.push_manifest(tag_ref, layers).await?;
-        let signed = Signed {
+        self.published(r).await
+    }
+
+    /// Records what reached the registry (or hands the entry to the caller) and says
+    /// what was made.
+    async fn published(&self, r: Recorded<'_>) -> Result<Signed, ImageError> {
+        let entry = Self::entry(&r);
+        let ledger = if r.deferred {
+            Some(entry)
+        } else {
+            self.ledger.record(&entry).await?;
+            None
+        };
+        Ok(Signed {
             reference: r.image.original.clone(),
             digest: r.digest.to_string(),
             pushed_to: r.pushed_to.to_string(),
             version: r.permit.version().number(),
             already_signed: false,
-        };
-        self.record(r).await?;
-        Ok(signed)
+            ledger,
+        })
     }
 
     /// Whether this key version's signature of this digest for this identity is really

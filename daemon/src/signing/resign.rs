@@ -41,7 +41,7 @@ impl ImageSigner {
                 image.repository()
             ))));
         }
-        self.sign_digest(permit, &image, digest, annotations)
+        self.sign_digest(permit, &image, digest, annotations, true)
             .await
             .map(Ok)
     }

@@ -239,18 +239,23 @@ impl ProtectedStore {
         Ok(self.store.txn(&txn).await?)
     }
 
-    /// Writes every record of `puts` with its MAC in one transaction if every check
+    /// Writes every record of `puts` with its MAC, and every record of `raw` as it
+    /// is (an unprotected namespace: the ledger), in one transaction if every check
     /// holds; returns whether it wrote.
     pub async fn commit(
         &self,
         checks: Vec<(Namespace, String, Expect)>,
         puts: Vec<(Namespace, String, Vec<u8>)>,
+        raw: Vec<(Namespace, String, Vec<u8>)>,
     ) -> Result<bool, IntegrityError> {
         let mut txn = Txn::new();
         txn.checks = checks;
         for (ns, key, json) in puts {
             let stored = self.mac.protect(ns, &key, &json).await?;
             txn = txn.put(ns, &key, stored);
+        }
+        for (ns, key, value) in raw {
+            txn = txn.put(ns, &key, value);
         }
         Ok(self.store.txn(&txn).await?)
     }

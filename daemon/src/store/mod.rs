@@ -34,12 +34,16 @@ pub enum Namespace {
     Jobs,
     /// Jobs' items: `<job id>/<item>`.
     JobItems,
+    /// One mark per image signature the ledger records, by key version, image and
+    /// reference (`key/v0000000002/registry/repo@digest#reference`): the ledger holds
+    /// each signature once, however often a campaign's item is re-run.
+    LedgerMarks,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 10] = [
+    pub(crate) const ALL: [Namespace; 11] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -50,6 +54,7 @@ impl Namespace {
         Namespace::LedgerByKey,
         Namespace::Jobs,
         Namespace::JobItems,
+        Namespace::LedgerMarks,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -73,6 +78,7 @@ impl Namespace {
             Namespace::LedgerByKey => "ledger_by_key",
             Namespace::Jobs => "jobs",
             Namespace::JobItems => "job_items",
+            Namespace::LedgerMarks => "ledger_marks",
         }
     }
 }
