@@ -138,7 +138,11 @@ async fn keys_on_yubihsm_sign_verifiably_and_are_not_exportable() {
 
     // Rotation on YubiHSM: v1 retired, v2 signs.
     let rec = reg
-        .rotate("p256", &keyward_daemon::keys::no_follow_up)
+        .rotate(
+            "p256",
+            &keyward_daemon::keys::no_follow_up,
+            time::OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap()
         .key;
@@ -244,7 +248,11 @@ async fn a_rotation_landing_mid_request_signs_and_names_the_version_the_request_
     let pinned = permit(&rec);
     // ...and a rotation lands before the HSM signs.
     let rotated = reg
-        .rotate("k", &keyward_daemon::keys::no_follow_up)
+        .rotate(
+            "k",
+            &keyward_daemon::keys::no_follow_up,
+            time::OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap()
         .key;

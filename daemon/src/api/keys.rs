@@ -225,7 +225,8 @@ impl pb::key_service_server::KeyService for KeyApi {
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let call = admitted(&req)?;
         let name = &req.get_ref().name;
-        let result = rotation::rotate(&self.keys, &self.jobs, name, call.principal()).await;
+        let now = OffsetDateTime::now_utc();
+        let result = rotation::rotate(&self.keys, &self.jobs, name, call.principal(), now).await;
         if let Ok((r, job)) = &result {
             tracing::info!(principal = %call.principal(), key = %name, active = r.version, previous = ?r.previous, job = ?job.as_ref().map(|j| &j.id), "key rotated");
         }

@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::config::Config;
 use crate::jobs::resign::Resigner;
+use crate::jobs::schedule::{Clock, Scheduler, SystemClock};
 use crate::jobs::{Jobs, Runner};
 use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
@@ -36,6 +37,7 @@ pub struct App {
     pub(super) unfinished: Vec<ApprovalRecord>,
     pub(super) jobs: Arc<Jobs>,
     pub(super) runner: Arc<Runner>,
+    pub(super) scheduler: Arc<Scheduler>,
     pub(super) gate: GateLayer,
 }
 
@@ -126,6 +128,12 @@ impl App {
             Arc::new(Resigner::new(signer.clone())),
             i.config.jobs.clone(),
         ));
+        let scheduler = Arc::new(Scheduler::new(
+            keys.clone(),
+            jobs.clone(),
+            audit.clone(),
+            Arc::new(SystemClock),
+        ));
         let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
         Ok(Self {
             config: i.config,
@@ -143,7 +151,21 @@ impl App {
             unfinished,
             jobs,
             runner,
+            scheduler,
             gate,
         })
+    }
+
+    /// The same app with its scheduler reading time from `clock` (tests move time
+    /// instead of waiting); returns the scheduler, whose `tick` rotates what is due.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> (Self, Arc<Scheduler>) {
+        self.scheduler = Arc::new(Scheduler::new(
+            self.keys.clone(),
+            self.jobs.clone(),
+            self.audit.clone(),
+            clock,
+        ));
+        let s = self.scheduler.clone();
+        (self, s)
     }
 }

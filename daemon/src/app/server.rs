@@ -81,6 +81,7 @@ pub async fn run(
         unfinished,
         jobs,
         runner,
+        scheduler,
         gate,
     } = app;
     let router = Server::builder()
@@ -136,6 +137,8 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let jobs_stopped = tokio::spawn(runner.run(stop_rx.clone()));
+    let every = std::time::Duration::from_secs(config.jobs.schedule_seconds.max(1));
+    let scheduled = tokio::spawn(scheduler.run(every, stop_rx.clone()));
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {
@@ -154,6 +157,7 @@ pub async fn run(
         // Jobs finish their items in flight; a last checkpoint covers the final
         // records before the HSM pools close.
         let _ = jobs_stopped.await;
+        let _ = scheduled.await;
         let _ = checkpoints.await;
         // Keep the registry (and with it the HSM pools) alive until both stop.
         drop(signer);

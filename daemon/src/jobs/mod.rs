@@ -14,6 +14,7 @@ mod record;
 pub mod resign;
 pub mod rotation;
 mod runner;
+pub mod schedule;
 
 pub use record::{ItemState, JobItem, JobKind, JobRecord, JobState, ResignSpec, item_key, new_id};
 pub use runner::{JobSettings, Outcome, Runner};

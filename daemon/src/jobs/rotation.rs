@@ -7,14 +7,15 @@ use crate::keys::{KeyError, KeyRecord, KeyRegistry, Purpose, Rotated};
 use crate::store::{Namespace, to_json};
 use time::OffsetDateTime;
 
-/// Rotates `name` with the authority of `by` (a principal, or `scheduler`); when the
-/// key's policy says so, starts the campaign that re-signs what the old version signed.
-/// Returns the rotation and the campaign's job.
+/// Rotates `name` at time `at` with the authority of `by` (a principal, or
+/// `scheduler`); when the key's policy says so, starts the campaign that re-signs what
+/// the old version signed. Returns the rotation and the campaign's job.
 pub async fn rotate(
     keys: &KeyRegistry,
     jobs: &Jobs,
     name: &str,
     by: &str,
+    at: OffsetDateTime,
 ) -> Result<(Rotated, Option<JobRecord>), KeyError> {
     let made = std::sync::Mutex::new(None);
     let follow_up = |rec: &KeyRecord, previous: u32| {
@@ -50,7 +51,7 @@ pub async fn rotate(
         *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
         Ok(vec![(Namespace::Jobs, key, json)])
     };
-    let rotated = keys.rotate(name, &follow_up).await?;
+    let rotated = keys.rotate(name, &follow_up, at).await?;
     let job = made.into_inner().unwrap_or_else(|p| p.into_inner());
     // The follow-up may have run for an attempt that lost a race; only a job whose
     // version was retired by this rotation exists.

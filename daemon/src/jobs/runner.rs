@@ -32,6 +32,8 @@ pub struct JobSettings {
     /// Attempts before an item that keeps failing (not for a registry that is down)
     /// is marked failed.
     pub max_attempts: u32,
+    /// How often the scheduler looks for keys due for rotation, in seconds.
+    pub schedule_seconds: u64,
 }
 
 impl Default for JobSettings {
@@ -43,6 +45,7 @@ impl Default for JobSettings {
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
             max_attempts: 6,
+            schedule_seconds: 60,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::hsm::HsmError;
 use crate::pki::{self, PkiError, Subject};
 use crate::store::{Expect, Namespace, Revision, to_json};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// How many times a change is re-applied after losing a race before it gives up.
 const ATTEMPTS: usize = 16;
@@ -226,7 +227,13 @@ impl KeyRegistry {
     /// same transaction) or `retired`. A pending version left by an interrupted
     /// rotation is the one the next rotation activates. Two rotations at once make one
     /// new version: the other says so, and deletes the HSM object it made.
-    pub async fn rotate(&self, name: &str, follow_up: FollowUp<'_>) -> Result<Rotated, KeyError> {
+    /// `at` is the rotation's time (the scheduler's clock, or now).
+    pub async fn rotate(
+        &self,
+        name: &str,
+        follow_up: FollowUp<'_>,
+        at: OffsetDateTime,
+    ) -> Result<Rotated, KeyError> {
         let (current, _) = self.read_rev(name).await?;
         let pending = current
             .versions
@@ -237,7 +244,7 @@ impl KeyRegistry {
             Some(n) => n,
             None => self.add_pending(&current).await?,
         };
-        self.activate(name, next, follow_up).await
+        self.activate(name, next, follow_up, at).await
     }
 
     /// Generates, certifies and stores a pending version; returns its number.
@@ -278,6 +285,7 @@ impl KeyRegistry {
         name: &str,
         next: u32,
         follow_up: FollowUp<'_>,
+        now: OffsetDateTime,
     ) -> Result<Rotated, KeyError> {
         for _ in 0..ATTEMPTS {
             let (mut rec, rev) = self.read_rev(name).await?;
@@ -292,7 +300,6 @@ impl KeyRegistry {
                 Some(p) => follow_up(&rec, p).map_err(KeyError::InvalidArgument)?,
                 None => Vec::new(),
             };
-            let now = now();
             for v in &mut rec.versions {
                 if v.state == VersionState::Active {
                     v.state = if extra.is_empty() {
