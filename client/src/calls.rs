@@ -51,6 +51,8 @@ unary! {
     set_key_scope: keys.set_key_scope(SetKeyScopeRequest) -> PolicyChangeResponse;
     /// Changes a key's policy (a weakening change waits for approval).
     set_key_policy: keys.set_key_policy(SetKeyPolicyRequest) -> PolicyChangeResponse;
+    /// A key's history, signed by the Keyward CA.
+    get_key_history: keys.get_key_history(GetKeyHistoryRequest) -> KeyHistory;
     /// Signs a digest or message with a blob key.
     sign_digest: signing.sign_digest(SignDigestRequest) -> SignResponse;
     /// Signs an image in its registry.

@@ -61,6 +61,7 @@ const NO_CODE: &[&str] = &[
     "KeyService/GetKey",
     "KeyService/GetPublicKey",
     "KeyService/ListBackends",
+    "KeyService/GetKeyHistory",
     "ImageService/VerifyImage",
     "ImageService/ListSignatures",
     "PrincipalService/ListPrincipals",

@@ -53,6 +53,9 @@ pub enum KeyCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Every version with fingerprint, state, time in service and certificate; with
+    /// --output json the document signed by the Keyward CA.
+    History(super::history::History),
     /// Print a version's public key (PEM).
     Public {
         /// Key name.
@@ -124,6 +127,14 @@ impl Show for proto::Key {
                 v.fingerprint,
                 v.created_at
             );
+            if v.images_signed > 0 && v.version != self.active_version {
+                println!(
+                    "        signed {} images; v{} has co-signed {} of them",
+                    v.images_signed, self.active_version, v.co_signed
+                );
+            } else if v.images_signed > 0 {
+                println!("        signed {} images", v.images_signed);
+            }
         }
     }
 }
@@ -414,6 +425,7 @@ impl KeyCommand {
                     super::jobs::watch(ctx, &r.job_id).await?;
                 }
             }
+            KeyCommand::History(h) => h.run(ctx).await?,
             KeyCommand::Public {
                 name,
                 version,

@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod history;
 pub mod jobs;
 pub mod key;
 pub mod mfa;

@@ -285,6 +285,17 @@ impl Show for Verified {
                 version_state_name(v.state),
                 v.docker_reference
             );
+            match v.valid_when_signed {
+                Some(true) => println!(
+                    "  signed {}, while v{} was in service",
+                    v.signed_at, v.version
+                ),
+                Some(false) => println!(
+                    "  signed {}, when v{} was NOT in service (before activation or after retirement)",
+                    v.signed_at, v.version
+                ),
+                None => println!("  the ledger has no record of this signature"),
+            }
         }
         for x in &self.rejected {
             println!("rejected: {x}");

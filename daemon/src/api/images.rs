@@ -173,6 +173,11 @@ impl pb::image_service_server::ImageService for ImageApi {
                         state: state(s.state) as i32,
                         docker_reference: s.docker_reference,
                         optional: s.optional.into_iter().collect(),
+                        signed_at: s
+                            .signed_at
+                            .and_then(|t| t.format(&Rfc3339).ok())
+                            .unwrap_or_default(),
+                        valid_when_signed: s.valid_when_signed,
                     })
                     .collect(),
                 rejected: v.rejected,

@@ -10,6 +10,7 @@ use crate::jobs::{Jobs, rotation};
 use crate::keys::{
     KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, VersionState, weakenings,
 };
+use crate::signing::ledger::SignatureLedger;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -23,6 +24,7 @@ pub struct KeyApi {
     principals: Arc<Principals>,
     approvals: Arc<Approvals>,
     jobs: Arc<Jobs>,
+    ledger: SignatureLedger,
     obs: Observer,
 }
 
@@ -33,6 +35,7 @@ impl KeyApi {
         principals: Arc<Principals>,
         approvals: Arc<Approvals>,
         jobs: Arc<Jobs>,
+        ledger: SignatureLedger,
         obs: Observer,
     ) -> Self {
         Self {
@@ -40,6 +43,7 @@ impl KeyApi {
             principals,
             approvals,
             jobs,
+            ledger,
             obs,
         }
     }
@@ -111,6 +115,7 @@ fn version(v: &KeyVersion) -> pb::KeyVersion {
         created_at: ts(Some(v.created_at)),
         activated_at: ts(v.activated_at),
         retired_at: ts(v.retired_at),
+        ..Default::default()
     }
 }
 
@@ -215,8 +220,36 @@ impl pb::key_service_server::KeyService for KeyApi {
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let call = admitted(&req)?;
-        let result = self.keys.get(&req.get_ref().name);
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        let result = async {
+            let k = self.keys.get(&req.get_ref().name)?;
+            let mut view = key(&k);
+            let active = k.active().map(|v| v.version);
+            for v in &mut view.versions {
+                let (signed, co_signed) = self
+                    .ledger
+                    .version_counts(&k.name, v.version, active)
+                    .await?;
+                (v.images_signed, v.co_signed) = (signed, co_signed);
+            }
+            Ok::<_, KeyError>(view)
+        }
+        .await;
+        call.finish(result).await.map(Response::new)
+    }
+
+    async fn get_key_history(
+        &self,
+        req: Request<pb::GetKeyHistoryRequest>,
+    ) -> Result<Response<pb::KeyHistory>, Status> {
+        let call = admitted(&req)?;
+        let result = self.keys.history(&req.get_ref().name).await;
+        call.finish(result).await.map(|h| {
+            Response::new(pb::KeyHistory {
+                document: h.document,
+                signature: h.signature,
+                ca_certificate_pem: self.keys.ca().certificate_pem.clone(),
+            })
+        })
     }
 
     async fn rotate_key(

@@ -123,6 +123,7 @@ targets! {
     ListBackendsRequest => |_r| (String::new(), String::new());
     SetKeyScopeRequest => |r| (String::new(), r.name.clone());
     SetKeyPolicyRequest => |r| (String::new(), r.name.clone());
+    GetKeyHistoryRequest => |r| (String::new(), r.name.clone());
     SignDigestRequest => |r| (r.key.clone(), r.key.clone());
     SignImageRequest => |r| (r.key.clone(), r.reference.clone());
     AttestImageRequest => |r| (r.key.clone(), r.reference.clone());
@@ -181,6 +182,7 @@ pub static RULES: &[Rule] = &[
     rule!("KeyService", ListBackends, ListBackendsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list backends"),
     rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
     rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
+    rule!("KeyService", GetKeyHistory, GetKeyHistoryRequest, Role(Action::Read), Never, KeyUse::None, Read, "read key histories"),
     rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
     rule!("ImageService", SignImage, SignImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "sign images"),
     rule!("ImageService", AttestImage, AttestImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "attest images"),

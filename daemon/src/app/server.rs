@@ -93,6 +93,7 @@ pub async fn run(
             principals.clone(),
             approvals.clone(),
             jobs.clone(),
+            signer.ledger().clone(),
             obs.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(jobs, keys.clone())))

@@ -2,6 +2,7 @@
 //! touch both the HSM and the store (create, rotate, sign).
 
 mod backends;
+mod history;
 mod policy;
 mod reconcile;
 mod record;

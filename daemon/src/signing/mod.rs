@@ -72,6 +72,10 @@ pub struct Verified {
     pub docker_reference: String,
     /// The payload's optional fields.
     pub optional: BTreeMap<String, String>,
+    /// When the ledger says this version signed it (none: the ledger has no record).
+    pub signed_at: Option<OffsetDateTime>,
+    /// Whether the version was in service (activated, not yet retired) at that time.
+    pub valid_when_signed: Option<bool>,
 }
 
 /// What `verify` found.

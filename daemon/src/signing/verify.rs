@@ -145,11 +145,28 @@ impl ImageSigner {
                         .collect()
                 })
                 .unwrap_or_default();
+            // When the ledger says this version signed it, and whether the version
+            // was in service then (active: from activation to retirement).
+            let mark = super::ledger::mark(
+                &rec.name,
+                v.version,
+                image.parsed.registry(),
+                image.parsed.repository(),
+                &digest,
+                &docker_reference,
+            );
+            let signed_at = self.ledger.marked(&mark).await?.map(|e| e.time);
+            let valid_when_signed = signed_at.map(|t| {
+                v.activated_at.is_some_and(|from| from <= t)
+                    && v.retired_at.is_none_or(|until| t <= until)
+            });
             result.valid.push(Verified {
                 version: v.version,
                 state: v.state,
                 docker_reference,
                 optional,
+                signed_at,
+                valid_when_signed,
             });
         }
         Ok(result)

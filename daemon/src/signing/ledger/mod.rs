@@ -119,6 +119,54 @@ impl SignatureLedger {
         Ok(out)
     }
 
+    /// The ledger entry a mark points to.
+    pub async fn marked(&self, mark: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        let Some(row) = self.store.get(Namespace::LedgerMarks, mark).await? else {
+            return Ok(None);
+        };
+        let row = String::from_utf8_lossy(&row).into_owned();
+        match self.store.get(Namespace::Ledger, &row).await? {
+            Some(v) => decode(&row, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// How many image signatures key `key` version `version` made, and how many of
+    /// those images version `by` (the active one) has signed too. Walks that version's
+    /// entries through the index, a page at a time.
+    pub async fn version_counts(
+        &self,
+        key: &str,
+        version: u32,
+        by: Option<u32>,
+    ) -> Result<(u64, u64), StoreError> {
+        let q = LedgerQuery {
+            key: Some(key.to_string()),
+            version: Some(version),
+            ..Default::default()
+        };
+        let (mut signed, mut co_signed, mut cursor) = (0, 0, String::new());
+        loop {
+            let (page, next) = self.list_page(&q, &cursor, 500).await?;
+            for e in page.iter().filter(|e| e.kind == "signature") {
+                signed += 1;
+                if let Some(by) = by.filter(|b| *b != version) {
+                    let other = LedgerEntry {
+                        version: by,
+                        ..e.clone()
+                    };
+                    if self.has(&other).await? {
+                        co_signed += 1;
+                    }
+                }
+            }
+            if next.is_empty() {
+                return Ok((signed, co_signed));
+            }
+            cursor = next;
+        }
+    }
+
     /// Whether the ledger holds this image signature already (by its mark).
     pub async fn has(&self, entry: &LedgerEntry) -> Result<bool, StoreError> {
         Ok(self
@@ -294,12 +342,33 @@ impl SignatureLedger {
     }
 }
 
-/// The mark of an image signature: key version, image and the reference it names.
+/// The mark of an image signature: key version, image and the identity it names (the
+/// payload's docker-reference, so that a verifier can find it from the payload).
 pub fn mark_key(e: &LedgerEntry) -> String {
-    format!(
-        "{}/v{:010}/{}/{}@{}#{}",
-        e.key, e.version, e.registry, e.repository, e.digest, e.reference
+    let identity = crate::oci::ImageRef::parse(&e.reference)
+        .map(|r| r.identity())
+        .unwrap_or_else(|_| e.reference.clone());
+    mark(
+        &e.key,
+        e.version,
+        &e.registry,
+        &e.repository,
+        &e.digest,
+        &identity,
     )
+}
+
+/// The mark of key `key` version `version`'s signature of `registry/repository@digest`
+/// for `identity`.
+pub fn mark(
+    key: &str,
+    version: u32,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+    identity: &str,
+) -> String {
+    format!("{key}/v{version:010}/{registry}/{repository}@{digest}#{identity}")
 }
 
 /// The index entry of the second an entry was signed in.
