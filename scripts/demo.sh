@@ -92,9 +92,16 @@ DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify-attestation --key "$DIR/release-
 step "The signature ledger: what release-demo signed"
 "$BIN/keyward" signatures list --key release-demo
 
-step "Rotating the key: v1 retires (still verifies), v2 signs"
-"$BIN/keyward" key rotate release-demo
+step "Rotating the key: v2 signs; v1 verifies, never signs, and what it signed is re-signed with v2"
+"$BIN/keyward" key rotate release-demo --wait
+"$BIN/keyward" key history release-demo --pem-dir "$DIR/trusted" | grep -E '^v[0-9]'
 "$BIN/keyward" verify --key release-demo "$REG/demo/hello:v1"
+
+step "cosign verifies the image with the new version's public key alone"
+"$BIN/keyward" key public release-demo >"$DIR/release-demo-v2.pem"
+DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo-v2.pem" --insecure-ignore-tlog=true \
+  --allow-http-registry "$REG/demo/hello:v1" 2>/dev/null \
+  | python3 -c 'import json,sys; [print("  signed by", p["optional"]["dev.keyward/key"], "v" + p["optional"]["dev.keyward/version"], "for", p["critical"]["identity"]["docker-reference"]) for p in json.load(sys.stdin)]'
 
 step "A signer who is not an admin: roles decide what each principal may do"
 "$BIN/keyward" principal add ci-bot --role signer --out "$DIR/ci-bot/client.toml"
@@ -135,5 +142,5 @@ SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/sofths
   | grep -E 'Private Key|label|Access' || true
 
 step "Done"
-echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), both held in SoftHSM."
+echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), rotated release-demo and re-signed the image with its new version (cosign verified it with v2's key), all keys held in SoftHSM."
 
