@@ -5,14 +5,13 @@
 
 use keyward_client::{Client, ClientConfig, proto};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod support;
+use support::daemon::{start, start_with, stop};
 use support::raw::{raw, raw_child};
-use support::{CONCURRENCY, env_secs, load};
+use support::registry::BenchRegistry;
+use support::{CONCURRENCY, env_secs, load, sign_images};
 
 const DAEMON_SECONDS: u64 = 5;
 
@@ -220,140 +219,25 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 request to the registry; returns status and headers.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, resp))
-}
-
-fn push_blob(addr: &str, repo: &str, data: &[u8]) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
-    let (_, head) = http(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        "application/octet-stream",
-        b"",
-    )?;
-    let location = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: "))
-        .ok_or_else(|| anyhow::anyhow!("no upload location: {head}"))?
-        .trim()
-        .to_string();
-    let path = location
-        .split_once(addr)
-        .map(|(_, p)| p.to_string())
-        .unwrap_or(location);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (status, r) = http(
-        addr,
-        "PUT",
-        &format!("{path}{sep}digest={digest}"),
-        "application/octet-stream",
-        data,
-    )?;
-    anyhow::ensure!(status == 201, "blob upload: {r}");
-    Ok(digest)
-}
-
 /// Pushes distinct images to a local registry, then signs them through the daemon with
 /// 16 requests in flight.
 async fn image_bench(cfg: &ClientConfig, tmp: &Path) -> anyhow::Result<(usize, f64)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    // KEYWARD_BENCH_REGISTRY_DIR puts the registry's storage elsewhere (e.g. /dev/shm,
-    // to take the disk out of the registry's cost).
-    let dir = std::env::var_os("KEYWARD_BENCH_REGISTRY_DIR")
-        .map(|d| Path::new(&d).join(format!("keyward-bench-registry-{}", std::process::id())))
-        .unwrap_or_else(|| tmp.join("registry"));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("config.yml"),
-        // Debian's stock configuration (filesystem storage, in-memory blob-descriptor
-        // cache), quiet logs.
-        format!(
-            "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\nstorage: {{cache: {{blobdescriptor: inmemory}}, filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    let mut registry = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.join("config.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let result = async {
-        while std::net::TcpStream::connect(&addr).is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let layer = push_blob(&addr, "bench", b"bench layer")?;
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
-        let config_digest = push_blob(&addr, "bench", config)?;
-        let count: usize = std::env::var("KEYWARD_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-        for i in 0..count {
-            let m = format!(
-                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":11}}],"annotations":{{"n":"{i}"}}}}"#,
-                config.len()
-            );
-            let (status, r) = http(&addr, "PUT", &format!("/v2/bench/manifests/i{i}"), "application/vnd.oci.image.manifest.v1+json", m.as_bytes())?;
-            anyhow::ensure!(status == 201, "manifest push: {r}");
-        }
-        let client = Client::connect(cfg).await?;
-        client.keys.clone().create_key(proto::CreateKeyRequest { name: "images".into(), ..Default::default() }).await?;
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (mut c, next, addr) = (client.clone(), next.clone(), addr.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0usize;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return Ok::<_, tonic::Status>(n);
-                    }
-                    c.images
-                        .sign_image(proto::SignImageRequest {
-                            key: "images".into(),
-                            reference: format!("{addr}/bench:i{i}"),
-                            ..Default::default()
-                        })
-                        .await?;
-                    n += 1;
-                }
-            }));
-        }
-        let mut done = 0;
-        for t in tasks {
-            done += t.await??;
-        }
-        Ok((done, start.elapsed().as_secs_f64()))
-    }
-    .await;
-    let _ = registry.kill();
-    let _ = registry.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let registry = BenchRegistry::start(tmp)?;
+    let count: usize = std::env::var("KEYWARD_BENCH_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let images = registry.push_images("bench", count)?;
+    let client = Client::connect(cfg).await?;
+    client
+        .create_key(proto::CreateKeyRequest {
+            name: "images".into(),
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let done = sign_images(&client, "images", &images, 16).await?;
+    Ok((done, start.elapsed().as_secs_f64()))
 }
 
 fn report(what: &str, rate: f64, p50: Duration, p99: Duration, raw1: f64, raw2: f64) {
@@ -366,41 +250,3 @@ fn report(what: &str, rate: f64, p50: Duration, p99: Duration, raw1: f64, raw2: 
     );
 }
 
-fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
-    start_with(keywardd, dir, &[])
-}
-
-fn start_with(
-    keywardd: &Path,
-    dir: &Path,
-    extra: &[&str],
-) -> anyhow::Result<(Child, ClientConfig, Duration)> {
-    std::fs::create_dir_all(dir)?;
-    let _ = std::fs::remove_file(dir.join("client.toml"));
-    let t = Instant::now();
-    let mut child = Command::new(keywardd)
-        .args(["dev", "--dir"])
-        .arg(dir)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("KEYWARD_LOG", "warn")
-        .env_remove("SOFTHSM2_CONF")
-        .stdout(Stdio::null())
-        .spawn()?;
-    while !dir.join("client.toml").exists() {
-        if let Some(s) = child.try_wait()? {
-            anyhow::bail!("keywardd exited: {s}");
-        }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "keywardd not ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ready = t.elapsed();
-    Ok((child, ClientConfig::load(&dir.join("client.toml"))?, ready))
-}
-
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}

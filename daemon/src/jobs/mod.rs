@@ -170,12 +170,13 @@ impl Jobs {
         loop {
             let page = self
                 .store
-                .scan_prefix::<JobItem>(Namespace::JobItems, &prefix, &cursor, 256)
+                .scan_prefix::<JobItem>(Namespace::JobFailures, &prefix, &cursor, 256)
                 .await?;
             let last = page.len() < 256;
             for (key, item) in page {
                 cursor = key;
                 let item = item?;
+                // A failure record whose item was re-queued says so.
                 if matches!(item.state, ItemState::Skipped | ItemState::Failed) {
                     out.push(item);
                     if out.len() == limit {
@@ -281,7 +282,7 @@ impl Jobs {
         loop {
             let page = self
                 .store
-                .scan_prefix::<JobItem>(Namespace::JobItems, &prefix, &cursor, 256)
+                .scan_prefix::<JobItem>(Namespace::JobFailures, &prefix, &cursor, 256)
                 .await?;
             let last = page.len() < 256;
             for (key, item) in page {
@@ -338,6 +339,7 @@ impl Jobs {
             let puts = vec![
                 (Namespace::Jobs, id.to_string(), to_json(&job)?),
                 (Namespace::JobItems, key.to_string(), to_json(&item)?),
+                (Namespace::JobFailures, key.to_string(), to_json(&item)?),
             ];
             if self.store.commit(checks, puts, Vec::new()).await? {
                 return Ok(());

@@ -11,6 +11,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+/// The longest a finished item waits for its commit while others run.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
 /// A registry's limits and health, shared by every job.
 #[derive(Debug)]
 pub(super) struct RegistryGate {
@@ -69,6 +72,7 @@ impl Runner {
         let mut wait: Option<Duration> = None;
         let mut stopped = false;
         let mut retried = false;
+        let mut last_commit = std::time::Instant::now();
         'pages: loop {
             let page = self
                 .jobs
@@ -114,9 +118,17 @@ impl Runner {
                 retried |= finished
                     .iter()
                     .any(|f| matches!(f.3, Outcome::Retry { .. }));
-                if !finished.is_empty() && !self.commit(id, &mut finished).await? {
+                // Results are committed in batches (one MAC'd transaction and fsync
+                // for many items), at least every quarter second so that progress and
+                // a pause show soon.
+                let due = finished.len() >= self.settings.concurrency.max(1)
+                    || (!finished.is_empty() && last_commit.elapsed() >= COMMIT_EVERY);
+                if due && !self.commit(id, &mut finished).await? {
                     stopped = true;
                     break 'pages;
+                }
+                if due {
+                    last_commit = std::time::Instant::now();
                 }
                 if *stop.borrow() {
                     stopped = true;
@@ -247,7 +259,11 @@ impl Runner {
                 }
                 item.attempts += u32::from(!matches!(outcome, Outcome::Retry { .. }));
                 checks.push((Namespace::JobItems, key.clone(), Expect::At(*rev)));
-                puts.push((Namespace::JobItems, key.clone(), to_json(&item)?));
+                let json = to_json(&item)?;
+                if matches!(item.state, ItemState::Skipped | ItemState::Failed) {
+                    puts.push((Namespace::JobFailures, key.clone(), json.clone()));
+                }
+                puts.push((Namespace::JobItems, key.clone(), json));
             }
             job.updated_at = now;
             puts.push((Namespace::Jobs, id.to_string(), to_json(&job)?));

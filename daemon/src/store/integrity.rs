@@ -23,13 +23,14 @@ const MAGIC: &[u8; 4] = b"KWM1";
 const TAG_LEN: usize = 32;
 
 /// The namespaces whose records carry MACs.
-pub const PROTECTED: [Namespace; 6] = [
+pub const PROTECTED: [Namespace; 7] = [
     Namespace::Keys,
     Namespace::Principals,
     Namespace::Mfa,
     Namespace::Approvals,
     Namespace::Jobs,
     Namespace::JobItems,
+    Namespace::JobFailures,
 ];
 
 /// Why a protected record could not be read or written.

@@ -38,12 +38,15 @@ pub enum Namespace {
     /// reference (`key/v0000000002/registry/repo@digest#reference`): the ledger holds
     /// each signature once, however often a campaign's item is re-run.
     LedgerMarks,
+    /// Jobs' items that were skipped or failed (`<job id>/<item>`, the item record), so
+    /// that showing a job's failures reads those, not every item.
+    JobFailures,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 11] = [
+    pub(crate) const ALL: [Namespace; 12] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -55,6 +58,7 @@ impl Namespace {
         Namespace::Jobs,
         Namespace::JobItems,
         Namespace::LedgerMarks,
+        Namespace::JobFailures,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -79,6 +83,7 @@ impl Namespace {
             Namespace::Jobs => "jobs",
             Namespace::JobItems => "job_items",
             Namespace::LedgerMarks => "ledger_marks",
+            Namespace::JobFailures => "job_failures",
         }
     }
 }

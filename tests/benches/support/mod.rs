@@ -1,7 +1,9 @@
 //! Load generation for the signing benchmark, and rounds that alternate between
 //! daemons so that a noisy machine's drift hits every daemon alike.
 
+pub mod daemon;
 pub mod raw;
+pub mod registry;
 
 use keyward_client::{Client, proto};
 use std::sync::Arc;
@@ -105,4 +107,40 @@ pub async fn interleaved(
             (mid.0, mid.1, mid.2, rounds, ratio)
         })
         .collect())
+}
+
+/// Signs every image with `key`, `concurrency` requests in flight; returns how many.
+pub async fn sign_images(
+    client: &Client,
+    key: &str,
+    images: &[String],
+    concurrency: usize,
+) -> anyhow::Result<usize> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let images = Arc::new(images.to_vec());
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (c, next, images, key) = (client.clone(), next.clone(), images.clone(), key.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(reference) = images.get(i) else {
+                    return anyhow::Ok(n);
+                };
+                c.sign_image(proto::SignImageRequest {
+                    key: key.clone(),
+                    reference: reference.clone(),
+                    ..Default::default()
+                })
+                .await?;
+                n += 1;
+            }
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await??;
+    }
+    Ok(done)
 }

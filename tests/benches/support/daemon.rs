@@ -1,0 +1,47 @@
+//! Starting and stopping `keywardd dev` for the benchmarks.
+
+use keyward_client::ClientConfig;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `keywardd dev` in `dir`; returns the process, its client configuration and
+/// how long it took to be ready.
+pub fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
+    start_with(keywardd, dir, &[])
+}
+
+pub fn start_with(
+    keywardd: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(Child, ClientConfig, Duration)> {
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(dir.join("client.toml"));
+    let t = Instant::now();
+    let mut child = Command::new(keywardd)
+        .args(["dev", "--dir"])
+        .arg(dir)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("KEYWARD_LOG", "warn")
+        .env_remove("SOFTHSM2_CONF")
+        .stdout(Stdio::null())
+        .spawn()?;
+    while !dir.join("client.toml").exists() {
+        if let Some(s) = child.try_wait()? {
+            anyhow::bail!("keywardd exited: {s}");
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "keywardd not ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = t.elapsed();
+    Ok((child, ClientConfig::load(&dir.join("client.toml"))?, ready))
+}
+
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
