@@ -121,7 +121,9 @@ impl DevLayout {
              [[backend]]\ntype = \"pkcs11\"\nname = \"softhsm\"\nmodule = {module:?}\n\
              token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n\n\
              [audit]\nenabled = {audit}\n\n\
-             [mfa]\nrequired = {require_mfa}\n",
+             [mfa]\nrequired = {require_mfa}\n\n\
+             # A registry that is down is tried again within 5 s (not 5 minutes).\n\
+             [jobs]\nretry_max_ms = 5000\n",
             conf = self.softhsm_conf().display(),
             module = module.display().to_string(),
         );

@@ -113,14 +113,16 @@ fn main() -> anyhow::Result<()> {
             rss as f64 / 1024.0,
             at_start as f64 / 1024.0
         );
-        runs.push((fresh, done as f64 / secs, rss));
+        runs.push((fresh, done as f64 / secs, rss, rss.saturating_sub(at_start)));
     }
     let (small, big) = (runs[0], runs[1]);
     println!(
-        "campaign / fresh with {n} images: {:.2} (goal >= 0.9); peak RSS {n} / {} images: {:.2} (goal <= 1.1)",
+        "campaign / fresh with {n} images: {:.2} (goal >= 0.9); peak RSS {n} / {} images: {:.2} (goal <= 1.1); growth from ready to peak {n} / {}: {:.2}",
         big.1 / big.0,
         n / 10,
-        big.2 as f64 / small.2 as f64
+        big.2 as f64 / small.2 as f64,
+        n / 10,
+        big.3 as f64 / small.3.max(1) as f64
     );
     Ok(())
 }

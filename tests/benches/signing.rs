@@ -249,4 +249,3 @@ fn report(what: &str, rate: f64, p50: Duration, p99: Duration, raw1: f64, raw2: 
         rate / raw2
     );
 }
-

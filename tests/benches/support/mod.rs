@@ -120,7 +120,12 @@ pub async fn sign_images(
     let images = Arc::new(images.to_vec());
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (c, next, images, key) = (client.clone(), next.clone(), images.clone(), key.to_string());
+        let (c, next, images, key) = (
+            client.clone(),
+            next.clone(),
+            images.clone(),
+            key.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             loop {

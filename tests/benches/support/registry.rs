@@ -59,7 +59,13 @@ impl BenchRegistry {
                 r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":11}}],"annotations":{{"n":"{i}"}}}}"#,
                 config.len()
             );
-            let (status, r) = http(addr, "PUT", &format!("/v2/{repo}/manifests/i{i}"), "application/vnd.oci.image.manifest.v1+json", m.as_bytes())?;
+            let (status, r) = http(
+                addr,
+                "PUT",
+                &format!("/v2/{repo}/manifests/i{i}"),
+                "application/vnd.oci.image.manifest.v1+json",
+                m.as_bytes(),
+            )?;
             anyhow::ensure!(status == 201, "manifest push: {r}");
             out.push(format!("{addr}/{repo}:i{i}"));
         }
@@ -128,4 +134,3 @@ pub fn push_blob(addr: &str, repo: &str, data: &[u8]) -> anyhow::Result<String> 
     anyhow::ensure!(status == 201, "blob upload: {r}");
     Ok(digest)
 }
-
