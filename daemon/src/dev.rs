@@ -122,8 +122,9 @@ impl DevLayout {
              token_label = {TOKEN_LABEL:?}\npin_file = \"pin\"\n\n\
              [audit]\nenabled = {audit}\n\n\
              [mfa]\nrequired = {require_mfa}\n\n\
-             # A registry that is down is tried again within 5 s (not 5 minutes).\n\
-             [jobs]\nretry_max_ms = 5000\n",
+             # A registry that is down is tried again within 5 s (not 5 minutes), and\n\
+             # keys are checked against their rotation policy every second.\n\
+             [jobs]\nretry_max_ms = 5000\nschedule_seconds = 1\n",
             conf = self.softhsm_conf().display(),
             module = module.display().to_string(),
         );

@@ -4,6 +4,7 @@
 use keyward_tests::campaign::{sign_all, wait_job};
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::{DevDaemon, cosign_verify};
+use std::time::{Duration, Instant};
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
@@ -162,4 +163,104 @@ fn campaign_and_rotation_inputs_that_make_no_sense_are_refused_with_the_reason()
         "127.0.0.1:1/x:y",
     ]);
     assert!(err.contains("reserved"), "{err}");
+}
+
+#[test]
+fn after_the_overlap_the_old_versions_layers_go_where_the_new_version_signed_and_the_ledger_notes_it()
+ {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "release"]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "release",
+        "--overlap",
+        "0s",
+        "--prune-after-overlap",
+        "true",
+    ]);
+    let images = reg.push_many("prune/app", 3);
+    let outside = reg.push_many("other/app", 1);
+    sign_all(&d, "release", &images);
+    sign_all(&d, "release", &outside);
+    let v1 = copy(&d.public_key_file("release"), "v1.pem");
+    // other/app leaves the key's scope: the campaign skips it, so v2 never signs it
+    // and its v1 signature must stay.
+    let scope = format!("{}/prune/*", reg.addr);
+    d.ok(&["key", "policy", "set", "release", "--scope", &scope]);
+
+    let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "release"]));
+    let campaign = wait_job(&d, rotated["job_id"].as_str().unwrap(), |_| false);
+    assert_eq!(
+        (campaign["done"].as_u64(), campaign["skipped"].as_u64()),
+        (Some(3), Some(1)),
+        "{campaign}"
+    );
+    // The scheduler (every second in dev) starts the prune once v1 is retired.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let prune = loop {
+        let jobs = json(&d.ok(&["-o", "json", "jobs", "list"]));
+        if let Some(j) = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "prune")
+        {
+            break j["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no prune started: {jobs}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let job = wait_job(&d, &prune, |_| false);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["started_by"], "scheduler");
+    assert_eq!(
+        (job["done"].as_u64(), job["skipped"].as_u64()),
+        (Some(3), Some(1)),
+        "{job}"
+    );
+    assert!(
+        job["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("has not signed this image"),
+        "{job}"
+    );
+
+    let v2 = d.public_key_file("release");
+    for (reference, digest) in &images {
+        let layers = reg.sig_layers("prune/app", digest);
+        assert_eq!(layers.len(), 1, "{reference}");
+        assert_eq!(layers[0]["annotations"]["dev.keyward/key"], "release/v2");
+        assert!(cosign_verify(&v2, reference, None).status.success());
+        assert!(
+            !cosign_verify(&v1, reference, None).status.success(),
+            "v1's signature is still there"
+        );
+    }
+    assert_eq!(reg.sig_layers("other/app", &outside[0].1).len(), 1);
+    assert!(
+        cosign_verify(&v1, &outside[0].0, None).status.success(),
+        "the only signature was pruned"
+    );
+    // The ledger notes each removal once.
+    let ledger = json(&d.ok(&[
+        "-o",
+        "json",
+        "signatures",
+        "list",
+        "--key",
+        "release",
+        "--version",
+        "1",
+    ]));
+    let pruned = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "prune")
+        .count();
+    assert_eq!(pruned, 3, "{ledger}");
 }

@@ -1,5 +1,6 @@
 //! `keyward key ...` and `keyward backends`.
 
+use super::rotation::{Rotated, rotation_text};
 use super::{Ctx, Show, or_any};
 use clap::Subcommand;
 use keyward_client::proto;
@@ -139,27 +140,6 @@ impl Show for proto::Key {
     }
 }
 
-/// What `key rotate` prints: the key, and the campaign it started.
-#[derive(Serialize)]
-struct Rotated<'a> {
-    #[serde(flatten)]
-    key: &'a proto::Key,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    job_id: &'a str,
-}
-
-impl Show for Rotated<'_> {
-    fn text(&self) {
-        self.key.text();
-        if !self.job_id.is_empty() {
-            println!(
-                "re-signing what the old version signed: job {0} (keyward jobs watch {0})",
-                self.job_id
-            );
-        }
-    }
-}
-
 impl Show for Vec<proto::Key> {
     fn text(&self) {
         for k in self {
@@ -226,27 +206,6 @@ impl Show for Policy<'_> {
             println!("  rotation: {}", rotation_text(r));
         }
     }
-}
-
-/// A rotation policy in words.
-fn rotation_text(r: &proto::RotationPolicy) -> String {
-    use keyward_client::duration::human;
-    let mut parts = vec![match r.every_seconds {
-        Some(s) => format!("every {}", human(s)),
-        None => "on demand".to_string(),
-    }];
-    if let Some(o) = r.overlap_seconds {
-        parts.push(format!("overlap {}", human(o)));
-    }
-    parts.push(if r.resign {
-        "re-signs the old version's images".into()
-    } else {
-        "does not re-sign".into()
-    });
-    if r.prune_after_overlap {
-        parts.push("prunes the old signatures after the overlap".into());
-    }
-    parts.join(", ")
 }
 
 /// A policy change that weakens the key's policy waits for a second key-admin.

@@ -76,9 +76,7 @@ fn eta(j: &JobRecord) -> Option<u64> {
 
 /// The API view of a job.
 pub fn view(j: &JobRecord) -> pb::Job {
-    let (key, from_version) = match &j.kind {
-        JobKind::Resign(s) => (s.key.clone(), s.from_version),
-    };
+    let (key, from_version) = j.kind.key_version();
     pb::Job {
         id: j.id.clone(),
         kind: j.kind.name().to_string(),
@@ -95,7 +93,7 @@ pub fn view(j: &JobRecord) -> pb::Job {
         listed: j.listed,
         failures: Vec::new(),
         eta_seconds: eta(j),
-        key,
+        key: key.to_string(),
         from_version,
     }
 }

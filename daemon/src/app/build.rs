@@ -37,7 +37,8 @@ pub struct App {
     pub(super) unfinished: Vec<ApprovalRecord>,
     pub(super) jobs: Arc<Jobs>,
     pub(super) runner: Arc<Runner>,
-    pub(super) scheduler: Arc<Scheduler>,
+    /// Rotates and prunes on schedule; `None`: the caller ticks it (tests).
+    pub(super) scheduler: Option<Arc<Scheduler>>,
     pub(super) gate: GateLayer,
 }
 
@@ -151,21 +152,22 @@ impl App {
             unfinished,
             jobs,
             runner,
-            scheduler,
+            scheduler: Some(scheduler),
             gate,
         })
     }
 
-    /// The same app with its scheduler reading time from `clock` (tests move time
-    /// instead of waiting); returns the scheduler, whose `tick` rotates what is due.
+    /// The same app with a scheduler reading time from `clock` (tests move time
+    /// instead of waiting), which does not tick on its own: the caller calls its
+    /// `tick`, which rotates and prunes what is due.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> (Self, Arc<Scheduler>) {
-        self.scheduler = Arc::new(Scheduler::new(
+        let s = Arc::new(Scheduler::new(
             self.keys.clone(),
             self.jobs.clone(),
             self.audit.clone(),
             clock,
         ));
-        let s = self.scheduler.clone();
+        self.scheduler = None;
         (self, s)
     }
 }

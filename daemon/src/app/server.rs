@@ -139,7 +139,7 @@ pub async fn run(
     ));
     let jobs_stopped = tokio::spawn(runner.run(stop_rx.clone()));
     let every = std::time::Duration::from_secs(config.jobs.schedule_seconds.max(1));
-    let scheduled = tokio::spawn(scheduler.run(every, stop_rx.clone()));
+    let scheduled = scheduler.map(|s| tokio::spawn(s.run(every, stop_rx.clone())));
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {
@@ -158,7 +158,9 @@ pub async fn run(
         // Jobs finish their items in flight; a last checkpoint covers the final
         // records before the HSM pools close.
         let _ = jobs_stopped.await;
-        let _ = scheduled.await;
+        if let Some(s) = scheduled {
+            let _ = s.await;
+        }
         let _ = checkpoints.await;
         // Keep the registry (and with it the HSM pools) alive until both stop.
         drop(signer);

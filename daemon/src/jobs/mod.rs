@@ -1,4 +1,5 @@
-//! Jobs: work that outlives a request (re-signing campaigns today). A job and each of
+//! Jobs: work that outlives a request (re-signing campaigns, and pruning a retired
+//! version's signatures after its overlap). A job and each of
 //! its items are records in the store; the runner (`runner.rs`) lists a job's items in
 //! batches, each committed with the listing cursor, then runs them and commits each
 //! item's result with the job's counts in one transaction. `kill -9` at any point
@@ -10,13 +11,16 @@
 //! runner's progress never overwrite each other.
 
 mod pass;
+mod prune;
 mod record;
 pub mod resign;
 pub mod rotation;
 mod runner;
 pub mod schedule;
 
-pub use record::{ItemState, JobItem, JobKind, JobRecord, JobState, ResignSpec, item_key, new_id};
+pub use record::{
+    ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, item_key, new_id,
+};
 pub use runner::{JobSettings, Outcome, Runner};
 
 use crate::store::integrity::{IntegrityError, ProtectedStore};
@@ -88,23 +92,7 @@ impl Jobs {
         reason: String,
     ) -> Result<JobRecord, JobError> {
         let id = new_id().map_err(JobError::FailedPrecondition)?;
-        let rec = JobRecord {
-            id: id.clone(),
-            kind,
-            state: JobState::Queued,
-            started_by: started_by.to_string(),
-            reason,
-            created_at: now(),
-            updated_at: now(),
-            finished_at: None,
-            listed: false,
-            cursor: String::new(),
-            total: 0,
-            done: 0,
-            skipped: 0,
-            failed: 0,
-            error: None,
-        };
+        let rec = JobRecord::new(id.clone(), kind, started_by, reason);
         if !self
             .store
             .put_if(Namespace::Jobs, &id, &rec, Expect::Absent)

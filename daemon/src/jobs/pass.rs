@@ -198,6 +198,7 @@ impl Runner {
             }
             let outcome = match &kind {
                 JobKind::Resign(spec) => resign.run(&id, spec, &by, &item).await,
+                JobKind::Prune(spec) => resign.prune(spec, &by, &item).await,
             };
             (key, rev, item, outcome)
         }

@@ -97,12 +97,24 @@ pub struct ResignSpec {
     pub retire_when_done: bool,
 }
 
+/// What a prune removes: the signature layers of one retired key version, from the
+/// images the active version has signed too, once the policy's overlap is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneSpec {
+    /// The key.
+    pub key: String,
+    /// The retired version whose layers go.
+    pub version: u32,
+}
+
 /// What a job does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum JobKind {
     /// Re-sign what one key version signed.
     Resign(ResignSpec),
+    /// Remove a retired version's signatures after the overlap.
+    Prune(PruneSpec),
 }
 
 impl JobKind {
@@ -110,6 +122,15 @@ impl JobKind {
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::Resign(_) => "resign",
+            JobKind::Prune(_) => "prune",
+        }
+    }
+
+    /// The key and version it works on.
+    pub fn key_version(&self) -> (&str, u32) {
+        match self {
+            JobKind::Resign(s) => (&s.key, s.from_version),
+            JobKind::Prune(s) => (&s.key, s.version),
         }
     }
 }
@@ -152,6 +173,30 @@ pub struct JobRecord {
     /// Why the job itself could not go on, if it could not.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// A queued job.
+    pub fn new(id: String, kind: JobKind, started_by: &str, reason: String) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            id,
+            kind,
+            state: JobState::Queued,
+            started_by: started_by.to_string(),
+            reason,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            listed: false,
+            cursor: String::new(),
+            total: 0,
+            done: 0,
+            skipped: 0,
+            failed: 0,
+            error: None,
+        }
+    }
 }
 
 /// Where an item is.

@@ -45,7 +45,7 @@ pub fn query(spec: &ResignSpec) -> Result<LedgerQuery, String> {
 }
 
 /// What an error of one item means for the campaign.
-fn outcome(e: ImageError) -> Outcome {
+pub(super) fn outcome(e: ImageError) -> Outcome {
     let reason = e.to_string();
     match e {
         ImageError::Registry(
@@ -77,7 +77,11 @@ impl Resigner {
         Self { signer }
     }
 
-    fn keys(&self) -> &Arc<KeyRegistry> {
+    pub(super) fn signer(&self) -> &Arc<ImageSigner> {
+        &self.signer
+    }
+
+    pub(super) fn keys(&self) -> &Arc<KeyRegistry> {
         self.signer.keys()
     }
 
@@ -90,7 +94,18 @@ impl Resigner {
         after: &str,
     ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
         let q = query(spec).map_err(JobError::InvalidArgument)?;
-        let (entries, next) = self.signer.ledger().list_page(&q, after, PAGE).await?;
+        self.list_signed(job, &q, after).await
+    }
+
+    /// The image signatures the ledger shows for `q`, as items: a page after `after`,
+    /// and the cursor to go on from.
+    pub(super) async fn list_signed(
+        &self,
+        job: &str,
+        q: &LedgerQuery,
+        after: &str,
+    ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
+        let (entries, next) = self.signer.ledger().list_page(q, after, PAGE).await?;
         let items = entries
             .into_iter()
             .filter(|e| e.kind == "signature")

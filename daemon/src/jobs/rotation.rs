@@ -2,7 +2,7 @@
 //! campaign's job record is created in the same transaction, so a crash can leave
 //! neither a `retiring` version without a campaign nor a campaign without a rotation.
 
-use super::{JobKind, JobRecord, JobState, Jobs, ResignSpec, new_id};
+use super::{JobKind, JobRecord, Jobs, ResignSpec, new_id};
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, Purpose, Rotated};
 use crate::store::{Namespace, to_json};
 use time::OffsetDateTime;
@@ -22,30 +22,18 @@ pub async fn rotate(
         if !rec.rotation.resign || rec.purpose != Purpose::Image {
             return Ok(Vec::new());
         }
-        let now = OffsetDateTime::now_utc();
-        let job = JobRecord {
-            id: new_id()?,
-            kind: JobKind::Resign(ResignSpec {
+        let job = JobRecord::new(
+            new_id()?,
+            JobKind::Resign(ResignSpec {
                 key: rec.name.clone(),
                 from_version: previous,
                 repository: None,
                 since: None,
                 retire_when_done: true,
             }),
-            state: JobState::Queued,
-            started_by: by.to_string(),
-            reason: format!("rotation of key {} from version {previous}", rec.name),
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            listed: false,
-            cursor: String::new(),
-            total: 0,
-            done: 0,
-            skipped: 0,
-            failed: 0,
-            error: None,
-        };
+            by,
+            format!("rotation of key {} from version {previous}", rec.name),
+        );
         let json = to_json(&job).map_err(|e| e.to_string())?;
         let key = job.id.clone();
         *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
@@ -55,9 +43,7 @@ pub async fn rotate(
     let job = made.into_inner().unwrap_or_else(|p| p.into_inner());
     // The follow-up may have run for an attempt that lost a race; only a job whose
     // version was retired by this rotation exists.
-    let job = job.filter(|j| match &j.kind {
-        JobKind::Resign(s) => rotated.previous == Some(s.from_version),
-    });
+    let job = job.filter(|j| rotated.previous == Some(j.kind.key_version().1));
     if let Some(j) = &job {
         tracing::info!(key = name, job = %j.id, "rotation started a re-signing campaign");
         jobs.bell().notify_one();

@@ -186,6 +186,7 @@ impl Runner {
             }
             let (found, next) = match &job.kind {
                 JobKind::Resign(spec) => self.resign.list(&job.id, spec, &job.cursor).await?,
+                JobKind::Prune(spec) => self.resign.list_prune(&job.id, spec, &job.cursor).await?,
             };
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
             let mut puts = Vec::new();
@@ -228,6 +229,7 @@ impl Runner {
         if state == JobState::Done {
             match &job.kind {
                 JobKind::Resign(spec) => self.resign.finished(spec).await?,
+                JobKind::Prune(_) => {}
             }
         }
         let rec = self

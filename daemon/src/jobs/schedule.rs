@@ -1,10 +1,14 @@
 //! Scheduled rotation: a key whose policy says `rotate_every` rotates once its active
-//! version is that old, with the authority `scheduler`, audited like a request. Time
-//! comes from a [`Clock`], so that tests move it instead of sleeping.
+//! version is that old, with the authority `scheduler`, audited like a request; and a
+//! retired version's signatures are pruned once its overlap is over, when the policy
+//! says `prune_after_overlap`. Time comes from a [`Clock`], so that tests move it
+//! instead of sleeping.
 
+use super::{JobKind, JobRecord, PruneSpec, new_id};
 use super::{Jobs, rotation};
 use crate::audit::{AuditLog, Decision, Entry};
-use crate::keys::{KeyRecord, KeyRegistry};
+use crate::keys::{KeyRecord, KeyRegistry, VersionState};
+use crate::store::to_json;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -44,6 +48,24 @@ pub fn due(keys: &[Arc<KeyRecord>], now: OffsetDateTime) -> Vec<String> {
         .collect()
 }
 
+/// Retired versions whose overlap is over, of keys whose policy says
+/// `prune_after_overlap`, and for which no prune was started: (key, version).
+pub fn prune_due(keys: &[Arc<KeyRecord>], now: OffsetDateTime) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for k in keys.iter().filter(|k| k.rotation.prune_after_overlap) {
+        let overlap = k.rotation.overlap_seconds.unwrap_or(0).min(i64::MAX as u64) as i64;
+        for v in &k.versions {
+            let over = v
+                .retired_at
+                .is_some_and(|t| now - t >= time::Duration::seconds(overlap));
+            if v.state == VersionState::Retired && v.prune_job.is_none() && over {
+                out.push((k.name.clone(), v.version));
+            }
+        }
+    }
+    out
+}
+
 /// Rotates keys when their policy says so.
 pub struct Scheduler {
     keys: Arc<KeyRegistry>,
@@ -74,9 +96,62 @@ impl Scheduler {
         }
     }
 
-    /// Rotates every key that is due now; returns the keys rotated. A rotation that
-    /// fails is logged and audited, and tried again at the next tick.
+    /// Starts the prune of every retired version whose overlap is over; returns the
+    /// jobs started.
+    pub async fn prune(&self) -> Vec<String> {
+        let mut started = Vec::new();
+        for (key, version) in prune_due(&self.keys.list(), self.clock.now()) {
+            let Ok(id) = new_id() else { continue };
+            let job = JobRecord::new(
+                id.clone(),
+                JobKind::Prune(PruneSpec {
+                    key: key.clone(),
+                    version,
+                }),
+                SCHEDULER,
+                format!("the overlap of key {key} version {version} is over"),
+            );
+            let Ok(json) = to_json(&job) else { continue };
+            match self.keys.start_prune(&key, version, (&id, json)).await {
+                Ok(true) => {
+                    let target = format!("{key}/v{version}");
+                    let audited = self
+                        .audit
+                        .append(Entry {
+                            principal: SCHEDULER,
+                            action: "PruneAfterOverlap",
+                            target: &target,
+                            decision: Decision::Allowed,
+                            reason: &job.reason,
+                            request_hash: "",
+                        })
+                        .await;
+                    if let Err(e) = audited {
+                        tracing::error!(job = %id, error = %e, "cannot audit a prune's start");
+                    }
+                    tracing::info!(key = %key, version, job = %id, "pruning a retired version's signatures after the overlap");
+                    self.jobs.bell().notify_one();
+                    started.push(id);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(key = %key, version, error = %e, "cannot start a prune; tried again at the next tick")
+                }
+            }
+        }
+        started
+    }
+
+    /// Rotates every key that is due now, then starts the prunes that are due; returns
+    /// the keys rotated. A rotation that fails is logged and audited, and tried again
+    /// at the next tick.
     pub async fn tick(&self) -> Vec<String> {
+        let rotated = self.rotate_due().await;
+        self.prune().await;
+        rotated
+    }
+
+    async fn rotate_due(&self) -> Vec<String> {
         let mut rotated = Vec::new();
         let now = self.clock.now();
         for name in due(&self.keys.list(), now) {

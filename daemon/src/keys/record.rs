@@ -79,6 +79,9 @@ pub struct KeyVersion {
     /// When rotation retired it.
     #[serde(with = "time::serde::rfc3339::option")]
     pub retired_at: Option<OffsetDateTime>,
+    /// The job removing its signatures after the overlap, once one was started.
+    #[serde(default)]
+    pub prune_job: Option<String>,
 }
 
 /// What a key signs. A key of one purpose is refused by the RPCs of the other, so a

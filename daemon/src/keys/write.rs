@@ -149,6 +149,7 @@ impl KeyRegistry {
             created_at: now(),
             activated_at: Some(now()),
             retired_at: None,
+            prune_job: None,
         })
     }
 
@@ -344,6 +345,44 @@ impl KeyRegistry {
             Ok(())
         })
         .await
+    }
+
+    /// Records that `version`'s prune job started, creating the job's record (`job`:
+    /// id and JSON) in the same transaction; `false` when one was started before.
+    pub async fn start_prune(
+        &self,
+        name: &str,
+        version: u32,
+        job: (&str, Vec<u8>),
+    ) -> Result<bool, KeyError> {
+        for _ in 0..ATTEMPTS {
+            let (mut rec, rev) = self.read_rev(name).await?;
+            let Some(v) = rec.versions.iter_mut().find(|v| v.version == version) else {
+                return Err(KeyError::VersionNotFound {
+                    name: name.to_string(),
+                    version,
+                });
+            };
+            if v.prune_job.is_some() {
+                return Ok(false);
+            }
+            v.prune_job = Some(job.0.to_string());
+            let checks = vec![
+                (Namespace::Keys, name.to_string(), Expect::At(rev)),
+                (Namespace::Jobs, job.0.to_string(), Expect::Absent),
+            ];
+            let puts = vec![
+                (Namespace::Keys, name.to_string(), to_json(&rec)?),
+                (Namespace::Jobs, job.0.to_string(), job.1.clone()),
+            ];
+            if self.store.commit(checks, puts, Vec::new()).await? {
+                self.remember(rec);
+                return Ok(true);
+            }
+        }
+        Err(KeyError::Conflict(format!(
+            "key {name:?} is being changed by other requests; try again"
+        )))
     }
 
     /// Changes a key's policy; fields left `None` stay as they are.

@@ -5,10 +5,12 @@ pub mod attest;
 pub mod blob;
 pub mod formats;
 pub mod ledger;
+mod prune;
 mod push;
 mod resign;
 pub mod verify;
 
+pub use prune::Pruned;
 pub use resign::NotResigned;
 
 use crate::authz::SignPermit;
@@ -225,7 +227,7 @@ impl ImageSigner {
 
     /// The lock of one signature tag. Locks nobody holds are dropped once there are
     /// many, so that requests naming ever new images cannot grow the map for ever.
-    fn tag_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn tag_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.tag_locks.lock().unwrap_or_else(|p| p.into_inner());
         if locks.len() >= 1024 {
             locks.retain(|_, l| Arc::strong_count(l) > 1);

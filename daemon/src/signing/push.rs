@@ -139,7 +139,7 @@ impl ImageSigner {
     /// there: decided by verifying the layer's payload and signature with the
     /// version's public key, never from annotations alone (anyone with push rights can
     /// plant a layer that claims to be ours).
-    async fn already_signed(
+    pub(super) async fn already_signed(
         &self,
         sig_ref: &oci_client::Reference,
         layers: &[Value],
@@ -181,7 +181,7 @@ impl ImageSigner {
 
     /// Blobs first (a registry refuses a manifest naming unknown blobs), then the
     /// manifest in one PUT: a failed push leaves the old manifest in place.
-    async fn push_manifest(
+    pub(super) async fn push_manifest(
         &self,
         tag_ref: &oci_client::Reference,
         layers: &[Value],

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 /// One pushed signature or attestation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// `signature`, `attestation` or `blob`.
+    /// `signature`, `attestation`, `blob`, or `prune` (the signature was removed after
+    /// its version's overlap).
     pub kind: String,
     /// Registry host.
     pub registry: String,
@@ -113,8 +114,8 @@ impl SignatureLedger {
             (Namespace::LedgerByKey, index_key(entry), Vec::new()),
             (Namespace::Ledger, key.clone(), value),
         ];
-        if entry.kind == "signature" {
-            out.push((Namespace::LedgerMarks, mark_key(entry), key.into_bytes()));
+        if let Some(mark) = entry_mark(entry) {
+            out.push((Namespace::LedgerMarks, mark, key.into_bytes()));
         }
         Ok(out)
     }
@@ -169,9 +170,12 @@ impl SignatureLedger {
 
     /// Whether the ledger holds this image signature already (by its mark).
     pub async fn has(&self, entry: &LedgerEntry) -> Result<bool, StoreError> {
+        let Some(mark) = entry_mark(entry) else {
+            return Ok(false);
+        };
         Ok(self
             .store
-            .get(Namespace::LedgerMarks, &mark_key(entry))
+            .get(Namespace::LedgerMarks, &mark)
             .await?
             .is_some())
     }
@@ -339,6 +343,16 @@ impl SignatureLedger {
                 }
             }
         }
+    }
+}
+
+/// The mark of an entry the ledger holds once: an image signature (see [`mark_key`]),
+/// or the removal of one (`prune:` and the signature's mark).
+fn entry_mark(e: &LedgerEntry) -> Option<String> {
+    match e.kind.as_str() {
+        "signature" => Some(mark_key(e)),
+        "prune" => Some(format!("prune:{}", mark_key(e))),
+        _ => None,
     }
 }
 
