@@ -77,6 +77,21 @@ fn a_rotation_re_signs_what_the_old_version_signed_and_skips_an_image_that_is_go
         assert!(cosign_verify(&v1, reference, None).status.success());
     }
 
+    // Each re-signature is audited, with the rotation's authority.
+    let audit = d.ok(&["audit", "export"]);
+    let resigned: Vec<serde_json::Value> = audit
+        .lines()
+        .map(json)
+        .filter(|r| r["action"] == "Resign" && r["decision"] == "allowed")
+        .collect();
+    assert_eq!(resigned.len(), 5, "{audit}");
+    assert!(resigned.iter().all(|r| r["principal"] == "admin"));
+    assert!(
+        resigned
+            .iter()
+            .any(|r| r["target"].as_str().unwrap().ends_with(&images[0].1))
+    );
+
     // Re-running the campaign finds every signature made: nothing is added twice.
     let again = d.ok(&[
         "resign",

@@ -127,6 +127,7 @@ impl App {
         let runner = Arc::new(Runner::new(
             jobs.clone(),
             Arc::new(Resigner::new(signer.clone())),
+            audit.clone(),
             i.config.jobs.clone(),
         ));
         let scheduler = Arc::new(Scheduler::new(

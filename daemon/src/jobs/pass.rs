@@ -5,6 +5,7 @@
 
 use super::runner::{Outcome, Runner};
 use super::{ItemState, JobError, JobItem, JobKind, JobRecord, JobState};
+use crate::audit::{Decision, Entry};
 use crate::store::{Expect, Namespace, Revision, to_json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -207,6 +208,7 @@ impl Runner {
     /// Commits finished items with the job's counts; `false` when the job is no
     /// longer running (paused or cancelled meanwhile: its results are still kept).
     async fn commit(&self, id: &str, finished: &mut Vec<Finished>) -> Result<bool, JobError> {
+        self.audit_outcomes(id, finished).await?;
         for _ in 0..32 {
             let (mut job, jrev) = self.jobs.get_rev(id).await?;
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
@@ -302,6 +304,52 @@ impl Runner {
         Err(JobError::FailedPrecondition(format!(
             "job {id} is changing too fast to record progress"
         )))
+    }
+
+    /// Audits what each finished item came to (retries are not outcomes), with the
+    /// job's authority as the principal, durably before the results are committed: a
+    /// crash in between runs the items again, which find their work done.
+    async fn audit_outcomes(&self, id: &str, finished: &[Finished]) -> Result<(), JobError> {
+        let job = self.jobs.get(id).await?;
+        let action = match job.kind {
+            JobKind::Resign(_) => "Resign",
+            JobKind::Prune(_) => "Prune",
+        };
+        let records: Vec<(Decision, String, String)> = finished
+            .iter()
+            .filter_map(|(_, _, item, outcome)| {
+                let (decision, reason) = match outcome {
+                    Outcome::Done(_) => (Decision::Allowed, format!("job {id}")),
+                    Outcome::Skipped(r) => (Decision::Failed, format!("job {id}: skipped: {r}")),
+                    Outcome::Failed(r) => (Decision::Failed, format!("job {id}: {r}")),
+                    Outcome::Retry { .. } => return None,
+                };
+                Some((
+                    decision,
+                    reason,
+                    format!("{}@{}", item.reference, item.digest),
+                ))
+            })
+            .collect();
+        let n = records.len();
+        for (i, (decision, reason, target)) in records.iter().enumerate() {
+            let entry = Entry {
+                principal: &job.started_by,
+                action,
+                target,
+                decision: *decision,
+                reason,
+                request_hash: "",
+            };
+            // The last one waits for the group commit that makes all of them durable.
+            let written = if i + 1 == n {
+                self.audit.append(entry).await
+            } else {
+                self.audit.append_queued(entry)
+            };
+            written.map_err(|e| JobError::FailedPrecondition(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Marks a registry down; returns how long its items wait.

@@ -8,6 +8,7 @@
 use super::pass::RegistryGate;
 use super::resign::Resigner;
 use super::{JobError, JobKind, JobRecord, JobState, Jobs};
+use crate::audit::AuditLog;
 use crate::store::{Expect, Namespace, to_json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,8 @@ pub enum Outcome {
 pub struct Runner {
     pub(super) jobs: Arc<Jobs>,
     pub(super) resign: Arc<Resigner>,
+    /// Every item's outcome is audited, with the job's authority as the principal.
+    pub(super) audit: Arc<AuditLog>,
     pub(super) settings: JobSettings,
     pub(super) gates: Mutex<HashMap<String, Arc<RegistryGate>>>,
 }
@@ -88,10 +91,16 @@ impl std::fmt::Debug for Runner {
 
 impl Runner {
     /// A runner over the jobs, with the work of each kind.
-    pub fn new(jobs: Arc<Jobs>, resign: Arc<Resigner>, settings: JobSettings) -> Self {
+    pub fn new(
+        jobs: Arc<Jobs>,
+        resign: Arc<Resigner>,
+        audit: Arc<AuditLog>,
+        settings: JobSettings,
+    ) -> Self {
         Self {
             jobs,
             resign,
+            audit,
             settings,
             gates: Mutex::new(HashMap::new()),
         }
