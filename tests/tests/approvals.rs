@@ -258,6 +258,12 @@ fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
     let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "img"]));
     assert_eq!(ledger.as_array().unwrap().len(), 1);
     assert_eq!(ledger[0]["requester"], "admin");
+    // A job did it, and says so.
+    let jobs = json(&d.keyward(&["-o", "json", "jobs", "list"]));
+    let job = &jobs[0];
+    assert_eq!(job["kind"], "resume-approvals", "{jobs}");
+    assert_eq!(job["started_by"], "keywardd");
+    assert_eq!(job["total"], 1, "{jobs}");
 }
 
 #[test]

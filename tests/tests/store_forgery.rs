@@ -124,7 +124,7 @@ fn an_approval_edited_to_approved_is_never_signed() {
     let d = DevDaemon::start_in(tmp.path()).unwrap();
     // Approved requests resume once the API serves; wait until that pass is over.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !d.log().contains("left unfinished were resumed") {
+    while !d.log().contains("left unsigned by a restart") {
         assert!(std::time::Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::config::Config;
 use crate::jobs::resign::Resigner;
+use crate::jobs::resume::Resumer;
 use crate::jobs::schedule::{Clock, Scheduler, SystemClock};
 use crate::jobs::{Jobs, Runner};
 use crate::keys::{Backends, KeyRegistry};
@@ -127,6 +128,7 @@ impl App {
         let runner = Arc::new(Runner::new(
             jobs.clone(),
             Arc::new(Resigner::new(signer.clone())),
+            Arc::new(Resumer::new(approvals.clone())),
             audit.clone(),
             i.config.jobs.clone(),
         ));

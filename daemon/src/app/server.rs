@@ -96,7 +96,10 @@ pub async fn run(
             signer.ledger().clone(),
             obs.clone(),
         )))
-        .add_service(JobServiceServer::new(JobApi::new(jobs, keys.clone())))
+        .add_service(JobServiceServer::new(JobApi::new(
+            jobs.clone(),
+            keys.clone(),
+        )))
         .add_service(SigningServiceServer::new(SigningApi::new(
             blobs,
             approvals.clone(),
@@ -167,12 +170,46 @@ pub async fn run(
         drop(keys);
         Ok(())
     });
-    // Approved requests a crash interrupted are finished now that the API serves
-    // (their registry pushes may take long; callers can already ask about them).
-    tokio::spawn(async move { approvals.resume(unfinished).await });
+    // Approved requests a crash interrupted are finished by a job now that the API
+    // serves (their registry pushes may take long; callers can already ask about them).
+    resume_unfinished(&jobs, unfinished).await;
     Ok(Running {
         grpc_addr,
         http_addr,
         task,
     })
+}
+
+/// Starts the job that signs the approved requests a crash left unsigned, leaving out
+/// those a job from an earlier start still has queued.
+async fn resume_unfinished(
+    jobs: &crate::jobs::Jobs,
+    unfinished: Vec<crate::approvals::ApprovalRecord>,
+) {
+    use crate::jobs::{JobKind, ResumeSpec};
+    let mut covered = std::collections::HashSet::new();
+    if let Ok(all) = jobs.list(None).await {
+        for j in all.iter().filter(|j| !j.state.is_finished()) {
+            if let JobKind::ResumeApprovals(s) = &j.kind {
+                covered.extend(s.approvals.iter().cloned());
+            }
+        }
+    }
+    let ids: Vec<String> = unfinished
+        .into_iter()
+        .map(|r| r.id)
+        .filter(|id| !covered.contains(id))
+        .collect();
+    tracing::info!(
+        unfinished = ids.len(),
+        "approved requests left unsigned by a restart are resumed by a job"
+    );
+    if ids.is_empty() {
+        return;
+    }
+    let reason = format!("{} approved requests left unsigned by a restart", ids.len());
+    let spec = JobKind::ResumeApprovals(ResumeSpec { approvals: ids });
+    if let Err(e) = jobs.start(spec, "keywardd", reason).await {
+        tracing::error!(error = %e, "cannot start the job that resumes approved requests; they resume at the next start");
+    }
 }

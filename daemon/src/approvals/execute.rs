@@ -303,51 +303,27 @@ impl Approvals {
         }
     }
 
-    /// Signs the requests [`Approvals::unfinished`] found, after checking them again;
-    /// each is audited.
-    pub async fn resume(&self, unfinished: Vec<ApprovalRecord>) {
-        let count = unfinished.len();
-        for r in unfinished {
-            tracing::info!(approval = %r.id, "signing an approved request left unfinished");
-            let intent = self
-                .audit
-                .append(Entry {
-                    principal: "keywardd",
-                    action: "ResumeApproval",
-                    target: &r.id,
-                    decision: Decision::Intent,
-                    reason: "",
-                    request_hash: &r.request_hash,
-                })
-                .await;
-            if let Err(e) = intent {
-                tracing::error!(approval = %r.id, error = %e, "cannot audit a resumed approval; it is left for the next start");
-                continue;
-            }
-            let done = self.execute(r).await;
-            let (decision, reason) = match done.status {
-                State::Signed => (Decision::Allowed, String::new()),
-                State::Refused => (Decision::Denied, done.error.clone().unwrap_or_default()),
-                _ => (Decision::Failed, done.error.clone().unwrap_or_default()),
-            };
-            let recorded = self
-                .audit
-                .append(Entry {
-                    principal: "keywardd",
-                    action: "ResumeApproval",
-                    target: &done.id,
-                    decision,
-                    reason: &reason,
-                    request_hash: &done.request_hash,
-                })
-                .await;
-            if let Err(e) = recorded {
-                tracing::error!(approval = %done.id, error = %e, "cannot audit a resumed approval");
-            }
+    /// Signs one request [`Approvals::unfinished`] found, after checking it again
+    /// (its intent audited first; the job that calls this audits the outcome). A
+    /// request that is no longer approved (signed meanwhile, expired) is returned as
+    /// it is.
+    pub async fn resume_one(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
+        let r = self.get(id).await?;
+        if r.status != State::Approved {
+            return Ok(r);
         }
-        tracing::info!(
-            unfinished = count,
-            "approved requests left unfinished were resumed"
-        );
+        tracing::info!(approval = %r.id, "signing an approved request left unfinished");
+        self.audit
+            .append(Entry {
+                principal: "keywardd",
+                action: "ResumeApproval",
+                target: &r.id,
+                decision: Decision::Intent,
+                reason: "",
+                request_hash: &r.request_hash,
+            })
+            .await
+            .map_err(|e| ApprovalError::Busy(format!("cannot audit a resumed approval: {e}")))?;
+        Ok(self.execute(r).await)
     }
 }

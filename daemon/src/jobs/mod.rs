@@ -14,12 +14,14 @@ mod pass;
 mod prune;
 mod record;
 pub mod resign;
+pub mod resume;
 pub mod rotation;
 mod runner;
 pub mod schedule;
 
 pub use record::{
-    ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, item_key, new_id,
+    ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, ResumeSpec, item_key,
+    new_id,
 };
 pub use runner::{JobSettings, Outcome, Runner};
 

@@ -179,8 +179,9 @@ impl Runner {
         item: JobItem,
         gate: Arc<RegistryGate>,
     ) -> impl std::future::Future<Output = Finished> + Send + 'static {
-        let (resign, kind, by, id) = (
+        let (resign, resume, kind, by, id) = (
             self.resign.clone(),
+            self.resume.clone(),
             job.kind.clone(),
             job.started_by.clone(),
             job.id.clone(),
@@ -200,6 +201,7 @@ impl Runner {
             let outcome = match &kind {
                 JobKind::Resign(spec) => resign.run(&id, spec, &by, &item).await,
                 JobKind::Prune(spec) => resign.prune(spec, &by, &item).await,
+                JobKind::ResumeApprovals(_) => resume.run(&item).await,
             };
             (key, rev, item, outcome)
         }
@@ -314,6 +316,7 @@ impl Runner {
         let action = match job.kind {
             JobKind::Resign(_) => "Resign",
             JobKind::Prune(_) => "Prune",
+            JobKind::ResumeApprovals(_) => "ResumeApproval",
         };
         let records: Vec<(Decision, String, String)> = finished
             .iter()

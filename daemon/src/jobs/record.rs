@@ -107,6 +107,14 @@ pub struct PruneSpec {
     pub version: u32,
 }
 
+/// Approved requests whose signing a crash interrupted (found at start-up, before the
+/// API served), to sign now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeSpec {
+    /// Approval ids.
+    pub approvals: Vec<String>,
+}
+
 /// What a job does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -115,6 +123,8 @@ pub enum JobKind {
     Resign(ResignSpec),
     /// Remove a retired version's signatures after the overlap.
     Prune(PruneSpec),
+    /// Sign approved requests a crash interrupted.
+    ResumeApprovals(ResumeSpec),
 }
 
 impl JobKind {
@@ -123,6 +133,7 @@ impl JobKind {
         match self {
             JobKind::Resign(_) => "resign",
             JobKind::Prune(_) => "prune",
+            JobKind::ResumeApprovals(_) => "resume-approvals",
         }
     }
 
@@ -131,6 +142,7 @@ impl JobKind {
         match self {
             JobKind::Resign(s) => (&s.key, s.from_version),
             JobKind::Prune(s) => (&s.key, s.version),
+            JobKind::ResumeApprovals(_) => ("", 0),
         }
     }
 }

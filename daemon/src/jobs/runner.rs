@@ -7,6 +7,7 @@
 
 use super::pass::RegistryGate;
 use super::resign::Resigner;
+use super::resume::Resumer;
 use super::{JobError, JobKind, JobRecord, JobState, Jobs};
 use crate::audit::AuditLog;
 use crate::store::{Expect, Namespace, to_json};
@@ -77,6 +78,7 @@ pub enum Outcome {
 pub struct Runner {
     pub(super) jobs: Arc<Jobs>,
     pub(super) resign: Arc<Resigner>,
+    pub(super) resume: Arc<Resumer>,
     /// Every item's outcome is audited, with the job's authority as the principal.
     pub(super) audit: Arc<AuditLog>,
     pub(super) settings: JobSettings,
@@ -94,12 +96,14 @@ impl Runner {
     pub fn new(
         jobs: Arc<Jobs>,
         resign: Arc<Resigner>,
+        resume: Arc<Resumer>,
         audit: Arc<AuditLog>,
         settings: JobSettings,
     ) -> Self {
         Self {
             jobs,
             resign,
+            resume,
             audit,
             settings,
             gates: Mutex::new(HashMap::new()),
@@ -196,6 +200,7 @@ impl Runner {
             let (found, next) = match &job.kind {
                 JobKind::Resign(spec) => self.resign.list(&job.id, spec, &job.cursor).await?,
                 JobKind::Prune(spec) => self.resign.list_prune(&job.id, spec, &job.cursor).await?,
+                JobKind::ResumeApprovals(spec) => self.resume.list(&job.id, spec),
             };
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
             let mut puts = Vec::new();
@@ -238,7 +243,7 @@ impl Runner {
         if state == JobState::Done {
             match &job.kind {
                 JobKind::Resign(spec) => self.resign.finished(spec).await?,
-                JobKind::Prune(_) => {}
+                JobKind::Prune(_) | JobKind::ResumeApprovals(_) => {}
             }
         }
         let rec = self
