@@ -136,3 +136,56 @@ fn rotations_during_a_signing_loop_leave_every_signature_verifying_with_the_vers
     }
     assert_eq!(ledger_per_version, per_version);
 }
+
+#[test]
+fn rotations_while_images_are_signed_leave_each_image_signed_by_the_version_the_ledger_names() {
+    use keyward_tests::campaign::sign_all;
+    use keyward_tests::registry::TestRegistry;
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "release"]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "release",
+        "--resign-on-rotate",
+        "false",
+    ]);
+    let images = reg.push_many("race/app", 60);
+    std::thread::scope(|s| {
+        s.spawn(|| sign_all(&d, "release", &images));
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            d.ok(&["key", "rotate", "release"]);
+        }
+    });
+    let ledger: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "signatures", "list", "--key", "release"]))
+            .unwrap();
+    let entries = ledger.as_array().unwrap();
+    assert_eq!(entries.len(), 60, "{ledger}");
+    let mut versions = std::collections::BTreeSet::new();
+    for e in entries {
+        let (reference, version) = (
+            e["reference"].as_str().unwrap(),
+            e["version"].as_u64().unwrap(),
+        );
+        versions.insert(version);
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["-o", "json", "verify", "--key", "release", reference]))
+                .unwrap();
+        let valid = v["valid"].as_array().unwrap();
+        assert_eq!(valid.len(), 1, "{v}");
+        assert_eq!(valid[0]["version"].as_u64(), Some(version), "{v} / {e}");
+        assert_eq!(
+            valid[0]["optional"]["dev.keyward/version"],
+            version.to_string()
+        );
+        assert_eq!(valid[0]["valid_when_signed"], true, "{v}");
+    }
+    assert!(
+        versions.len() > 1,
+        "all 60 images were signed by one version: {versions:?}"
+    );
+}

@@ -6,6 +6,7 @@
 use super::{Action, PrincipalRecord};
 use crate::keys::{KeyRecord, Purpose, VersionRef};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// Proof that `principal` passed the signing checks for `key`. Only
 /// [`check_key_use`] makes one; `KeyRegistry::sign` requires one.
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub struct SignPermit {
     version: VersionRef,
     principal: String,
+    issued_at: OffsetDateTime,
 }
 
 impl SignPermit {
@@ -34,6 +36,13 @@ impl SignPermit {
     /// Who may sign.
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// When the checks passed, with the pinned version active: the time the ledger
+    /// gives the signature (a rotation may land before the HSM signs; the version was
+    /// in service when the request was accepted).
+    pub fn issued_at(&self) -> OffsetDateTime {
+        self.issued_at
     }
 }
 
@@ -75,6 +84,7 @@ pub fn check_key_use(
     Ok(SignPermit {
         version,
         principal: who.name.clone(),
+        issued_at: OffsetDateTime::now_utc(),
     })
 }
 
@@ -96,5 +106,6 @@ pub fn campaign_permit(key: Arc<KeyRecord>, authority: &str) -> Result<SignPermi
     Ok(SignPermit {
         version,
         principal: authority.to_string(),
+        issued_at: OffsetDateTime::now_utc(),
     })
 }

@@ -7,7 +7,6 @@ use crate::authz::SignPermit;
 use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
 use crate::keys::{KeyError, KeyRegistry};
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// What the requester says it signs (shown to approvers, kept in the ledger).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -85,7 +84,7 @@ impl BlobSigner {
             key: permit.key_name().to_string(),
             version,
             fingerprint,
-            time: OffsetDateTime::now_utc(),
+            time: permit.issued_at(),
             requester: permit.principal().to_string(),
             pushed_to: String::new(),
             size: described.size,

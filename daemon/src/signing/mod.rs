@@ -217,7 +217,7 @@ impl ImageSigner {
             key: r.permit.key_name().to_string(),
             version: r.permit.version().number(),
             fingerprint: r.permit.version().fingerprint().to_string(),
-            time: OffsetDateTime::now_utc(),
+            time: r.permit.issued_at(),
             requester: r.permit.principal().to_string(),
             pushed_to: r.pushed_to.to_string(),
             size: 0,

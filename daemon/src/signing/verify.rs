@@ -54,6 +54,11 @@ pub fn verifies(algorithm: Algorithm, spki: &[u8], message: &[u8], signature: &[
     }
 }
 
+/// How long after a rotation a request checked against the old version may still
+/// be accepted: the new version becomes visible to every check a moment after the
+/// rotation is stored, and a request signs with the version it was checked against.
+const IN_FLIGHT: time::Duration = time::Duration::seconds(10);
+
 impl ImageSigner {
     /// Checks the image's signatures against every version of the key. Retired
     /// versions still verify; revoked and destroyed ones do not.
@@ -158,7 +163,7 @@ impl ImageSigner {
             let signed_at = self.ledger.marked(&mark).await?.map(|e| e.time);
             let valid_when_signed = signed_at.map(|t| {
                 v.activated_at.is_some_and(|from| from <= t)
-                    && v.retired_at.is_none_or(|until| t <= until)
+                    && v.retired_at.is_none_or(|until| t <= until + IN_FLIGHT)
             });
             result.valid.push(Verified {
                 version: v.version,

@@ -33,7 +33,8 @@ pub struct LedgerEntry {
     pub version: u32,
     /// Fingerprint of the version's public key.
     pub fingerprint: String,
-    /// When it was pushed.
+    /// When it was signed: when its request passed the checks that pinned the
+    /// version (it reached the registry, or the caller, shortly after).
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
     /// Who asked.
