@@ -7,12 +7,11 @@
 //! after `cargo build --release --bins`).
 
 use keyward_client::{Client, proto};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
 mod support;
-use support::daemon::{start, stop};
+use support::daemon::{keywardd, start, stop};
 use support::registry::BenchRegistry;
 use support::sign_images;
 
@@ -53,17 +52,7 @@ async fn campaign(client: &Client, key: &str) -> anyhow::Result<(u64, f64)> {
 
 fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let target = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
-    let keywardd = target.join("keywardd");
-    anyhow::ensure!(
-        keywardd.exists(),
-        "{} missing: run cargo build --release --bins first",
-        keywardd.display()
-    );
+    let keywardd = keywardd()?;
     let n: usize = std::env::var("KEYWARD_BENCH_RESIGN_IMAGES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::daemon::{start, start_with, stop};
+use support::daemon::{keywardd, start, start_with, stop};
 use support::raw::{raw, raw_child};
 use support::registry::BenchRegistry;
 use support::{CONCURRENCY, env_secs, load, sign_images};
@@ -25,17 +25,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let tmp = tempfile::tempdir()?;
-    let target = std::env::current_exe()?
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
-    let keywardd = target.join("keywardd");
-    anyhow::ensure!(
-        keywardd.exists(),
-        "{} missing: run cargo build --release --bins first",
-        keywardd.display()
-    );
+    let keywardd = keywardd()?;
 
     println!(
         "Keyward signing benchmark ({} cores)",

@@ -154,15 +154,10 @@ impl Jobs {
         after: &str,
         limit: usize,
     ) -> Result<(Failures, String), JobError> {
-        let prefix = format!("{id}/");
         let mut cursor = after.to_string();
         let mut out = Vec::new();
         loop {
-            let page = self
-                .store
-                .scan_prefix::<JobItem>(Namespace::JobFailures, &prefix, &cursor, 256)
-                .await?;
-            let last = page.len() < 256;
+            let (page, last) = self.failure_page(id, &cursor).await?;
             for (key, item) in page {
                 cursor = key;
                 let item = item?;
@@ -178,6 +173,20 @@ impl Jobs {
                 return Ok((out, String::new()));
             }
         }
+    }
+
+    /// A page of a job's failure records after `cursor`, and whether it is the last.
+    async fn failure_page(
+        &self,
+        id: &str,
+        cursor: &str,
+    ) -> Result<(Vec<(String, Result<JobItem, IntegrityError>)>, bool), JobError> {
+        let page = self
+            .store
+            .scan_prefix::<JobItem>(Namespace::JobFailures, &format!("{id}/"), cursor, 256)
+            .await?;
+        let last = page.len() < 256;
+        Ok((page, last))
     }
 
     /// Applies `change` to the stored job by compare-and-swap, re-reading on a race.
@@ -267,14 +276,9 @@ impl Jobs {
                 job.state.as_str()
             )));
         }
-        let prefix = format!("{id}/");
         let mut cursor = String::new();
         loop {
-            let page = self
-                .store
-                .scan_prefix::<JobItem>(Namespace::JobFailures, &prefix, &cursor, 256)
-                .await?;
-            let last = page.len() < 256;
+            let (page, last) = self.failure_page(id, &cursor).await?;
             for (key, item) in page {
                 cursor = key.clone();
                 if item?.state != ItemState::Failed {

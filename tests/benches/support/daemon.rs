@@ -5,6 +5,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The release `keywardd` next to the benchmark binary.
+pub fn keywardd() -> anyhow::Result<std::path::PathBuf> {
+    let target = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("no target dir"))?;
+    let keywardd = target.join("keywardd");
+    anyhow::ensure!(
+        keywardd.exists(),
+        "{} missing: run cargo build --release --bins first",
+        keywardd.display()
+    );
+    Ok(keywardd)
+}
+
 /// Starts `keywardd dev` in `dir`; returns the process, its client configuration and
 /// how long it took to be ready.
 pub fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
