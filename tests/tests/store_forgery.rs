@@ -189,3 +189,70 @@ fn a_store_from_before_record_macs_is_migrated_once_and_never_again() {
         .expect("started without its MAC key record");
     assert!(err.contains("the store has no record of it"), "{err}");
 }
+
+#[test]
+fn a_campaign_item_edited_to_name_another_image_is_refused_and_that_image_never_signed() {
+    use keyward_tests::campaign::{sign_all, wait_job};
+    use keyward_tests::registry::TestRegistry;
+    let mut reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "release"]);
+    let images = reg.push_many("forge/app", 3);
+    let victim = reg.push_many("victim/app", 1).remove(0);
+    sign_all(&d, "release", &images);
+    // With the registry away the campaign lists its items but cannot run them.
+    reg.stop();
+    let id = json(&d.ok(&["-o", "json", "key", "rotate", "release"]))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_job(&d, &id, |j| j["listed"] == true);
+    d.stop_cleanly();
+
+    // Someone with write access to the store points one item at an unsigned image,
+    // keeping the record's MAC.
+    let keys = store_tool(tmp.path(), &["keys", "job_items", &format!("{id}/")], None);
+    let item_key = keys.lines().next().expect("an item").to_string();
+    let mut item = json(&store_tool(
+        tmp.path(),
+        &["get", "job_items", &item_key],
+        None,
+    ));
+    item["reference"] = victim.0.clone().into();
+    item["digest"] = victim.1.clone().into();
+    item["registry"] = reg.addr.clone().into();
+    store_tool(
+        tmp.path(),
+        &["forge", "job_items", &item_key],
+        Some(&item.to_string()),
+    );
+
+    reg.restart(false);
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !d.log().contains("job item refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The forged item is never run: the victim image has no signature, and the two
+    // untouched items are re-signed.
+    let done = wait_job(&d, &id, |_| false);
+    assert_eq!(done["done"], 2, "{done}");
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("integrity check"),
+        "{done}"
+    );
+    let err = d.fails(&["verify", "--key", "release", &victim.0]);
+    assert!(err.contains("no valid signature"), "{err}");
+    let ledger = json(&d.ok(&["-o", "json", "signatures", "list", "--key", "release"]));
+    assert!(
+        ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["repository"] != "victim/app"),
+        "the forged item was signed: {ledger}"
+    );
+}

@@ -92,6 +92,9 @@ impl Show for proto::Job {
         if !self.finished_at.is_empty() {
             println!("  finished {}", self.finished_at);
         }
+        if !self.error.is_empty() {
+            println!("  error: {}", self.error);
+        }
         if let Some(eta) = self.eta_seconds {
             println!("  about {eta} s to go");
         }

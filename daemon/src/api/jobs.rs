@@ -95,6 +95,7 @@ pub fn view(j: &JobRecord) -> pb::Job {
         eta_seconds: eta(j),
         key: key.to_string(),
         from_version,
+        error: j.error.clone().unwrap_or_default(),
     }
 }
 

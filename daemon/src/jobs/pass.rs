@@ -87,7 +87,16 @@ impl Runner {
                     Ok(i) if i.state == ItemState::Queued => i,
                     Ok(_) => continue,
                     Err(e) => {
+                        // Never run, never rewritten (a MAC of ours would vouch for what
+                        // someone else wrote): the job says so and cannot end as done.
                         tracing::error!(job = %id, item = %key, error = %e, "job item refused");
+                        let why = format!("item {key} is not run: {e}");
+                        self.jobs
+                            .update(id, |j| {
+                                j.error = Some(why.clone());
+                                Ok(())
+                            })
+                            .await?;
                         continue;
                     }
                 };

@@ -235,7 +235,7 @@ impl Runner {
     /// does at the end (idempotent: a crash before the job is marked runs it again),
     /// then the job's state.
     async fn finish(&self, job: JobRecord) -> Result<(), JobError> {
-        let state = if job.failed > 0 {
+        let state = if job.failed > 0 || job.error.is_some() {
             JobState::Failed
         } else {
             JobState::Done

@@ -7,6 +7,7 @@
 //! store-tool DIR strip TREE          every record of TREE without its MAC prefix
 //! store-tool DIR del TREE KEY        deletes a record
 //! store-tool DIR copy TREE FROM TO   copies a record byte for byte
+//! store-tool DIR keys TREE PREFIX    the keys of the records under PREFIX, one a line
 
 use std::io::Read;
 
@@ -51,6 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "copy" => {
             let v = t.get(&args[4])?.ok_or("no such record")?;
             t.insert(&args[5], v)?;
+        }
+        "keys" => {
+            for item in t.scan_prefix(&args[4]) {
+                println!("{}", String::from_utf8_lossy(&item?.0));
+            }
         }
         "del" => {
             t.remove(&args[4])?;
