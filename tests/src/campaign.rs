@@ -40,7 +40,8 @@ pub fn wait_job(
     id: &str,
     until: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: a loaded CI machine is slow to bring a restarted registry's items back.
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let j = json(&d.ok(&["-o", "json", "jobs", "show", id]));
         let over = ["done", "failed", "cancelled"].contains(&j["state"].as_str().unwrap_or(""));

@@ -225,6 +225,14 @@ impl Runner {
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
             let (mut puts, mut raw) = (Vec::new(), Vec::new());
             let now = OffsetDateTime::now_utc();
+            // A registry that answered an item of this batch is up: its failures in the
+            // same batch (a connection it dropped while restarting, say) are retried
+            // soon, and do not hold back the registry's other items.
+            let answered: std::collections::HashSet<&str> = finished
+                .iter()
+                .filter(|f| matches!(f.3, Outcome::Done(_) | Outcome::Skipped(_)))
+                .map(|f| f.2.registry.as_str())
+                .collect();
             for (key, rev, item, outcome) in finished.iter() {
                 let mut item = item.clone();
                 match outcome {
@@ -254,7 +262,9 @@ impl Runner {
                         registry_down,
                     } => {
                         item.reason = Some(reason.clone());
-                        let delay = if *registry_down {
+                        let delay = if *registry_down && answered.contains(item.registry.as_str()) {
+                            self.backoff(0)
+                        } else if *registry_down {
                             self.registry_down(&item.registry, reason)
                         } else {
                             item.attempts += 1;
