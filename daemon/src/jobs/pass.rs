@@ -91,12 +91,15 @@ impl Runner {
                         // someone else wrote): the job says so and cannot end as done.
                         tracing::error!(job = %id, item = %key, error = %e, "job item refused");
                         let why = format!("item {key} is not run: {e}");
-                        self.jobs
-                            .update(id, |j| {
-                                j.error = Some(why.clone());
-                                Ok(())
-                            })
-                            .await?;
+                        // Written once, not on every pass (a MAC and an fsync each).
+                        if job.error.as_deref() != Some(why.as_str()) {
+                            self.jobs
+                                .update(id, |j| {
+                                    j.error = Some(why.clone());
+                                    Ok(())
+                                })
+                                .await?;
+                        }
                         continue;
                     }
                 };
