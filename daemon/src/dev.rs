@@ -124,7 +124,7 @@ impl DevLayout {
              [mfa]\nrequired = {require_mfa}\n\n\
              # A registry that is down is tried again within 5 s (not 5 minutes), and\n\
              # keys are checked against their rotation policy every second.\n\
-             [jobs]\nretry_max_ms = 5000\nschedule_seconds = 1\n",
+             [jobs]\nretry_base_ms = 250\nretry_max_ms = 5000\nschedule_seconds = 1\n",
             conf = self.softhsm_conf().display(),
             module = module.display().to_string(),
         );

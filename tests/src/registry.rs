@@ -204,6 +204,19 @@ impl TestRegistry {
         out.stdout
     }
 
+    /// The HTTP status the registry answers a GET of `path` (`/v2/...`) with.
+    pub fn curl_status(&self, path: &str) -> u16 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{}{path}", self.addr))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     /// A manifest's bytes.
     pub fn manifest(&self, repo: &str, reference: &str) -> Vec<u8> {
         self.curl(&[
@@ -304,6 +317,23 @@ impl TestRegistry {
             "DELETE",
             &format!("http://{}/v2/{repo}/manifests/{digest}", self.addr),
         ]);
+    }
+
+    /// Tears one manifest in the registry's storage, as a crash mid-upload can: its
+    /// revision link no longer holds a digest, and the registry answers 500 for it
+    /// (every other object stays served).
+    pub fn tear_manifest(&self, repo: &str, digest: &str) {
+        let hex = digest.trim_start_matches("sha256:");
+        let link = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/revisions/sha256")
+            .join(hex)
+            .join("link");
+        assert!(link.exists(), "no revision link at {}", link.display());
+        std::fs::write(&link, b"torn").expect("write link");
     }
 
     /// Uploads an OCI image manifest under a tag.

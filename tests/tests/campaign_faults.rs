@@ -127,6 +127,46 @@ fn a_registry_down_mid_campaign_holds_back_its_items_and_fails_none() {
 }
 
 #[test]
+fn an_object_the_registry_keeps_failing_fails_its_item_alone_with_the_reason() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "release"]);
+    let images = reg.push_many("team/app", 12);
+    sign_all(&d, "release", &images);
+    let (_, torn) = &images[5];
+    reg.tear_manifest("team/app", torn);
+    let status = reg.curl_status(&format!("/v2/team/app/manifests/{torn}"));
+    assert!(status >= 500, "the torn manifest answers {status}");
+
+    let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "release"]));
+    let id = rotated["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(&d, &id, |_| false);
+    // The registry answered every other object: it was not down, and the one object
+    // it kept failing is failed after its attempts, with the registry's answer.
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(11), Some(1)),
+        "{job}"
+    );
+    let failure = &job["failures"][0];
+    let image = failure["image"].as_str().unwrap();
+    assert!(image.ends_with(torn.as_str()), "{failure}");
+    let reason = failure["reason"].as_str().unwrap();
+    assert!(reason.contains("500"), "{reason}");
+    assert!(reason.contains("gave up after 6 attempts"), "{reason}");
+    assert!(
+        !d.log().contains("registry down"),
+        "a single failing object marked the registry down"
+    );
+    for (i, (_, digest)) in images.iter().enumerate() {
+        if i != 5 {
+            assert_eq!(layers_by_version(&reg, "team/app", digest).len(), 2);
+        }
+    }
+}
+
+#[test]
 fn a_registry_refusing_the_credentials_fails_its_items_and_retry_finishes_them() {
     let mut reg = TestRegistry::start_with_auth("ci", "good-pass");
     let docker = reg.docker_config();

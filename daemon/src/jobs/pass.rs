@@ -274,6 +274,10 @@ impl Runner {
                             self.backoff(item.attempts)
                         };
                         if !registry_down && item.attempts >= self.settings.max_attempts {
+                            item.reason = Some(format!(
+                                "{reason} (gave up after {} attempts)",
+                                item.attempts
+                            ));
                             item.state = ItemState::Failed;
                             job.failed += 1;
                         } else {

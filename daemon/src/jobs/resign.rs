@@ -48,13 +48,17 @@ pub fn query(spec: &ResignSpec) -> Result<LedgerQuery, String> {
 pub(super) fn outcome(e: ImageError) -> Outcome {
     let reason = e.to_string();
     match e {
-        ImageError::Registry(
-            RegistryError::Unavailable { .. }
-            | RegistryError::Timeout { .. }
-            | RegistryError::Protocol { .. },
-        ) => Outcome::Retry {
+        // Only a registry that cannot be reached is down; a 5xx for one object (a torn
+        // upload, a corrupt link) is that item's failure, retried up to `max_attempts`.
+        ImageError::Registry(RegistryError::Unavailable { .. } | RegistryError::Timeout { .. }) => {
+            Outcome::Retry {
+                reason,
+                registry_down: true,
+            }
+        }
+        ImageError::Registry(RegistryError::Protocol { .. }) => Outcome::Retry {
             reason,
-            registry_down: true,
+            registry_down: false,
         },
         ImageError::Registry(RegistryError::NotFound(_)) => Outcome::Skipped(reason),
         ImageError::PermissionDenied(_) => {

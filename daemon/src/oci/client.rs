@@ -216,6 +216,11 @@ impl Registries {
                 registry,
                 detail: summary,
             },
+            // A gateway answering for a registry behind it that is down or overloaded.
+            502..=504 => RegistryError::Unavailable {
+                registry,
+                detail: format!("{what}: {summary}"),
+            },
             _ => RegistryError::Protocol {
                 registry,
                 detail: format!("{what}: {summary}"),
