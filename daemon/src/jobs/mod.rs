@@ -18,6 +18,7 @@ pub mod resume;
 pub mod rotation;
 mod runner;
 pub mod schedule;
+mod trim;
 
 pub use record::{
     ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, ResumeSpec, item_key,

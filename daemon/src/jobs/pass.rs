@@ -4,6 +4,7 @@
 //! job's counts in one transaction.
 
 use super::runner::{Outcome, Runner};
+use super::trim::Trimmer;
 use super::{ItemState, JobError, JobItem, JobKind, JobRecord, JobState};
 use crate::audit::{Decision, Entry};
 use crate::store::{Expect, Namespace, Revision, to_json};
@@ -74,6 +75,7 @@ impl Runner {
         let mut stopped = false;
         let mut retried = false;
         let mut last_commit = std::time::Instant::now();
+        let mut trimmer = Trimmer::default();
         'pages: loop {
             let page = self
                 .jobs
@@ -142,6 +144,7 @@ impl Runner {
                 }
                 if due {
                     last_commit = std::time::Instant::now();
+                    trimmer.committed();
                 }
                 if *stop.borrow() {
                     stopped = true;
