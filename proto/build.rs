@@ -11,6 +11,10 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".keyward.v1.Approval.kind", "approval_kind"),
     (".keyward.v1.AuditLine.decision", "audit_decision"),
     (".keyward.v1.Job.state", "job_state"),
+    (
+        ".keyward.v1.KeyVersion.revocation_reason",
+        "revocation_reason",
+    ),
     (".keyward.v1.ListJobsRequest.state", "job_state"),
 ];
 
@@ -24,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyward/v1/mfa.proto",
         "keyward/v1/approvals.proto",
         "keyward/v1/jobs.proto",
+        "keyward/v1/revocations.proto",
         "keyward/v1/errors.proto",
     ];
     for p in &protos {

@@ -101,6 +101,8 @@ unary! {
     retry_job: jobs.retry_job(RetryJobRequest) -> Job;
     /// Starts a re-signing campaign.
     resign: jobs.resign(ResignRequest) -> Job;
+    /// Revokes a key version (irreversible).
+    revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
 }
 
 paged! {

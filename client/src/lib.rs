@@ -11,6 +11,7 @@ use keyward_proto::v1::job_service_client::JobServiceClient;
 use keyward_proto::v1::key_service_client::KeyServiceClient;
 use keyward_proto::v1::mfa_service_client::MfaServiceClient;
 use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
+use keyward_proto::v1::revocation_service_client::RevocationServiceClient;
 use keyward_proto::v1::signing_service_client::SigningServiceClient;
 use std::path::Path;
 use tonic::service::interceptor::InterceptedService;
@@ -75,6 +76,8 @@ pub struct Client {
     pub approvals: ApprovalServiceClient<OtpChannel>,
     /// Jobs (re-signing campaigns).
     pub jobs: JobServiceClient<OtpChannel>,
+    /// Revocation.
+    pub revocations: RevocationServiceClient<OtpChannel>,
     /// The connection itself, for calls by method path (`tonic::client::Grpc`).
     pub channel: OtpChannel,
 }
@@ -136,6 +139,7 @@ impl Client {
             mfa: MfaServiceClient::new(ch.clone()),
             approvals: ApprovalServiceClient::new(ch.clone()),
             jobs: JobServiceClient::new(ch.clone()),
+            revocations: RevocationServiceClient::new(ch.clone()),
             channel: ch,
         })
     }

@@ -46,6 +46,22 @@ text_names! {
     job_state_name: JobState, "JOB_STATE_";
 }
 
+/// A revocation reason as users type it and lists carry it ("key-compromise").
+pub fn revocation_reason_name(v: i32) -> String {
+    short(
+        pb::RevocationReason::try_from(v)
+            .map(|e| e.as_str_name())
+            .ok(),
+        "REVOCATION_REASON_",
+    )
+    .replace('_', "-")
+}
+
+/// Serialises a revocation reason by [`revocation_reason_name`].
+pub fn revocation_reason<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&revocation_reason_name(*v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use super::rotation::{Rotated, rotation_text};
 use super::{Ctx, Show, or_any};
 use clap::Subcommand;
 use keyward_client::proto;
-use keyward_proto::names::version_state_name;
+use keyward_proto::names::{revocation_reason_name, version_state_name};
 use serde::Serialize;
 
 #[derive(Subcommand, Clone)]
@@ -57,6 +57,10 @@ pub enum KeyCommand {
     /// Every version with fingerprint, state, time in service and certificate; with
     /// --output json the document signed by the Keyward CA.
     History(super::history::History),
+    /// Revoke a version: it never signs again and its signatures stop verifying, from
+    /// the moment this returns (needs the revoker role, and --otp where MFA is
+    /// enforced). Irreversible.
+    Revoke(super::revoke::Revoke),
     /// Print a version's public key (PEM).
     Public {
         /// Key name.
@@ -128,6 +132,18 @@ impl Show for proto::Key {
                 v.fingerprint,
                 v.created_at
             );
+            if !v.revoked_at.is_empty() {
+                println!(
+                    "        revoked at {} by {} ({}){}",
+                    v.revoked_at,
+                    v.revoked_by,
+                    revocation_reason_name(v.revocation_reason),
+                    match v.compromised_since.as_str() {
+                        "" => String::new(),
+                        t => format!(", compromised since {t}"),
+                    }
+                );
+            }
             if v.images_signed > 0 && v.version != self.active_version {
                 println!(
                     "        signed {} images; v{} has co-signed {} of them",
@@ -385,6 +401,7 @@ impl KeyCommand {
                 }
             }
             KeyCommand::History(h) => h.run(ctx).await?,
+            KeyCommand::Revoke(r) => r.run(ctx).await?,
             KeyCommand::Public {
                 name,
                 version,

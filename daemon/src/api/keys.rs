@@ -8,7 +8,8 @@ use crate::authz::{Action, Principals};
 use crate::hsm::public_key::spki_pem;
 use crate::jobs::{Jobs, rotation};
 use crate::keys::{
-    KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, VersionState, weakenings,
+    KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, RevocationReason,
+    VersionState, weakenings,
 };
 use crate::signing::ledger::SignatureLedger;
 use keyward_proto::v1 as pb;
@@ -115,6 +116,21 @@ fn version(v: &KeyVersion) -> pb::KeyVersion {
         created_at: ts(Some(v.created_at)),
         activated_at: ts(v.activated_at),
         retired_at: ts(v.retired_at),
+        revocation_reason: v
+            .revocation
+            .as_ref()
+            .map_or(pb::RevocationReason::Unspecified, |r| match r.reason {
+                RevocationReason::KeyCompromise => pb::RevocationReason::KeyCompromise,
+                RevocationReason::Superseded => pb::RevocationReason::Superseded,
+                RevocationReason::Cessation => pb::RevocationReason::Cessation,
+            }) as i32,
+        revoked_at: ts(v.revocation.as_ref().map(|r| r.revoked_at)),
+        revoked_by: v
+            .revocation
+            .as_ref()
+            .map(|r| r.revoked_by.clone())
+            .unwrap_or_default(),
+        compromised_since: ts(v.revocation.as_ref().and_then(|r| r.compromised_since)),
         ..Default::default()
     }
 }

@@ -12,6 +12,7 @@ mod mfa;
 mod outcome;
 mod page;
 mod principals;
+mod revocations;
 pub mod rules;
 mod signing;
 
@@ -24,6 +25,7 @@ pub use keys::KeyApi;
 pub use mfa::MfaApi;
 pub use outcome::Observer;
 pub use principals::PrincipalApi;
+pub use revocations::RevocationApi;
 pub use signing::SigningApi;
 
 use crate::hsm::HsmError;
@@ -39,7 +41,7 @@ pub fn status(e: &KeyError) -> Status {
         KeyError::NotFound(_) | KeyError::VersionNotFound { .. } => Code::NotFound,
         KeyError::AlreadyExists(_) => Code::AlreadyExists,
         KeyError::InvalidArgument(_) => Code::InvalidArgument,
-        KeyError::NoActiveVersion(_) => Code::FailedPrecondition,
+        KeyError::NoActiveVersion(_) | KeyError::FailedPrecondition(_) => Code::FailedPrecondition,
         KeyError::Conflict(_) => Code::Aborted,
         KeyError::Hsm(h) | KeyError::Pki(crate::pki::PkiError::Hsm(h)) => match h {
             HsmError::Unsupported { .. } | HsmError::InvalidInput(_) => Code::InvalidArgument,

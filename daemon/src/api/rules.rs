@@ -149,6 +149,7 @@ targets! {
     CancelJobRequest => |r| (String::new(), r.id.clone());
     RetryJobRequest => |r| (String::new(), r.id.clone());
     ResignRequest => |r| (String::new(), r.key.clone());
+    RevokeKeyVersionRequest => |r| (String::new(), format!("{}/v{}", r.name, r.version));
 }
 
 macro_rules! rule {
@@ -208,6 +209,7 @@ pub static RULES: &[Rule] = &[
     rule!("JobService", CancelJob, CancelJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "cancel jobs"),
     rule!("JobService", RetryJob, RetryJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "retry jobs"),
     rule!("JobService", Resign, ResignRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "start re-signing campaigns"),
+    rule!("RevocationService", RevokeKeyVersion, RevokeKeyVersionRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke key versions"),
 ];
 
 /// The rule of a method path, if it has one.

@@ -3,7 +3,8 @@
 
 use super::{App, Instance, StartError, io};
 use crate::api::{
-    ApprovalApi, AuditApi, ImageApi, JobApi, KeyApi, MfaApi, PrincipalApi, SigningApi,
+    ApprovalApi, AuditApi, ImageApi, JobApi, KeyApi, MfaApi, PrincipalApi, RevocationApi,
+    SigningApi,
 };
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
@@ -12,6 +13,7 @@ use keyward_proto::v1::job_service_server::JobServiceServer;
 use keyward_proto::v1::key_service_server::KeyServiceServer;
 use keyward_proto::v1::mfa_service_server::MfaServiceServer;
 use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
+use keyward_proto::v1::revocation_service_server::RevocationServiceServer;
 use keyward_proto::v1::signing_service_server::SigningServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,6 +97,9 @@ pub async fn run(
             jobs.clone(),
             signer.ledger().clone(),
             obs.clone(),
+        )))
+        .add_service(RevocationServiceServer::new(RevocationApi::new(
+            keys.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),

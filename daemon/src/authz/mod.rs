@@ -86,6 +86,8 @@ pub enum Action {
     Approve,
     /// Verify image signatures (the daemon fetches from registries for it).
     Verify,
+    /// Revoke key versions.
+    Revoke,
     /// Approve a request of another principal: signatures need the approver role,
     /// policy changes the key-admin role (approvals check which, per request).
     Decide,
@@ -103,6 +105,7 @@ impl Action {
             Action::ReadAudit => &[Role::Auditor, Role::Admin],
             Action::Approve => &[Role::Approver, Role::Admin],
             Action::Decide => &[Role::Approver, Role::KeyAdmin, Role::Admin],
+            Action::Revoke => &[Role::Revoker, Role::Admin],
             Action::Verify => &[
                 Role::Signer,
                 Role::Approver,

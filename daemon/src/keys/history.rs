@@ -66,7 +66,7 @@ impl KeyRegistry {
                 valid_from: ts(v.activated_at),
                 valid_until: match v.state {
                     VersionState::Pending | VersionState::Active => None,
-                    _ => ts(v.retired_at),
+                    _ => ts(v.in_service_until()),
                 },
                 certificate: v.certificate_pem.clone(),
             })

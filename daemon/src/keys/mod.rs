@@ -6,6 +6,7 @@ mod history;
 mod policy;
 mod reconcile;
 mod record;
+mod revoke;
 mod version_ref;
 mod write;
 
@@ -14,6 +15,7 @@ pub use policy::{PolicyChange, weakenings};
 pub use record::{
     KeyRecord, KeyVersion, Purpose, RotationPolicy, VersionState, validate_name, validate_scope,
 };
+pub use revoke::{Revocation, RevocationReason, RevokeRequest};
 pub use version_ref::VersionRef;
 pub use write::{FollowUp, Rotated, no_follow_up};
 
@@ -45,8 +47,13 @@ pub enum KeyError {
         version: u32,
     },
     /// The key has no active version to sign with.
-    #[error("key {0:?} has no active version")]
+    #[error(
+        "key {0:?} has no active version (its last one was revoked): rotate it (keyward key rotate {0}) to sign again"
+    )]
     NoActiveVersion(String),
+    /// The key or version is not in a state that allows the request.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -202,13 +209,10 @@ impl KeyRegistry {
         if let Some(v) = now.version(version)
             && matches!(v.state, VersionState::Revoked | VersionState::Destroyed)
         {
-            return Err(KeyError::Refused {
-                name: name.to_string(),
-                why: format!(
-                    "version {version} was {} while the request was in flight",
-                    v.state.as_str()
-                ),
-            });
+            return Err(KeyError::FailedPrecondition(format!(
+                "key {name:?} version {version} was {} while the request was in flight; nothing was signed",
+                v.state.as_str()
+            )));
         }
         let algorithm = rec.algorithm;
         match (&input, algorithm) {

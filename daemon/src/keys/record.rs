@@ -82,6 +82,9 @@ pub struct KeyVersion {
     /// The job removing its signatures after the overlap, once one was started.
     #[serde(default)]
     pub prune_job: Option<String>,
+    /// Why, when and by whom it was revoked (revoked versions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<super::Revocation>,
 }
 
 /// What a key signs. A key of one purpose is refused by the RPCs of the other, so a

@@ -150,6 +150,7 @@ impl KeyRegistry {
             activated_at: Some(now()),
             retired_at: None,
             prune_job: None,
+            revocation: None,
         })
     }
 

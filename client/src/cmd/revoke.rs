@@ -1,0 +1,88 @@
+//! `keyward key revoke NAME --version N --reason R [--compromised-since T]`.
+
+use super::{Ctx, Show};
+use clap::Args;
+use keyward_client::proto;
+use keyward_proto::names::revocation_reason_name;
+use serde::Serialize;
+
+#[derive(Args, Clone)]
+pub struct Revoke {
+    /// Key name.
+    name: String,
+    /// The version to revoke (keyward key show NAME lists them).
+    #[arg(long)]
+    version: u32,
+    /// Why: key-compromise (the private key may be in other hands), superseded
+    /// (replaced; nothing suggests a compromise) or cessation (no longer used).
+    #[arg(long, value_parser = ["key-compromise", "superseded", "cessation"])]
+    reason: String,
+    /// From when the key must be taken to be in other hands (RFC 3339:
+    /// 2026-05-01T12:00:00Z); key-compromise only. Revoking a revoked version again can
+    /// only move this earlier.
+    #[arg(long)]
+    compromised_since: Option<String>,
+}
+
+fn reason(r: &str) -> proto::RevocationReason {
+    match r {
+        "key-compromise" => proto::RevocationReason::KeyCompromise,
+        "superseded" => proto::RevocationReason::Superseded,
+        "cessation" => proto::RevocationReason::Cessation,
+        _ => proto::RevocationReason::Unspecified,
+    }
+}
+
+/// The key after a revocation; JSON prints the key.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Revoked {
+    key: proto::Key,
+    #[serde(skip)]
+    version: u32,
+}
+
+impl Show for Revoked {
+    fn text(&self) {
+        let key = &self.key;
+        if let Some(v) = key.versions.iter().find(|v| v.version == self.version) {
+            let since = match v.compromised_since.as_str() {
+                "" => String::new(),
+                t => format!(", compromised since {t}"),
+            };
+            println!(
+                "{} v{} revoked at {} by {} ({}{since}): it never signs again, and its signatures no longer verify",
+                key.name,
+                v.version,
+                v.revoked_at,
+                v.revoked_by,
+                revocation_reason_name(v.revocation_reason),
+            );
+        }
+        if key.active_version == 0 {
+            println!(
+                "{} has no active version now: keyward key rotate {} makes one",
+                key.name, key.name
+            );
+        }
+    }
+}
+
+impl Revoke {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let key = ctx
+            .client
+            .revoke_key_version(proto::RevokeKeyVersionRequest {
+                name: self.name.clone(),
+                version: self.version,
+                reason: reason(&self.reason) as i32,
+                compromised_since: self.compromised_since.unwrap_or_default(),
+            })
+            .await?;
+        ctx.show(&Revoked {
+            key,
+            version: self.version,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! `keyward.v1.RevocationService`.
+
+use super::gate::admitted;
+use super::keys::key;
+use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
+use keyward_proto::v1 as pb;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Serves revocation.
+#[derive(Debug, Clone)]
+pub struct RevocationApi {
+    keys: Arc<KeyRegistry>,
+}
+
+impl RevocationApi {
+    /// A service over the keys.
+    pub fn new(keys: Arc<KeyRegistry>) -> Self {
+        Self { keys }
+    }
+}
+
+fn reason(r: i32) -> Result<RevocationReason, KeyError> {
+    match pb::RevocationReason::try_from(r) {
+        Ok(pb::RevocationReason::KeyCompromise) => Ok(RevocationReason::KeyCompromise),
+        Ok(pb::RevocationReason::Superseded) => Ok(RevocationReason::Superseded),
+        Ok(pb::RevocationReason::Cessation) => Ok(RevocationReason::Cessation),
+        _ => Err(KeyError::InvalidArgument(
+            "say why the version is revoked: --reason key-compromise, superseded or cessation"
+                .into(),
+        )),
+    }
+}
+
+fn request(r: &pb::RevokeKeyVersionRequest, by: String) -> Result<RevokeRequest, KeyError> {
+    if r.version == 0 {
+        return Err(KeyError::InvalidArgument(
+            "name the version to revoke (--version N; keyward key show lists them)".into(),
+        ));
+    }
+    let compromised_since = match r.compromised_since.as_str() {
+        "" => None,
+        t => Some(OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
+            KeyError::InvalidArgument(format!(
+                "--compromised-since {t:?} is not an RFC 3339 time (2026-05-01T12:00:00Z): {e}"
+            ))
+        })?),
+    };
+    Ok(RevokeRequest {
+        name: r.name.clone(),
+        version: r.version,
+        reason: reason(r.reason)?,
+        compromised_since,
+        by,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::revocation_service_server::RevocationService for RevocationApi {
+    async fn revoke_key_version(
+        &self,
+        req: Request<pb::RevokeKeyVersionRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        let call = admitted(&req)?;
+        let r = req.get_ref();
+        let result = async {
+            let request = request(r, call.principal().to_string())?;
+            self.keys.revoke(&request).await
+        }
+        .await;
+        if result.is_ok() {
+            tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, "key version revoked");
+        }
+        call.finish(result).await.map(|k| Response::new(key(&k)))
+    }
+}

@@ -1,0 +1,156 @@
+//! Revoking a key version: irreversible, effective for signing the moment the record
+//! is written (the signing path re-reads the version's state), and the only change a
+//! revoked version accepts afterwards is an earlier `compromised_since`.
+
+use super::{KeyError, KeyRecord, KeyRegistry, VersionState};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Why a version was revoked (RFC 5280 CRLReason codes 1, 4 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationReason {
+    /// The private key is, or may be, in other hands.
+    KeyCompromise,
+    /// Replaced by another version; nothing suggests a compromise.
+    Superseded,
+    /// No longer used.
+    Cessation,
+}
+
+impl RevocationReason {
+    /// The name users type and lists carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::KeyCompromise => "key-compromise",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::Cessation => "cessation",
+        }
+    }
+}
+
+/// A version's revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Why.
+    pub reason: RevocationReason,
+    /// When the revocation was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Who revoked it.
+    pub revoked_by: String,
+    /// From when the key is taken to have been in other hands (key compromise only).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub compromised_since: Option<OffsetDateTime>,
+}
+
+/// What a revocation asks for.
+#[derive(Debug, Clone)]
+pub struct RevokeRequest {
+    /// Key name.
+    pub name: String,
+    /// The version to revoke.
+    pub version: u32,
+    /// Why.
+    pub reason: RevocationReason,
+    /// From when the key was compromised (key compromise only; not in the future).
+    pub compromised_since: Option<OffsetDateTime>,
+    /// Who asks.
+    pub by: String,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Applies `req` to `rec` at `now`: revokes the version, or moves an existing
+/// revocation's `compromised_since` earlier. Anything else is refused with the reason.
+fn apply(rec: &mut KeyRecord, req: &RevokeRequest, now: OffsetDateTime) -> Result<(), KeyError> {
+    let name = rec.name.clone();
+    let v = rec
+        .versions
+        .iter_mut()
+        .find(|v| v.version == req.version)
+        .ok_or_else(|| KeyError::VersionNotFound {
+            name: name.clone(),
+            version: req.version,
+        })?;
+    match (v.state, &mut v.revocation) {
+        (VersionState::Revoked, Some(existing)) => {
+            let earlier = match (req.compromised_since, existing.compromised_since) {
+                (Some(new), Some(old)) => new < old,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !earlier || req.reason != existing.reason {
+                let since = existing
+                    .compromised_since
+                    .map(|t| format!(", compromised since {}", rfc3339(t)))
+                    .unwrap_or_default();
+                return Err(KeyError::FailedPrecondition(format!(
+                    "key {name:?} version {} was revoked at {} ({}{since}); revocation is irreversible, and revoking it again can only move --compromised-since earlier",
+                    req.version,
+                    rfc3339(existing.revoked_at),
+                    existing.reason.as_str(),
+                )));
+            }
+            existing.compromised_since = req.compromised_since;
+            Ok(())
+        }
+        (VersionState::Destroyed, _) => Err(KeyError::FailedPrecondition(format!(
+            "key {name:?} version {} was destroyed: its HSM object is gone, so it cannot sign; there is nothing to revoke",
+            req.version
+        ))),
+        _ => {
+            v.state = VersionState::Revoked;
+            v.revocation = Some(Revocation {
+                reason: req.reason,
+                revoked_at: now,
+                revoked_by: req.by.clone(),
+                compromised_since: req.compromised_since,
+            });
+            Ok(())
+        }
+    }
+}
+
+impl super::KeyVersion {
+    /// When its time in service ended: the earliest of its retirement, its revocation
+    /// and the start of a compromise (none while it is in service).
+    pub fn in_service_until(&self) -> Option<OffsetDateTime> {
+        let revoked = self.revocation.as_ref();
+        [
+            self.retired_at,
+            revoked.map(|r| r.revoked_at),
+            revoked.and_then(|r| r.compromised_since),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+impl KeyRegistry {
+    /// Revokes a version. When this returns, the version no longer signs: the record
+    /// is written and the cache the signing path reads is updated.
+    pub async fn revoke(&self, req: &RevokeRequest) -> Result<Arc<KeyRecord>, KeyError> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(since) = req.compromised_since {
+            if req.reason != RevocationReason::KeyCompromise {
+                return Err(KeyError::InvalidArgument(format!(
+                    "--compromised-since goes with --reason key-compromise, not {}",
+                    req.reason.as_str()
+                )));
+            }
+            if since > now {
+                return Err(KeyError::InvalidArgument(format!(
+                    "--compromised-since {} is in the future",
+                    rfc3339(since)
+                )));
+            }
+        }
+        self.update(&req.name, |rec| apply(rec, req, now)).await
+    }
+}
