@@ -103,6 +103,8 @@ unary! {
     resign: jobs.resign(ResignRequest) -> Job;
     /// Revokes a key version (irreversible).
     revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
+    /// The current revocation list, signed by the Keyward CA.
+    get_revocation_list: revocations.get_revocation_list(GetRevocationListRequest) -> SignedRevocationList;
 }
 
 paged! {

@@ -68,6 +68,9 @@ enum Command {
     /// Work that outlives a request: re-signing campaigns.
     #[command(subcommand)]
     Jobs(cmd::jobs::JobsCommand),
+    /// The revocation list the Keyward CA signs for verifiers.
+    #[command(subcommand)]
+    Revocations(cmd::revocations::RevocationsCommand),
     /// Re-sign, with a key's active version, every image an older version signed;
     /// prints the job id.
     Resign(cmd::jobs::Resign),
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(c) => c.run(&ctx).await,
         Command::Mfa(c) => c.run(&ctx).await,
         Command::Jobs(c) => c.run(&ctx).await,
+        Command::Revocations(c) => c.run(&ctx).await,
         Command::Resign(c) => c.run(&ctx).await,
     }
 }

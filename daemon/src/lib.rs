@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod mfa;
 pub mod oci;
 pub mod pki;
+pub mod revocation;
 pub mod signing;
 pub mod store;

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod key;
 pub mod mfa;
 pub mod principal;
+pub mod revocations;
 pub mod revoke;
 pub mod rotation;
 pub mod sign;

@@ -3,6 +3,7 @@
 use super::gate::admitted;
 use super::keys::key;
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
+use crate::revocation::Revocations;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -13,12 +14,13 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct RevocationApi {
     keys: Arc<KeyRegistry>,
+    lists: Arc<Revocations>,
 }
 
 impl RevocationApi {
-    /// A service over the keys.
-    pub fn new(keys: Arc<KeyRegistry>) -> Self {
-        Self { keys }
+    /// A service over the keys and their revocation list.
+    pub fn new(keys: Arc<KeyRegistry>, lists: Arc<Revocations>) -> Self {
+        Self { keys, lists }
     }
 }
 
@@ -72,7 +74,30 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
         .await;
         if result.is_ok() {
             tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, "key version revoked");
+            // The revocation stands whether or not the list can be issued now; the
+            // refresher issues it on its next round.
+            if let Err(e) = self.lists.ensure(OffsetDateTime::now_utc()).await {
+                tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
+            }
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
+    }
+
+    async fn get_revocation_list(
+        &self,
+        req: Request<pb::GetRevocationListRequest>,
+    ) -> Result<Response<pb::SignedRevocationList>, Status> {
+        let call = admitted(&req)?;
+        let result = match self.lists.current() {
+            Some(l) => Ok(l),
+            None => self.lists.ensure(OffsetDateTime::now_utc()).await,
+        };
+        call.finish(result).await.map(|l| {
+            Response::new(pb::SignedRevocationList {
+                document: l.document.clone(),
+                signature: l.signature.clone(),
+                ca_certificate_pem: self.keys.ca().certificate_pem.clone(),
+            })
+        })
     }
 }

@@ -150,6 +150,7 @@ targets! {
     RetryJobRequest => |r| (String::new(), r.id.clone());
     ResignRequest => |r| (String::new(), r.key.clone());
     RevokeKeyVersionRequest => |r| (String::new(), format!("{}/v{}", r.name, r.version));
+    GetRevocationListRequest => |_r| (String::new(), String::new());
 }
 
 macro_rules! rule {
@@ -209,6 +210,7 @@ pub static RULES: &[Rule] = &[
     rule!("JobService", CancelJob, CancelJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "cancel jobs"),
     rule!("JobService", RetryJob, RetryJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "retry jobs"),
     rule!("JobService", Resign, ResignRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "start re-signing campaigns"),
+    rule!("RevocationService", GetRevocationList, GetRevocationListRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the revocation list"),
     rule!("RevocationService", RevokeKeyVersion, RevokeKeyVersionRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke key versions"),
 ];
 

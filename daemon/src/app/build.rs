@@ -15,6 +15,7 @@ use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
+use crate::revocation::Revocations;
 use crate::signing::ImageSigner;
 use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
@@ -41,6 +42,7 @@ pub struct App {
     /// Rotates and prunes on schedule; `None`: the caller ticks it (tests).
     pub(super) scheduler: Option<Arc<Scheduler>>,
     pub(super) gate: GateLayer,
+    pub(super) revocations: Arc<Revocations>,
 }
 
 impl App {
@@ -139,6 +141,16 @@ impl App {
             Arc::new(SystemClock),
         ));
         let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
+        let validity = i
+            .config
+            .revocation
+            .validity_seconds()
+            .map_err(StartError::Config)?;
+        let revocations = Arc::new(Revocations::new(
+            keys.clone(),
+            i.protected.clone(),
+            validity,
+        ));
         Ok(Self {
             config: i.config,
             ca,
@@ -157,6 +169,7 @@ impl App {
             runner,
             scheduler: Some(scheduler),
             gate,
+            revocations,
         })
     }
 
@@ -172,5 +185,10 @@ impl App {
         ));
         self.scheduler = None;
         (self, s)
+    }
+
+    /// The revocation lists it issues (tests issue at a chosen time).
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.revocations.clone()
     }
 }

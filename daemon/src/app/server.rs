@@ -85,6 +85,7 @@ pub async fn run(
         runner,
         scheduler,
         gate,
+        revocations,
     } = app;
     let router = Server::builder()
         .tls_config(tls)
@@ -100,6 +101,7 @@ pub async fn run(
         )))
         .add_service(RevocationServiceServer::new(RevocationApi::new(
             keys.clone(),
+            revocations.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),
@@ -130,7 +132,7 @@ pub async fn run(
             approvals.clone(),
         )));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let http_app = crate::http::router(metrics, audit.clone());
+    let http_app = crate::http::router(metrics, audit.clone(), revocations.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -148,6 +150,11 @@ pub async fn run(
     let jobs_stopped = tokio::spawn(runner.run(stop_rx.clone()));
     let every = std::time::Duration::from_secs(config.jobs.schedule_seconds.max(1));
     let scheduled = scheduler.map(|s| tokio::spawn(s.run(every, stop_rx.clone())));
+    // The list is checked a few times per half-life (at most every minute) and
+    // re-issued when due.
+    let validity = config.revocation.validity_seconds().unwrap_or(86_400);
+    let refresh_every = std::time::Duration::from_secs((validity / 8).clamp(1, 60));
+    let refreshed = tokio::spawn(revocations.refresh(refresh_every, stop_rx.clone()));
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {
@@ -169,6 +176,7 @@ pub async fn run(
         if let Some(s) = scheduled {
             let _ = s.await;
         }
+        let _ = refreshed.await;
         let _ = checkpoints.await;
         // Keep the registry (and with it the HSM pools) alive until both stop.
         drop(signer);

@@ -71,6 +71,9 @@ pub struct Config {
     /// How jobs (re-signing campaigns) run.
     #[serde(default)]
     pub jobs: crate::jobs::JobSettings,
+    /// The signed revocation list.
+    #[serde(default)]
+    pub revocation: crate::revocation::RevocationSettings,
 }
 
 fn default_threads() -> usize {

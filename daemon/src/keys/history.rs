@@ -80,11 +80,21 @@ impl KeyRegistry {
         let document = serde_json::to_value(&history)
             .and_then(|v| serde_json::to_string(&v))
             .map_err(|e| KeyError::InvalidArgument(format!("cannot encode the history: {e}")))?;
+        let signature = self.ca_sign("sign-history", &document).await?;
+        Ok(SignedHistory {
+            document,
+            signature,
+        })
+    }
+
+    /// Signs a document with the Keyward CA key: DER ECDSA P-256 over SHA-256 of its
+    /// bytes. For what verifiers check offline (key histories, revocation lists).
+    pub async fn ca_sign(&self, what: &'static str, document: &str) -> Result<Vec<u8>, KeyError> {
         let digest = DigestAlgorithm::Sha256.hash(document.as_bytes());
         let ca = self.ca.clone();
         let pool = self.backends.get(&ca.backend)?;
         let signature: Result<Vec<u8>, HsmError> = pool
-            .run("sign-history", move |s| {
+            .run(what, move |s| {
                 s.sign(
                     &ca.hsm_id,
                     Algorithm::EcdsaP256,
@@ -92,9 +102,6 @@ impl KeyRegistry {
                 )
             })
             .await;
-        Ok(SignedHistory {
-            document,
-            signature: signature?,
-        })
+        Ok(signature?)
     }
 }

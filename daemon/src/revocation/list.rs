@@ -1,0 +1,98 @@
+//! The revocation list as verifiers read it: a canonical JSON document signed by the
+//! Keyward CA key.
+
+use crate::keys::KeyRecord;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One revoked key version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedVersion {
+    /// Key name.
+    pub key: String,
+    /// Version number.
+    pub version: u32,
+    /// SHA-256 of the version's DER SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+    /// key-compromise, superseded or cessation.
+    pub reason: String,
+    /// RFC 3339.
+    pub revoked_at: String,
+    /// RFC 3339, when known.
+    pub compromised_since: Option<String>,
+}
+
+/// The list. Serialised through `serde_json::Value`, whose keys are sorted: the bytes
+/// signed are the canonical JSON (sorted keys, no whitespace).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationList {
+    /// The CA's common name.
+    pub issuer: String,
+    /// SHA-256 of the CA's DER SubjectPublicKeyInfo, hex: the key that signs the list.
+    pub issuer_fingerprint: String,
+    /// Strictly increasing per issuer: a verifier refuses a lower one than it has seen.
+    pub sequence: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// RFC 3339: a verifier refuses the list after this time.
+    pub next_update: String,
+    /// Revoked key versions, by key name and version.
+    pub entries: Vec<RevokedVersion>,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Every revoked version of `keys`, sorted by key name and version.
+pub fn entries(keys: &[std::sync::Arc<KeyRecord>]) -> Vec<RevokedVersion> {
+    let mut out: Vec<RevokedVersion> = keys
+        .iter()
+        .flat_map(|k| {
+            k.versions.iter().filter_map(|v| {
+                let r = v.revocation.as_ref()?;
+                Some(RevokedVersion {
+                    key: k.name.clone(),
+                    version: v.version,
+                    fingerprint: v.fingerprint.clone(),
+                    reason: r.reason.as_str().to_string(),
+                    revoked_at: rfc3339(r.revoked_at),
+                    compromised_since: r.compromised_since.map(rfc3339),
+                })
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.key, a.version).cmp(&(&b.key, b.version)));
+    out
+}
+
+impl RevocationList {
+    /// The canonical JSON: the exact bytes the CA signs.
+    pub fn canonical(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_value(self).and_then(|v| serde_json::to_string(&v))
+    }
+
+    /// When it was issued, parsed back.
+    pub fn issued(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::parse(&self.issued_at, &Rfc3339).ok()
+    }
+
+    /// Builds a list.
+    pub fn new(
+        issuer: (&str, &str),
+        sequence: u64,
+        now: OffsetDateTime,
+        validity: time::Duration,
+        entries: Vec<RevokedVersion>,
+    ) -> Self {
+        Self {
+            issuer: issuer.0.to_string(),
+            issuer_fingerprint: issuer.1.to_string(),
+            sequence,
+            issued_at: rfc3339(now),
+            next_update: rfc3339(now + validity),
+            entries,
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The signed revocation list: issued by the Keyward CA whenever the set of revoked
+//! versions changes, and again at half its validity when nothing changed, so that a
+//! verifier holding a list past its `next_update` knows it is stale. The current list
+//! is a MAC'd store record with its sequence number (compare-and-swap: two daemons
+//! never issue the same sequence twice).
+
+pub mod list;
+
+use crate::keys::{KeyError, KeyRegistry};
+use crate::store::integrity::ProtectedStore;
+use crate::store::{Expect, Namespace};
+use base64::Engine;
+use list::{RevocationList, entries};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Store key of the current list (namespace `Meta`).
+const RECORD: &str = "revocation-list";
+
+/// `[revocation]` in keywardd.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationSettings {
+    /// How long a list is valid (`24h`); a new one is issued at half of it.
+    pub validity: String,
+}
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        Self {
+            validity: "24h".into(),
+        }
+    }
+}
+
+impl RevocationSettings {
+    /// The validity in seconds, or what is wrong with it.
+    pub fn validity_seconds(&self) -> Result<u64, String> {
+        let s = keyward_client::duration::parse(&self.validity)
+            .map_err(|e| format!("[revocation] validity: {e}"))?;
+        if s < 60 {
+            return Err(format!(
+                "[revocation] validity {:?} is under a minute: verifiers would refuse most lists as stale",
+                self.validity
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// A list as issued: its canonical JSON and the CA's signature over it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedList {
+    /// The list.
+    pub list: RevocationList,
+    /// Its canonical JSON (the bytes signed).
+    pub document: String,
+    /// Base64 of the DER ECDSA P-256 signature of SHA-256(document) by the Keyward CA
+    /// key.
+    pub signature: String,
+}
+
+/// Issues and holds the current revocation list.
+pub struct Revocations {
+    keys: Arc<KeyRegistry>,
+    store: ProtectedStore,
+    validity: time::Duration,
+    current: RwLock<Option<Arc<IssuedList>>>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations").finish_non_exhaustive()
+    }
+}
+
+/// How many times issuing is re-tried after another daemon issued at the same time.
+const ATTEMPTS: usize = 8;
+
+impl Revocations {
+    /// Over the keys' revocations, issuing lists valid for `validity_seconds`.
+    pub fn new(keys: Arc<KeyRegistry>, store: ProtectedStore, validity_seconds: u64) -> Self {
+        Self {
+            keys,
+            store,
+            validity: time::Duration::seconds(validity_seconds as i64),
+            current: RwLock::new(None),
+        }
+    }
+
+    /// The list last issued (by this daemon or read from the store).
+    pub fn current(&self) -> Option<Arc<IssuedList>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes sure the current list names every revoked version and is younger than
+    /// half its validity; issues a new one (next sequence) otherwise.
+    pub async fn ensure(&self, now: OffsetDateTime) -> Result<Arc<IssuedList>, KeyError> {
+        let wanted = entries(&self.keys.list());
+        for _ in 0..ATTEMPTS {
+            let stored = self
+                .store
+                .get_rev::<IssuedList>(Namespace::Meta, RECORD)
+                .await?;
+            if let Some((s, _)) = &stored {
+                let fresh = s
+                    .list
+                    .issued()
+                    .is_some_and(|t| now < t + self.validity / 2 && t <= now);
+                if fresh && s.list.entries == wanted {
+                    return Ok(self.keep(s.clone()));
+                }
+            }
+            let (sequence, expect) = match &stored {
+                Some((s, rev)) => (s.list.sequence + 1, Expect::At(*rev)),
+                None => (1, Expect::Absent),
+            };
+            let ca = self.keys.ca();
+            let issuer_fp = hex::decode(&ca.public_key)
+                .map(|spki| crate::hsm::public_key::fingerprint(&spki))
+                .unwrap_or_default();
+            let list = RevocationList::new(
+                (&ca.common_name, &issuer_fp),
+                sequence,
+                now,
+                self.validity,
+                wanted.clone(),
+            );
+            let document = list.canonical().map_err(|e| {
+                KeyError::InvalidArgument(format!("cannot encode the revocation list: {e}"))
+            })?;
+            let signature = self.keys.ca_sign("sign-revocations", &document).await?;
+            let signature = base64::engine::general_purpose::STANDARD.encode(signature);
+            let issued = IssuedList {
+                list,
+                document,
+                signature,
+            };
+            if self
+                .store
+                .put_if(Namespace::Meta, RECORD, &issued, expect)
+                .await?
+            {
+                tracing::info!(
+                    sequence,
+                    entries = issued.list.entries.len(),
+                    "revocation list issued"
+                );
+                return Ok(self.keep(issued));
+            }
+        }
+        Err(KeyError::Conflict(
+            "the revocation list is being issued by other daemons at the same time; try again"
+                .into(),
+        ))
+    }
+
+    fn keep(&self, issued: IssuedList) -> Arc<IssuedList> {
+        let issued = Arc::new(issued);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(issued.clone());
+        issued
+    }
+
+    /// Re-issues the list when due, every `every`, until `stop`.
+    pub async fn refresh(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if let Err(e) = self.ensure(OffsetDateTime::now_utc()).await {
+                tracing::warn!(error = %e, "the revocation list could not be issued; trying again");
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
