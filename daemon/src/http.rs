@@ -36,7 +36,39 @@ fn revocation_part(
 /// `/healthz` answers 503 with the reason while the audit log cannot be checkpointed.
 pub fn router(metrics: Arc<Metrics>, audit: Arc<AuditLog>, lists: Arc<Revocations>) -> Router {
     let signature = lists.clone();
+    let crl = lists.clone();
     Router::new()
+        .route(
+            "/v1/crl.der",
+            get(move || {
+                use base64::Engine;
+                let der = crl.current().and_then(|l| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&l.crl)
+                        .ok()
+                });
+                async move {
+                    match der {
+                        Some(d) => (
+                            StatusCode::OK,
+                            [
+                                (header::CONTENT_TYPE, "application/pkix-crl"),
+                                (header::CACHE_CONTROL, "no-cache"),
+                            ],
+                            d,
+                        ),
+                        None => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [
+                                (header::CONTENT_TYPE, "text/plain"),
+                                (header::CACHE_CONTROL, "no-cache"),
+                            ],
+                            b"no CRL has been issued yet; try again shortly\n".to_vec(),
+                        ),
+                    }
+                }
+            }),
+        )
         .route(
             "/v1/revocations.json",
             get(move || {

@@ -129,3 +129,88 @@ fn the_list_names_each_revoked_version_is_signed_by_the_ca_and_only_grows_its_se
         "a restart changed a list that was still fresh"
     );
 }
+
+/// `openssl ARGS`; its status, standard output and standard error.
+fn openssl(args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl").args(args).output().unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_crl_makes_openssl_reject_a_revoked_versions_certificate_and_accept_the_others() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "img"]);
+    d.ok(&["key", "rotate", "img"]);
+    d.ok(&[
+        "key",
+        "revoke",
+        "img",
+        "--version",
+        "1",
+        "--reason",
+        "key-compromise",
+        "--compromised-since",
+        "2026-03-01T00:00:00Z",
+    ]);
+    let history = json(&d.ok(&["-o", "json", "key", "history", "img"]));
+    for (i, v) in ["v1", "v2"].iter().enumerate() {
+        let cert = history["versions"][i]["certificate"].as_str().unwrap();
+        std::fs::write(p(&format!("{v}.pem")), cert).unwrap();
+    }
+    let sequence = json(&d.ok(&["-o", "json", "revocations", "show"]))["list"]["sequence"]
+        .as_u64()
+        .unwrap();
+    let fetched = Command::new("curl")
+        .args(["-sSf", "-o", &p("crl.der")])
+        .arg(format!("http://{}/v1/crl.der", d.http_addr))
+        .status()
+        .unwrap();
+    assert!(fetched.success());
+    let (ok, out) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        &p("crl.der"),
+        "-out",
+        &p("crl.pem"),
+    ]);
+    assert!(ok, "{out}");
+    let ca = d.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    // Signed by the CA, numbered like the list, with the reason and the compromise.
+    let (ok, out) = openssl(&["crl", "-in", &p("crl.pem"), "-CAfile", ca, "-noout"]);
+    assert!(ok && out.contains("verify OK"), "{out}");
+    let (_, text) = openssl(&["crl", "-in", &p("crl.pem"), "-noout", "-text"]);
+    assert!(text.contains("Key Compromise"), "{text}");
+    assert!(text.contains("Invalidity Date"), "{text}");
+    let number = text
+        .split("X509v3 CRL Number:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next());
+    assert_eq!(number, Some(sequence.to_string().as_str()), "{text}");
+    let verify = |cert: &str| {
+        openssl(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            &p("crl.pem"),
+            "-CAfile",
+            ca,
+            &p(cert),
+        ])
+    };
+    let (ok, out) = verify("v1.pem");
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+    let (ok, out) = verify("v2.pem");
+    assert!(ok, "{out}");
+}

@@ -14,6 +14,9 @@ use sha2::Digest;
 use std::cell::RefCell;
 use time::{Duration, OffsetDateTime};
 
+mod crl;
+pub use crl::{CrlEntry, issue_crl, serial_of};
+
 /// Errors while building or signing certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {

@@ -96,3 +96,20 @@ impl RevocationList {
         }
     }
 }
+
+/// The CRL entries of every revoked version of `keys`: its certificate, when and why.
+pub fn crl_entries(keys: &[std::sync::Arc<KeyRecord>]) -> Vec<crate::pki::CrlEntry> {
+    keys.iter()
+        .flat_map(|k| {
+            k.versions.iter().filter_map(|v| {
+                let r = v.revocation.as_ref()?;
+                Some(crate::pki::CrlEntry {
+                    certificate_pem: v.certificate_pem.clone(),
+                    revoked_at: r.revoked_at,
+                    reason: r.reason,
+                    invalidity: r.compromised_since,
+                })
+            })
+        })
+        .collect()
+}

@@ -10,7 +10,7 @@ use crate::keys::{KeyError, KeyRegistry};
 use crate::store::integrity::ProtectedStore;
 use crate::store::{Expect, Namespace};
 use base64::Engine;
-use list::{RevocationList, entries};
+use list::{RevocationList, crl_entries, entries};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -60,6 +60,9 @@ pub struct IssuedList {
     /// Base64 of the DER ECDSA P-256 signature of SHA-256(document) by the Keyward CA
     /// key.
     pub signature: String,
+    /// Base64 of the X.509 CRL (DER) with the same number and validity.
+    #[serde(default)]
+    pub crl: String,
 }
 
 /// Issues and holds the current revocation list.
@@ -101,7 +104,8 @@ impl Revocations {
     /// Makes sure the current list names every revoked version and is younger than
     /// half its validity; issues a new one (next sequence) otherwise.
     pub async fn ensure(&self, now: OffsetDateTime) -> Result<Arc<IssuedList>, KeyError> {
-        let wanted = entries(&self.keys.list());
+        let keys = self.keys.list();
+        let wanted = entries(&keys);
         for _ in 0..ATTEMPTS {
             let stored = self
                 .store
@@ -112,7 +116,7 @@ impl Revocations {
                     .list
                     .issued()
                     .is_some_and(|t| now < t + self.validity / 2 && t <= now);
-                if fresh && s.list.entries == wanted {
+                if fresh && s.list.entries == wanted && !s.crl.is_empty() {
                     return Ok(self.keep(s.clone()));
                 }
             }
@@ -136,10 +140,12 @@ impl Revocations {
             })?;
             let signature = self.keys.ca_sign("sign-revocations", &document).await?;
             let signature = base64::engine::general_purpose::STANDARD.encode(signature);
+            let crl = self.crl(sequence, now, &keys).await?;
             let issued = IssuedList {
                 list,
                 document,
                 signature,
+                crl: base64::engine::general_purpose::STANDARD.encode(crl),
             };
             if self
                 .store
@@ -158,6 +164,25 @@ impl Revocations {
             "the revocation list is being issued by other daemons at the same time; try again"
                 .into(),
         ))
+    }
+
+    /// The CRL numbered `sequence` for the revoked versions of `keys`.
+    async fn crl(
+        &self,
+        sequence: u64,
+        now: OffsetDateTime,
+        keys: &[Arc<crate::keys::KeyRecord>],
+    ) -> Result<Vec<u8>, KeyError> {
+        let ca = self.keys.ca().clone();
+        let pool = self.keys.backends().get(&ca.backend)?;
+        let entries = crl_entries(keys);
+        let next = now + self.validity;
+        let der: Result<Vec<u8>, crate::pki::PkiError> = pool
+            .run("sign-crl", move |s| {
+                crate::pki::issue_crl(s, &ca, sequence, now, next, &entries)
+            })
+            .await;
+        Ok(der?)
     }
 
     fn keep(&self, issued: IssuedList) -> Arc<IssuedList> {
