@@ -105,6 +105,8 @@ unary! {
     revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
     /// The current revocation list, signed by the Keyward CA.
     get_revocation_list: revocations.get_revocation_list(GetRevocationListRequest) -> SignedRevocationList;
+    /// Where revocation lists are published, and what each registry holds.
+    get_publish_status: revocations.get_publish_status(GetPublishStatusRequest) -> PublishStatus;
 }
 
 paged! {

@@ -71,6 +71,10 @@ enum Command {
         /// when the instance is created).
         #[arg(long)]
         require_mfa: bool,
+        /// Publish every revocation list to this registry repository
+        /// (registry/org/repository; repeatable), as [[revocation.publish]] does.
+        #[arg(long = "publish-revocations", value_name = "REGISTRY/REPO")]
+        publish_revocations: Vec<String>,
     },
 }
 
@@ -160,6 +164,7 @@ async fn run(command: Command) -> Result<()> {
             module,
             no_audit,
             require_mfa,
+            publish_revocations,
         } => {
             let started = std::time::Instant::now();
             let layout = DevLayout::create(&dir)?;
@@ -169,7 +174,12 @@ async fn run(command: Command) -> Result<()> {
             let m = module.clone();
             tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit, require_mfa))
                 .await??;
-            let cfg = Config::load(&layout.config_file())?;
+            let mut cfg = Config::load(&layout.config_file())?;
+            cfg.revocation
+                .publish
+                .extend(publish_revocations.into_iter().map(|repository| {
+                    keyward_daemon::revocation::publish::PublishTarget { repository }
+                }));
             let instance = Instance::open(cfg).await?;
             if instance.ca().await?.is_none() {
                 let id = instance.initialise("admin").await?;

@@ -11,6 +11,37 @@ pub enum RevocationsCommand {
     /// --output json, {"list": {...}, "signature": "..."}: the list's canonical JSON
     /// is what the CA signed (base64 DER ECDSA P-256 over its SHA-256).
     Show,
+    /// Per registry repository the lists are published to: the sequence it holds,
+    /// against the current one, and the last error.
+    Status,
+}
+
+impl Show for proto::PublishStatus {
+    fn text(&self) {
+        println!("current list: sequence {}", self.current_sequence);
+        if self.targets.is_empty() {
+            println!("  not published to any registry ([[revocation.publish]] in keywardd.toml)");
+        }
+        for t in &self.targets {
+            let state = if t.published_sequence >= self.current_sequence {
+                "up to date".to_string()
+            } else {
+                format!(
+                    "behind ({} to go)",
+                    self.current_sequence - t.published_sequence
+                )
+            };
+            println!(
+                "  {}  holds {}  {state}{}",
+                t.repository,
+                t.published_sequence,
+                match t.last_error.as_str() {
+                    "" => String::new(),
+                    e => format!("\n    last error ({}): {e}", t.last_attempt),
+                }
+            );
+        }
+    }
 }
 
 /// The list with its signature, as `--output json` prints it.
@@ -64,6 +95,13 @@ impl RevocationsCommand {
                     list: serde_json::from_str(&l.document)?,
                     signature: l.signature,
                 });
+            }
+            RevocationsCommand::Status => {
+                let s = ctx
+                    .client
+                    .get_publish_status(proto::GetPublishStatusRequest {})
+                    .await?;
+                ctx.show(&s);
             }
         }
         Ok(())

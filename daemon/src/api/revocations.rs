@@ -4,6 +4,7 @@ use super::gate::admitted;
 use super::keys::key;
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
 use crate::revocation::Revocations;
+use crate::revocation::publish::Publisher;
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -15,12 +16,17 @@ use tonic::{Request, Response, Status};
 pub struct RevocationApi {
     keys: Arc<KeyRegistry>,
     lists: Arc<Revocations>,
+    publisher: Arc<Publisher>,
 }
 
 impl RevocationApi {
-    /// A service over the keys and their revocation list.
-    pub fn new(keys: Arc<KeyRegistry>, lists: Arc<Revocations>) -> Self {
-        Self { keys, lists }
+    /// A service over the keys, their revocation list and where it is published.
+    pub fn new(keys: Arc<KeyRegistry>, lists: Arc<Revocations>, publisher: Arc<Publisher>) -> Self {
+        Self {
+            keys,
+            lists,
+            publisher,
+        }
     }
 }
 
@@ -81,6 +87,32 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             }
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
+    }
+
+    async fn get_publish_status(
+        &self,
+        req: Request<pb::GetPublishStatusRequest>,
+    ) -> Result<Response<pb::PublishStatus>, Status> {
+        let call = admitted(&req)?;
+        let result = self.publisher.status().await;
+        let current = self.lists.current().map_or(0, |l| l.list.sequence);
+        call.finish(result).await.map(|targets| {
+            Response::new(pb::PublishStatus {
+                current_sequence: current,
+                targets: targets
+                    .into_iter()
+                    .map(|t| pb::PublishTargetStatus {
+                        repository: t.repository,
+                        published_sequence: t.published,
+                        last_error: t.last_error.unwrap_or_default(),
+                        last_attempt: t
+                            .last_attempt
+                            .and_then(|a| a.format(&Rfc3339).ok())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+        })
     }
 
     async fn get_revocation_list(

@@ -151,6 +151,7 @@ targets! {
     ResignRequest => |r| (String::new(), r.key.clone());
     RevokeKeyVersionRequest => |r| (String::new(), format!("{}/v{}", r.name, r.version));
     GetRevocationListRequest => |_r| (String::new(), String::new());
+    GetPublishStatusRequest => |_r| (String::new(), String::new());
 }
 
 macro_rules! rule {
@@ -211,6 +212,7 @@ pub static RULES: &[Rule] = &[
     rule!("JobService", RetryJob, RetryJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "retry jobs"),
     rule!("JobService", Resign, ResignRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "start re-signing campaigns"),
     rule!("RevocationService", GetRevocationList, GetRevocationListRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the revocation list"),
+    rule!("RevocationService", GetPublishStatus, GetPublishStatusRequest, Role(Action::Read), Never, KeyUse::None, Read, "read where revocation lists are published"),
     rule!("RevocationService", RevokeKeyVersion, RevokeKeyVersionRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke key versions"),
 ];
 

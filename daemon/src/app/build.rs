@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
 use crate::revocation::Revocations;
+use crate::revocation::publish::Publisher;
 use crate::signing::ImageSigner;
 use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
@@ -43,6 +44,7 @@ pub struct App {
     pub(super) scheduler: Option<Arc<Scheduler>>,
     pub(super) gate: GateLayer,
     pub(super) revocations: Arc<Revocations>,
+    pub(super) publisher: Arc<Publisher>,
 }
 
 impl App {
@@ -151,6 +153,18 @@ impl App {
             i.protected.clone(),
             validity,
         ));
+        let targets = i.config.revocation.targets().map_err(StartError::Config)?;
+        let publisher = Arc::new(Publisher::new(
+            revocations.clone(),
+            i.protected.clone(),
+            Registries::new(RegistrySettings {
+                entries: i.config.registries.clone(),
+                docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
+                limits: i.config.oci.clone(),
+            }),
+            targets,
+            std::time::Duration::from_millis(i.config.jobs.retry_max_ms.max(1)),
+        ));
         Ok(Self {
             config: i.config,
             ca,
@@ -170,6 +184,7 @@ impl App {
             scheduler: Some(scheduler),
             gate,
             revocations,
+            publisher,
         })
     }
 

@@ -86,6 +86,7 @@ pub async fn run(
         scheduler,
         gate,
         revocations,
+        publisher,
     } = app;
     let router = Server::builder()
         .tls_config(tls)
@@ -102,6 +103,7 @@ pub async fn run(
         .add_service(RevocationServiceServer::new(RevocationApi::new(
             keys.clone(),
             revocations.clone(),
+            publisher.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),
@@ -155,6 +157,7 @@ pub async fn run(
     let validity = config.revocation.validity_seconds().unwrap_or(86_400);
     let refresh_every = std::time::Duration::from_secs((validity / 8).clamp(1, 60));
     let refreshed = tokio::spawn(revocations.refresh(refresh_every, stop_rx.clone()));
+    let published = tokio::spawn(publisher.run(stop_rx.clone()));
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {
@@ -177,6 +180,7 @@ pub async fn run(
             let _ = s.await;
         }
         let _ = refreshed.await;
+        let _ = published.await;
         let _ = checkpoints.await;
         // Keep the registry (and with it the HSM pools) alive until both stop.
         drop(signer);

@@ -5,6 +5,7 @@
 //! never issue the same sequence twice).
 
 pub mod list;
+pub mod publish;
 
 use crate::keys::{KeyError, KeyRegistry};
 use crate::store::integrity::ProtectedStore;
@@ -19,18 +20,26 @@ use time::OffsetDateTime;
 /// Store key of the current list (namespace `Meta`).
 const RECORD: &str = "revocation-list";
 
+/// Store key of the list with this sequence (namespace `Meta`).
+fn by_sequence(sequence: u64) -> String {
+    format!("revocation-lists/{sequence:020}")
+}
+
 /// `[revocation]` in keywardd.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationSettings {
     /// How long a list is valid (`24h`); a new one is issued at half of it.
     pub validity: String,
+    /// Registry repositories that receive every list.
+    pub publish: Vec<publish::PublishTarget>,
 }
 
 impl Default for RevocationSettings {
     fn default() -> Self {
         Self {
             validity: "24h".into(),
+            publish: Vec::new(),
         }
     }
 }
@@ -47,6 +56,18 @@ impl RevocationSettings {
             ));
         }
         Ok(s)
+    }
+
+    /// The publishing targets, checked.
+    pub fn targets(&self) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.publish {
+            publish::check_target(&t.repository)?;
+            if !out.contains(&t.repository) {
+                out.push(t.repository.clone());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -71,6 +92,8 @@ pub struct Revocations {
     store: ProtectedStore,
     validity: time::Duration,
     current: RwLock<Option<Arc<IssuedList>>>,
+    /// Woken when the current list is set (issued, or read from the store).
+    issued: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -90,7 +113,21 @@ impl Revocations {
             store,
             validity: time::Duration::seconds(validity_seconds as i64),
             current: RwLock::new(None),
+            issued: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves when the current list is next set.
+    pub fn issued(&self) -> tokio::sync::futures::Notified<'_> {
+        self.issued.notified()
+    }
+
+    /// The list with `sequence`, as it was issued.
+    pub async fn by_sequence(&self, sequence: u64) -> Result<Option<IssuedList>, KeyError> {
+        Ok(self
+            .store
+            .get::<IssuedList>(Namespace::Meta, &by_sequence(sequence))
+            .await?)
     }
 
     /// The list last issued (by this daemon or read from the store).
@@ -147,11 +184,21 @@ impl Revocations {
                 signature,
                 crl: base64::engine::general_purpose::STANDARD.encode(crl),
             };
-            if self
+            // The current list and the same list by sequence in one transaction: the
+            // publisher pushes every sequence a registry has not had yet.
+            let json = crate::store::to_json(&issued)?;
+            let committed = self
                 .store
-                .put_if(Namespace::Meta, RECORD, &issued, expect)
-                .await?
-            {
+                .commit(
+                    vec![(Namespace::Meta, RECORD.to_string(), expect)],
+                    vec![
+                        (Namespace::Meta, RECORD.to_string(), json.clone()),
+                        (Namespace::Meta, by_sequence(sequence), json),
+                    ],
+                    Vec::new(),
+                )
+                .await?;
+            if committed {
                 tracing::info!(
                     sequence,
                     entries = issued.list.entries.len(),
@@ -188,6 +235,7 @@ impl Revocations {
     fn keep(&self, issued: IssuedList) -> Arc<IssuedList> {
         let issued = Arc::new(issued);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(issued.clone());
+        self.issued.notify_waiters();
         issued
     }
 
