@@ -75,6 +75,8 @@ const NO_CODE: &[&str] = &[
     "ApprovalService/GetApproval",
     "JobService/ListJobs",
     "JobService/GetJob",
+    "RevocationService/GetRevocationList",
+    "RevocationService/GetPublishStatus",
 ];
 
 /// RPCs that sign: they need a code when the key's policy says so.
@@ -198,6 +200,19 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
                     )
                     .await
                 }
+                "RevocationService/RevokeKeyVersion" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::RevokeKeyVersionRequest {
+                            name: "x".into(),
+                            version: 1,
+                            reason: proto::RevocationReason::KeyCompromise as i32,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
                 other => panic!(
                     "{other} is new: decide whether it needs a one-time code and add it here"
                 ),
@@ -218,7 +233,7 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
         }
         refused
     });
-    assert_eq!(refused_paths.len(), 13, "{refused_paths:?}");
+    assert_eq!(refused_paths.len(), 14, "{refused_paths:?}");
     // Each refusal is on the record, without any secret.
     let audit = d.ok(&["audit", "export"]);
     for p in &refused_paths {

@@ -213,4 +213,19 @@ fn the_crl_makes_openssl_reject_a_revoked_versions_certificate_and_accept_the_ot
     assert!(!ok && out.contains("certificate revoked"), "{out}");
     let (ok, out) = verify("v2.pem");
     assert!(ok, "{out}");
+
+    // Every version's certificate names the daemon's CRL; openssl fetches it from
+    // there by itself.
+    let url = format!("http://{}/v1/crl.der", d.http_addr);
+    let (_, text) = openssl(&["x509", "-in", &p("v1.pem"), "-noout", "-text"]);
+    assert!(text.contains(&format!("URI:{url}")), "{text}");
+    let (ok, out) = openssl(&[
+        "verify",
+        "-crl_check",
+        "-crl_download",
+        "-CAfile",
+        ca,
+        &p("v1.pem"),
+    ]);
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
 }

@@ -62,8 +62,16 @@ impl App {
             0o644,
         )?;
         let ca = Arc::new(ca);
-        let keys =
-            Arc::new(KeyRegistry::load(i.protected.clone(), i.backends.clone(), ca.clone()).await?);
+        let keys = Arc::new(
+            KeyRegistry::load(i.protected.clone(), i.backends.clone(), ca.clone())
+                .await?
+                .with_crl_url(
+                    i.config
+                        .revocation
+                        .crl_url(i.config.listen.http)
+                        .map_err(StartError::Config)?,
+                ),
+        );
         let audit_key = i.audit_key().await?;
         let audit_object = (
             audit_key.backend.clone(),

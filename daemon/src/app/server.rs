@@ -41,17 +41,23 @@ impl Running {
 impl Instance {
     /// Builds the app, binds the configured listeners and serves until `shutdown`.
     pub async fn serve(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Running, StartError> {
         let listen = self.config.listen.clone();
-        let app = App::build(self).await?;
         let grpc = TcpListener::bind(listen.grpc)
             .await
             .map_err(io(format!("cannot listen on {}", listen.grpc)))?;
         let http = TcpListener::bind(listen.http)
             .await
             .map_err(io(format!("cannot listen on {}", listen.http)))?;
+        // Certificates name the CRL at the address verifiers reach (the bound one when
+        // the configuration asked for port 0).
+        if self.config.revocation.public_url.is_none() {
+            let bound = http.local_addr().map_err(io("local address"))?;
+            self.config.revocation.public_url = Some(format!("http://{bound}"));
+        }
+        let app = App::build(self).await?;
         run(app, grpc, http, shutdown).await
     }
 }

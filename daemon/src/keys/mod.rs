@@ -104,6 +104,8 @@ pub struct KeyRegistry {
     refused: HashMap<String, String>,
     /// HSM objects already checked to be the key version they are used as.
     verified_objects: RwLock<std::collections::HashSet<String>>,
+    /// The CRL distribution point written into new versions' certificates.
+    crl_url: Option<String>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -149,7 +151,15 @@ impl KeyRegistry {
             cache: RwLock::new(cache),
             refused,
             verified_objects: RwLock::new(Default::default()),
+            crl_url: None,
         })
+    }
+
+    /// Certificates of versions made from now on name `url` as their CRL
+    /// distribution point.
+    pub fn with_crl_url(mut self, url: String) -> Self {
+        self.crl_url = Some(url);
+        self
     }
 
     /// Keys whose stored record was refused at start-up, and why.

@@ -121,12 +121,17 @@ impl KeyRegistry {
         let ca = self.ca.clone();
         let ca_pool = self.backends.get(&ca.backend)?;
         let (key, spki) = (name.to_string(), generated.public_key_der.clone());
+        let crl_url = self.crl_url.clone();
         let cert: Result<String, PkiError> = ca_pool
             .run("certify", move |s| {
                 pki::issue(
                     s,
                     &ca,
-                    Subject::KeyVersion { key: &key, version },
+                    Subject::KeyVersion {
+                        key: &key,
+                        version,
+                        crl_url: crl_url.as_deref(),
+                    },
                     &spki,
                     algorithm,
                 )

@@ -185,6 +185,9 @@ pub enum Subject<'a> {
         key: &'a str,
         /// Version number.
         version: u32,
+        /// Where verifiers fetch the CA's CRL (the certificate's CRL distribution
+        /// point).
+        crl_url: Option<&'a str>,
     },
     /// The daemon's TLS server identity with these DNS names / IP addresses.
     Server(&'a [String]),
@@ -202,10 +205,19 @@ pub fn issue(
 ) -> Result<String, PkiError> {
     let ca_spki = hex::decode(&ca.public_key).map_err(|e| PkiError::Build(e.to_string()))?;
     let mut params = match subject {
-        Subject::KeyVersion { key, version } => {
+        Subject::KeyVersion {
+            key,
+            version,
+            crl_url,
+        } => {
             let mut p = base_params(&format!("{key}/v{version}"), Duration::days(3 * 365))?;
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+            if let Some(url) = crl_url {
+                p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                    uris: vec![url.to_string()],
+                }];
+            }
             p
         }
         Subject::Server(names) => {

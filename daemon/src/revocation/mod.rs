@@ -33,6 +33,9 @@ pub struct RevocationSettings {
     pub validity: String,
     /// Registry repositories that receive every list.
     pub publish: Vec<publish::PublishTarget>,
+    /// The base URL at which verifiers reach the HTTP listener (default: `http://` and
+    /// the `[listen] http` address); certificates name `{public_url}/v1/crl.der`.
+    pub public_url: Option<String>,
 }
 
 impl Default for RevocationSettings {
@@ -40,6 +43,7 @@ impl Default for RevocationSettings {
         Self {
             validity: "24h".into(),
             publish: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -56,6 +60,22 @@ impl RevocationSettings {
             ));
         }
         Ok(s)
+    }
+
+    /// The CRL's URL for certificates, given the HTTP listener's address.
+    pub fn crl_url(&self, http: std::net::SocketAddr) -> Result<String, String> {
+        let base = match &self.public_url {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(u) => {
+                return Err(format!(
+                    "[revocation] public_url {u:?} must start with http:// or https://"
+                ));
+            }
+            None => format!("http://{http}"),
+        };
+        Ok(format!("{base}/v1/crl.der"))
     }
 
     /// The publishing targets, checked.
