@@ -14,11 +14,34 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+step "Starting two local OCI registries (docker-registry on 127.0.0.1): images, and a second that only receives revocation lists"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true' EXIT
+start_registry() { # NAME; sets ADDR to its host:port
+  local port addr
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  addr="127.0.0.1:$port"
+  cat >"$DIR/$1.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $DIR/$1}}
+http: {addr: $addr}
+YAML
+  docker-registry serve "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://$addr/v2/" >/dev/null && break; sleep 0.1; done
+  ADDR=$addr
+}
+start_registry registry; REG=$ADDR
+start_registry registry2; REG2=$ADDR
+echo "  $REG (images and revocation lists), $REG2 (revocation lists)"
+
 step "Starting keywardd dev in $DIR (own SoftHSM token, CA inside the HSM)"
 "$BIN/keywardd" dev --dir "$DIR/instance" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+  --publish-revocations "$REG/org/keyward-revocations" --publish-revocations "$REG2/org/keyward-revocations" \
   >"$DIR/keywardd.out" 2>"$DIR/keywardd.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+PIDS+=($PID)
 for _ in $(seq 1 300); do
   [[ -f "$DIR/instance/client.toml" ]] && break
   kill -0 $PID 2>/dev/null || { cat "$DIR/keywardd.log"; exit 1; }
@@ -46,19 +69,7 @@ openssl dgst -sha256 -verify "$DIR/release-files.pem" -signature "$DIR/artifact.
 openssl verify -CAfile "$DIR/instance/ca.pem" "$DIR/release-files.crt"
 "$BIN/keyward" key public release-demo >"$DIR/release-demo.pem"
 
-step "Starting a local OCI registry (docker-registry on 127.0.0.1) and pushing an image with skopeo"
-REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG="127.0.0.1:$REG_PORT"
-cat >"$DIR/registry.yml" <<YAML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $DIR/registry}}
-http: {addr: $REG}
-YAML
-docker-registry serve "$DIR/registry.yml" >"$DIR/registry.log" 2>&1 &
-REG_PID=$!
-trap 'kill $PID $REG_PID 2>/dev/null || true; wait $PID $REG_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+step "Pushing an image to the local registry with skopeo"
 # A small image as an OCI layout, built here without a Docker engine.
 L="$DIR/layout"; mkdir -p "$L/blobs/sha256"
 echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
@@ -103,6 +114,30 @@ DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo-v2.pem"
   --allow-http-registry "$REG/demo/hello:v1" 2>/dev/null \
   | python3 -c 'import json,sys; [print("  signed by", p["optional"]["dev.keyward/key"], "v" + p["optional"]["dev.keyward/version"], "for", p["critical"]["identity"]["docker-reference"]) for p in json.load(sys.stdin)]'
 
+step "Revoking: a key rotated without re-signing, its old version revoked after a leak"
+"$BIN/keyward" key create release-legacy --purpose image >/dev/null
+"$BIN/keyward" key policy set release-legacy --resign-on-rotate false >/dev/null
+"$BIN/keyward" sign --key release-legacy "$REG/demo/hello:v1" >/dev/null
+"$BIN/keyward" key public release-legacy --certificate >"$DIR/release-legacy-v1.crt"
+"$BIN/keyward" key rotate release-legacy >/dev/null
+"$BIN/keyward" principal add irene --role revoker --out "$DIR/irene/client.toml" >/dev/null
+KEYWARD_CONFIG="$DIR/irene/client.toml" "$BIN/keyward" key revoke release-legacy --version 1 \
+  --reason key-compromise --compromised-since "$(date -u -d '-1 hour' +%FT%TZ)"
+"$BIN/keyward" revocations show
+for _ in $(seq 1 100); do
+  "$BIN/keyward" revocations status | grep -q behind || break
+  sleep 0.1
+done
+echo "  the signed list reached both registries (OCI artifact, tags seq-N and latest):"
+"$BIN/keyward" revocations status | sed 's/^/  /'
+curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://$REG2/v2/org/keyward-revocations/manifests/latest" \
+  | python3 -c 'import json,sys; m=json.load(sys.stdin); print("  " + m["artifactType"] + ":", ", ".join(l["mediaType"] for l in m["layers"]))'
+echo "  keyward verify refuses the image signed by the revoked version:"
+"$BIN/keyward" verify --key release-legacy "$REG/demo/hello:v1" 2>&1 | sed 's/^/  /' && exit 1 || true
+echo "  openssl fetches the CRL named in v1's certificate and rejects it:"
+openssl verify -crl_check -crl_download -CAfile "$DIR/instance/ca.pem" "$DIR/release-legacy-v1.crt" 2>&1 | sed 's/^/  /' && exit 1 || true
+
 step "A signer who is not an admin: roles decide what each principal may do"
 "$BIN/keyward" principal add ci-bot --role signer --out "$DIR/ci-bot/client.toml"
 KEYWARD_CONFIG="$DIR/ci-bot/client.toml" "$BIN/keyward" sign-blob --key release-files "$DIR/artifact.txt" >/dev/null && echo "  ci-bot signed a blob"
@@ -142,5 +177,5 @@ SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/sofths
   | grep -E 'Private Key|label|Access' || true
 
 step "Done"
-echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), rotated release-demo and re-signed the image with its new version (cosign verified it with v2's key), all keys held in SoftHSM."
+echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), rotated release-demo and re-signed the image with its new version (cosign verified it with v2's key), revoked release-legacy v1 (its signature refused, its certificate rejected by openssl through the CA's CRL, the signed revocation list published to two registries), all keys held in SoftHSM."
 

@@ -55,10 +55,10 @@ impl Show for Signed {
     fn text(&self) {
         let l = &self.list;
         println!(
-            "revocation list {} by {} (sequence {}), issued {}, next update {}",
-            l["issuer_fingerprint"].as_str().unwrap_or("?"),
-            l["issuer"].as_str().unwrap_or("?"),
+            "revocation list {} by {} (CA key {}), issued {}, next update {}",
             l["sequence"],
+            l["issuer"].as_str().unwrap_or("?"),
+            l["issuer_fingerprint"].as_str().unwrap_or("?"),
             l["issued_at"].as_str().unwrap_or("?"),
             l["next_update"].as_str().unwrap_or("?"),
         );
