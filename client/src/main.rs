@@ -80,6 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Audit(cmd::audit::AuditCommand::Verify(v)) = cli.command {
         return v.run(cli.output); // offline: no daemon needed
     }
+    if let Command::Revocations(cmd::revocations::RevocationsCommand::Verify(v)) = cli.command {
+        return v.run(cli.output); // offline: no daemon needed
+    }
     let path = cli.config.unwrap_or_else(ClientConfig::default_path);
     let config = ClientConfig::load(&path)?;
     let client = Client::connect_with_otp(&config, cli.otp.as_deref()).await?;

@@ -1,6 +1,7 @@
 //! The revocation list is re-issued at half its validity even when nothing changed, so
 //! that a verifier can tell a stale list from a current one; before that, asking again
-//! returns the same list.
+//! returns the same list. A verifier refuses a list past its next_update. (One test:
+//! SoftHSM reads its configuration once per process.)
 
 mod common;
 
@@ -8,7 +9,7 @@ use keyward_client::proto;
 use time::OffsetDateTime;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_list_is_reissued_at_half_its_validity_and_not_before() {
+async fn the_list_is_reissued_at_half_its_validity_and_a_verifier_refuses_one_past_next_update() {
     let tmp = tempfile::tempdir().unwrap();
     let mut lists = None;
     let s = common::serve(tmp.path(), |app| {
@@ -39,5 +40,34 @@ async fn the_list_is_reissued_at_half_its_validity_and_not_before() {
         .await
         .unwrap();
     assert_eq!(served.document, renewed.document);
+
+    // A verifier refuses a list past its next_update, and fails closed.
+    let ca = std::fs::read_to_string(tmp.path().join("ca.pem")).unwrap();
+    let as_shown = |l: &keyward_daemon::revocation::IssuedList| {
+        serde_json::json!({
+            "list": serde_json::from_str::<serde_json::Value>(&l.document).unwrap(),
+            "signature": l.signature,
+        })
+        .to_string()
+    };
+    let current = lists.ensure(now).await.unwrap();
+    let mut seen = Default::default();
+    keyward_client::revocation::check(as_shown(&current).as_bytes(), &ca, &mut seen, now, None)
+        .unwrap();
+
+    // A list issued 25 hours ago (validity 24 h) is past its next_update.
+    let old = lists.ensure(now - time::Duration::hours(25)).await.unwrap();
+    let err = keyward_client::revocation::check(
+        as_shown(&old).as_bytes(),
+        &ca,
+        &mut Default::default(),
+        now,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("expired") && err.contains("failing closed"),
+        "{err}"
+    );
     let _ = s.stop.send(());
 }

@@ -4,6 +4,7 @@ use super::{Ctx, Show};
 use clap::Subcommand;
 use keyward_client::proto;
 use serde::Serialize;
+use std::path::PathBuf;
 
 #[derive(Subcommand, Clone)]
 pub enum RevocationsCommand {
@@ -14,6 +15,77 @@ pub enum RevocationsCommand {
     /// Per registry repository the lists are published to: the sequence it holds,
     /// against the current one, and the last error.
     Status,
+    /// Check a list offline, as a verifier does (no daemon): the CA's signature, a
+    /// sequence not lower than one seen before, not past next_update, not older than
+    /// --max-staleness, at most 1 MiB. Exit 1 with the reason when it is refused.
+    Verify(VerifyList),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct VerifyList {
+    /// The list, as `keyward revocations show --output json` prints it.
+    file: PathBuf,
+    /// The Keyward CA certificate (PEM) that signs lists.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Where the highest sequence seen per CA is kept (rollback protection).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Refuse a list issued longer ago than this (12h, 30m), tighter than next_update.
+    #[arg(long, value_parser = keyward_client::duration::parse)]
+    max_staleness: Option<u64>,
+}
+
+/// What `revocations verify` prints.
+#[derive(Serialize)]
+struct ListChecked {
+    sequence: u64,
+    issuer: String,
+    next_update: String,
+    revoked: usize,
+}
+
+impl Show for ListChecked {
+    fn text(&self) {
+        println!(
+            "revocation list {} by {} verified: {} revoked versions; valid until {}",
+            self.sequence, self.issuer, self.revoked, self.next_update
+        );
+    }
+}
+
+impl VerifyList {
+    /// Runs without a daemon.
+    pub fn run(self, out: super::Output) -> anyhow::Result<()> {
+        use anyhow::Context;
+        use keyward_client::revocation as r;
+        let bytes = std::fs::read(&self.file)
+            .with_context(|| format!("cannot read {}", self.file.display()))?;
+        let ca = std::fs::read_to_string(&self.ca)
+            .with_context(|| format!("cannot read {}", self.ca.display()))?;
+        let state = self.state.unwrap_or_else(r::default_state_path);
+        let mut seen = r::load_state(&state).map_err(anyhow::Error::msg)?;
+        let max = self
+            .max_staleness
+            .map(|s| time::Duration::seconds(s as i64));
+        let checked = r::check(&bytes, &ca, &mut seen, time::OffsetDateTime::now_utc(), max)
+            .map_err(anyhow::Error::msg)?;
+        r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
+        let shown = ListChecked {
+            sequence: checked.sequence,
+            issuer: checked.list["issuer"].as_str().unwrap_or("?").to_string(),
+            next_update: checked.list["next_update"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+            revoked: checked.list["entries"].as_array().map_or(0, Vec::len),
+        };
+        match out {
+            super::Output::Json => println!("{}", serde_json::to_string(&shown)?),
+            super::Output::Text => shown.text(),
+        }
+        Ok(())
+    }
 }
 
 impl Show for proto::PublishStatus {
@@ -96,6 +168,7 @@ impl RevocationsCommand {
                     signature: l.signature,
                 });
             }
+            RevocationsCommand::Verify(v) => v.run(ctx.out)?,
             RevocationsCommand::Status => {
                 let s = ctx
                     .client

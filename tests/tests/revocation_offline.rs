@@ -1,0 +1,104 @@
+//! A verifier checking revocation lists offline (`keyward revocations verify`): what it
+//! accepts, and each list it must refuse, with the reason.
+
+use keyward_tests::{DevDaemon, refused};
+use std::path::Path;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn save(d: &DevDaemon, path: &Path) -> u64 {
+    let shown = d.ok(&["-o", "json", "revocations", "show"]);
+    std::fs::write(path, &shown).unwrap();
+    json(&shown)["list"]["sequence"].as_u64().unwrap()
+}
+
+#[test]
+fn a_verifier_accepts_a_current_list_and_refuses_replayed_forged_foreign_stale_and_huge_ones() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
+    let d = DevDaemon::start();
+    let ca = d.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    d.ok(&["key", "rotate", "files"]);
+    let revoke = |since: &str| {
+        d.ok(&[
+            "key",
+            "revoke",
+            "files",
+            "--version",
+            "1",
+            "--reason",
+            "key-compromise",
+            "--compromised-since",
+            since,
+        ])
+    };
+    revoke("2026-03-01T00:00:00Z");
+    let older = save(&d, Path::new(&p("older.json")));
+    revoke("2026-02-01T00:00:00Z");
+    let newer = save(&d, Path::new(&p("newer.json")));
+    assert!(newer > older);
+    let p_state = p("state.json");
+    let verify = |file: &str, extra: &[&str]| {
+        let mut args = vec![
+            "revocations",
+            "verify",
+            file,
+            "--ca",
+            ca,
+            "--state",
+            &p_state,
+        ];
+        args.extend(extra);
+        d.keyward(&args)
+    };
+
+    // A current list verifies, and its sequence is remembered.
+    let out = verify(&p("newer.json"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("revocation list {newer}")), "{text}");
+    assert!(text.contains("1 revoked versions"), "{text}");
+    let state = json(&std::fs::read_to_string(&p_state).unwrap());
+    assert_eq!(state.as_object().unwrap().values().next().unwrap(), newer);
+
+    // The older list, replayed after the newer one was seen.
+    let err = refused(&verify(&p("older.json"), &[]));
+    assert!(err.contains("replayed"), "{err}");
+    assert!(
+        err.contains(&format!("older than sequence {newer}")),
+        "{err}"
+    );
+
+    // A list edited to drop its entries.
+    let mut forged = json(&std::fs::read_to_string(p("newer.json")).unwrap());
+    forged["list"]["entries"] = serde_json::json!([]);
+    std::fs::write(p("forged.json"), forged.to_string()).unwrap();
+    let err = refused(&verify(&p("forged.json"), &[]));
+    assert!(err.contains("signature does not verify"), "{err}");
+
+    // Another Keyward CA's list.
+    let other = DevDaemon::start();
+    save(&other, Path::new(&p("foreign.json")));
+    let err = refused(&verify(&p("foreign.json"), &[]));
+    assert!(err.contains("not by the CA given"), "{err}");
+
+    // Older than the verifier's own bound.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let err = refused(&verify(&p("newer.json"), &["--max-staleness", "1s"]));
+    assert!(err.contains("--max-staleness"), "{err}");
+
+    // Endless data.
+    let mut huge = std::fs::read(p("newer.json")).unwrap();
+    huge.resize(1024 * 1024 + 1, b' ');
+    std::fs::write(p("huge.json"), huge).unwrap();
+    let err = refused(&verify(&p("huge.json"), &[]));
+    assert!(err.contains("over the 1 MiB"), "{err}");
+}
