@@ -103,6 +103,8 @@ unary! {
     resign: jobs.resign(ResignRequest) -> Job;
     /// Revokes a key version (irreversible).
     revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
+    /// Revokes one image's signature by a key (irreversible).
+    revoke_signature: revocations.revoke_signature(RevokeSignatureRequest) -> RevokeSignatureResponse;
     /// The current revocation list, signed by the Keyward CA.
     get_revocation_list: revocations.get_revocation_list(GetRevocationListRequest) -> SignedRevocationList;
     /// Where revocation lists are published, and what each registry holds.

@@ -200,6 +200,18 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
                     )
                     .await
                 }
+                "RevocationService/RevokeSignature" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::RevokeSignatureRequest {
+                            reference: "r/x@sha256:00".into(),
+                            key: "x".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
                 "RevocationService/RevokeKeyVersion" => {
                     call_raw(
                         &c,
@@ -233,7 +245,7 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
         }
         refused
     });
-    assert_eq!(refused_paths.len(), 14, "{refused_paths:?}");
+    assert_eq!(refused_paths.len(), 15, "{refused_paths:?}");
     // Each refusal is on the record, without any secret.
     let audit = d.ok(&["audit", "export"]);
     for p in &refused_paths {

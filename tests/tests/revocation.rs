@@ -296,3 +296,76 @@ fn an_approval_granted_after_the_revocation_signs_nothing() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_revoked_signature_no_longer_verifies_while_its_key_signs_and_verifies_other_images() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "img"]);
+    let bad = reg.push_image("app:bad", "a build that must not run");
+    let good = reg.push_image("app:good", "a good build");
+    for tag in ["bad", "good"] {
+        d.ok(&["sign", "--key", "img", &format!("{}/app:{tag}", reg.addr)]);
+    }
+    let by_digest = format!("{}/app@{bad}", reg.addr);
+
+    // A tag is not enough; a signer may not; an image the key never signed is refused.
+    let err = d.fails(&[
+        "signatures",
+        "revoke",
+        &format!("{}/app:bad", reg.addr),
+        "--key",
+        "img",
+    ]);
+    assert!(err.contains("name the image by digest"), "{err}");
+    let ci = d.add_principal("ci", "signer");
+    let err = refused(&d.keyward_as(&ci, &["signatures", "revoke", &by_digest, "--key", "img"]));
+    assert!(err.contains("revoke signatures"), "{err}");
+    let other = reg.push_image("app:other", "never signed");
+    let err = d.fails(&[
+        "signatures",
+        "revoke",
+        &format!("{}/app@{other}", reg.addr),
+        "--key",
+        "img",
+    ]);
+    assert!(err.contains("nothing to revoke"), "{err}");
+
+    let ir = d.add_principal("ir", "revoker");
+    let out = d.keyward_as(&ir, &["signatures", "revoke", &by_digest, "--key", "img"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("by v1"));
+
+    let out = d.keyward(&["verify", "--key", "img", &format!("{}/app:bad", reg.addr)]);
+    assert!(!out.status.success(), "a revoked signature verified");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("was revoked at"), "{text}");
+    d.ok(&["verify", "--key", "img", &format!("{}/app:good", reg.addr)]);
+    let again = reg.push_image("app:next", "the next build");
+    d.ok(&["sign", "--key", "img", &format!("{}/app:next", reg.addr)]);
+    d.ok(&[
+        "verify",
+        "--key",
+        "img",
+        &format!("{}/app@{again}", reg.addr),
+    ]);
+    assert_ne!(good, again);
+
+    // The list names it; revoking it again says it was.
+    let list = json(&d.ok(&["-o", "json", "revocations", "show"]));
+    let s = &list["list"]["signatures"][0];
+    assert_eq!(
+        (s["key"].as_str(), s["version"].as_u64()),
+        (Some("img"), Some(1)),
+        "{list}"
+    );
+    assert_eq!(s["digest"], bad.as_str(), "{list}");
+    assert_eq!(s["reason"], "cessation", "{list}");
+    let err = d.fails(&["signatures", "revoke", &by_digest, "--key", "img"]);
+    assert!(err.contains("revoked already"), "{err}");
+}

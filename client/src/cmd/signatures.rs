@@ -1,4 +1,5 @@
-//! `keyward signatures list`: the signature ledger.
+//! `keyward signatures list`: the signature ledger; `keyward signatures revoke`: one
+//! image's signature by a key, withdrawn without revoking the key.
 
 use super::{Ctx, Show};
 use clap::Subcommand;
@@ -24,6 +25,29 @@ pub enum SignaturesCommand {
         #[arg(long)]
         repository: Option<String>,
     },
+    /// Revoke one image's signature by a key (not the key): verification refuses it and
+    /// the revocation list names it (needs the revoker role). Irreversible.
+    Revoke {
+        /// registry/repository@sha256:... (a signature covers a digest).
+        image: String,
+        /// The key that signed it.
+        #[arg(long)]
+        key: String,
+        /// Why (default cessation: the image must no longer be trusted).
+        #[arg(long, value_parser = ["key-compromise", "superseded", "cessation"])]
+        reason: Option<String>,
+    },
+}
+
+impl Show for proto::RevokeSignatureResponse {
+    fn text(&self) {
+        let versions: Vec<String> = self.versions.iter().map(|v| format!("v{v}")).collect();
+        println!(
+            "revoked the signature of {} by {}: verification refuses it, and the revocation list names it",
+            self.digest,
+            versions.join(", ")
+        );
+    }
 }
 
 impl Show for Vec<proto::LedgerEntry> {
@@ -39,13 +63,32 @@ impl Show for Vec<proto::LedgerEntry> {
 
 impl SignaturesCommand {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let SignaturesCommand::List {
-            key,
-            key_version,
-            since,
-            until,
-            repository,
-        } = self;
+        let (key, key_version, since, until, repository) = match self {
+            SignaturesCommand::List {
+                key,
+                key_version,
+                since,
+                until,
+                repository,
+            } => (key, key_version, since, until, repository),
+            SignaturesCommand::Revoke { image, key, reason } => {
+                let reason = match reason.as_deref() {
+                    Some("key-compromise") => proto::RevocationReason::KeyCompromise,
+                    Some("superseded") => proto::RevocationReason::Superseded,
+                    _ => proto::RevocationReason::Cessation,
+                };
+                let r = ctx
+                    .client
+                    .revoke_signature(proto::RevokeSignatureRequest {
+                        reference: image,
+                        key,
+                        reason: reason as i32,
+                    })
+                    .await?;
+                ctx.show(&r);
+                return Ok(());
+            }
+        };
         let req = proto::ListSignaturesRequest {
             key: key.unwrap_or_default(),
             since: since.unwrap_or_default(),

@@ -5,6 +5,8 @@ use super::keys::key;
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
 use crate::revocation::Revocations;
 use crate::revocation::publish::Publisher;
+use crate::revocation::signatures::RevokedSignature;
+use crate::signing::{ImageError, ImageSigner, parse_ref};
 use keyward_proto::v1 as pb;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -17,15 +19,77 @@ pub struct RevocationApi {
     keys: Arc<KeyRegistry>,
     lists: Arc<Revocations>,
     publisher: Arc<Publisher>,
+    signer: Arc<ImageSigner>,
 }
 
 impl RevocationApi {
-    /// A service over the keys, their revocation list and where it is published.
-    pub fn new(keys: Arc<KeyRegistry>, lists: Arc<Revocations>, publisher: Arc<Publisher>) -> Self {
+    /// A service over the keys, their revocation list, where it is published, and the
+    /// image signer whose ledger says what each key signed.
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        lists: Arc<Revocations>,
+        publisher: Arc<Publisher>,
+        signer: Arc<ImageSigner>,
+    ) -> Self {
         Self {
             keys,
             lists,
             publisher,
+            signer,
+        }
+    }
+
+    /// Revokes every signature of the request's digest by the key; returns the digest
+    /// and the versions whose signature was revoked now.
+    async fn revoke_signatures(
+        &self,
+        r: &pb::RevokeSignatureRequest,
+        by: &str,
+    ) -> Result<(String, Vec<u32>), ImageError> {
+        let image = parse_ref(&r.reference)?;
+        let digest = image.parsed.digest().map(str::to_string).ok_or_else(|| {
+            ImageError::InvalidArgument(format!(
+                "name the image by digest ({}@sha256:...): a signature covers a digest, not a tag",
+                image.repository()
+            ))
+        })?;
+        let key = self.keys.get(&r.key)?;
+        let versions: Vec<u32> = key.versions.iter().map(|v| v.version).collect();
+        let signed = self
+            .signer
+            .signed_by(&r.key, &versions, &image, &digest)
+            .await?;
+        if signed.is_empty() {
+            return Err(ImageError::Key(KeyError::InvalidArgument(format!(
+                "the ledger has no signature of {}@{digest} by key {:?}; nothing to revoke",
+                image.repository(),
+                r.key
+            ))));
+        }
+        let reason = match r.reason {
+            0 => RevocationReason::Cessation,
+            n => reason(n)?,
+        };
+        let mut revoked = Vec::new();
+        let mut already = None;
+        for version in signed {
+            let rec = RevokedSignature {
+                key: r.key.clone(),
+                version,
+                digest: digest.clone(),
+                reason,
+                revoked_at: OffsetDateTime::now_utc(),
+                revoked_by: by.to_string(),
+            };
+            match self.lists.signatures().record(rec).await {
+                Ok(()) => revoked.push(version),
+                Err(e @ KeyError::FailedPrecondition(_)) => already = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match already {
+            Some(e) if revoked.is_empty() => Err(e.into()),
+            _ => Ok((digest, revoked)),
         }
     }
 }
@@ -87,6 +151,24 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             }
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
+    }
+
+    async fn revoke_signature(
+        &self,
+        req: Request<pb::RevokeSignatureRequest>,
+    ) -> Result<Response<pb::RevokeSignatureResponse>, Status> {
+        let call = admitted(&req)?;
+        let r = req.get_ref();
+        let result = self.revoke_signatures(r, call.principal()).await;
+        if let Ok((digest, versions)) = &result {
+            tracing::warn!(principal = %call.principal(), key = %r.key, %digest, ?versions, "signature revoked");
+            if let Err(e) = self.lists.ensure(OffsetDateTime::now_utc()).await {
+                tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
+            }
+        }
+        call.finish(result).await.map(|(digest, versions)| {
+            Response::new(pb::RevokeSignatureResponse { digest, versions })
+        })
     }
 
     async fn get_publish_status(

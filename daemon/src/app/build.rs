@@ -17,6 +17,7 @@ use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
 use crate::revocation::Revocations;
 use crate::revocation::publish::Publisher;
+use crate::revocation::signatures::RevokedSignatures;
 use crate::signing::ImageSigner;
 use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
@@ -100,7 +101,11 @@ impl App {
         });
         let ledger = SignatureLedger::new(i.store.clone());
         ledger.ensure_index().await?;
-        let signer = Arc::new(ImageSigner::new(keys.clone(), registries, ledger.clone()));
+        let revoked_signatures = Arc::new(RevokedSignatures::load(i.protected.clone()).await?);
+        let signer = Arc::new(
+            ImageSigner::new(keys.clone(), registries, ledger.clone())
+                .with_revoked_signatures(revoked_signatures.clone()),
+        );
         let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = i.server_identity(&ca).await?;
         let tls = ServerTlsConfig::new()
@@ -158,6 +163,7 @@ impl App {
             .map_err(StartError::Config)?;
         let revocations = Arc::new(Revocations::new(
             keys.clone(),
+            revoked_signatures,
             i.protected.clone(),
             validity,
         ));

@@ -110,6 +110,7 @@ pub async fn run(
             keys.clone(),
             revocations.clone(),
             publisher.clone(),
+            signer.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),

@@ -39,6 +39,39 @@ pub struct RevocationList {
     pub next_update: String,
     /// Revoked key versions, by key name and version.
     pub entries: Vec<RevokedVersion>,
+    /// Revoked single signatures, by key name, version and image digest.
+    #[serde(default)]
+    pub signatures: Vec<RevokedSignatureEntry>,
+}
+
+/// One revoked signature: what key version signed which image digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSignatureEntry {
+    /// Key name.
+    pub key: String,
+    /// Version number.
+    pub version: u32,
+    /// The image manifest digest.
+    pub digest: String,
+    /// key-compromise, superseded or cessation.
+    pub reason: String,
+    /// RFC 3339.
+    pub revoked_at: String,
+}
+
+/// The list's entries for revoked signatures.
+pub fn signature_entries(
+    all: &[super::signatures::RevokedSignature],
+) -> Vec<RevokedSignatureEntry> {
+    all.iter()
+        .map(|r| RevokedSignatureEntry {
+            key: r.key.clone(),
+            version: r.version,
+            digest: r.digest.clone(),
+            reason: r.reason.as_str().to_string(),
+            revoked_at: rfc3339(r.revoked_at),
+        })
+        .collect()
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -85,6 +118,7 @@ impl RevocationList {
         now: OffsetDateTime,
         validity: time::Duration,
         entries: Vec<RevokedVersion>,
+        signatures: Vec<RevokedSignatureEntry>,
     ) -> Self {
         Self {
             issuer: issuer.0.to_string(),
@@ -93,6 +127,7 @@ impl RevocationList {
             issued_at: rfc3339(now),
             next_update: rfc3339(now + validity),
             entries,
+            signatures,
         }
     }
 }

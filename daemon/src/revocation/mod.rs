@@ -6,13 +6,15 @@
 
 pub mod list;
 pub mod publish;
+pub mod signatures;
 
 use crate::keys::{KeyError, KeyRegistry};
 use crate::store::integrity::ProtectedStore;
 use crate::store::{Expect, Namespace};
 use base64::Engine;
-use list::{RevocationList, crl_entries, entries};
+use list::{RevocationList, crl_entries, entries, signature_entries};
 use serde::{Deserialize, Serialize};
+use signatures::RevokedSignatures;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -109,6 +111,7 @@ pub struct IssuedList {
 /// Issues and holds the current revocation list.
 pub struct Revocations {
     keys: Arc<KeyRegistry>,
+    signatures: Arc<RevokedSignatures>,
     store: ProtectedStore,
     validity: time::Duration,
     current: RwLock<Option<Arc<IssuedList>>>,
@@ -127,9 +130,15 @@ const ATTEMPTS: usize = 8;
 
 impl Revocations {
     /// Over the keys' revocations, issuing lists valid for `validity_seconds`.
-    pub fn new(keys: Arc<KeyRegistry>, store: ProtectedStore, validity_seconds: u64) -> Self {
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        signatures: Arc<RevokedSignatures>,
+        store: ProtectedStore,
+        validity_seconds: u64,
+    ) -> Self {
         Self {
             keys,
+            signatures,
             store,
             validity: time::Duration::seconds(validity_seconds as i64),
             current: RwLock::new(None),
@@ -150,6 +159,11 @@ impl Revocations {
             .await?)
     }
 
+    /// The revoked signatures the list names.
+    pub fn signatures(&self) -> &Arc<RevokedSignatures> {
+        &self.signatures
+    }
+
     /// The list last issued (by this daemon or read from the store).
     pub fn current(&self) -> Option<Arc<IssuedList>> {
         self.current
@@ -163,6 +177,7 @@ impl Revocations {
     pub async fn ensure(&self, now: OffsetDateTime) -> Result<Arc<IssuedList>, KeyError> {
         let keys = self.keys.list();
         let wanted = entries(&keys);
+        let wanted_signatures = signature_entries(&self.signatures.all());
         for _ in 0..ATTEMPTS {
             let stored = self
                 .store
@@ -173,7 +188,11 @@ impl Revocations {
                     .list
                     .issued()
                     .is_some_and(|t| now < t + self.validity / 2 && t <= now);
-                if fresh && s.list.entries == wanted && !s.crl.is_empty() {
+                if fresh
+                    && s.list.entries == wanted
+                    && s.list.signatures == wanted_signatures
+                    && !s.crl.is_empty()
+                {
                     return Ok(self.keep(s.clone()));
                 }
             }
@@ -191,6 +210,7 @@ impl Revocations {
                 now,
                 self.validity,
                 wanted.clone(),
+                wanted_signatures.clone(),
             );
             let document = list.canonical().map_err(|e| {
                 KeyError::InvalidArgument(format!("cannot encode the revocation list: {e}"))

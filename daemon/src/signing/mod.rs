@@ -125,6 +125,8 @@ pub struct ImageSigner {
     /// One writer per signature tag at a time, so that concurrent signers of the same
     /// image never drop each other's layers.
     tag_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Single signatures revoked without their key: verification refuses them.
+    revoked: Option<Arc<crate::revocation::signatures::RevokedSignatures>>,
 }
 
 impl std::fmt::Debug for ImageSigner {
@@ -192,7 +194,45 @@ impl ImageSigner {
             registries,
             ledger,
             tag_locks: Mutex::new(HashMap::new()),
+            revoked: None,
         }
+    }
+
+    /// Verification refuses the signatures in `revoked`.
+    pub fn with_revoked_signatures(
+        mut self,
+        revoked: Arc<crate::revocation::signatures::RevokedSignatures>,
+    ) -> Self {
+        self.revoked = Some(revoked);
+        self
+    }
+
+    /// Which versions of `versions` the ledger says signed `digest` in `repository`
+    /// (`registry/repository`).
+    pub async fn signed_by(
+        &self,
+        key: &str,
+        versions: &[u32],
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Vec<u32>, ImageError> {
+        let mut out = Vec::new();
+        for v in versions {
+            if self
+                .ledger
+                .has_mark_for(
+                    key,
+                    *v,
+                    image.parsed.registry(),
+                    image.parsed.repository(),
+                    digest,
+                )
+                .await?
+            {
+                out.push(*v);
+            }
+        }
+        Ok(out)
     }
 
     /// The keys it signs with.

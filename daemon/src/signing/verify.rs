@@ -120,6 +120,21 @@ impl ImageSigner {
                 ));
                 continue;
             }
+            if let Some(r) = self
+                .revoked
+                .as_ref()
+                .and_then(|s| s.get(key, v.version, &digest))
+            {
+                result.rejected.push(format!(
+                    "layer {i}: this signature by v{} was revoked at {} ({})",
+                    v.version,
+                    r.revoked_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    r.reason.as_str()
+                ));
+                continue;
+            }
             let p: Value = serde_json::from_slice(&payload).unwrap_or_default();
             if p["critical"]["image"]["docker-manifest-digest"] != digest.as_str() {
                 result

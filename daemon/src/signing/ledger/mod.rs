@@ -121,6 +121,25 @@ impl SignatureLedger {
         Ok(out)
     }
 
+    /// Whether key `key` version `version` signed `registry/repository@digest` (for any
+    /// identity).
+    pub async fn has_mark_for(
+        &self,
+        key: &str,
+        version: u32,
+        registry: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        // Every mark of this signature starts so, whatever identity follows the '#'.
+        let prefix = mark(key, version, registry, repository, digest, "");
+        Ok(!self
+            .store
+            .scan_prefix(Namespace::LedgerMarks, &prefix, "", 1)
+            .await?
+            .is_empty())
+    }
+
     /// The ledger entry a mark points to.
     pub async fn marked(&self, mark: &str) -> Result<Option<LedgerEntry>, StoreError> {
         let Some(row) = self.store.get(Namespace::LedgerMarks, mark).await? else {
