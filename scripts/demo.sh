@@ -135,6 +135,11 @@ curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
   | python3 -c 'import json,sys; m=json.load(sys.stdin); print("  " + m["artifactType"] + ":", ", ".join(l["mediaType"] for l in m["layers"]))'
 echo "  keyward verify refuses the image signed by the revoked version:"
 "$BIN/keyward" verify --key release-legacy "$REG/demo/hello:v1" 2>&1 | sed 's/^/  /' && exit 1 || true
+echo "  verified offline (no daemon: the CA-signed key history and the list pulled from the second registry):"
+"$BIN/keyward" -o json key history release-legacy >"$DIR/release-legacy-history.json"
+"$BIN/keyward" verify --key release-legacy "$REG/demo/hello:v1" --offline --ca "$DIR/instance/ca.pem" \
+  --key-history "$DIR/release-legacy-history.json" --revocations "$REG2/org/keyward-revocations" \
+  --state "$DIR/revocations-seen.json" 2>&1 | sed 's/^/  /' && exit 1 || true
 echo "  openssl fetches the CRL named in v1's certificate and rejects it:"
 openssl verify -crl_check -crl_download -CAfile "$DIR/instance/ca.pem" "$DIR/release-legacy-v1.crt" 2>&1 | sed 's/^/  /' && exit 1 || true
 

@@ -25,6 +25,7 @@ mod config;
 pub mod duration;
 mod error;
 pub mod files;
+pub mod offline;
 pub mod revocation;
 
 pub use config::ClientConfig;

@@ -80,6 +80,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Audit(cmd::audit::AuditCommand::Verify(v)) = cli.command {
         return v.run(cli.output); // offline: no daemon needed
     }
+    if let Command::Verify(v) = &cli.command
+        && v.offline.offline
+    {
+        return v.clone().run_offline(cli.output).await; // offline: no daemon needed
+    }
     if let Command::Revocations(cmd::revocations::RevocationsCommand::Verify(v)) = cli.command {
         return v.run(cli.output); // offline: no daemon needed
     }

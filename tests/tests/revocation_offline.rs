@@ -102,3 +102,106 @@ fn a_verifier_accepts_a_current_list_and_refuses_replayed_forged_foreign_stale_a
     let err = refused(&verify(&p("huge.json"), &[]));
     assert!(err.contains("over the 1 MiB"), "{err}");
 }
+
+#[test]
+fn verify_offline_refuses_a_revoked_versions_signature_from_a_published_list_and_a_replayed_one() {
+    use keyward_tests::registry::TestRegistry;
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let lists = format!("{}/org/keyward-revocations", reg.addr);
+    let d = DevDaemon::start_dev(tmp.path(), &["--publish-revocations", &lists], &[]).unwrap();
+    let ca = d.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    d.ok(&["key", "create", "img"]);
+    d.ok(&["key", "policy", "set", "img", "--resign-on-rotate", "false"]);
+    reg.push_image("app:v1", "content");
+    let image = format!("{}/app:v1", reg.addr);
+    d.ok(&["sign", "--key", "img", &image]);
+    d.ok(&["key", "rotate", "img"]);
+    std::fs::write(
+        p("history.json"),
+        d.ok(&["-o", "json", "key", "history", "img"]),
+    )
+    .unwrap();
+    save(&d, Path::new(&p("before.json")));
+    let state = p("state.json");
+    let offline = |list: &str| {
+        // No daemon involved: a configuration that points nowhere.
+        keyward_tests::keyward_with(
+            Path::new("/nonexistent/client.toml"),
+            &[
+                "-o",
+                "json",
+                "verify",
+                "--key",
+                "img",
+                &image,
+                "--offline",
+                "--ca",
+                ca,
+                "--key-history",
+                &p("history.json"),
+                "--revocations",
+                list,
+                "--state",
+                &state,
+            ],
+        )
+    };
+    let out = offline(&p("before.json"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["valid"], serde_json::json!([1]), "{v}");
+
+    d.ok(&[
+        "key",
+        "revoke",
+        "img",
+        "--version",
+        "1",
+        "--reason",
+        "key-compromise",
+    ]);
+    let newest = save(&d, Path::new(&p("after.json")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while json(&d.ok(&["-o", "json", "revocations", "status"]))["targets"][0]["published_sequence"]
+        .as_u64()
+        < Some(newest)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list was not published"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Pulled from the registry the daemon publishes to.
+    let out = offline(&lists);
+    assert!(
+        !out.status.success(),
+        "a revoked version's signature verified offline"
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("which the revocation list revokes (key-compromise"),
+        "{text}"
+    );
+    // The list from before the revocation is now a replay.
+    let err = refused(&offline(&p("before.json")));
+    assert!(err.contains("replayed"), "{err}");
+    // A history edited to trust a key it does not name is refused.
+    let mut h = json(&std::fs::read_to_string(p("history.json")).unwrap());
+    h["versions"][0]["state"] = "active".into();
+    std::fs::write(p("history.json"), h.to_string()).unwrap();
+    let err = refused(&offline(&p("after.json")));
+    assert!(
+        err.contains("key history's signature does not verify"),
+        "{err}"
+    );
+}

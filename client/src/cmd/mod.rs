@@ -14,6 +14,7 @@ pub mod revoke;
 pub mod rotation;
 pub mod sign;
 pub mod signatures;
+pub mod verify_offline;
 
 use keyward_client::{Client, ClientConfig};
 use serde::Serialize;

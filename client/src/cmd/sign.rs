@@ -68,6 +68,15 @@ pub struct Verify {
     key: String,
     /// registry/repository[:tag][@digest]
     image: String,
+    #[command(flatten)]
+    pub offline: super::verify_offline::OfflineArgs,
+}
+
+impl Verify {
+    /// Verifies without the daemon (`--offline`).
+    pub async fn run_offline(self, out: super::Output) -> anyhow::Result<()> {
+        self.offline.run(self.key, self.image, out).await
+    }
 }
 
 /// A blob signature, base64.

@@ -1,0 +1,214 @@
+//! Verifying an image's signatures without the daemon: the key's CA-signed history
+//! says which public keys to trust, the revocation list (a file, or pulled from a
+//! registry) what to refuse.
+
+pub mod registry;
+
+use crate::revocation::{self, CheckedList, SeenSequences, certificate_spki};
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::pkcs8::DecodePublicKey;
+use registry::{Repo, split};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::Digest;
+
+/// What offline verification found.
+#[derive(Debug, Clone, Serialize)]
+pub struct OfflineResult {
+    /// The image digest checked.
+    pub digest: String,
+    /// Versions whose signature verifies and is not revoked.
+    pub valid: Vec<u32>,
+    /// Other layers, with why.
+    pub rejected: Vec<String>,
+    /// The revocation list's sequence used.
+    pub revocation_sequence: u64,
+}
+
+/// One version a verifier trusts: number, state, fingerprint, P-256 key.
+struct Trusted {
+    version: u32,
+    state: String,
+    fingerprint: String,
+    key: Option<p256::ecdsa::VerifyingKey>,
+}
+
+/// Checks the CA's signature over a key history (`keyward key history --output json`)
+/// and returns its key name and versions.
+fn trusted_versions(history: &[u8], ca_pem: &str) -> Result<(String, Vec<Trusted>), String> {
+    let mut doc: Value =
+        serde_json::from_slice(history).map_err(|e| format!("the key history is not JSON: {e}"))?;
+    let sig = doc
+        .as_object_mut()
+        .and_then(|o| o.remove("signature"))
+        .and_then(|s| s.as_str().map(str::to_string))
+        .ok_or("the key history has no signature")?;
+    let ca = p256::ecdsa::VerifyingKey::from_public_key_der(&certificate_spki(ca_pem)?)
+        .map_err(|e| format!("the CA key is not P-256: {e}"))?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(sig)
+        .map_err(|_| "the key history's signature is not base64")?;
+    let sig = p256::ecdsa::Signature::from_der(&der)
+        .map_err(|_| "the key history's signature is malformed")?;
+    let canonical = serde_json::to_string(&doc).unwrap_or_default();
+    ca.verify(canonical.as_bytes(), &sig)
+        .map_err(|_| "the key history's signature does not verify with the CA's key: refused")?;
+    let key = doc["key"].as_str().unwrap_or_default().to_string();
+    let mut out = Vec::new();
+    for v in doc["versions"].as_array().cloned().unwrap_or_default() {
+        let fingerprint = v["fingerprint"].as_str().unwrap_or_default().to_string();
+        let spki = certificate_spki(v["certificate"].as_str().unwrap_or_default())?;
+        if hex::encode(sha2::Sha256::digest(&spki)) != fingerprint {
+            return Err(format!(
+                "the key history's certificate of v{} does not carry its fingerprint: refused",
+                v["version"]
+            ));
+        }
+        out.push(Trusted {
+            version: v["version"].as_u64().unwrap_or(0) as u32,
+            state: v["state"].as_str().unwrap_or_default().to_string(),
+            fingerprint,
+            key: p256::ecdsa::VerifyingKey::from_public_key_der(&spki).ok(),
+        });
+    }
+    Ok((key, out))
+}
+
+/// The revocation list from a file, or pulled from `registry/repository` (`latest`).
+async fn revocation_bytes(source: &str) -> Result<Vec<u8>, String> {
+    if std::path::Path::new(source).exists() {
+        return std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"));
+    }
+    let (registry, repository, tag) = split(source)?;
+    let repo = Repo::new(&registry, &repository)?;
+    let (manifest, _) = repo
+        .manifest(&tag)
+        .await?
+        .ok_or_else(|| format!("{source} holds no revocation list (no {tag} tag)"))?;
+    let m: Value = serde_json::from_slice(&manifest).map_err(|e| e.to_string())?;
+    let layer = |i: usize| {
+        m["layers"][i]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (list, sig) = (repo.blob(&layer(0)).await?, repo.blob(&layer(1)).await?);
+    if list.len() > revocation::MAX_LIST_BYTES {
+        return Err(format!("{source}'s revocation list is over 1 MiB: refused"));
+    }
+    let list: Value = serde_json::from_slice(&list).map_err(|e| e.to_string())?;
+    Ok(
+        serde_json::json!({"list": list, "signature": String::from_utf8_lossy(&sig)})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// Verifies `image`'s signatures against the history's versions and the list.
+pub async fn verify(
+    image: &str,
+    ca_pem: &str,
+    history: &[u8],
+    revocations: &str,
+    seen: &mut SeenSequences,
+    max_staleness: Option<time::Duration>,
+) -> Result<OfflineResult, String> {
+    let (key, versions) = trusted_versions(history, ca_pem)?;
+    let list: CheckedList = revocation::check(
+        &revocation_bytes(revocations).await?,
+        ca_pem,
+        seen,
+        time::OffsetDateTime::now_utc(),
+        max_staleness,
+    )?;
+    let (registry, repository, reference) = split(image)?;
+    let repo = Repo::new(&registry, &repository)?;
+    let (_, digest) = repo
+        .manifest(&reference)
+        .await?
+        .ok_or_else(|| format!("{image} not found"))?;
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let mut result = OfflineResult {
+        digest: digest.clone(),
+        valid: Vec::new(),
+        rejected: Vec::new(),
+        revocation_sequence: list.sequence,
+    };
+    let Some((sig_manifest, _)) = repo.manifest(&sig_tag).await? else {
+        return Ok(result);
+    };
+    let m: Value = serde_json::from_slice(&sig_manifest).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (i, layer) in m["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
+            .as_str()
+            .and_then(|s| b64.decode(s).ok())
+            .and_then(|d| p256::ecdsa::Signature::from_der(&d).ok());
+        let payload = repo
+            .blob(layer["digest"].as_str().unwrap_or_default())
+            .await?;
+        let signer = sig.and_then(|sig| {
+            versions.iter().find(|v| {
+                v.key
+                    .as_ref()
+                    .is_some_and(|k| k.verify(&payload, &sig).is_ok())
+            })
+        });
+        let Some(v) = signer else {
+            result.rejected.push(format!(
+                "layer {i}: not signed by any version of key {key:?}"
+            ));
+            continue;
+        };
+        let p: Value = serde_json::from_slice(&payload).unwrap_or_default();
+        if p["critical"]["image"]["docker-manifest-digest"] != digest.as_str() {
+            result
+                .rejected
+                .push(format!("layer {i}: signs another image"));
+            continue;
+        }
+        if let Some(e) = list.revokes(&key, v.version, &v.fingerprint) {
+            result.rejected.push(format!(
+                "layer {i}: signed by v{} which the revocation list revokes ({}, revoked at {})",
+                v.version,
+                e["reason"].as_str().unwrap_or("?"),
+                e["revoked_at"].as_str().unwrap_or("?")
+            ));
+            continue;
+        }
+        let revoked_signature = list.list["signatures"].as_array().and_then(|s| {
+            s.iter().find(|e| {
+                e["key"] == key.as_str()
+                    && e["version"] == v.version
+                    && e["digest"] == digest.as_str()
+            })
+        });
+        if let Some(e) = revoked_signature {
+            result.rejected.push(format!(
+                "layer {i}: this signature by v{} is revoked ({})",
+                v.version,
+                e["reason"].as_str().unwrap_or("?")
+            ));
+            continue;
+        }
+        if !matches!(
+            v.state.as_str(),
+            "active" | "retiring" | "retired" | "pending"
+        ) {
+            result.rejected.push(format!(
+                "layer {i}: signed by v{} which is {}",
+                v.version, v.state
+            ));
+            continue;
+        }
+        result.valid.push(v.version);
+    }
+    Ok(result)
+}
