@@ -115,27 +115,42 @@ fn element(der: &[u8]) -> Option<Element<'_>> {
     })
 }
 
-/// The DER SubjectPublicKeyInfo of a PEM certificate.
-pub fn certificate_spki(pem: &str) -> Result<Vec<u8>, String> {
+/// A DER field: the whole element and its contents.
+type Field = (Vec<u8>, Vec<u8>);
+
+/// The fields of a PEM certificate's tbsCertificate after the optional version:
+/// serial, signature, issuer, validity, subject, spki, ... (each whole element, and
+/// its contents).
+fn tbs_fields(pem: &str) -> Result<Vec<Field>, String> {
     use base64::Engine;
-    let bad = |what: &str| format!("the CA certificate is not usable: {what}");
+    let bad = |what: &str| format!("the certificate is not usable: {what}");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.trim())
         .map_err(|_| bad("not PEM"))?;
     let cert = element(&der).ok_or_else(|| bad("not DER"))?;
     let tbs = element(cert.contents).ok_or_else(|| bad("no tbsCertificate"))?;
-    // version [0] (optional), serial, signature, issuer, validity, subject, spki.
     let (mut fields, mut at) = (Vec::new(), tbs.contents);
     while let Some(e) = element(at) {
         at = e.rest;
-        fields.push(e);
+        if !(fields.is_empty() && e.tag == 0xa0) {
+            fields.push((e.whole.to_vec(), e.contents.to_vec()));
+        }
     }
-    let skip = usize::from(fields.first().is_some_and(|f| f.tag == 0xa0));
-    fields
-        .get(skip + 5)
-        .map(|f| f.whole.to_vec())
-        .ok_or_else(|| bad("no public key"))
+    if fields.len() < 6 {
+        return Err(bad("too few fields"));
+    }
+    Ok(fields)
+}
+
+/// The DER SubjectPublicKeyInfo of a PEM certificate.
+pub fn certificate_spki(pem: &str) -> Result<Vec<u8>, String> {
+    Ok(tbs_fields(pem)?.swap_remove(5).0)
+}
+
+/// The serial number of a PEM certificate (the INTEGER's content octets).
+pub fn certificate_serial(pem: &str) -> Result<Vec<u8>, String> {
+    Ok(tbs_fields(pem)?.swap_remove(0).1)
 }
 
 /// Checks `bytes`, what `keyward revocations show --output json` prints

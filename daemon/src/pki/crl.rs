@@ -5,7 +5,6 @@
 
 use super::{Issuer, PkiError, ca_key, ca_params, hsm_first, key_id};
 use crate::hsm::HsmSession;
-use base64::Engine;
 use rcgen::{CertificateRevocationListParams, RevocationReason, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
 
@@ -22,46 +21,9 @@ pub struct CrlEntry {
     pub invalidity: Option<OffsetDateTime>,
 }
 
-/// One DER element at the start of `der`: (tag, contents, rest).
-fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
 /// The serial number of a PEM certificate (the INTEGER's content octets).
 pub fn serial_of(certificate_pem: &str) -> Result<Vec<u8>, PkiError> {
-    let bad = |what: &str| PkiError::Build(format!("cannot read a certificate's serial: {what}"));
-    let body: String = certificate_pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| bad("not PEM"))?;
-    let (_, cert, _) = element(&der).ok_or_else(|| bad("not DER"))?;
-    let (_, tbs, _) = element(cert).ok_or_else(|| bad("no tbsCertificate"))?;
-    let (tag, first, rest) = element(tbs).ok_or_else(|| bad("empty tbsCertificate"))?;
-    // [0] EXPLICIT version comes first when present.
-    let serial = if tag == 0xa0 {
-        element(rest).ok_or_else(|| bad("no serial"))?
-    } else {
-        (tag, first, rest)
-    };
-    match serial {
-        (0x02, bytes, _) => Ok(bytes.to_vec()),
-        _ => Err(bad("no INTEGER serial")),
-    }
+    keyward_client::revocation::certificate_serial(certificate_pem).map_err(PkiError::Build)
 }
 
 /// `n` as the content octets of a positive DER INTEGER (no leading zeros but one
