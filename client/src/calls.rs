@@ -103,6 +103,8 @@ unary! {
     resign: jobs.resign(ResignRequest) -> Job;
     /// Revokes a key version (irreversible).
     revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
+    /// Incident response: revoke, rotate if needed, re-sign what came before, publish.
+    incident_revoke: revocations.incident_revoke(IncidentRevokeRequest) -> IncidentReport;
     /// Revokes one image's signature by a key (irreversible).
     revoke_signature: revocations.revoke_signature(RevokeSignatureRequest) -> RevokeSignatureResponse;
     /// The current revocation list, signed by the Keyward CA.

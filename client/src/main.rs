@@ -68,6 +68,9 @@ enum Command {
     /// Work that outlives a request: re-signing campaigns.
     #[command(subcommand)]
     Jobs(cmd::jobs::JobsCommand),
+    /// Incident response: a leaked key version handled in one command.
+    #[command(subcommand)]
+    Incident(cmd::incident::IncidentCommand),
     /// The revocation list the Keyward CA signs for verifiers.
     #[command(subcommand)]
     Revocations(cmd::revocations::RevocationsCommand),
@@ -113,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mfa(c) => c.run(&ctx).await,
         Command::Jobs(c) => c.run(&ctx).await,
         Command::Revocations(c) => c.run(&ctx).await,
+        Command::Incident(c) => c.run(&ctx).await,
         Command::Resign(c) => c.run(&ctx).await,
     }
 }

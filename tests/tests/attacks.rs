@@ -200,6 +200,19 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
                     )
                     .await
                 }
+                "RevocationService/IncidentRevoke" => {
+                    call_raw(
+                        &c,
+                        &path,
+                        proto::IncidentRevokeRequest {
+                            name: "x".into(),
+                            version: 1,
+                            compromised_since: "2026-01-01T00:00:00Z".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                }
                 "RevocationService/RevokeSignature" => {
                     call_raw(
                         &c,
@@ -245,7 +258,7 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
         }
         refused
     });
-    assert_eq!(refused_paths.len(), 15, "{refused_paths:?}");
+    assert_eq!(refused_paths.len(), 16, "{refused_paths:?}");
     // Each refusal is on the record, without any secret.
     let audit = d.ok(&["audit", "export"]);
     for p in &refused_paths {

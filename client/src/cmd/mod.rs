@@ -5,6 +5,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod history;
+pub mod incident;
 pub mod jobs;
 pub mod key;
 pub mod mfa;

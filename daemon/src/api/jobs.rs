@@ -159,6 +159,7 @@ impl JobApi {
             from_version,
             repository: (!r.repository.is_empty()).then(|| r.repository.clone()),
             since,
+            until: None,
             retire_when_done: false,
         };
         query(&spec).map_err(bad)?;

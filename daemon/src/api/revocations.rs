@@ -4,6 +4,7 @@ use super::gate::admitted;
 use super::keys::key;
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
 use crate::revocation::Revocations;
+use crate::revocation::incident::{IncidentRequest, Incidents};
 use crate::revocation::publish::Publisher;
 use crate::revocation::signatures::RevokedSignature;
 use crate::signing::{ImageError, ImageSigner, parse_ref};
@@ -20,6 +21,7 @@ pub struct RevocationApi {
     lists: Arc<Revocations>,
     publisher: Arc<Publisher>,
     signer: Arc<ImageSigner>,
+    incidents: Arc<Incidents>,
 }
 
 impl RevocationApi {
@@ -30,12 +32,14 @@ impl RevocationApi {
         lists: Arc<Revocations>,
         publisher: Arc<Publisher>,
         signer: Arc<ImageSigner>,
+        incidents: Arc<Incidents>,
     ) -> Self {
         Self {
             keys,
             lists,
             publisher,
             signer,
+            incidents,
         }
     }
 
@@ -151,6 +155,52 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             }
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
+    }
+
+    async fn incident_revoke(
+        &self,
+        req: Request<pb::IncidentRevokeRequest>,
+    ) -> Result<Response<pb::IncidentReport>, Status> {
+        let call = admitted(&req)?;
+        let r = req.get_ref();
+        let result = async {
+            let since = OffsetDateTime::parse(&r.compromised_since, &Rfc3339).map_err(|e| {
+                KeyError::InvalidArgument(format!(
+                    "--compromised-since {:?} is not an RFC 3339 time (2026-05-01T12:00:00Z): {e}",
+                    r.compromised_since
+                ))
+            })?;
+            let req = IncidentRequest {
+                name: r.name.clone(),
+                version: r.version,
+                compromised_since: since,
+                by: call.principal().to_string(),
+                dry_run: r.dry_run,
+            };
+            self.incidents.revoke(&req).await
+        }
+        .await;
+        if let Ok(rep) = &result
+            && !r.dry_run
+        {
+            tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, before = rep.signed_before, after = rep.signed_after, job = ?rep.resign_job, "incident: key version revoked");
+        }
+        call.finish(result).await.map(|rep| {
+            Response::new(pb::IncidentReport {
+                key: r.name.clone(),
+                version: r.version,
+                compromised_since: r.compromised_since.clone(),
+                dry_run: r.dry_run,
+                signed_before: rep.signed_before,
+                signed_after: rep.signed_after,
+                after_compromise: rep.after_compromise,
+                needs_rotation: rep.needs_rotation,
+                rotated_to: rep.rotated_to.unwrap_or(0),
+                resign_job_id: rep.resign_job.unwrap_or_default(),
+                list_sequence: rep.list_sequence,
+                registries_behind: rep.registries_behind,
+            })
+        })
     }
 
     async fn revoke_signature(

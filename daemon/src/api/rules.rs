@@ -152,6 +152,7 @@ targets! {
     RevokeKeyVersionRequest => |r| (String::new(), format!("{}/v{}", r.name, r.version));
     GetRevocationListRequest => |_r| (String::new(), String::new());
     GetPublishStatusRequest => |_r| (String::new(), String::new());
+    IncidentRevokeRequest => |r| (String::new(), format!("{}/v{}", r.name, r.version));
     RevokeSignatureRequest => |r| (String::new(), format!("{} by {}", r.reference, r.key));
 }
 
@@ -214,6 +215,7 @@ pub static RULES: &[Rule] = &[
     rule!("JobService", Resign, ResignRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "start re-signing campaigns"),
     rule!("RevocationService", GetRevocationList, GetRevocationListRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the revocation list"),
     rule!("RevocationService", GetPublishStatus, GetPublishStatusRequest, Role(Action::Read), Never, KeyUse::None, Read, "read where revocation lists are published"),
+    rule!("RevocationService", IncidentRevoke, IncidentRevokeRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "run incidents"),
     rule!("RevocationService", RevokeSignature, RevokeSignatureRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke signatures"),
     rule!("RevocationService", RevokeKeyVersion, RevokeKeyVersionRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke key versions"),
 ];

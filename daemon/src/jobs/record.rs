@@ -91,6 +91,9 @@ pub struct ResignSpec {
     /// Only signatures made at or after this time.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
+    /// Only signatures made before this time (an incident: before the compromise).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
     /// Set when a rotation started it: that version becomes `retired` when the
     /// campaign is done.
     #[serde(default)]

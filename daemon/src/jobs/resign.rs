@@ -39,7 +39,7 @@ pub fn query(spec: &ResignSpec) -> Result<LedgerQuery, String> {
         key: Some(spec.key.clone()),
         version: Some(spec.from_version),
         since: spec.since,
-        until: None,
+        until: spec.until,
         repository,
     })
 }

@@ -29,6 +29,7 @@ pub async fn rotate(
                 from_version: previous,
                 repository: None,
                 since: None,
+                until: None,
                 retire_when_done: true,
             }),
             by,

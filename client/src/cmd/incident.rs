@@ -1,0 +1,110 @@
+//! `keyward incident revoke`: a leaked key version handled in one command.
+
+use super::{Ctx, Show};
+use clap::Subcommand;
+use keyward_client::proto;
+
+#[derive(Subcommand, Clone)]
+pub enum IncidentCommand {
+    /// Stop the version signing, list what it signed before and after the compromise,
+    /// rotate first if it is the active version, re-sign what it signed before the
+    /// compromise with the active version (a job), publish the revocation list, and
+    /// report. Needs the revoker role (and --otp where MFA is enforced). Re-running it
+    /// finishes what a partial run left.
+    Revoke {
+        /// Key name.
+        #[arg(long)]
+        key: String,
+        /// The compromised version.
+        #[arg(long)]
+        version: u32,
+        /// From when the key must be taken to be in other hands (RFC 3339).
+        #[arg(long)]
+        compromised_since: String,
+        /// Print the plan and the counts; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl Show for proto::IncidentReport {
+    fn text(&self) {
+        println!(
+            "incident: {} v{} compromised since {}{}",
+            self.key,
+            self.version,
+            self.compromised_since,
+            if self.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  1. stop signing: v{} {}",
+            self.version,
+            if self.dry_run {
+                "would be revoked (key-compromise)"
+            } else {
+                "revoked (key-compromise)"
+            }
+        );
+        println!(
+            "  2. it signed {} images before the compromise and {} from it on",
+            self.signed_before, self.signed_after
+        );
+        for i in &self.after_compromise {
+            println!("       signed after: {i}");
+        }
+        match (self.needs_rotation, self.rotated_to) {
+            (true, 0) if self.dry_run => {
+                println!("  3. it is the active version: a new version would be made first")
+            }
+            (_, 0) => println!("  3. no rotation needed: another version is active"),
+            (_, v) => println!("  3. rotated first: v{v} is active"),
+        }
+        if self.dry_run {
+            println!(
+                "     the {} images signed before the compromise would be re-signed with the active version",
+                self.signed_before
+            );
+        } else if self.resign_job_id.is_empty() {
+            println!("     nothing signed before the compromise to re-sign");
+        } else {
+            println!(
+                "     re-signing the {} images signed before the compromise: job {} (keyward jobs watch {})",
+                self.signed_before, self.resign_job_id, self.resign_job_id
+            );
+        }
+        if !self.dry_run {
+            println!("  4. revocation list {} issued", self.list_sequence);
+            for r in &self.registries_behind {
+                println!(
+                    "     not yet held by {r} (delivered when it answers: keyward revocations status)"
+                );
+            }
+        }
+    }
+}
+
+impl IncidentCommand {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let IncidentCommand::Revoke {
+            key,
+            version,
+            compromised_since,
+            dry_run,
+        } = self;
+        let r = ctx
+            .client
+            .incident_revoke(proto::IncidentRevokeRequest {
+                name: key,
+                version,
+                compromised_since,
+                dry_run,
+            })
+            .await?;
+        ctx.show(&r);
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! Incident response in one request: stop the version signing, list what it signed
+//! before and after the compromise, rotate first when it was the active version,
+//! re-sign what it signed before the compromise with the active version (a resumable
+//! campaign), publish the revocation list, and report. Re-running it after a partial
+//! run finishes what is missing: an existing revocation is kept, a rotation already
+//! made is not repeated, and the campaign finds the signatures already made.
+
+use super::Revocations;
+use super::publish::Publisher;
+use crate::jobs::{JobKind, Jobs, ResignSpec};
+use crate::keys::{
+    KeyError, KeyRegistry, Purpose, RevocationReason, RevokeRequest, VersionState, no_follow_up,
+};
+use crate::signing::ledger::{LedgerQuery, SignatureLedger};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Images signed after the compromise named in a report, at most.
+const LISTED: usize = 100;
+
+/// What an incident asks for.
+#[derive(Debug, Clone)]
+pub struct IncidentRequest {
+    /// Key name.
+    pub name: String,
+    /// The compromised version.
+    pub version: u32,
+    /// From when the key is taken to be in other hands.
+    pub compromised_since: OffsetDateTime,
+    /// Who runs it (audited as the authority of the rotation and the campaign).
+    pub by: String,
+    /// Plan and count only.
+    pub dry_run: bool,
+}
+
+/// What an incident did (or, dry, would do).
+#[derive(Debug, Clone, Default)]
+pub struct IncidentReport {
+    /// Image signatures by the version before the compromise (re-signed).
+    pub signed_before: u64,
+    /// Image signatures by the version from the compromise on (not re-signed).
+    pub signed_after: u64,
+    /// `registry/repository@digest` of images signed from the compromise on (at most
+    /// 100).
+    pub after_compromise: Vec<String>,
+    /// The version was active: a new one is made first.
+    pub needs_rotation: bool,
+    /// The version the rotation made.
+    pub rotated_to: Option<u32>,
+    /// The campaign re-signing what was signed before the compromise.
+    pub resign_job: Option<String>,
+    /// The revocation list's sequence.
+    pub list_sequence: u64,
+    /// Publishing targets that do not hold that list yet.
+    pub registries_behind: Vec<String>,
+}
+
+/// Runs incidents.
+pub struct Incidents {
+    keys: Arc<KeyRegistry>,
+    jobs: Arc<Jobs>,
+    ledger: SignatureLedger,
+    lists: Arc<Revocations>,
+    publisher: Arc<Publisher>,
+}
+
+impl std::fmt::Debug for Incidents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incidents").finish_non_exhaustive()
+    }
+}
+
+fn job_err(e: crate::jobs::JobError) -> KeyError {
+    KeyError::FailedPrecondition(format!("the re-signing campaign could not start: {e}"))
+}
+
+impl Incidents {
+    /// Over the keys, jobs, ledger, lists and publisher.
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        jobs: Arc<Jobs>,
+        ledger: SignatureLedger,
+        lists: Arc<Revocations>,
+        publisher: Arc<Publisher>,
+    ) -> Self {
+        Self {
+            keys,
+            jobs,
+            ledger,
+            lists,
+            publisher,
+        }
+    }
+
+    /// Counts the version's image signatures before and after the compromise.
+    async fn count(
+        &self,
+        req: &IncidentRequest,
+        report: &mut IncidentReport,
+    ) -> Result<(), KeyError> {
+        let q = LedgerQuery {
+            key: Some(req.name.clone()),
+            version: Some(req.version),
+            ..Default::default()
+        };
+        let mut after = String::new();
+        loop {
+            let (page, next) = self.ledger.list_page(&q, &after, 1000).await?;
+            for e in page.iter().filter(|e| e.kind == "signature") {
+                if e.time < req.compromised_since {
+                    report.signed_before += 1;
+                } else {
+                    report.signed_after += 1;
+                    if report.after_compromise.len() < LISTED {
+                        report
+                            .after_compromise
+                            .push(format!("{}/{}@{}", e.registry, e.repository, e.digest));
+                    }
+                }
+            }
+            if next.is_empty() {
+                return Ok(());
+            }
+            after = next;
+        }
+    }
+
+    /// Runs the incident in order; see the module's documentation.
+    pub async fn revoke(&self, req: &IncidentRequest) -> Result<IncidentReport, KeyError> {
+        let now = OffsetDateTime::now_utc();
+        if req.compromised_since > now {
+            return Err(KeyError::InvalidArgument(
+                "--compromised-since is in the future".into(),
+            ));
+        }
+        let key = self.keys.get(&req.name)?;
+        let v = key
+            .version(req.version)
+            .ok_or_else(|| KeyError::VersionNotFound {
+                name: req.name.clone(),
+                version: req.version,
+            })?;
+        let mut report = IncidentReport {
+            needs_rotation: v.state == VersionState::Active || key.active().is_none(),
+            ..Default::default()
+        };
+        if req.dry_run {
+            self.count(req, &mut report).await?;
+            return Ok(report);
+        }
+        // 1. Stop the version signing; a revocation from an earlier run stands.
+        let revoked = self
+            .keys
+            .revoke(&RevokeRequest {
+                name: req.name.clone(),
+                version: req.version,
+                reason: RevocationReason::KeyCompromise,
+                compromised_since: Some(req.compromised_since),
+                by: req.by.clone(),
+            })
+            .await;
+        match revoked {
+            Ok(_) => {}
+            Err(KeyError::FailedPrecondition(_))
+                if self
+                    .keys
+                    .get(&req.name)?
+                    .version(req.version)
+                    .is_some_and(|v| v.state == VersionState::Revoked) => {}
+            Err(e) => return Err(e),
+        }
+        // 2. What it signed, before and after the compromise.
+        self.count(req, &mut report).await?;
+        // 3. Rotate first when production would be left without a signing version.
+        if self.keys.get(&req.name)?.active().is_none() {
+            let rotated = self.keys.rotate(&req.name, &no_follow_up, now).await?;
+            report.rotated_to = Some(rotated.version);
+        }
+        // Re-sign what was signed before the compromise, with the active version.
+        if report.signed_before > 0 && key.purpose == Purpose::Image {
+            let spec = ResignSpec {
+                key: req.name.clone(),
+                from_version: req.version,
+                repository: None,
+                since: None,
+                until: Some(req.compromised_since),
+                retire_when_done: false,
+            };
+            let reason = format!(
+                "incident: key {} version {} compromised since {}",
+                req.name, req.version, req.compromised_since
+            );
+            let job = self
+                .jobs
+                .start(JobKind::Resign(spec), &req.by, reason)
+                .await
+                .map_err(job_err)?;
+            report.resign_job = Some(job.id);
+        }
+        // 4. Publish the revocation list everywhere (the outbox delivers it).
+        let list = self.lists.ensure(now).await?;
+        report.list_sequence = list.list.sequence;
+        report.registries_behind = self
+            .publisher
+            .status()
+            .await?
+            .into_iter()
+            .filter(|t| t.published < list.list.sequence)
+            .map(|t| t.repository)
+            .collect();
+        Ok(report)
+    }
+}
