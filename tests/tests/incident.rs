@@ -137,3 +137,63 @@ fn an_incident_revokes_rotates_re_signs_what_came_before_the_compromise_and_repo
         assert_eq!(reg.sig_layers("app", digest).len(), 2, "signed twice");
     }
 }
+
+#[test]
+fn an_incident_killed_while_re_signing_finishes_after_a_restart_with_nothing_signed_twice() {
+    use keyward_tests::campaign::sign_all;
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "img"]);
+    let images = reg.push_many("bulk/app", 200);
+    sign_all(&d, "img", &images);
+    std::thread::sleep(Duration::from_millis(1100));
+    let since = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let report = json(&d.ok(&[
+        "-o",
+        "json",
+        "incident",
+        "revoke",
+        "--key",
+        "img",
+        "--version",
+        "1",
+        "--compromised-since",
+        &since,
+    ]));
+    let id = report["resign_job_id"].as_str().unwrap().to_string();
+    let seen = wait_job(&d, &id, |j| j["done"].as_u64().unwrap_or(0) >= 10);
+    d.kill9();
+    assert!(
+        seen["done"].as_u64().unwrap() < 200,
+        "done before the kill: {seen}"
+    );
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let job = wait_job(&d, &id, |_| false);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(200), Some(0)),
+        "{job}"
+    );
+    for (reference, digest) in &images {
+        let mut by: Vec<String> = reg
+            .sig_layers("bulk/app", digest)
+            .iter()
+            .map(|l| {
+                l["annotations"]["dev.keyward/key"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
+        by.sort();
+        assert_eq!(by, ["img/v1", "img/v2"], "{reference}");
+    }
+    let key = json(&d.ok(&["-o", "json", "key", "show", "img"]));
+    assert_eq!(key["versions"][0]["state"], "revoked", "{key}");
+    assert_eq!(key["versions"][1]["state"], "active", "{key}");
+}
