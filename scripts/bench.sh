@@ -3,7 +3,8 @@
 # with 10 and 3,000 keys on the token, and image signing. Prints signatures/s, p50/p99
 # and the ratios. Then the re-signing benchmark: a 2,000-image campaign against fresh
 # signing of the same images, and the daemon's peak RSS at 200 and 2,000 images. Then
-# the time from a revocation to its list being fetchable from 3 registries.
+# the time from a revocation to its list being fetchable from 3 registries, and an
+# incident on 1,000 signed images with its phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -11,3 +12,4 @@ cargo build --release --locked --bins -p keyward-daemon
 cargo bench --locked -p keyward-tests --bench signing
 cargo bench --locked -p keyward-tests --bench resign
 cargo bench --locked -p keyward-tests --bench revocation
+cargo bench --locked -p keyward-tests --bench incident
