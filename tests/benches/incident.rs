@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
                 version: 1,
                 compromised_since: since,
                 dry_run: false,
+                remove_signatures: false,
             })
             .await?;
         let request = t.elapsed();

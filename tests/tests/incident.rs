@@ -197,3 +197,63 @@ fn an_incident_killed_while_re_signing_finishes_after_a_restart_with_nothing_sig
     assert_eq!(key["versions"][0]["state"], "revoked", "{key}");
     assert_eq!(key["versions"][1]["state"], "active", "{key}");
 }
+
+#[test]
+fn remove_signatures_takes_the_versions_layers_off_what_it_signed_after_the_compromise_only() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "img"]);
+    let sign = |tag: &str| {
+        let digest = reg.push_image(&format!("app:{tag}"), tag);
+        d.ok(&["sign", "--key", "img", &format!("{}/app:{tag}", reg.addr)]);
+        digest
+    };
+    let before = sign("b1");
+    std::thread::sleep(Duration::from_millis(1100));
+    let since = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = [sign("a1"), sign("a2")];
+    let report = json(&d.ok(&[
+        "-o",
+        "json",
+        "incident",
+        "revoke",
+        "--key",
+        "img",
+        "--version",
+        "1",
+        "--compromised-since",
+        &since,
+        "--remove-signatures",
+    ]));
+    let remove = report["remove_job_id"].as_str().unwrap().to_string();
+    assert!(!remove.is_empty(), "{report}");
+    let job = wait_job(&d, &remove, |_| false);
+    assert_eq!(
+        (job["state"].as_str(), job["done"].as_u64()),
+        (Some("done"), Some(2)),
+        "{job}"
+    );
+    wait_job(&d, report["resign_job_id"].as_str().unwrap(), |_| false);
+    for digest in &after {
+        assert!(
+            reg.sig_layers("app", digest).is_empty(),
+            "a signature made after the compromise is still there"
+        );
+    }
+    // What came before keeps its (revoked) v1 layer next to v2's.
+    assert_eq!(reg.sig_layers("app", &before).len(), 2);
+    let notes = d.ok(&[
+        "-o",
+        "json",
+        "signatures",
+        "list",
+        "--key",
+        "img",
+        "--version",
+        "1",
+    ]);
+    assert_eq!(notes.matches("\"kind\":\"prune\"").count(), 2, "{notes}");
+}

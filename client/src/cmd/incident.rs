@@ -24,6 +24,10 @@ pub enum IncidentCommand {
         /// Print the plan and the counts; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove the version's signature layers from the images it signed from
+        /// the compromise on.
+        #[arg(long)]
+        remove_signatures: bool,
     },
 }
 
@@ -84,6 +88,12 @@ impl Show for proto::IncidentReport {
                 );
             }
         }
+        if !self.remove_job_id.is_empty() {
+            println!(
+                "  5. removing v{}'s layers from the {} images signed after the compromise: job {}",
+                self.version, self.signed_after, self.remove_job_id
+            );
+        }
     }
 }
 
@@ -94,6 +104,7 @@ impl IncidentCommand {
             version,
             compromised_since,
             dry_run,
+            remove_signatures,
         } = self;
         let r = ctx
             .client
@@ -102,6 +113,7 @@ impl IncidentCommand {
                 version,
                 compromised_since,
                 dry_run,
+                remove_signatures,
             })
             .await?;
         ctx.show(&r);

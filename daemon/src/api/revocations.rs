@@ -176,6 +176,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                 compromised_since: since,
                 by: call.principal().to_string(),
                 dry_run: r.dry_run,
+                remove_signatures: r.remove_signatures,
             };
             self.incidents.revoke(&req).await
         }
@@ -199,6 +200,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                 resign_job_id: rep.resign_job.unwrap_or_default(),
                 list_sequence: rep.list_sequence,
                 registries_behind: rep.registries_behind,
+                remove_job_id: rep.remove_job.unwrap_or_default(),
             })
         })
     }

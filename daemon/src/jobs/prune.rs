@@ -21,6 +21,7 @@ impl Resigner {
         let q = LedgerQuery {
             key: Some(spec.key.clone()),
             version: Some(spec.version),
+            since: spec.since,
             ..Default::default()
         };
         self.list_signed(job, &q, after).await
@@ -40,7 +41,14 @@ impl Resigner {
         };
         let pruned = self
             .signer()
-            .prune(&key, old, active, &item.reference, &item.digest)
+            .prune(
+                &key,
+                old,
+                active,
+                &item.reference,
+                &item.digest,
+                !spec.compromised,
+            )
             .await;
         match pruned {
             Ok(Pruned::NotCoSigned) => Outcome::Skipped(format!(

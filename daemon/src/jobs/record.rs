@@ -108,6 +108,13 @@ pub struct PruneSpec {
     pub key: String,
     /// The retired version whose layers go.
     pub version: u32,
+    /// Only signatures made at or after this time (an incident: from the compromise).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// The version is compromised: its layers go whether or not the active version
+    /// has signed the image too.
+    #[serde(default)]
+    pub compromised: bool,
 }
 
 /// Approved requests whose signing a crash interrupted (found at start-up, before the

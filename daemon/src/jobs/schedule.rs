@@ -105,6 +105,8 @@ impl Scheduler {
             let job = JobRecord::new(
                 id.clone(),
                 JobKind::Prune(PruneSpec {
+                    since: None,
+                    compromised: false,
                     key: key.clone(),
                     version,
                 }),

@@ -7,7 +7,7 @@
 
 use super::Revocations;
 use super::publish::Publisher;
-use crate::jobs::{JobKind, Jobs, ResignSpec};
+use crate::jobs::{JobKind, Jobs, PruneSpec, ResignSpec};
 use crate::keys::{
     KeyError, KeyRegistry, Purpose, RevocationReason, RevokeRequest, VersionState, no_follow_up,
 };
@@ -31,6 +31,8 @@ pub struct IncidentRequest {
     pub by: String,
     /// Plan and count only.
     pub dry_run: bool,
+    /// Also remove the version's layers from images it signed from the compromise on.
+    pub remove_signatures: bool,
 }
 
 /// What an incident did (or, dry, would do).
@@ -49,6 +51,8 @@ pub struct IncidentReport {
     pub rotated_to: Option<u32>,
     /// The campaign re-signing what was signed before the compromise.
     pub resign_job: Option<String>,
+    /// The job removing the version's layers from images signed after it.
+    pub remove_job: Option<String>,
     /// The revocation list's sequence.
     pub list_sequence: u64,
     /// Publishing targets that do not hold that list yet.
@@ -196,6 +200,26 @@ impl Incidents {
                 .await
                 .map_err(job_err)?;
             report.resign_job = Some(job.id);
+        }
+        // 5. Optionally remove the version's layers from what it signed after the
+        // compromise (the attacker's signatures), co-signed or not.
+        if req.remove_signatures && report.signed_after > 0 {
+            let spec = PruneSpec {
+                key: req.name.clone(),
+                version: req.version,
+                since: Some(req.compromised_since),
+                compromised: true,
+            };
+            let reason = format!(
+                "incident: removing key {} version {}'s signatures made since {}",
+                req.name, req.version, req.compromised_since
+            );
+            let job = self
+                .jobs
+                .start(JobKind::Prune(spec), &req.by, reason)
+                .await
+                .map_err(job_err)?;
+            report.remove_job = Some(job.id);
         }
         // 4. Publish the revocation list everywhere (the outbox delivers it).
         let list = self.lists.ensure(now).await?;

@@ -19,7 +19,8 @@ pub enum Pruned {
 impl ImageSigner {
     /// Removes `old`'s signature layers of `digest` (by their fingerprint annotation;
     /// a layer planted with that annotation goes too) if `active`'s signature of it
-    /// for `reference`'s identity is there and verifies. The tag is read again after
+    /// for `reference`'s identity is there and verifies (with `require_co_signed`
+    /// false, in any case: a compromised version). The tag is read again after
     /// the push, as every `.sig` write does.
     pub async fn prune(
         &self,
@@ -28,6 +29,7 @@ impl ImageSigner {
         active: &KeyVersion,
         reference: &str,
         digest: &str,
+        require_co_signed: bool,
     ) -> Result<Pruned, ImageError> {
         let image = parse_ref(reference)?;
         let sig_tag = tag_for(digest, "sig");
@@ -46,9 +48,10 @@ impl ImageSigner {
             if removed == 0 {
                 return Ok(Pruned::Nothing);
             }
-            let co_signed = self
-                .already_signed(&sig_ref, &layers, rec, active, digest, &image.identity())
-                .await;
+            let co_signed = !require_co_signed
+                || self
+                    .already_signed(&sig_ref, &layers, rec, active, digest, &image.identity())
+                    .await;
             if !co_signed {
                 return Ok(Pruned::NotCoSigned);
             }
