@@ -148,11 +148,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
         .await;
         if result.is_ok() {
             tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, "key version revoked");
-            // The revocation stands whether or not the list can be issued now; the
-            // refresher issues it on its next round.
-            if let Err(e) = self.lists.ensure(OffsetDateTime::now_utc()).await {
-                tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
-            }
+            self.lists.issue_after_change().await;
         }
         call.finish(result).await.map(|k| Response::new(key(&k)))
     }
@@ -214,9 +210,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
         let result = self.revoke_signatures(r, call.principal()).await;
         if let Ok((digest, versions)) = &result {
             tracing::warn!(principal = %call.principal(), key = %r.key, %digest, ?versions, "signature revoked");
-            if let Err(e) = self.lists.ensure(OffsetDateTime::now_utc()).await {
-                tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
-            }
+            self.lists.issue_after_change().await;
         }
         call.finish(result).await.map(|(digest, versions)| {
             Response::new(pb::RevokeSignatureResponse { digest, versions })

@@ -61,7 +61,8 @@ pub struct RevokeRequest {
     pub by: String,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// An RFC 3339 time as records, lists and messages print it.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 

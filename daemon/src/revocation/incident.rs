@@ -74,10 +74,6 @@ impl std::fmt::Debug for Incidents {
     }
 }
 
-fn job_err(e: crate::jobs::JobError) -> KeyError {
-    KeyError::FailedPrecondition(format!("the re-signing campaign could not start: {e}"))
-}
-
 impl Incidents {
     /// Over the keys, jobs, ledger, lists and publisher.
     pub fn new(
@@ -94,6 +90,18 @@ impl Incidents {
             lists,
             publisher,
         }
+    }
+
+    /// Starts one of the incident's jobs with its authority; returns the job's id.
+    async fn start(&self, kind: JobKind, by: &str, reason: String) -> Result<String, KeyError> {
+        let what = kind.name();
+        self.jobs
+            .start(kind, by, reason)
+            .await
+            .map(|j| j.id)
+            .map_err(|e| {
+                KeyError::FailedPrecondition(format!("the {what} job could not start: {e}"))
+            })
     }
 
     /// Counts the version's image signatures before and after the compromise.
@@ -194,12 +202,7 @@ impl Incidents {
                 "incident: key {} version {} compromised since {}",
                 req.name, req.version, req.compromised_since
             );
-            let job = self
-                .jobs
-                .start(JobKind::Resign(spec), &req.by, reason)
-                .await
-                .map_err(job_err)?;
-            report.resign_job = Some(job.id);
+            report.resign_job = Some(self.start(JobKind::Resign(spec), &req.by, reason).await?);
         }
         // 5. Optionally remove the version's layers from what it signed after the
         // compromise (the attacker's signatures), co-signed or not.
@@ -214,12 +217,7 @@ impl Incidents {
                 "incident: removing key {} version {}'s signatures made since {}",
                 req.name, req.version, req.compromised_since
             );
-            let job = self
-                .jobs
-                .start(JobKind::Prune(spec), &req.by, reason)
-                .await
-                .map_err(job_err)?;
-            report.remove_job = Some(job.id);
+            report.remove_job = Some(self.start(JobKind::Prune(spec), &req.by, reason).await?);
         }
         // 4. Publish the revocation list everywhere (the outbox delivers it).
         let list = self.lists.ensure(now).await?;

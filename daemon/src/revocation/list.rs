@@ -74,9 +74,7 @@ pub fn signature_entries(
         .collect()
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+use crate::keys::rfc3339;
 
 /// Every revoked version of `keys`, sorted by key name and version.
 pub fn entries(keys: &[std::sync::Arc<KeyRecord>]) -> Vec<RevokedVersion> {

@@ -273,6 +273,14 @@ impl Revocations {
         Ok(der?)
     }
 
+    /// Issues the list after a revocation. The revocation stands whether or not this
+    /// succeeds: the refresher issues the list on its next round.
+    pub async fn issue_after_change(&self) {
+        if let Err(e) = self.ensure(OffsetDateTime::now_utc()).await {
+            tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
+        }
+    }
+
     fn keep(&self, issued: IssuedList) -> Arc<IssuedList> {
         let issued = Arc::new(issued);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(issued.clone());
