@@ -16,6 +16,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
         "revocation_reason",
     ),
     (".keyward.v1.ListJobsRequest.state", "job_state"),
+    (".keyward.v1.Approval.revoke_reason", "revocation_reason"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

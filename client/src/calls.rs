@@ -102,7 +102,7 @@ unary! {
     /// Starts a re-signing campaign.
     resign: jobs.resign(ResignRequest) -> Job;
     /// Revokes a key version (irreversible).
-    revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> Key;
+    revoke_key_version: revocations.revoke_key_version(RevokeKeyVersionRequest) -> RevokeKeyVersionResponse;
     /// Incident response: revoke, rotate if needed, re-sign what came before, publish.
     incident_revoke: revocations.incident_revoke(IncidentRevokeRequest) -> IncidentReport;
     /// Revokes one image's signature by a key (irreversible).

@@ -82,6 +82,7 @@ fn an_incident_revokes_rotates_re_signs_what_came_before_the_compromise_and_repo
     // The incident: revoked, rotated first, what came before re-signed with v2.
     let report = run(false);
     assert_eq!(report["rotated_to"], 2, "{report}");
+    assert!(report["audit_seq"].as_u64() > Some(0), "{report}");
     let job = report["resign_job_id"].as_str().unwrap().to_string();
     assert!(!job.is_empty(), "{report}");
     let key = json(&d.ok(&["-o", "json", "key", "show", "img"]));

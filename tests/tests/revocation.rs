@@ -146,7 +146,9 @@ fn a_revocation_is_irreversible_and_can_only_move_compromised_since_earlier() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let key = json(&String::from_utf8_lossy(&out.stdout));
+    let answer = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(answer["pending"], false, "{answer}");
+    let key = &answer["key"];
     assert_eq!(
         key["versions"][0]["compromised_since"],
         "2026-02-01T00:00:00Z"

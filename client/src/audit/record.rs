@@ -76,6 +76,10 @@ pub struct Record<'a> {
     pub action: Cow<'a, str>,
     /// What was decided.
     pub decision: Decision,
+    /// What an event needs beyond `reason` (an incident's report); absent elsewhere,
+    /// so records without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
     /// The previous record's hash.
     #[serde(borrow)]
     pub prev_hash: Cow<'a, str>,
@@ -199,6 +203,7 @@ mod tests {
         let r = Record {
             action: "SignDigest".into(),
             decision: Decision::Allowed,
+            detail: None,
             prev_hash: GENESIS.into(),
             principal: "ci \"bot\"".into(),
             reason: "".into(),

@@ -5,7 +5,7 @@ use super::{Ctx, Show};
 use clap::{Args, Subcommand};
 use keyward_client::proto::{ApprovalKind, ApprovalState};
 use keyward_client::{Client, proto};
-use keyward_proto::names::{approval_kind_name, approval_state_name};
+use keyward_proto::names::{approval_kind_name, approval_state_name, revocation_reason_name};
 use serde::Serialize;
 
 #[derive(Subcommand, Clone)]
@@ -59,6 +59,27 @@ impl Show for proto::Approval {
                     println!("  weakens:    {c}");
                 }
             }
+            ApprovalKind::Revocation => {
+                let since = match a.compromised_since.as_str() {
+                    "" => String::new(),
+                    t => format!(", compromised since {t}"),
+                };
+                println!(
+                    "  revokes:    v{} ({}{since})",
+                    a.revoke_version,
+                    revocation_reason_name(a.revoke_reason)
+                );
+                if a.incident {
+                    println!(
+                        "  incident:   on approval the whole incident runs (rotate if needed, re-sign what came before the compromise, publish{})",
+                        if a.remove_signatures {
+                            ", remove the signatures made since"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
             ApprovalKind::Attestation => {
                 println!("  image:      {}", a.reference);
                 for d in &a.digests {
@@ -93,6 +114,9 @@ impl Show for proto::Approval {
         }
         if !a.error.is_empty() {
             println!("  error:      {}", a.error);
+        }
+        if !a.outcome.is_empty() {
+            println!("  outcome:    {}", a.outcome);
         }
     }
 }

@@ -33,6 +33,14 @@ pub enum IncidentCommand {
 
 impl Show for proto::IncidentReport {
     fn text(&self) {
+        if self.pending {
+            let id = &self.approval_id;
+            println!(
+                "incident: {} v{}: the key's policy makes revocations wait for {} approval(s) by other revokers; nothing ran yet, and the whole incident runs on the last approval: keyward approvals show {id}; keyward approve {id}",
+                self.key, self.version, self.approvals_needed
+            );
+            return;
+        }
         println!(
             "incident: {} v{} compromised since {}{}",
             self.key,
@@ -92,6 +100,12 @@ impl Show for proto::IncidentReport {
             println!(
                 "  5. removing v{}'s layers from the {} images signed after the compromise: job {}",
                 self.version, self.signed_after, self.remove_job_id
+            );
+        }
+        if self.audit_seq > 0 {
+            println!(
+                "  6. this report is audit record {} (signed by the next checkpoint: keyward audit export; keyward audit verify)",
+                self.audit_seq
             );
         }
     }

@@ -1,7 +1,8 @@
 //! `keyward key ...` and `keyward backends`.
 
-use super::rotation::{Rotated, rotation_text};
-use super::{Ctx, Show, or_any};
+use super::policy::{PolicyCommand, changed};
+use super::rotation::Rotated;
+use super::{Ctx, Show};
 use clap::Subcommand;
 use keyward_client::proto;
 use keyward_proto::names::{revocation_reason_name, version_state_name};
@@ -27,7 +28,7 @@ pub enum KeyCommand {
         #[arg(long, default_value = "image", value_parser = ["image", "blob"])]
         purpose: String,
     },
-    /// A key's policy: signers and scope.
+    /// A key's policy: signers, scope, approvals, rotation, revocation approvals.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Set the repositories (globs) a key may sign; no pattern means any.
@@ -59,7 +60,8 @@ pub enum KeyCommand {
     History(super::history::History),
     /// Revoke a version: it never signs again and its signatures stop verifying, from
     /// the moment this returns (needs the revoker role, and --otp where MFA is
-    /// enforced). Irreversible.
+    /// enforced). Irreversible. On a key whose policy has --revoke-approvals N, it
+    /// waits for N other revokers and applies on the last approval.
     Revoke(super::revoke::Revoke),
     /// Print a version's public key (PEM).
     Public {
@@ -71,50 +73,6 @@ pub enum KeyCommand {
         /// Print the version's X.509 certificate instead.
         #[arg(long)]
         certificate: bool,
-    },
-}
-
-#[derive(Subcommand, Clone)]
-pub enum PolicyCommand {
-    /// Set who may sign with a key and which repositories it may sign.
-    Set {
-        /// Key name.
-        name: String,
-        /// Principals who may sign (comma separated); "" allows every signer.
-        #[arg(long, value_delimiter = ',')]
-        signers: Option<Vec<String>>,
-        /// registry/repository globs (comma separated); "" allows any.
-        #[arg(long, value_delimiter = ',')]
-        scope: Option<Vec<String>>,
-        /// Whether signing with this key needs a one-time code.
-        #[arg(long)]
-        require_mfa: Option<bool>,
-        /// Principals who may approve requests (comma separated); "" allows every approver.
-        #[arg(long, value_delimiter = ',')]
-        approvers: Option<Vec<String>>,
-        /// Distinct approvals a signing request needs (0: none).
-        #[arg(long)]
-        approvals: Option<u32>,
-        /// What the key signs: image or blob.
-        #[arg(long, value_parser = ["image", "blob"])]
-        purpose: Option<String>,
-        /// Rotate when the active version is this old (90d, 12h); "never": on demand only.
-        #[arg(long)]
-        rotate_every: Option<String>,
-        /// How long the old version's signatures stay next to the new ones (30d).
-        #[arg(long, value_parser = keyward_client::duration::parse)]
-        overlap: Option<u64>,
-        /// Re-sign, with the new version, what the old one signed.
-        #[arg(long)]
-        resign_on_rotate: Option<bool>,
-        /// Remove the old version's signature layers once the overlap is over.
-        #[arg(long)]
-        prune_after_overlap: Option<bool>,
-    },
-    /// Show a key's policy.
-    Show {
-        /// Key name.
-        name: String,
     },
 }
 
@@ -167,81 +125,6 @@ impl Show for Vec<proto::Key> {
     }
 }
 
-/// A key's policy, as `key policy show` prints it.
-#[derive(Serialize)]
-struct Policy<'a> {
-    name: &'a str,
-    purpose: &'a str,
-    signers: &'a [String],
-    scope: &'a [String],
-    require_mfa: bool,
-    approvers: &'a [String],
-    approvals: u32,
-    rotation: Option<&'a proto::RotationPolicy>,
-}
-
-impl<'a> Policy<'a> {
-    fn of(k: &'a proto::Key) -> Self {
-        Self {
-            name: &k.name,
-            purpose: &k.purpose,
-            signers: &k.signers,
-            scope: &k.scope,
-            require_mfa: k.require_mfa,
-            approvers: &k.approvers,
-            approvals: k.approvals,
-            rotation: k.rotation.as_ref(),
-        }
-    }
-}
-
-impl Show for Policy<'_> {
-    fn text(&self) {
-        println!("{}", self.name);
-        println!(
-            "  signers: {}",
-            or_any(self.signers, "any principal with the signer role")
-        );
-        println!("  scope:   {}", or_any(self.scope, "any repository"));
-        println!(
-            "  MFA:     {}",
-            if self.require_mfa {
-                "required to sign"
-            } else {
-                "not required to sign"
-            }
-        );
-        if self.approvals > 0 {
-            println!(
-                "  approvals: {} from {}",
-                self.approvals,
-                or_any(self.approvers, "any approver")
-            );
-        }
-        if let Some(r) = self.rotation {
-            println!("  rotation: {}", rotation_text(r));
-        }
-    }
-}
-
-/// A policy change that weakens the key's policy waits for a second key-admin.
-#[derive(Serialize)]
-struct PolicyPending<'a> {
-    pending: bool,
-    approval_id: &'a str,
-    weakens: &'a [String],
-}
-
-impl Show for PolicyPending<'_> {
-    fn text(&self) {
-        let id = self.approval_id;
-        println!(
-            "this change weakens the policy ({}); it waits for a second key-admin or admin: keyward approvals show {id}; keyward approve {id}",
-            self.weakens.join("; ")
-        );
-    }
-}
-
 /// A version's public key or certificate.
 #[derive(Serialize)]
 struct Public {
@@ -275,28 +158,6 @@ impl Show for Vec<proto::Backend> {
     }
 }
 
-/// Prints a policy change's result: the key, or the approval it waits for.
-fn changed(ctx: &Ctx, r: proto::PolicyChangeResponse, policy_only: bool) {
-    if r.pending {
-        return ctx.show(&PolicyPending {
-            pending: true,
-            approval_id: &r.approval_id,
-            weakens: &r.weakens,
-        });
-    }
-    let k = r.key.unwrap_or_default();
-    if policy_only {
-        ctx.show(&Policy::of(&k));
-    } else {
-        ctx.show(&k);
-    }
-}
-
-/// Empty strings (`--signers ""`) mean "nobody listed", i.e. anyone.
-fn clean(v: Option<Vec<String>>) -> Option<Vec<String>> {
-    v.map(|v| v.into_iter().filter(|s| !s.is_empty()).collect())
-}
-
 impl KeyCommand {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let c = &ctx.client;
@@ -324,66 +185,7 @@ impl KeyCommand {
                 };
                 changed(ctx, c.set_key_scope(req).await?, false);
             }
-            KeyCommand::Policy(PolicyCommand::Set {
-                name,
-                signers,
-                scope,
-                require_mfa,
-                approvers,
-                approvals,
-                purpose,
-                rotate_every,
-                overlap,
-                resign_on_rotate,
-                prune_after_overlap,
-            }) => {
-                let (signers, scope, approvers) = (clean(signers), clean(scope), clean(approvers));
-                anyhow::ensure!(
-                    signers.is_some()
-                        || scope.is_some()
-                        || require_mfa.is_some()
-                        || approvers.is_some()
-                        || approvals.is_some()
-                        || purpose.is_some()
-                        || rotate_every.is_some()
-                        || overlap.is_some()
-                        || resign_on_rotate.is_some()
-                        || prune_after_overlap.is_some(),
-                    "nothing to set: give --signers, --scope, --require-mfa, --approvers, --approvals, --purpose, --rotate-every, --overlap, --resign-on-rotate or --prune-after-overlap"
-                );
-                let clear_rotate_every = rotate_every.as_deref() == Some("never");
-                let rotate_every_seconds = match rotate_every.as_deref() {
-                    None | Some("never") => None,
-                    Some(d) => {
-                        Some(keyward_client::duration::parse(d).map_err(anyhow::Error::msg)?)
-                    }
-                };
-                let req = proto::SetKeyPolicyRequest {
-                    name,
-                    set_signers: signers.is_some(),
-                    signers: signers.unwrap_or_default(),
-                    set_scope: scope.is_some(),
-                    scope: scope.unwrap_or_default(),
-                    set_require_mfa: require_mfa.is_some(),
-                    require_mfa: require_mfa.unwrap_or(false),
-                    set_approvers: approvers.is_some(),
-                    approvers: approvers.unwrap_or_default(),
-                    set_approvals: approvals.is_some(),
-                    approvals: approvals.unwrap_or(0),
-                    set_purpose: purpose.is_some(),
-                    purpose: purpose.unwrap_or_default(),
-                    rotate_every_seconds,
-                    overlap_seconds: overlap,
-                    resign_on_rotate,
-                    prune_after_overlap,
-                    clear_rotate_every,
-                };
-                changed(ctx, c.set_key_policy(req).await?, true);
-            }
-            KeyCommand::Policy(PolicyCommand::Show { name }) => {
-                let k = c.get_key(proto::GetKeyRequest { name }).await?;
-                ctx.show(&Policy::of(&k));
-            }
+            KeyCommand::Policy(p) => p.run(ctx).await?,
             KeyCommand::List => {
                 let keys = c.list_keys_all(proto::ListKeysRequest::default()).await?;
                 ctx.show(&keys);

@@ -9,6 +9,7 @@ pub mod incident;
 pub mod jobs;
 pub mod key;
 pub mod mfa;
+pub mod policy;
 pub mod principal;
 pub mod revocations;
 pub mod revoke;

@@ -33,18 +33,28 @@ fn reason(r: &str) -> proto::RevocationReason {
     }
 }
 
-/// The key after a revocation; JSON prints the key.
+/// The key after a revocation, or the approval it waits for; JSON prints the
+/// response (`key`, `pending`, `approval_id`, `approvals_needed`).
 #[derive(Serialize)]
 #[serde(transparent)]
 struct Revoked {
-    key: proto::Key,
+    response: proto::RevokeKeyVersionResponse,
     #[serde(skip)]
     version: u32,
 }
 
 impl Show for Revoked {
     fn text(&self) {
-        let key = &self.key;
+        let r = &self.response;
+        let key = r.key.clone().unwrap_or_default();
+        if r.pending {
+            let id = &r.approval_id;
+            println!(
+                "{} v{}: the key's policy makes revocations wait for {} approval(s) by other revokers; nothing is revoked yet: keyward approvals show {id}; keyward approve {id}",
+                key.name, self.version, r.approvals_needed
+            );
+            return;
+        }
         if let Some(v) = key.versions.iter().find(|v| v.version == self.version) {
             let since = match v.compromised_since.as_str() {
                 "" => String::new(),
@@ -70,7 +80,7 @@ impl Show for Revoked {
 
 impl Revoke {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let key = ctx
+        let response = ctx
             .client
             .revoke_key_version(proto::RevokeKeyVersionRequest {
                 name: self.name.clone(),
@@ -80,7 +90,7 @@ impl Revoke {
             })
             .await?;
         ctx.show(&Revoked {
-            key,
+            response,
             version: self.version,
         });
         Ok(())

@@ -88,6 +88,7 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
         pushed_to: r.pushed_to.clone(),
         error: r.error.clone().unwrap_or_default(),
         request_hash: r.request_hash.clone(),
+        outcome: r.outcome.clone().unwrap_or_default(),
         ..Default::default()
     };
     match &r.subject {
@@ -106,6 +107,20 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
         Subject::Policy { weakens, .. } => {
             a.kind = pb::ApprovalKind::Policy as i32;
             a.policy_changes = weakens.clone();
+        }
+        Subject::Revocation {
+            version,
+            reason,
+            compromised_since,
+            incident,
+            remove_signatures,
+        } => {
+            a.kind = pb::ApprovalKind::Revocation as i32;
+            a.revoke_version = *version;
+            a.revoke_reason = super::keys::reason_view(*reason) as i32;
+            a.compromised_since = compromised_since.map(ts).unwrap_or_default();
+            a.incident = *incident;
+            a.remove_signatures = *remove_signatures;
         }
         Subject::Attestation {
             reference,

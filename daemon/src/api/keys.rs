@@ -95,6 +95,15 @@ fn ts(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
+/// The API view of a revocation reason.
+pub fn reason_view(r: RevocationReason) -> pb::RevocationReason {
+    match r {
+        RevocationReason::KeyCompromise => pb::RevocationReason::KeyCompromise,
+        RevocationReason::Superseded => pb::RevocationReason::Superseded,
+        RevocationReason::Cessation => pb::RevocationReason::Cessation,
+    }
+}
+
 /// The API view of a version state.
 pub fn state(s: VersionState) -> pb::VersionState {
     match s {
@@ -119,11 +128,8 @@ fn version(v: &KeyVersion) -> pb::KeyVersion {
         revocation_reason: v
             .revocation
             .as_ref()
-            .map_or(pb::RevocationReason::Unspecified, |r| match r.reason {
-                RevocationReason::KeyCompromise => pb::RevocationReason::KeyCompromise,
-                RevocationReason::Superseded => pb::RevocationReason::Superseded,
-                RevocationReason::Cessation => pb::RevocationReason::Cessation,
-            }) as i32,
+            .map_or(pb::RevocationReason::Unspecified, |r| reason_view(r.reason))
+            as i32,
         revoked_at: ts(v.revocation.as_ref().map(|r| r.revoked_at)),
         revoked_by: v
             .revocation
@@ -156,6 +162,7 @@ pub fn key(r: &KeyRecord) -> pb::Key {
             resign: r.rotation.resign,
             prune_after_overlap: r.rotation.prune_after_overlap,
         }),
+        revoke_approvals: r.revoke_approvals,
     }
 }
 
@@ -408,6 +415,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                 overlap: r.overlap_seconds,
                 resign_on_rotate: r.resign_on_rotate,
                 prune_after_overlap: r.prune_after_overlap,
+                revoke_approvals: r.revoke_approvals,
             };
             self.change_policy(&call, &r.name, change).await
         }

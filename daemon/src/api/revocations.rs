@@ -1,7 +1,8 @@
 //! `keyward.v1.RevocationService`.
 
-use super::gate::admitted;
+use super::gate::{Admitted, admitted};
 use super::keys::key;
+use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Asked};
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
 use crate::revocation::Revocations;
 use crate::revocation::incident::{IncidentRequest, Incidents};
@@ -22,17 +23,19 @@ pub struct RevocationApi {
     publisher: Arc<Publisher>,
     signer: Arc<ImageSigner>,
     incidents: Arc<Incidents>,
+    approvals: Arc<Approvals>,
 }
 
 impl RevocationApi {
-    /// A service over the keys, their revocation list, where it is published, and the
-    /// image signer whose ledger says what each key signed.
+    /// A service over the keys, their revocation list, where it is published, the
+    /// image signer whose ledger says what each key signed, the incidents that revoke,
+    /// and the approvals that hold a revocation when the key's policy asks for them.
     pub fn new(
         keys: Arc<KeyRegistry>,
         lists: Arc<Revocations>,
         publisher: Arc<Publisher>,
         signer: Arc<ImageSigner>,
-        incidents: Arc<Incidents>,
+        (incidents, approvals): (Arc<Incidents>, Arc<Approvals>),
     ) -> Self {
         Self {
             keys,
@@ -40,7 +43,24 @@ impl RevocationApi {
             publisher,
             signer,
             incidents,
+            approvals,
         }
+    }
+
+    /// The pending approval when the key's policy makes `asked` wait for other
+    /// revokers; none when it runs now.
+    async fn held(
+        &self,
+        call: &Admitted,
+        asked: Asked,
+    ) -> Result<Option<ApprovalRecord>, KeyError> {
+        self.approvals
+            .hold_revocation(&asked, &call.request_hash)
+            .await
+            .map_err(|e| match e {
+                ApprovalError::Key(k) => k,
+                other => KeyError::FailedPrecondition(other.to_string()),
+            })
     }
 
     /// Revokes every signature of the request's digest by the key; returns the digest
@@ -98,6 +118,12 @@ impl RevocationApi {
     }
 }
 
+/// An incident that ran, or the approval it waits for.
+enum Held {
+    Ran(crate::revocation::incident::IncidentReport),
+    Pending(Box<ApprovalRecord>),
+}
+
 fn reason(r: i32) -> Result<RevocationReason, KeyError> {
     match pb::RevocationReason::try_from(r) {
         Ok(pb::RevocationReason::KeyCompromise) => Ok(RevocationReason::KeyCompromise),
@@ -138,19 +164,31 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
     async fn revoke_key_version(
         &self,
         req: Request<pb::RevokeKeyVersionRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
+    ) -> Result<Response<pb::RevokeKeyVersionResponse>, Status> {
         let call = admitted(&req)?;
         let r = req.get_ref();
         let result = async {
-            let request = request(r, call.principal().to_string())?;
-            self.keys.revoke(&request).await
+            let revoke = request(r, call.principal().to_string())?;
+            let asked = Asked {
+                revoke: revoke.clone(),
+                incident: None,
+            };
+            if let Some(a) = self.held(&call, asked).await? {
+                return Ok(pb::RevokeKeyVersionResponse {
+                    key: Some(key(&*self.keys.get(&r.name)?)),
+                    pending: true,
+                    approval_id: a.id,
+                    approvals_needed: a.needed,
+                });
+            }
+            let k = self.incidents.revoke_version(&revoke).await?;
+            Ok::<_, KeyError>(pb::RevokeKeyVersionResponse {
+                key: Some(key(&k)),
+                ..Default::default()
+            })
         }
         .await;
-        if result.is_ok() {
-            tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, "key version revoked");
-            self.lists.issue_after_change().await;
-        }
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        call.finish(result).await.map(Response::new)
     }
 
     async fn incident_revoke(
@@ -173,16 +211,46 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                 by: call.principal().to_string(),
                 dry_run: r.dry_run,
                 remove_signatures: r.remove_signatures,
+                approved_by: Vec::new(),
             };
-            self.incidents.revoke(&req).await
+            if !r.dry_run {
+                let asked = Asked {
+                    revoke: RevokeRequest {
+                        name: req.name.clone(),
+                        version: req.version,
+                        reason: RevocationReason::KeyCompromise,
+                        compromised_since: Some(since),
+                        by: req.by.clone(),
+                    },
+                    incident: Some(req.remove_signatures),
+                };
+                if let Some(a) = self.held(&call, asked).await? {
+                    return Ok(Held::Pending(Box::new(a)));
+                }
+            }
+            self.incidents.revoke(&req).await.map(Held::Ran)
         }
         .await;
-        if let Ok(rep) = &result
+        if let Ok(Held::Ran(rep)) = &result
             && !r.dry_run
         {
             tracing::warn!(principal = %call.principal(), key = %r.name, version = r.version, before = rep.signed_before, after = rep.signed_after, job = ?rep.resign_job, "incident: key version revoked");
         }
-        call.finish(result).await.map(|rep| {
+        call.finish(result).await.map(|held| {
+            let rep = match held {
+                Held::Ran(rep) => rep,
+                Held::Pending(a) => {
+                    return Response::new(pb::IncidentReport {
+                        key: r.name.clone(),
+                        version: r.version,
+                        compromised_since: r.compromised_since.clone(),
+                        pending: true,
+                        approval_id: a.id,
+                        approvals_needed: a.needed,
+                        ..Default::default()
+                    });
+                }
+            };
             Response::new(pb::IncidentReport {
                 key: r.name.clone(),
                 version: r.version,
@@ -197,6 +265,8 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                 list_sequence: rep.list_sequence,
                 registries_behind: rep.registries_behind,
                 remove_job_id: rep.remove_job.unwrap_or_default(),
+                audit_seq: rep.audit_seq,
+                ..Default::default()
             })
         })
     }

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
 use crate::revocation::Revocations;
+use crate::revocation::incident::Incidents;
 use crate::revocation::publish::Publisher;
 use crate::revocation::signatures::RevokedSignatures;
 use crate::signing::ImageSigner;
@@ -46,6 +47,7 @@ pub struct App {
     pub(super) gate: GateLayer,
     pub(super) revocations: Arc<Revocations>,
     pub(super) publisher: Arc<Publisher>,
+    pub(super) incidents: Arc<Incidents>,
 }
 
 impl App {
@@ -131,31 +133,7 @@ impl App {
             audit: audit.clone(),
             mfa,
         };
-        let approvals = Arc::new(Approvals::new(
-            i.protected.clone(),
-            keys.clone(),
-            (signer.clone(), blobs.clone()),
-            i.principals.clone(),
-            audit.clone(),
-            std::time::Duration::from_secs(3600),
-        ));
-        // Before the API serves: none of these is a request this process is signing.
-        let unfinished = approvals.unfinished().await;
         let jobs = Arc::new(Jobs::new(i.protected.clone()));
-        let runner = Arc::new(Runner::new(
-            jobs.clone(),
-            Arc::new(Resigner::new(signer.clone())),
-            Arc::new(Resumer::new(approvals.clone())),
-            audit.clone(),
-            i.config.jobs.clone(),
-        ));
-        let scheduler = Arc::new(Scheduler::new(
-            keys.clone(),
-            jobs.clone(),
-            audit.clone(),
-            Arc::new(SystemClock),
-        ));
-        let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
         let validity = i
             .config
             .revocation
@@ -179,6 +157,37 @@ impl App {
             targets,
             std::time::Duration::from_millis(i.config.jobs.retry_max_ms.max(1)),
         ));
+        let incidents = Arc::new(Incidents::new(
+            keys.clone(),
+            jobs.clone(),
+            signer.ledger().clone(),
+            (revocations.clone(), publisher.clone()),
+            audit.clone(),
+        ));
+        let approvals = Arc::new(Approvals::new(
+            i.protected.clone(),
+            keys.clone(),
+            (signer.clone(), blobs.clone(), incidents.clone()),
+            i.principals.clone(),
+            audit.clone(),
+            std::time::Duration::from_secs(3600),
+        ));
+        // Before the API serves: none of these is a request this process is signing.
+        let unfinished = approvals.unfinished().await;
+        let runner = Arc::new(Runner::new(
+            jobs.clone(),
+            Arc::new(Resigner::new(signer.clone())),
+            Arc::new(Resumer::new(approvals.clone())),
+            audit.clone(),
+            i.config.jobs.clone(),
+        ));
+        let scheduler = Arc::new(Scheduler::new(
+            keys.clone(),
+            jobs.clone(),
+            audit.clone(),
+            Arc::new(SystemClock),
+        ));
+        let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
         Ok(Self {
             config: i.config,
             ca,
@@ -199,6 +208,7 @@ impl App {
             gate,
             revocations,
             publisher,
+            incidents,
         })
     }
 

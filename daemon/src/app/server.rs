@@ -6,7 +6,6 @@ use crate::api::{
     ApprovalApi, AuditApi, ImageApi, JobApi, KeyApi, MfaApi, PrincipalApi, RevocationApi,
     SigningApi,
 };
-use crate::revocation::incident::Incidents;
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
 use keyward_proto::v1::image_service_server::ImageServiceServer;
@@ -94,6 +93,7 @@ pub async fn run(
         gate,
         revocations,
         publisher,
+        incidents,
     } = app;
     let router = Server::builder()
         .tls_config(tls)
@@ -112,13 +112,7 @@ pub async fn run(
             revocations.clone(),
             publisher.clone(),
             signer.clone(),
-            std::sync::Arc::new(Incidents::new(
-                keys.clone(),
-                jobs.clone(),
-                signer.ledger().clone(),
-                revocations.clone(),
-                publisher.clone(),
-            )),
+            (incidents, approvals.clone()),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),

@@ -7,7 +7,7 @@
 
 use super::{ApprovalError, ApprovalRecord, Approvals, CAS_TRIES, State, Subject};
 use crate::audit::{Decision, Entry};
-use crate::authz::{Action, PrincipalRecord, Role, SignPermit, check_key_use};
+use crate::authz::{Action, PrincipalRecord, SignPermit, check_key_use};
 use crate::hsm::{DigestAlgorithm, SignInput};
 use crate::keys::Purpose;
 use crate::signing::attest::AttestationPlan;
@@ -36,13 +36,20 @@ impl Approvals {
         }
         if r.requester == approver.name {
             return Err(format!(
-                "{:?} requested this signature and may not approve it (separation of duties)",
+                "{:?} made this request and may not approve it (separation of duties)",
                 approver.name
             ));
         }
-        if let Subject::Policy { .. } = r.subject {
-            // A weaker policy needs a second principal who could have made the change.
-            return approver.allow(Action::ManageKeys, "approve key policy changes");
+        match r.subject {
+            // A weaker policy needs a second principal who could have made the change,
+            // a revocation a second principal who could have revoked.
+            Subject::Policy { .. } => {
+                return approver.allow(Action::ManageKeys, "approve key policy changes");
+            }
+            Subject::Revocation { .. } => {
+                return approver.allow(Action::Revoke, "approve revocations");
+            }
+            _ => {}
         }
         approver.allow(Action::Approve, "approve signing requests")?;
         let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
@@ -94,6 +101,7 @@ impl Approvals {
     fn needed(&self, r: &ApprovalRecord) -> Result<u32, ApprovalError> {
         Ok(match r.subject {
             Subject::Policy { .. } => r.needed.max(1),
+            Subject::Revocation { .. } => self.keys.get(&r.key)?.revoke_approvals.max(r.needed),
             _ => self.keys.get(&r.key)?.approvals.max(r.needed),
         })
     }
@@ -107,15 +115,17 @@ impl Approvals {
     ) -> Result<ApprovalRecord, ApprovalError> {
         for _ in 0..CAS_TRIES {
             let (mut r, rev) = self.pending(id).await?;
-            if !who
-                .roles
-                .iter()
-                .any(|x| matches!(x, Role::Approver | Role::Admin))
-                && who.name != r.requester
-            {
+            // Whoever may decide this kind of request may deny it, and the requester
+            // may withdraw it.
+            let role = match r.subject {
+                Subject::Policy { .. } => (Action::ManageKeys, "key-admin"),
+                Subject::Revocation { .. } => (Action::Revoke, "revoker"),
+                _ => (Action::Approve, "approver"),
+            };
+            if who.allow(role.0, "deny").is_err() && who.name != r.requester {
                 return Err(ApprovalError::Refused(format!(
-                    "principal {:?} may not deny: that needs the role approver",
-                    who.name
+                    "principal {:?} may not deny: that needs the role {}",
+                    who.name, role.1
                 )));
             }
             r.status = State::Denied;
@@ -136,13 +146,17 @@ impl Approvals {
             .map_err(|_| format!("the requester {:?} no longer exists", r.requester))?;
         let key = self.keys.get(&r.key).map_err(|e| e.to_string())?;
         let permit = match r.subject {
-            Subject::Policy { .. } => {
+            Subject::Policy { .. } | Subject::Revocation { .. } => {
                 if requester.removed_at.is_some() {
                     return Err(format!("the requester {:?} was removed", r.requester));
                 }
+                let (action, what) = match r.subject {
+                    Subject::Policy { .. } => (Action::ManageKeys, "change key policy"),
+                    _ => (Action::Revoke, "revoke"),
+                };
                 requester
-                    .allow(Action::ManageKeys, "change key policy")
-                    .map_err(|e| format!("the requester may not change policy any more: {e}"))?;
+                    .allow(action, what)
+                    .map_err(|e| format!("the requester may not {what} any more: {e}"))?;
                 None
             }
             Subject::Blob { .. } => Some(Purpose::Blob),
@@ -189,9 +203,10 @@ impl Approvals {
                 return r;
             }
         };
-        let result = match &permit {
-            Some(permit) => self.sign(permit, &mut r).await,
-            None => self.apply_policy(&r).await,
+        let result = match (&permit, &r.subject) {
+            (Some(permit), _) => self.sign(permit, &mut r).await,
+            (None, Subject::Revocation { .. }) => self.apply_revocation(&mut r).await,
+            (None, _) => self.apply_policy(&r).await,
         };
         match result {
             Ok(()) => {
@@ -282,7 +297,7 @@ impl Approvals {
                 r.version = Some(signed.version);
                 r.pushed_to = vec![signed.pushed_to];
             }
-            Subject::Policy { .. } => {}
+            Subject::Policy { .. } | Subject::Revocation { .. } => {}
         }
         Ok(())
     }

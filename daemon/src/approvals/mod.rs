@@ -9,13 +9,16 @@
 
 mod execute;
 mod record;
+mod revocation;
 
 pub use record::{ApprovalRecord, State, Subject};
+pub use revocation::Asked;
 
 use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::hsm::SignInput;
 use crate::keys::{KeyError, KeyRegistry};
+use crate::revocation::incident::Incidents;
 use crate::signing::blob::{BlobSigner, Described};
 use crate::signing::{ImageError, ImageSigner};
 use crate::store::integrity::{IntegrityError, ProtectedStore};
@@ -77,6 +80,7 @@ pub struct Approvals {
     blobs: Arc<BlobSigner>,
     principals: Arc<Principals>,
     audit: Arc<AuditLog>,
+    incidents: Arc<Incidents>,
     ttl: Duration,
 }
 
@@ -87,11 +91,12 @@ impl std::fmt::Debug for Approvals {
 }
 
 impl Approvals {
-    /// Approvals over the store; pending requests expire after `ttl`.
+    /// Approvals over the store, executed by the signers (signatures) and the
+    /// incidents (revocations); pending requests expire after `ttl`.
     pub fn new(
         store: ProtectedStore,
         keys: Arc<KeyRegistry>,
-        signers: (Arc<ImageSigner>, Arc<BlobSigner>),
+        executors: (Arc<ImageSigner>, Arc<BlobSigner>, Arc<Incidents>),
         principals: Arc<Principals>,
         audit: Arc<AuditLog>,
         ttl: Duration,
@@ -99,8 +104,9 @@ impl Approvals {
         Self {
             store,
             keys,
-            signer: signers.0,
-            blobs: signers.1,
+            signer: executors.0,
+            blobs: executors.1,
+            incidents: executors.2,
             principals,
             audit,
             ttl,
@@ -231,6 +237,7 @@ impl Approvals {
             version: None,
             pushed_to: Vec::new(),
             error: None,
+            outcome: None,
         };
         self.save(&r).await?;
         Ok(r)

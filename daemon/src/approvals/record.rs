@@ -47,6 +47,23 @@ pub enum Subject {
         /// SHA-256 of the predicate bytes as sent, hex.
         predicate_digest: String,
     },
+    /// A key version's revocation, on a key whose policy makes revocations wait for
+    /// other revokers; with `incident`, the whole incident runs on approval.
+    Revocation {
+        /// The version to revoke.
+        version: u32,
+        /// Why.
+        reason: crate::keys::RevocationReason,
+        /// From when the key is taken to have been in other hands.
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        compromised_since: Option<OffsetDateTime>,
+        /// Run the incident (rotate, re-sign, publish, report), not only the revocation.
+        #[serde(default)]
+        incident: bool,
+        /// With `incident`: also remove the version's layers signed since the compromise.
+        #[serde(default)]
+        remove_signatures: bool,
+    },
     /// An image: the reference as requested and the digests that will be signed.
     Image {
         /// Reference as requested.
@@ -133,6 +150,9 @@ pub struct ApprovalRecord {
     /// Why signing failed, if it did (the request stays approved and is retried at
     /// start-up).
     pub error: Option<String>,
+    /// What executing it did, in words (a revocation: the list issued, jobs started).
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 /// Reads "" (a blob that is a message) as none.

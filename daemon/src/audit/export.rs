@@ -80,11 +80,12 @@ pub async fn checkpoint_loop(
 ) {
     let mut since = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        let wanted = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => false,
+            _ = log.checkpoint_wanted() => true,
             _ = stop.wait_for(|s| *s) => break,
-        }
-        if since.elapsed() < every && log.uncheckpointed() < max_records {
+        };
+        if !wanted && since.elapsed() < every && log.uncheckpointed() < max_records {
             continue;
         }
         since = tokio::time::Instant::now();

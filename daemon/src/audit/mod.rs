@@ -147,6 +147,8 @@ pub struct AuditLog {
     /// Why the last checkpoint failed; while set, requests that change state or sign
     /// are refused and /healthz answers 503.
     blocked: Mutex<Option<String>>,
+    /// Asks the checkpoint loop to sign the chain head now.
+    nudge: tokio::sync::Notify,
 }
 
 /// Waits for pending writes, makes all of them durable at once, answers each waiter.
@@ -202,6 +204,7 @@ impl AuditLog {
             enabled,
             flusher: tx,
             blocked: Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
         })
     }
 
@@ -225,9 +228,28 @@ impl AuditLog {
     /// Appends a record and returns once it and the earlier store write `covers` (a
     /// ledger entry, say) are durable: both in one group commit.
     pub async fn append_covering(&self, e: Entry<'_>, covers: u64) -> Result<u64, AuditError> {
-        let (seq, token) = self.queue(e)?;
+        let (seq, token) = self.queue(e, None)?;
         self.wait(token.max(covers)).await?;
         Ok(seq)
+    }
+
+    /// Appends a record carrying `detail` (a document such as an incident's report),
+    /// returns once it is durable, and asks for a checkpoint at once, so that the
+    /// record is signed by the audit key within moments rather than at the next period.
+    pub async fn append_signed(
+        &self,
+        e: Entry<'_>,
+        detail: serde_json::Value,
+    ) -> Result<u64, AuditError> {
+        let (seq, token) = self.queue(e, Some(detail))?;
+        self.wait(token).await?;
+        self.nudge.notify_one();
+        Ok(seq)
+    }
+
+    /// Resolves when a checkpoint is asked for ([`AuditLog::append_signed`]).
+    pub(crate) async fn checkpoint_wanted(&self) {
+        self.nudge.notified().await
     }
 
     /// Appends a record to the chain without waiting for it to be durable: the next
@@ -235,11 +257,15 @@ impl AuditLog {
     /// it (the store commits deferred writes in order). For a request whose only
     /// effect is its answer, which goes out after its outcome record is durable.
     pub fn append_queued(&self, e: Entry<'_>) -> Result<u64, AuditError> {
-        Ok(self.queue(e)?.0)
+        Ok(self.queue(e, None)?.0)
     }
 
     /// Chains the record and queues its store write: (sequence number, write token).
-    fn queue(&self, e: Entry<'_>) -> Result<(u64, u64), AuditError> {
+    fn queue(
+        &self,
+        e: Entry<'_>,
+        detail: Option<serde_json::Value>,
+    ) -> Result<(u64, u64), AuditError> {
         if !self.enabled {
             return Ok((0, 0));
         }
@@ -251,6 +277,7 @@ impl AuditLog {
         let (bytes, hash) = Record {
             action: e.action.into(),
             decision: e.decision,
+            detail,
             prev_hash: head.hash.as_str().into(),
             principal: e.principal.into(),
             reason: e.reason.into(),
@@ -369,6 +396,7 @@ mod tests {
         let (bytes, hash) = Record {
             action: "A".into(),
             decision: Decision::Allowed,
+            detail: None,
             prev_hash: prev.into(),
             principal: "p".into(),
             reason: "".into(),

@@ -89,7 +89,8 @@ pub enum Action {
     /// Revoke key versions.
     Revoke,
     /// Approve a request of another principal: signatures need the approver role,
-    /// policy changes the key-admin role (approvals check which, per request).
+    /// policy changes the key-admin role, revocations the revoker role (approvals
+    /// check which, per request).
     Decide,
 }
 
@@ -104,7 +105,7 @@ impl Action {
             Action::ManagePrincipals => &[Role::Admin],
             Action::ReadAudit => &[Role::Auditor, Role::Admin],
             Action::Approve => &[Role::Approver, Role::Admin],
-            Action::Decide => &[Role::Approver, Role::KeyAdmin, Role::Admin],
+            Action::Decide => &[Role::Approver, Role::KeyAdmin, Role::Revoker, Role::Admin],
             Action::Revoke => &[Role::Revoker, Role::Admin],
             Action::Verify => &[
                 Role::Signer,

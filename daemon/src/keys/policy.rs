@@ -1,6 +1,6 @@
 //! Changes of key policy, and which of them weaken it. A weakening (fewer approvals,
 //! signers or approvers added, an explicit list made empty, scope widened or removed,
-//! `require_mfa` turned off, purpose changed) needs a second key-admin or admin to
+//! `require_mfa` turned off, purpose changed, fewer approvals to revoke) needs a second key-admin or admin to
 //! approve it; a change that only tightens applies at once. A new policy field must
 //! say here when changing it weakens.
 
@@ -36,6 +36,9 @@ pub struct PolicyChange {
     /// Prune the old version's layers after the overlap.
     #[serde(default)]
     pub prune_after_overlap: Option<bool>,
+    /// Approvals a revocation needs: raising it tightens, lowering it weakens.
+    #[serde(default)]
+    pub revoke_approvals: Option<u32>,
 }
 
 /// A list that restricts (empty means "anyone"): what the new list lets in that the old
@@ -63,6 +66,11 @@ pub fn weakenings(key: &KeyRecord, change: &PolicyChange) -> Vec<String> {
         && n < key.approvals
     {
         out.push(format!("approvals: {} -> {n}", key.approvals));
+    }
+    if let Some(n) = change.revoke_approvals
+        && n < key.revoke_approvals
+    {
+        out.push(format!("revoke approvals: {} -> {n}", key.revoke_approvals));
     }
     if let Some(s) = &change.signers {
         out.extend(widened(&key.signers, s, "signers"));
@@ -97,7 +105,7 @@ mod tests {
             "name": "k", "algorithm": "ecdsa-p256", "backend": "b",
             "created_at": "2026-11-27T00:00:00Z", "versions": [],
             "scope": ["r/prod/*"], "signers": ["alice"], "require_mfa": true,
-            "approvers": ["ann", "aaron"], "approvals": 2
+            "approvers": ["ann", "aaron"], "approvals": 2, "revoke_approvals": 1
         }))
         .unwrap()
     }
@@ -111,6 +119,7 @@ mod tests {
             scope: Some(vec!["r/prod/*".into()]),
             require_mfa: Some(true),
             approvers: Some(vec!["ann".into()]),
+            revoke_approvals: Some(1),
             ..Default::default()
         };
         assert!(weakenings(&k, &tighter).is_empty());
@@ -128,6 +137,7 @@ mod tests {
                 require_mfa: Some(false),
                 approvers: Some(vec!["ann".into(), "mallory".into()]),
                 purpose: Some(Purpose::Blob),
+                revoke_approvals: Some(0),
                 ..Default::default()
             },
         );
@@ -139,6 +149,7 @@ mod tests {
             "require_mfa: turned off",
             "approvers: adds mallory",
             "purpose: image -> blob",
+            "revoke approvals: 1 -> 0",
         ] {
             assert!(text.contains(part), "{part} missing from {text}");
         }

@@ -154,6 +154,10 @@ pub struct KeyRecord {
     /// What it signs.
     #[serde(default)]
     pub purpose: Purpose,
+    /// Distinct approvals (by other revokers) a revocation of one of its versions needs
+    /// before it applies (0: at once; an incident cannot wait for a quorum).
+    #[serde(default)]
+    pub revoke_approvals: u32,
     /// When and how it rotates.
     #[serde(default)]
     pub rotation: RotationPolicy,

@@ -133,6 +133,26 @@ impl super::KeyVersion {
     }
 }
 
+impl KeyRecord {
+    /// Whether `req` would change nothing: the version is already revoked, for the
+    /// same reason, and from the same compromise time or an earlier one.
+    pub fn already_revoked_as(&self, req: &RevokeRequest) -> bool {
+        let Some(r) = self
+            .version(req.version)
+            .filter(|v| v.state == VersionState::Revoked)
+            .and_then(|v| v.revocation.as_ref())
+        else {
+            return false;
+        };
+        r.reason == req.reason
+            && match (req.compromised_since, r.compromised_since) {
+                (Some(asked), Some(held)) => held <= asked,
+                (Some(_), None) => false,
+                (None, _) => true,
+            }
+    }
+}
+
 impl KeyRegistry {
     /// Revokes a version. When this returns, the version no longer signs: the record
     /// is written and the cache the signing path reads is updated.

@@ -16,6 +16,9 @@ use time::OffsetDateTime;
 /// How many times a change is re-applied after losing a race before it gives up.
 const ATTEMPTS: usize = 16;
 
+/// Approvals a revocation may be made to wait for, at most.
+const MAX_REVOKE_APPROVALS: u32 = 9;
+
 /// What a rotation writes with the activation of the new version, given the key and
 /// the version that was active: records (namespace, key, JSON) created in the same
 /// transaction, such as the re-signing job for the old version. None: the old version
@@ -208,6 +211,7 @@ impl KeyRegistry {
             approvers: Vec::new(),
             approvals: 0,
             purpose,
+            revoke_approvals: 0,
             rotation: Default::default(),
         };
         let stored = self
@@ -416,6 +420,14 @@ impl KeyRegistry {
             }
             if let Some(p) = change.purpose {
                 rec.purpose = p;
+            }
+            if let Some(n) = change.revoke_approvals {
+                if n > MAX_REVOKE_APPROVALS {
+                    return Err(KeyError::InvalidArgument(format!(
+                        "--revoke-approvals {n}: at most {MAX_REVOKE_APPROVALS}; an incident must not wait on a quorum that cannot meet"
+                    )));
+                }
+                rec.revoke_approvals = n;
             }
             let mut rotation = rec.rotation.clone();
             if let Some(every) = change.rotate_every {

@@ -7,11 +7,14 @@
 
 use super::Revocations;
 use super::publish::Publisher;
+use crate::audit::{AuditLog, Decision, Entry};
 use crate::jobs::{JobKind, Jobs, PruneSpec, ResignSpec};
 use crate::keys::{
-    KeyError, KeyRegistry, Purpose, RevocationReason, RevokeRequest, VersionState, no_follow_up,
+    KeyError, KeyRecord, KeyRegistry, Purpose, RevocationReason, RevokeRequest, VersionState,
+    no_follow_up, rfc3339,
 };
 use crate::signing::ledger::{LedgerQuery, SignatureLedger};
+use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -33,10 +36,12 @@ pub struct IncidentRequest {
     pub dry_run: bool,
     /// Also remove the version's layers from images it signed from the compromise on.
     pub remove_signatures: bool,
+    /// Who approved it, when the key's policy made it wait for approvals.
+    pub approved_by: Vec<String>,
 }
 
 /// What an incident did (or, dry, would do).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct IncidentReport {
     /// Image signatures by the version before the compromise (re-signed).
     pub signed_before: u64,
@@ -57,6 +62,8 @@ pub struct IncidentReport {
     pub list_sequence: u64,
     /// Publishing targets that do not hold that list yet.
     pub registries_behind: Vec<String>,
+    /// The audit record holding this report (0: none, a dry run or a failed write).
+    pub audit_seq: u64,
 }
 
 /// Runs incidents.
@@ -66,6 +73,7 @@ pub struct Incidents {
     ledger: SignatureLedger,
     lists: Arc<Revocations>,
     publisher: Arc<Publisher>,
+    audit: Arc<AuditLog>,
 }
 
 impl std::fmt::Debug for Incidents {
@@ -75,13 +83,13 @@ impl std::fmt::Debug for Incidents {
 }
 
 impl Incidents {
-    /// Over the keys, jobs, ledger, lists and publisher.
+    /// Over the keys, jobs, ledger, lists, publisher and the audit log its reports go to.
     pub fn new(
         keys: Arc<KeyRegistry>,
         jobs: Arc<Jobs>,
         ledger: SignatureLedger,
-        lists: Arc<Revocations>,
-        publisher: Arc<Publisher>,
+        (lists, publisher): (Arc<Revocations>, Arc<Publisher>),
+        audit: Arc<AuditLog>,
     ) -> Self {
         Self {
             keys,
@@ -89,6 +97,46 @@ impl Incidents {
             ledger,
             lists,
             publisher,
+            audit,
+        }
+    }
+
+    /// Revokes a version (from the moment this returns it never signs) and issues
+    /// the list; the one way both `key revoke` and an approved revocation take.
+    pub async fn revoke_version(&self, req: &RevokeRequest) -> Result<Arc<KeyRecord>, KeyError> {
+        let k = self.keys.revoke(req).await?;
+        tracing::warn!(principal = %req.by, key = %req.name, version = req.version, reason = req.reason.as_str(), "key version revoked");
+        self.lists.issue_after_change().await;
+        Ok(k)
+    }
+
+    /// Writes the report to the audit log; its sequence number, 0 if that failed
+    /// (the incident stands either way and the daemon log says why).
+    async fn record(&self, req: &IncidentRequest, report: &IncidentReport) -> u64 {
+        let target = format!("{} v{}", req.name, req.version);
+        let detail = serde_json::json!({
+            "key": req.name,
+            "version": req.version,
+            "compromised_since": rfc3339(req.compromised_since),
+            "by": req.by,
+            "approved_by": req.approved_by,
+            "remove_signatures": req.remove_signatures,
+            "report": report,
+        });
+        let entry = Entry {
+            principal: &req.by,
+            action: "IncidentReport",
+            target: &target,
+            decision: Decision::Allowed,
+            reason: "",
+            request_hash: "",
+        };
+        match self.audit.append_signed(entry, detail).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(key = %req.name, version = req.version, error = %e, "the incident's report could not be written to the audit log");
+                0
+            }
         }
     }
 
@@ -230,6 +278,7 @@ impl Incidents {
             .filter(|t| t.published < list.list.sequence)
             .map(|t| t.repository)
             .collect();
+        report.audit_seq = self.record(req, &report).await;
         Ok(report)
     }
 }
