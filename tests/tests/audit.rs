@@ -92,6 +92,12 @@ fn every_decision_is_recorded_and_an_export_verifies_offline() {
     assert_eq!(create["target"], "rel");
     assert_eq!(create["request_hash"].as_str().unwrap().len(), 64);
     assert_eq!(find("SignDigest", "allowed")["target"], "rel");
+    // A blob signature's one record is its outcome: the answer waits for it.
+    let signs: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "SignDigest")
+        .collect();
+    assert_eq!(signs.len(), 1, "{signs:?}");
     assert!(
         find("GetKey", "failed")["reason"]
             .as_str()

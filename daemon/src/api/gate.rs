@@ -199,10 +199,9 @@ impl Gate {
                 .await);
         }
         match rule.effect {
-            // Signs now and answers only after the outcome commit: the intent rides in it.
-            Effect::Reply if permit.is_some() => {
-                self.obs.queue(&who.name, rule.name, &target.name, &hash)?
-            }
+            // Signs now and answers only once its outcome record is durable: an intent
+            // would be committed with that record or not at all, so it adds nothing.
+            Effect::Reply if permit.is_some() => {}
             Effect::Read => {
                 self.obs
                     .record(

@@ -36,29 +36,6 @@ impl Observer {
             .await
     }
 
-    /// Queues an intent record for the next group commit without waiting (see
-    /// [`crate::api::rules::Effect::Reply`]); fails closed like [`Observer::record`].
-    pub fn queue(
-        &self,
-        principal: &str,
-        action: &str,
-        target: &str,
-        request_hash: &str,
-    ) -> Result<(), Status> {
-        let entry = Entry {
-            principal,
-            action,
-            target,
-            decision: Decision::Intent,
-            reason: "",
-            request_hash,
-        };
-        self.audit.append_queued(entry).map(|_| ()).map_err(|e| {
-            tracing::error!(method = action, principal, error = %e, "audit log write failed; refusing the request");
-            Status::unavailable("the audit log cannot be written, so the request is refused; see the daemon log")
-        })
-    }
-
     /// Like [`Observer::record`]; the earlier store write `covers` is durable too.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_covering(

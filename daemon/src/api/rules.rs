@@ -49,9 +49,10 @@ pub enum Effect {
     /// runs, an outcome record before the caller gets the answer.
     Change,
     /// Its only effect is its answer (a signature) and store writes committed with its
-    /// outcome: the intent record is queued before the handler runs and committed in
-    /// the same group commit as the outcome, before anything leaves the daemon. When
-    /// the request needs approvals it files one, so it is treated as [`Effect::Change`].
+    /// outcome: one record, the outcome, durable (with those writes, in one group
+    /// commit) before anything leaves the daemon. An intent record would be committed
+    /// with it or not at all, so none is written. When the request needs approvals it
+    /// files one, so it is treated as [`Effect::Change`].
     Reply,
 }
 
