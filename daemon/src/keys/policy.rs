@@ -1,10 +1,11 @@
-//! Changes of key policy, and which of them weaken it. A weakening (fewer approvals,
-//! signers or approvers added, an explicit list made empty, scope widened or removed,
-//! `require_mfa` turned off, purpose changed, fewer approvals to revoke) needs a second key-admin or admin to
-//! approve it; a change that only tightens applies at once. A new policy field must
-//! say here when changing it weakens.
+//! Changes of key policy, how they apply, and which of them weaken the policy. A
+//! weakening (fewer approvals, signers or approvers added, an explicit list made
+//! empty, scope widened or removed, `require_mfa` turned off, purpose changed, fewer
+//! approvals to revoke) needs a second key-admin or admin to approve it; a change that
+//! only tightens applies at once. A new policy field must say here when changing it
+//! weakens.
 
-use super::{KeyRecord, Purpose};
+use super::{KeyError, KeyRecord, Purpose};
 use serde::{Deserialize, Serialize};
 
 /// A change of key policy; `None` leaves a field as it is.
@@ -94,6 +95,64 @@ pub fn weakenings(key: &KeyRecord, change: &PolicyChange) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Approvals a revocation may be made to wait for, at most.
+const MAX_REVOKE_APPROVALS: u32 = 9;
+
+impl PolicyChange {
+    /// Applies the change to `rec`; the error says which value is out of range.
+    pub(super) fn apply(&self, rec: &mut KeyRecord) -> Result<(), KeyError> {
+        let change = self.clone();
+        if let Some(scope) = change.scope {
+            rec.scope = scope;
+        }
+        if let Some(signers) = change.signers {
+            rec.signers = signers;
+        }
+        if let Some(m) = change.require_mfa {
+            rec.require_mfa = m;
+        }
+        if let Some(a) = change.approvers {
+            rec.approvers = a;
+        }
+        if let Some(p) = change.purpose {
+            rec.purpose = p;
+        }
+        if let Some(n) = change.revoke_approvals {
+            if n > MAX_REVOKE_APPROVALS {
+                return Err(KeyError::InvalidArgument(format!(
+                    "--revoke-approvals {n}: at most {MAX_REVOKE_APPROVALS}; an incident must not wait on a quorum that cannot meet"
+                )));
+            }
+            rec.revoke_approvals = n;
+        }
+        let mut rotation = rec.rotation.clone();
+        if let Some(every) = change.rotate_every {
+            rotation.every_seconds = every;
+        }
+        if let Some(overlap) = change.overlap {
+            rotation.overlap_seconds = Some(overlap);
+        }
+        if let Some(r) = change.resign_on_rotate {
+            rotation.resign = r;
+        }
+        if let Some(p) = change.prune_after_overlap {
+            rotation.prune_after_overlap = p;
+        }
+        rotation.check().map_err(KeyError::InvalidArgument)?;
+        rec.rotation = rotation;
+        if let Some(n) = change.approvals {
+            if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
+                return Err(KeyError::InvalidArgument(format!(
+                    "{n} approvals cannot be reached with {} named approvers",
+                    rec.approvers.len()
+                )));
+            }
+            rec.approvals = n;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

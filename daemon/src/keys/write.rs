@@ -16,9 +16,6 @@ use time::OffsetDateTime;
 /// How many times a change is re-applied after losing a race before it gives up.
 const ATTEMPTS: usize = 16;
 
-/// Approvals a revocation may be made to wait for, at most.
-const MAX_REVOKE_APPROVALS: u32 = 9;
-
 /// What a rotation writes with the activation of the new version, given the key and
 /// the version that was active: records (namespace, key, JSON) created in the same
 /// transaction, such as the re-signing job for the old version. None: the old version
@@ -404,57 +401,6 @@ impl KeyRegistry {
         if let Some(scope) = &change.scope {
             validate_scope(scope).map_err(KeyError::InvalidArgument)?;
         }
-        self.update(name, |rec| {
-            let change = change.clone();
-            if let Some(scope) = change.scope {
-                rec.scope = scope;
-            }
-            if let Some(signers) = change.signers {
-                rec.signers = signers;
-            }
-            if let Some(m) = change.require_mfa {
-                rec.require_mfa = m;
-            }
-            if let Some(a) = change.approvers {
-                rec.approvers = a;
-            }
-            if let Some(p) = change.purpose {
-                rec.purpose = p;
-            }
-            if let Some(n) = change.revoke_approvals {
-                if n > MAX_REVOKE_APPROVALS {
-                    return Err(KeyError::InvalidArgument(format!(
-                        "--revoke-approvals {n}: at most {MAX_REVOKE_APPROVALS}; an incident must not wait on a quorum that cannot meet"
-                    )));
-                }
-                rec.revoke_approvals = n;
-            }
-            let mut rotation = rec.rotation.clone();
-            if let Some(every) = change.rotate_every {
-                rotation.every_seconds = every;
-            }
-            if let Some(overlap) = change.overlap {
-                rotation.overlap_seconds = Some(overlap);
-            }
-            if let Some(r) = change.resign_on_rotate {
-                rotation.resign = r;
-            }
-            if let Some(p) = change.prune_after_overlap {
-                rotation.prune_after_overlap = p;
-            }
-            rotation.check().map_err(KeyError::InvalidArgument)?;
-            rec.rotation = rotation;
-            if let Some(n) = change.approvals {
-                if n > 0 && !rec.approvers.is_empty() && (rec.approvers.len() as u32) < n {
-                    return Err(KeyError::InvalidArgument(format!(
-                        "{n} approvals cannot be reached with {} named approvers",
-                        rec.approvers.len()
-                    )));
-                }
-                rec.approvals = n;
-            }
-            Ok(())
-        })
-        .await
+        self.update(name, |rec| change.apply(rec)).await
     }
 }
