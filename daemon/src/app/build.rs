@@ -73,6 +73,10 @@ impl App {
                         .revocation
                         .crl_url(i.config.listen.http)
                         .map_err(StartError::Config)?,
+                )
+                .with_identity(
+                    i.config.ca.identity_prefix.clone(),
+                    i.config.ca.issuer_for(&crate::pki::ca_fingerprint(&ca)),
                 ),
         );
         let audit_key = i.audit_key().await?;

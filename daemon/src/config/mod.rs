@@ -138,6 +138,30 @@ pub struct CaConfig {
     /// Common name of the CA certificate.
     #[serde(default = "default_cn")]
     pub common_name: String,
+    /// Key versions' certificates name their key as a URI SAN: this prefix and the
+    /// key's name (`keyward://keys/release-prod`), the same for every version.
+    #[serde(default = "default_identity_prefix")]
+    pub identity_prefix: String,
+    /// The issuer verifiers match (`cosign --certificate-oidc-issuer`); default
+    /// `keyward://ca/` and the first 16 hex digits of the CA key's fingerprint.
+    pub issuer: Option<String>,
+}
+
+fn default_identity_prefix() -> String {
+    "keyward://keys/".into()
+}
+
+impl CaConfig {
+    /// The issuer key versions' certificates name, for the CA with this key
+    /// fingerprint.
+    pub fn issuer_for(&self, ca_fingerprint: &str) -> String {
+        self.issuer.clone().unwrap_or_else(|| {
+            format!(
+                "keyward://ca/{}",
+                ca_fingerprint.get(..16).unwrap_or(ca_fingerprint)
+            )
+        })
+    }
 }
 
 fn default_cn() -> String {
@@ -149,6 +173,8 @@ impl Default for CaConfig {
         Self {
             backend: None,
             common_name: default_cn(),
+            identity_prefix: default_identity_prefix(),
+            issuer: None,
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct KeyRegistry {
     verified_objects: RwLock<std::collections::HashSet<String>>,
     /// The CRL distribution point written into new versions' certificates.
     crl_url: Option<String>,
+    /// New versions' certificates name their key as `prefix + name` and this issuer.
+    identity: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -153,6 +155,7 @@ impl KeyRegistry {
             refused,
             verified_objects: RwLock::new(Default::default()),
             crl_url: None,
+            identity: None,
         })
     }
 
@@ -161,6 +164,21 @@ impl KeyRegistry {
     pub fn with_crl_url(mut self, url: String) -> Self {
         self.crl_url = Some(url);
         self
+    }
+
+    /// Certificates of versions made from now on name their key as the URI
+    /// `prefix` + key name and carry `issuer`, so that a verifier trusts the key by
+    /// name through the CA, whichever version signed.
+    pub fn with_identity(mut self, prefix: String, issuer: String) -> Self {
+        self.identity = Some((prefix, issuer));
+        self
+    }
+
+    /// The identity and issuer a key's certificates carry, if the instance names them.
+    pub fn identity_of(&self, key: &str) -> Option<(String, String)> {
+        self.identity
+            .as_ref()
+            .map(|(prefix, issuer)| (format!("{prefix}{key}"), issuer.clone()))
     }
 
     /// Keys whose stored record was refused at start-up, and why.

@@ -122,6 +122,7 @@ impl KeyRegistry {
         let ca_pool = self.backends.get(&ca.backend)?;
         let (key, spki) = (name.to_string(), generated.public_key_der.clone());
         let crl_url = self.crl_url.clone();
+        let identity = self.identity_of(name);
         let cert: Result<String, PkiError> = ca_pool
             .run("certify", move |s| {
                 pki::issue(
@@ -131,6 +132,7 @@ impl KeyRegistry {
                         key: &key,
                         version,
                         crl_url: crl_url.as_deref(),
+                        identity: identity.as_ref().map(|(u, i)| (u.as_str(), i.as_str())),
                     },
                     &spki,
                     algorithm,

@@ -188,11 +188,32 @@ pub enum Subject<'a> {
         /// Where verifiers fetch the CA's CRL (the certificate's CRL distribution
         /// point).
         crl_url: Option<&'a str>,
+        /// The identity verifiers match (a URI SAN naming the key, the same for every
+        /// version) and the issuer (Sigstore's OIDC-issuer extensions).
+        identity: Option<(&'a str, &'a str)>,
     },
     /// The daemon's TLS server identity with these DNS names / IP addresses.
     Server(&'a [String]),
     /// A principal's TLS client identity.
     Client(&'a str),
+}
+
+/// Sigstore's OIDC-issuer extensions, which cosign's `--certificate-oidc-issuer`
+/// matches: 1.3.6.1.4.1.57264.1.1 holds the issuer's bytes, 1.3.6.1.4.1.57264.1.8 the
+/// issuer as a DER UTF8String.
+fn issuer_extensions(issuer: &str) -> [rcgen::CustomExtension; 2] {
+    let bytes = issuer.as_bytes();
+    let mut utf8 = vec![0x0c];
+    match bytes.len() {
+        n if n < 0x80 => utf8.push(n as u8),
+        n if n < 0x100 => utf8.extend([0x81, n as u8]),
+        n => utf8.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    utf8.extend_from_slice(bytes);
+    [
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 1], bytes.to_vec()),
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8),
+    ]
 }
 
 /// Issues a certificate for `subject_spki`, signed by the CA key in the HSM.
@@ -209,6 +230,7 @@ pub fn issue(
             key,
             version,
             crl_url,
+            identity,
         } => {
             let mut p = base_params(&format!("{key}/v{version}"), Duration::days(3 * 365))?;
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -217,6 +239,13 @@ pub fn issue(
                 p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
                     uris: vec![url.to_string()],
                 }];
+            }
+            if let Some((uri, issuer)) = identity {
+                p.subject_alt_names
+                    .push(SanType::URI(uri.try_into().map_err(
+                        |e: rcgen::Error| PkiError::Build(format!("identity {uri:?}: {e}")),
+                    )?));
+                p.custom_extensions.extend(issuer_extensions(issuer));
             }
             p
         }

@@ -107,7 +107,7 @@ impl ImageSigner {
             .registries
             .push_blob(&att_ref, envelope.clone(), false)
             .await?;
-        let mut ann = signer_annotations(permit);
+        let mut ann = signer_annotations(permit, &self.keys.ca().certificate_pem);
         ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
         ann.insert(
             PREDICATE_TYPE_ANNOTATION.to_string(),

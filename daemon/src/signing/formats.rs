@@ -15,6 +15,10 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 /// Annotation with the fingerprint of the key version that signed.
 pub const FINGERPRINT_ANNOTATION: &str = "dev.keyward/fingerprint";
+/// The signing key version's certificate (PEM), as cosign writes it.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The chain above that certificate (the Keyward CA, PEM), as cosign writes it.
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// Annotation with `key/vN`.
 pub const KEY_ANNOTATION: &str = "dev.keyward/key";
 /// Annotation with the signed docker-reference.

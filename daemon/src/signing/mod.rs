@@ -106,15 +106,24 @@ struct Recorded<'a> {
 
 /// The annotations that name the signer on a signature or attestation layer: the key
 /// version's fingerprint and `name/vN`, as the permit pinned them.
-fn signer_annotations(permit: &SignPermit) -> BTreeMap<String, String> {
+/// What every signature layer says of its signer: key, version, fingerprint, and (as
+/// cosign writes them) the version's certificate and the CA's, so that verifiers can
+/// trust the key by its name through the CA instead of pinning a public key.
+fn signer_annotations(permit: &SignPermit, ca_pem: &str) -> BTreeMap<String, String> {
     let v = permit.version();
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         (
             FINGERPRINT_ANNOTATION.to_string(),
             v.fingerprint().to_string(),
         ),
         (KEY_ANNOTATION.to_string(), v.label()),
-    ])
+    ]);
+    let certificate = &v.version().certificate_pem;
+    if !certificate.is_empty() {
+        out.insert(CERTIFICATE_ANNOTATION.to_string(), certificate.clone());
+        out.insert(CHAIN_ANNOTATION.to_string(), ca_pem.to_string());
+    }
+    out
 }
 
 /// Signs images with keys from the registry of keys and pushes the results.

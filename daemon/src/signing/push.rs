@@ -81,7 +81,7 @@ impl ImageSigner {
                         .registries
                         .push_blob(&sig_ref, payload.clone(), false)
                         .await?;
-                    let mut ann = signer_annotations(permit);
+                    let mut ann = signer_annotations(permit, &self.keys.ca().certificate_pem);
                     ann.insert(
                         SIGNATURE_ANNOTATION.to_string(),
                         base64::engine::general_purpose::STANDARD.encode(&signature),

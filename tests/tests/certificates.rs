@@ -1,0 +1,130 @@
+//! Verifiers trust a key by its name through the Keyward CA: every signature layer
+//! carries its version's certificate (a URI SAN naming the key, the instance's
+//! issuer) and the CA, so one unchanged cosign command accepts what every version of
+//! the key signed.
+
+use keyward_tests::registry::TestRegistry;
+use keyward_tests::{DevDaemon, cosign};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `cosign verify` with CA roots and an identity instead of a key.
+fn cosign_by_identity(ca: &Path, identity: &str, issuer: &str, image: &str) -> Output {
+    Command::new(cosign())
+        .args(["verify", "--ca-roots"])
+        .arg(ca)
+        .args([
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer",
+            issuer,
+            "--insecure-ignore-sct",
+            "--insecure-ignore-tlog",
+            "--allow-http-registry",
+            image,
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .output()
+        .expect("run cosign")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The issuer the dev instance names: `keyward://ca/` and its CA key's fingerprint.
+fn issuer_of(d: &DevDaemon) -> String {
+    let pem = d.ok(&["key", "public", "img", "--certificate"]);
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(pem.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(t.contains("URI:keyward://keys/img"), "{t}");
+    let at = t.find("keyward://ca/").unwrap_or_else(|| panic!("{t}"));
+    t[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('.')
+        .to_string()
+}
+
+#[test]
+fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "img"]);
+    d.ok(&["key", "create", "other"]);
+    d.ok(&["key", "policy", "set", "img", "--resign-on-rotate", "false"]);
+    reg.push_image("app-a:v1", "a");
+    reg.push_image("app-b:v1", "b");
+    reg.push_image("app-c:v1", "c");
+    let (a, b, c) = (
+        format!("{}/app-a:v1", reg.addr),
+        format!("{}/app-b:v1", reg.addr),
+        format!("{}/app-c:v1", reg.addr),
+    );
+    d.ok(&["sign", "--key", "img", &a]);
+    let issuer = issuer_of(&d);
+    d.ok(&["key", "rotate", "img"]);
+    d.ok(&["sign", "--key", "img", &b]);
+    d.ok(&["sign", "--key", "other", &c]);
+    let ca = d.dir.join("ca.pem");
+
+    // v1 signed A, v2 signed B: the same command accepts both.
+    for image in [&a, &b] {
+        let o = cosign_by_identity(&ca, "keyward://keys/img", &issuer, image);
+        assert!(o.status.success(), "{image}: {}", text(&o));
+    }
+    // Another key's identity refuses both; this key's identity refuses the other's image.
+    for image in [&a, &b] {
+        let o = cosign_by_identity(&ca, "keyward://keys/other", &issuer, image);
+        assert!(!o.status.success(), "{image} verified as another key");
+        assert!(text(&o).contains("expected identities"), "{}", text(&o));
+    }
+    let o = cosign_by_identity(&ca, "keyward://keys/img", &issuer, &c);
+    assert!(!o.status.success(), "another key's image verified as img");
+    assert!(text(&o).contains("expected identities"), "{}", text(&o));
+    // Another issuer refuses it.
+    let o = cosign_by_identity(&ca, "keyward://keys/img", "keyward://ca/elsewhere", &a);
+    assert!(!o.status.success(), "verified under another issuer");
+    assert!(text(&o).contains("expected identities"), "{}", text(&o));
+    // A CA that is not Keyward's refuses it.
+    let foreign = d.dir.join("foreign-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=Not Keyward",
+            "-days",
+            "1",
+            "-keyout",
+        ])
+        .arg(d.dir.join("foreign-ca.key"))
+        .arg("-out")
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let o = cosign_by_identity(&foreign, "keyward://keys/img", &issuer, &a);
+    assert!(!o.status.success(), "verified against a foreign CA");
+    assert!(text(&o).contains("unknown authority"), "{}", text(&o));
+}
