@@ -78,6 +78,21 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
     );
     d.ok(&["sign", "--key", "img", &a]);
     let issuer = issuer_of(&d);
+    // `key show` names both, and the command that uses them.
+    let shown: serde_json::Value =
+        serde_json::from_str(&d.ok(&["-o", "json", "key", "show", "img"])).unwrap();
+    assert_eq!(
+        shown["certificate_identity"], "keyward://keys/img",
+        "{shown}"
+    );
+    assert_eq!(shown["certificate_oidc_issuer"], issuer.as_str(), "{shown}");
+    let shown = d.ok(&["key", "show", "img"]);
+    assert!(
+        shown.contains(&format!(
+            "--certificate-identity keyward://keys/img --certificate-oidc-issuer {issuer}"
+        )),
+        "{shown}"
+    );
     d.ok(&["key", "rotate", "img"]);
     d.ok(&["sign", "--key", "img", &b]);
     d.ok(&["sign", "--key", "other", &c]);

@@ -111,6 +111,16 @@ impl Show for proto::Key {
                 println!("        signed {} images", v.images_signed);
             }
         }
+        if !self.certificate_identity.is_empty() {
+            println!(
+                "  identity: {}  issuer: {}",
+                self.certificate_identity, self.certificate_oidc_issuer
+            );
+            println!(
+                "  verify any version's signature (ca.pem: the Keyward CA):\n    cosign verify --ca-roots ca.pem --certificate-identity {} --certificate-oidc-issuer {} --insecure-ignore-sct --insecure-ignore-tlog IMAGE",
+                self.certificate_identity, self.certificate_oidc_issuer
+            );
+        }
     }
 }
 

@@ -66,7 +66,7 @@ impl KeyApi {
             let k = self.keys.set_policy(name, change).await?;
             tracing::info!(principal = %call.principal(), key = %k.name, signers = ?k.signers, scope = ?k.scope, approvals = k.approvals, "key policy set");
             return Ok(pb::PolicyChangeResponse {
-                key: Some(key(&k)),
+                key: Some(key(&self.keys, &k)),
                 ..Default::default()
             });
         }
@@ -83,7 +83,7 @@ impl KeyApi {
             .map_err(|e| KeyError::InvalidArgument(e.to_string()))?;
         tracing::info!(principal = %call.principal(), key = %name, approval = %a.id, weakens = ?weakens, "policy change weakens the key's policy; it waits for a second key-admin");
         Ok(pb::PolicyChangeResponse {
-            key: Some(key(&current)),
+            key: Some(key(&self.keys, &current)),
             pending: true,
             approval_id: a.id,
             weakens,
@@ -142,8 +142,12 @@ fn version(v: &KeyVersion) -> pb::KeyVersion {
 }
 
 /// The API view of a key record.
-pub fn key(r: &KeyRecord) -> pb::Key {
+pub fn key(keys: &KeyRegistry, r: &KeyRecord) -> pb::Key {
+    let (certificate_identity, certificate_oidc_issuer) =
+        keys.identity_of(&r.name).unwrap_or_default();
     pb::Key {
+        certificate_identity,
+        certificate_oidc_issuer,
         name: r.name.clone(),
         algorithm: r.algorithm.to_string(),
         backend: r.backend.clone(),
@@ -219,7 +223,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         if let Ok(k) = &result {
             tracing::info!(principal = %call.principal(), key = %k.name, algorithm = %k.algorithm, backend = %k.backend, "key created");
         }
-        call.finish(result).await.map(|k| Response::new(key(&k)))
+        call.finish(result)
+            .await
+            .map(|k| Response::new(key(&self.keys, &k)))
     }
 
     async fn list_keys(
@@ -236,7 +242,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         );
         call.finish::<(), KeyError>(Ok(())).await?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.iter().map(|k| key(k)).collect(),
+            keys: keys.iter().map(|k| key(&self.keys, k)).collect(),
             next_page_token,
         }))
     }
@@ -245,7 +251,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         let call = admitted(&req)?;
         let result = async {
             let k = self.keys.get(&req.get_ref().name)?;
-            let mut view = key(&k);
+            let mut view = key(&self.keys, &k);
             let active = k.active().map(|v| v.version);
             for v in &mut view.versions {
                 let (signed, co_signed) = self
@@ -288,7 +294,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         }
         call.finish(result).await.map(|(r, job)| {
             Response::new(pb::RotateKeyResponse {
-                key: Some(key(&r.key)),
+                key: Some(key(&self.keys, &r.key)),
                 job_id: job.map(|j| j.id).unwrap_or_default(),
             })
         })

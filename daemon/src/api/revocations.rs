@@ -175,7 +175,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             };
             if let Some(a) = self.held(&call, asked).await? {
                 return Ok(pb::RevokeKeyVersionResponse {
-                    key: Some(key(&*self.keys.get(&r.name)?)),
+                    key: Some(key(&self.keys, &*self.keys.get(&r.name)?)),
                     pending: true,
                     approval_id: a.id,
                     approvals_needed: a.needed,
@@ -183,7 +183,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             }
             let k = self.incidents.revoke_version(&revoke).await?;
             Ok::<_, KeyError>(pb::RevokeKeyVersionResponse {
-                key: Some(key(&k)),
+                key: Some(key(&self.keys, &k)),
                 ..Default::default()
             })
         }
