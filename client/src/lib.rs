@@ -22,6 +22,7 @@ pub use keyward_proto::v1 as proto;
 pub mod audit;
 mod calls;
 mod config;
+pub mod der;
 pub mod duration;
 mod error;
 pub mod files;

@@ -3,6 +3,7 @@
 //! seen before, per issuer, kept in a state file), freeze (past `next_update`: fail
 //! closed), staleness (issued longer ago than a bound the verifier sets) and size.
 
+use crate::der::element;
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::DecodePublicKey;
 use serde_json::Value;
@@ -80,48 +81,13 @@ pub fn save_state(path: &Path, seen: &SeenSequences) -> Result<(), String> {
     Ok(())
 }
 
-/// One DER element read from the start of a buffer.
-struct Element<'a> {
-    tag: u8,
-    /// Tag, length and contents.
-    whole: &'a [u8],
-    contents: &'a [u8],
-    /// What follows it.
-    rest: &'a [u8],
-}
-
-/// The DER element at the start of `der`.
-fn element(der: &[u8]) -> Option<Element<'_>> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, head, rest) = if first < 0x80 {
-        (first as usize, 2, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        (len, 2 + n, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some(Element {
-        tag,
-        whole: &der[..head + len],
-        contents: &rest[..len],
-        rest: &rest[len..],
-    })
-}
-
 /// A DER field: the whole element and its contents.
-type Field = (Vec<u8>, Vec<u8>);
+pub(crate) type Field = (Vec<u8>, Vec<u8>);
 
 /// The fields of a PEM certificate's tbsCertificate after the optional version:
 /// serial, signature, issuer, validity, subject, spki, ... (each whole element, and
 /// its contents).
-fn tbs_fields(pem: &str) -> Result<Vec<Field>, String> {
+pub(crate) fn tbs_fields(pem: &str) -> Result<Vec<Field>, String> {
     use base64::Engine;
     let bad = |what: &str| format!("the certificate is not usable: {what}");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();

@@ -1,13 +1,16 @@
-//! The plain-HTTP listener: `/healthz`, Prometheus `/metrics`, and the signed
-//! revocation list (`/v1/revocations.json` and its `.sig`) for verifiers.
+//! The plain-HTTP listener: `/healthz`, Prometheus `/metrics`, the signed revocation
+//! list (`/v1/revocations.json` and its `.sig`) and CRL for verifiers, and the RFC 3161
+//! time-stamping authority (`POST /v1/timestamp`, its chain at `/v1/tsa-chain.pem`).
 
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
+use crate::pki::timestamps::{Tsa, TsaError};
 use crate::revocation::Revocations;
 use axum::Router;
-use axum::http::StatusCode;
-use axum::http::header;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// One part of the current list, or 503 while none has been issued yet.
@@ -32,12 +35,73 @@ fn revocation_part(
     }
 }
 
+/// Answers an RFC 3161 query (`application/timestamp-query`, at most 64 KiB) with a
+/// signed `application/timestamp-reply`; a query this TSA does not stamp gets 400 and
+/// the reason.
+async fn timestamp(tsa: &Tsa, headers: &HeaderMap, body: &[u8]) -> Response {
+    let text = |code: StatusCode, why: String| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("{why}\n"),
+        )
+            .into_response()
+    };
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if kind != "application/timestamp-query" {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send an RFC 3161 query as application/timestamp-query, not {kind:?}"),
+        );
+    }
+    match tsa.stamp(body).await {
+        Ok(reply) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/timestamp-reply")],
+            reply,
+        )
+            .into_response(),
+        Err(TsaError::BadQuery(why)) => text(StatusCode::BAD_REQUEST, why),
+        Err(e) => {
+            tracing::error!(error = %e, "time-stamp failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the time-stamping authority cannot sign now; see the daemon log".into(),
+            )
+        }
+    }
+}
+
 /// Routes of the HTTP listener.
 /// `/healthz` answers 503 with the reason while the audit log cannot be checkpointed.
-pub fn router(metrics: Arc<Metrics>, audit: Arc<AuditLog>, lists: Arc<Revocations>) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
+    lists: Arc<Revocations>,
+    tsa: Arc<Tsa>,
+) -> Router {
     let signature = lists.clone();
     let crl = lists.clone();
+    let chain = tsa.chain_pem();
     Router::new()
+        .route(
+            "/v1/timestamp",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let tsa = tsa.clone();
+                async move { timestamp(&tsa, &headers, &body).await }
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
+        .route(
+            "/v1/tsa-chain.pem",
+            get(move || {
+                let chain = chain.clone();
+                async move { ([(header::CONTENT_TYPE, "application/x-pem-file")], chain) }
+            }),
+        )
         .route(
             "/v1/crl.der",
             get(move || {

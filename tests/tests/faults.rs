@@ -352,6 +352,6 @@ fn start_up_reports_versions_missing_from_the_hsm_and_deletes_nothing() {
     let err = d.fails(&["sign-blob", "--key", "lost", "/etc/hostname"]);
     assert!(err.contains("HSM lost a key object"), "{err}");
     d.ok(&["sign-blob", "--key", "fine", "/etc/hostname"]);
-    // CA key, audit key and "fine".
-    assert_eq!(d.token_keys().len(), 3, "objects were deleted");
+    // CA key, audit key, time-stamping key and "fine".
+    assert_eq!(d.token_keys().len(), 4, "objects were deleted");
 }

@@ -146,8 +146,8 @@ fn private_keys_are_sensitive_and_never_extractable_on_the_token() {
         .iter()
         .filter(|k| k["label"].as_str().unwrap_or("").starts_with("keyward:"))
         .collect();
-    // The CA key, the audit key and the two signing keys.
-    assert_eq!(ours.len(), 4, "{keys:?}");
+    // The CA key, the audit key, the time-stamping key and the two signing keys.
+    assert_eq!(ours.len(), 5, "{keys:?}");
     for k in ours {
         assert_eq!(k["sensitive"], true, "{k}");
         assert_eq!(k["extractable"], false, "{k}");
@@ -287,11 +287,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let err = d.fails(&["sign-blob", "--key", "ghost", "/etc/hostname"]);
     assert!(err.contains("\"ghost\" not found"), "{err}");
 
-    // Nothing half-made: only the CA key, the audit key and "dup" exist.
+    // Nothing half-made: only the CA, audit and time-stamping keys and "dup" exist.
     let list: serde_json::Value =
         serde_json::from_str(&d.ok(&["-o", "json", "key", "list"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    assert_eq!(d.token_keys().len(), 3);
+    assert_eq!(d.token_keys().len(), 4);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -407,8 +407,8 @@ fn keys_created_under_full_signing_load_leave_no_half_written_objects() {
     let keys = d.token_keys();
     assert_eq!(
         keys.len(),
-        33,
-        "CA + audit + hot + 30 keys expected: {keys:?}"
+        34,
+        "CA + audit + time-stamping + hot + 30 keys expected: {keys:?}"
     );
     assert!(
         keys.iter()

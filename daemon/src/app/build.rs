@@ -15,6 +15,7 @@ use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
+use crate::pki::timestamps::Tsa;
 use crate::revocation::Revocations;
 use crate::revocation::incident::Incidents;
 use crate::revocation::publish::Publisher;
@@ -48,6 +49,7 @@ pub struct App {
     pub(super) revocations: Arc<Revocations>,
     pub(super) publisher: Arc<Publisher>,
     pub(super) incidents: Arc<Incidents>,
+    pub(super) tsa: Arc<Tsa>,
 }
 
 impl App {
@@ -80,12 +82,21 @@ impl App {
                 ),
         );
         let audit_key = i.audit_key().await?;
-        let audit_object = (
-            audit_key.backend.clone(),
-            audit_key.hsm_id.clone(),
-            "the audit key".to_string(),
-        );
-        let report = keys.reconcile(&[audit_object]).await?;
+        let tsa_key = i.tsa_key(&ca).await?;
+        let instance_objects = [
+            (
+                audit_key.backend.clone(),
+                audit_key.hsm_id.clone(),
+                "the audit key".to_string(),
+            ),
+            (
+                tsa_key.backend.clone(),
+                tsa_key.hsm_id.clone(),
+                "the time-stamping key".to_string(),
+            ),
+        ];
+        let tsa = Arc::new(Tsa::new(i.backends.clone(), tsa_key, &ca.certificate_pem)?);
+        let report = keys.reconcile(&instance_objects).await?;
         for m in &report.missing_on_hsm {
             tracing::warn!(version = %m, "key version is in the store but its HSM object is missing; it cannot sign");
         }
@@ -213,6 +224,7 @@ impl App {
             revocations,
             publisher,
             incidents,
+            tsa,
         })
     }
 

@@ -12,6 +12,7 @@ use crate::hsm::{Algorithm, Backend, HsmPool};
 use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::mfa::{Mfa, MfaSettings, NewEnrolment, SealingKey};
+use crate::pki::timestamps::TsaKey;
 use crate::pki::{self, CaRecord, Subject};
 use crate::store::integrity::ProtectedStore;
 use crate::store::{self, Namespace, SledStore, Store};
@@ -224,6 +225,26 @@ impl Instance {
                     },
                     hsm_id: k.hsm_id,
                 })
+            },
+        )
+        .await
+    }
+
+    /// The time-stamping authority's key and certificate: generated inside the CA's
+    /// HSM and certified by the CA on first start, then reused.
+    pub(super) async fn tsa_key(&self, ca: &CaRecord) -> Result<TsaKey, StartError> {
+        let pool = self.ca_pool()?;
+        let backend = pool.backend().name().to_string();
+        let ca = ca.clone();
+        bootstrap(
+            self.store.as_ref(),
+            pool,
+            "tsa_key",
+            Existing::Use,
+            move |s| {
+                let record = TsaKey::make(s, backend, &ca)?;
+                let hsm_id = record.hsm_id.clone();
+                Ok(Made { record, hsm_id })
             },
         )
         .await

@@ -94,6 +94,7 @@ pub async fn run(
         revocations,
         publisher,
         incidents,
+        tsa,
     } = app;
     let router = Server::builder()
         .tls_config(tls)
@@ -143,7 +144,7 @@ pub async fn run(
             approvals.clone(),
         )));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let http_app = crate::http::router(metrics, audit.clone(), revocations.clone());
+    let http_app = crate::http::router(metrics, audit.clone(), revocations.clone(), tsa);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -15,6 +15,8 @@ use std::cell::RefCell;
 use time::{Duration, OffsetDateTime};
 
 mod crl;
+pub mod timestamps;
+pub mod tsa;
 pub use crl::{CrlEntry, issue_crl, serial_of};
 
 /// Errors while building or signing certificates.
@@ -192,6 +194,9 @@ pub enum Subject<'a> {
         /// version) and the issuer (Sigstore's OIDC-issuer extensions).
         identity: Option<(&'a str, &'a str)>,
     },
+    /// The time-stamping authority: `timeStamping` its only extended key usage,
+    /// marked critical as RFC 3161 requires.
+    TimeStamping,
     /// The daemon's TLS server identity with these DNS names / IP addresses.
     Server(&'a [String]),
     /// A principal's TLS client identity.
@@ -247,6 +252,20 @@ pub fn issue(
                     )?));
                 p.custom_extensions.extend(issuer_extensions(issuer));
             }
+            p
+        }
+        Subject::TimeStamping => {
+            let mut p = base_params("Keyward TSA", Duration::days(3650))?;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            // ExtendedKeyUsage ::= SEQUENCE { id-kp-timeStamping } (rcgen writes EKU
+            // non-critical, so it goes in as a custom extension).
+            let eku = tsa::tlv(
+                0x30,
+                &tsa::tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08]),
+            );
+            let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], eku);
+            ext.set_criticality(true);
+            p.custom_extensions.push(ext);
             p
         }
         Subject::Server(names) => {

@@ -1,0 +1,144 @@
+//! Keyward's RFC 3161 time-stamping authority: its key generated in the HSM (an
+//! instance key, like the audit key), its certificate from the Keyward CA with the
+//! critical `timeStamping` extended key usage, and the replies it signs.
+
+use super::tsa::{self, Stamp};
+use super::{PkiError, Subject};
+use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmSession, SignInput};
+use crate::keys::Backends;
+use keyward_client::der;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// The TSA's key, as stored in the instance's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TsaKey {
+    /// Backend holding it.
+    pub backend: String,
+    /// Its HSM id.
+    pub hsm_id: String,
+    /// Its certificate from the Keyward CA, PEM.
+    pub certificate_pem: String,
+}
+
+impl TsaKey {
+    /// Generates the key in `s` and has the CA certify it (the caller destroys the
+    /// object if the record cannot be stored).
+    pub fn make(
+        s: &mut dyn HsmSession,
+        backend: String,
+        ca: &super::CaRecord,
+    ) -> Result<Self, PkiError> {
+        let k = s.generate("tsa", Algorithm::EcdsaP256)?;
+        match super::issue(
+            s,
+            ca,
+            Subject::TimeStamping,
+            &k.public_key_der,
+            Algorithm::EcdsaP256,
+        ) {
+            Ok(certificate_pem) => Ok(Self {
+                backend,
+                hsm_id: k.hsm_id,
+                certificate_pem,
+            }),
+            Err(e) => {
+                let _ = s.destroy(&k.hsm_id);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Why a time-stamp was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TsaError {
+    /// The query is not one this TSA stamps; the text says why.
+    #[error("{0}")]
+    BadQuery(String),
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The TSA cannot stamp now (its backend, the random number generator).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The time-stamping authority.
+pub struct Tsa {
+    backends: Arc<Backends>,
+    key: TsaKey,
+    certificate: Vec<u8>,
+    issuer: Vec<u8>,
+    certificate_serial: Vec<u8>,
+    ca_pem: String,
+    ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tsa").finish_non_exhaustive()
+    }
+}
+
+impl Tsa {
+    /// A TSA signing with `key` in its backend; `ca_pem` is the CA above it.
+    pub fn new(backends: Arc<Backends>, key: TsaKey, ca_pem: &str) -> Result<Self, PkiError> {
+        let build = PkiError::Build;
+        Ok(Self {
+            certificate: der::pem_der(&key.certificate_pem).map_err(build)?,
+            issuer: der::certificate_issuer(&key.certificate_pem).map_err(build)?,
+            certificate_serial: keyward_client::revocation::certificate_serial(
+                &key.certificate_pem,
+            )
+            .map_err(build)?,
+            ca: der::pem_der(ca_pem).map_err(build)?,
+            ca_pem: ca_pem.to_string(),
+            backends,
+            key,
+        })
+    }
+
+    /// The TSA's certificate, then the CA's (PEM): what a verifier passes as
+    /// `--timestamp-certificate-chain` (cosign) or `-untrusted` (openssl ts).
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.key.certificate_pem, self.ca_pem)
+    }
+
+    /// Stamps a DER `TimeStampReq` now; the DER `TimeStampResp`.
+    pub async fn stamp(&self, query: &[u8]) -> Result<Vec<u8>, TsaError> {
+        let q = tsa::parse_query(query).map_err(TsaError::BadQuery)?;
+        let mut serial = [0u8; 16];
+        getrandom::getrandom(&mut serial)
+            .map_err(|e| TsaError::Unavailable(format!("no random serial number: {e}")))?;
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        let chain = [self.ca.clone()];
+        let stamp = Stamp {
+            serial: &serial,
+            time: OffsetDateTime::now_utc(),
+            certificate: &self.certificate,
+            issuer: &self.issuer,
+            certificate_serial: &self.certificate_serial,
+            chain: &chain,
+        };
+        let tst = tsa::tst_info(&q, &stamp);
+        let attributes = tsa::signed_attributes(&tst, &self.certificate);
+        let input = SignInput::Digest(
+            DigestAlgorithm::Sha256,
+            DigestAlgorithm::Sha256.hash(&attributes),
+        );
+        let id = self.key.hsm_id.clone();
+        let pool = self
+            .backends
+            .get(&self.key.backend)
+            .map_err(|e| TsaError::Unavailable(e.to_string()))?;
+        let sig: Vec<u8> = pool
+            .run("timestamp", move |s| {
+                s.sign(&id, Algorithm::EcdsaP256, &input)
+            })
+            .await?;
+        Ok(tsa::response(&q, &stamp, &tst, &attributes, &sig))
+    }
+}
