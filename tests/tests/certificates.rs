@@ -10,8 +10,26 @@ use std::process::{Command, Output};
 
 /// `cosign verify` with CA roots and an identity instead of a key.
 fn cosign_by_identity(ca: &Path, identity: &str, issuer: &str, image: &str) -> Output {
-    Command::new(cosign())
-        .args(["verify", "--ca-roots"])
+    cosign_stamped(ca, None, identity, issuer, image)
+}
+
+/// The same, checking the signature's time-stamp against `tsa_chain` when given.
+fn cosign_stamped(
+    ca: &Path,
+    tsa_chain: Option<&Path>,
+    identity: &str,
+    issuer: &str,
+    image: &str,
+) -> Output {
+    let mut cmd = Command::new(cosign());
+    if let Some(chain) = tsa_chain {
+        cmd.arg("verify")
+            .arg("--timestamp-certificate-chain")
+            .arg(chain);
+    } else {
+        cmd.arg("verify");
+    }
+    cmd.arg("--ca-roots")
         .arg(ca)
         .args([
             "--certificate-identity",
@@ -103,6 +121,15 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
         let o = cosign_by_identity(&ca, "keyward://keys/img", &issuer, image);
         assert!(o.status.success(), "{image}: {}", text(&o));
     }
+    // With the TSA's chain, cosign also checks each signature's time-stamp.
+    let (status, chain) = d.http_get("/v1/tsa-chain.pem");
+    assert!(status.contains("200"), "{status}");
+    let tsa_chain = d.dir.join("tsa-chain.pem");
+    std::fs::write(&tsa_chain, chain).unwrap();
+    for image in [&a, &b] {
+        let o = cosign_stamped(&ca, Some(&tsa_chain), "keyward://keys/img", &issuer, image);
+        assert!(o.status.success(), "{image}: {}", text(&o));
+    }
     // Another key's identity refuses both; this key's identity refuses the other's image.
     for image in [&a, &b] {
         let o = cosign_by_identity(&ca, "keyward://keys/other", &issuer, image);
@@ -142,4 +169,15 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
     let o = cosign_by_identity(&foreign, "keyward://keys/img", &issuer, &a);
     assert!(!o.status.success(), "verified against a foreign CA");
     assert!(text(&o).contains("unknown authority"), "{}", text(&o));
+    // A time-stamp checked against another Keyward instance's TSA chain is refused.
+    let elsewhere = DevDaemon::start();
+    let (_, other_chain) = elsewhere.http_get("/v1/tsa-chain.pem");
+    let other = d.dir.join("other-tsa-chain.pem");
+    std::fs::write(&other, other_chain).unwrap();
+    let o = cosign_stamped(&ca, Some(&other), "keyward://keys/img", &issuer, &a);
+    assert!(
+        !o.status.success(),
+        "a time-stamp verified against a foreign TSA chain"
+    );
+    assert!(text(&o).contains("timestamp"), "{}", text(&o));
 }

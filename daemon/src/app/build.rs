@@ -121,7 +121,8 @@ impl App {
         let revoked_signatures = Arc::new(RevokedSignatures::load(i.protected.clone()).await?);
         let signer = Arc::new(
             ImageSigner::new(keys.clone(), registries, ledger.clone())
-                .with_revoked_signatures(revoked_signatures.clone()),
+                .with_revoked_signatures(revoked_signatures.clone())
+                .with_tsa(tsa.clone()),
         );
         let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = i.server_identity(&ca).await?;

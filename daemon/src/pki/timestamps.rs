@@ -2,7 +2,7 @@
 //! instance key, like the audit key), its certificate from the Keyward CA with the
 //! critical `timeStamping` extended key usage, and the replies it signs.
 
-use super::tsa::{self, Stamp};
+use super::tsa::{self, Query, Stamp};
 use super::{PkiError, Subject};
 use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmSession, SignInput};
 use crate::keys::Backends;
@@ -82,6 +82,15 @@ impl std::fmt::Debug for Tsa {
     }
 }
 
+/// 16 random octets that read as a positive DER INTEGER (and any prefix of them).
+fn random_positive() -> Result<[u8; 16], TsaError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b)
+        .map_err(|e| TsaError::Unavailable(format!("the random number generator failed: {e}")))?;
+    b[0] = (b[0] & 0x7f) | 0x01;
+    Ok(b)
+}
+
 impl Tsa {
     /// A TSA signing with `key` in its backend; `ca_pem` is the CA above it.
     pub fn new(backends: Arc<Backends>, key: TsaKey, ca_pem: &str) -> Result<Self, PkiError> {
@@ -109,11 +118,20 @@ impl Tsa {
     /// Stamps a DER `TimeStampReq` now; the DER `TimeStampResp`.
     pub async fn stamp(&self, query: &[u8]) -> Result<Vec<u8>, TsaError> {
         let q = tsa::parse_query(query).map_err(TsaError::BadQuery)?;
-        let mut serial = [0u8; 16];
-        getrandom::getrandom(&mut serial)
-            .map_err(|e| TsaError::Unavailable(format!("no random serial number: {e}")))?;
-        serial[0] &= 0x7f;
-        serial[0] |= 0x01;
+        self.reply(&q).await
+    }
+
+    /// Stamps the SHA-256 of `data` now (a signature, a DSSE envelope), with the
+    /// certificates in the reply, as cosign's `--timestamp-server-url` would have it
+    /// done; the DER `TimeStampResp`.
+    pub async fn stamp_data(&self, data: &[u8]) -> Result<Vec<u8>, TsaError> {
+        let nonce = random_positive()?;
+        self.reply(&Query::for_data(data, &nonce[..8])).await
+    }
+
+    async fn reply(&self, q: &Query) -> Result<Vec<u8>, TsaError> {
+        let q = q.clone();
+        let serial = random_positive()?;
         let chain = [self.ca.clone()];
         let stamp = Stamp {
             serial: &serial,

@@ -79,6 +79,21 @@ pub struct Query {
     pub cert_req: bool,
 }
 
+impl Query {
+    /// A query for the SHA-256 of `data` that asks for the certificates, as cosign
+    /// makes one; `nonce` is a positive INTEGER's content octets.
+    pub fn for_data(data: &[u8], nonce: &[u8]) -> Self {
+        Self {
+            imprint: seq(&[
+                &digest_algorithm(SHA256),
+                &tlv(0x04, &sha2::Sha256::digest(data)),
+            ]),
+            nonce: Some(int(nonce)),
+            cert_req: true,
+        }
+    }
+}
+
 fn child<'a>(e: &Option<Element<'a>>) -> Option<Element<'a>> {
     e.as_ref().and_then(|e| element(e.contents))
 }

@@ -109,6 +109,7 @@ impl ImageSigner {
             .await?;
         let mut ann = signer_annotations(permit, &self.keys.ca().certificate_pem);
         ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
+        self.stamp(&envelope, &mut ann).await?;
         ann.insert(
             PREDICATE_TYPE_ANNOTATION.to_string(),
             plan.predicate_type.clone(),

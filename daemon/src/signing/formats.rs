@@ -19,6 +19,9 @@ pub const FINGERPRINT_ANNOTATION: &str = "dev.keyward/fingerprint";
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 /// The chain above that certificate (the Keyward CA, PEM), as cosign writes it.
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// An RFC 3161 time-stamp of the signature (or DSSE envelope), as cosign writes it:
+/// `{"SignedRFC3161Timestamp": "<base64 DER TimeStampResp>"}`.
+pub const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 /// Annotation with `key/vN`.
 pub const KEY_ANNOTATION: &str = "dev.keyward/key";
 /// Annotation with the signed docker-reference.

@@ -17,7 +17,9 @@ use crate::authz::SignPermit;
 use crate::hsm::{Algorithm, DigestAlgorithm, SignInput};
 use crate::keys::{KeyError, KeyRecord, KeyRegistry, VersionState};
 use crate::oci::{ImageRef, Registries, RegistryError};
+use crate::pki::timestamps::{Tsa, TsaError};
 use crate::store::StoreError;
+use base64::Engine;
 use formats::*;
 use ledger::{LedgerEntry, SignatureLedger};
 use serde_json::Value;
@@ -136,6 +138,8 @@ pub struct ImageSigner {
     tag_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Single signatures revoked without their key: verification refuses them.
     revoked: Option<Arc<crate::revocation::signatures::RevokedSignatures>>,
+    /// Time-stamps every signature layer.
+    tsa: Option<Arc<Tsa>>,
 }
 
 impl std::fmt::Debug for ImageSigner {
@@ -204,7 +208,39 @@ impl ImageSigner {
             ledger,
             tag_locks: Mutex::new(HashMap::new()),
             revoked: None,
+            tsa: None,
         }
+    }
+
+    /// Every signature layer gets an RFC 3161 time-stamp from `tsa` (over the
+    /// signature, or over an attestation's DSSE envelope), so that it keeps verifying
+    /// after its certificate ends.
+    pub fn with_tsa(mut self, tsa: Arc<Tsa>) -> Self {
+        self.tsa = Some(tsa);
+        self
+    }
+
+    /// Adds the time-stamp of `data` to a layer's annotations, as cosign stores it.
+    async fn stamp(
+        &self,
+        data: &[u8],
+        annotations: &mut BTreeMap<String, String>,
+    ) -> Result<(), ImageError> {
+        let Some(tsa) = &self.tsa else {
+            return Ok(());
+        };
+        let reply = tsa.stamp_data(data).await.map_err(|e| match e {
+            TsaError::Hsm(h) => ImageError::Key(KeyError::Hsm(h)),
+            other => ImageError::Key(KeyError::FailedPrecondition(format!(
+                "the signature could not be time-stamped: {other}"
+            ))),
+        })?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(reply);
+        annotations.insert(
+            TIMESTAMP_ANNOTATION.to_string(),
+            serde_json::json!({ "SignedRFC3161Timestamp": b64 }).to_string(),
+        );
+        Ok(())
     }
 
     /// Verification refuses the signatures in `revoked`.

@@ -87,6 +87,7 @@ impl ImageSigner {
                         base64::engine::general_purpose::STANDARD.encode(&signature),
                     );
                     ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
+                    self.stamp(&signature, &mut ann).await?;
                     let l = layer(SIMPLE_SIGNING, &payload, &payload_digest, ann);
                     ours = Some(l.clone());
                     l
