@@ -93,6 +93,22 @@ COSIGN=.tools/bin/cosign
 DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo.pem" --insecure-ignore-tlog=true \
   --allow-http-registry "$REG/demo/hello:v1" 2>&1 | sed 's/^/  /'
 
+step "cosign trusts the key by name instead: the Keyward CA, the key's identity, its time-stamps"
+HTTP=$(sed -n 's|.*health/metrics: http://\([^/]*\)/.*|\1|p' "$DIR/keywardd.out")
+curl -sf -o "$DIR/tsa-chain.pem" "http://$HTTP/v1/tsa-chain.pem"
+"$BIN/keyward" -o json key show release-demo >"$DIR/release-demo.json"
+IDENTITY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["certificate_identity"])' "$DIR/release-demo.json")
+ISSUER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["certificate_oidc_issuer"])' "$DIR/release-demo.json")
+by_identity() {
+  DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --ca-roots "$DIR/instance/ca.pem" \
+    --certificate-identity "$IDENTITY" --certificate-oidc-issuer "$ISSUER" \
+    --timestamp-certificate-chain "$DIR/tsa-chain.pem" --insecure-ignore-sct --insecure-ignore-tlog \
+    --allow-http-registry "$REG/demo/hello:v1" >/dev/null 2>"$DIR/identity-verify.log" \
+    || { cat "$DIR/identity-verify.log"; exit 1; }
+}
+echo "  cosign verify --ca-roots ca.pem --certificate-identity $IDENTITY --certificate-oidc-issuer $ISSUER --timestamp-certificate-chain tsa-chain.pem ..."
+by_identity && echo "  OK (v1's signature)"
+
 step "Attesting build provenance (in-toto statement in a DSSE envelope) and verifying it with cosign"
 echo '{"builder":{"id":"https://ci.example.com/keyward-demo"},"buildType":"https://example.com/demo"}' >"$DIR/provenance.json"
 "$BIN/keyward" attest --key release-demo --type slsaprovenance --predicate "$DIR/provenance.json" "$REG/demo/hello:v1"
@@ -113,6 +129,9 @@ step "cosign verifies the image with the new version's public key alone"
 DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo-v2.pem" --insecure-ignore-tlog=true \
   --allow-http-registry "$REG/demo/hello:v1" 2>/dev/null \
   | python3 -c 'import json,sys; [print("  signed by", p["optional"]["dev.keyward/key"], "v" + p["optional"]["dev.keyward/version"], "for", p["critical"]["identity"]["docker-reference"]) for p in json.load(sys.stdin)]'
+
+step "The same cosign command, unchanged by the rotation"
+by_identity && echo "  OK: nothing in the verifier changed when the key rotated"
 
 step "Revoking: a key rotated without re-signing, its old version revoked after a leak"
 "$BIN/keyward" key create release-legacy --purpose image >/dev/null
@@ -182,5 +201,5 @@ SOFTHSM2_CONF="$DIR/instance/softhsm2.conf" pkcs11-tool --module /usr/lib/sofths
   | grep -E 'Private Key|label|Access' || true
 
 step "Done"
-echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), rotated release-demo and re-signed the image with its new version (cosign verified it with v2's key), revoked release-legacy v1 (its signature refused, its certificate rejected by openssl through the CA's CRL, the signed revocation list published to two registries), all keys held in SoftHSM."
+echo "keywardd signed $DIR/artifact.txt with key release-files (openssl verified it and the key's certificate) and $REG/demo/hello:v1 with key release-demo (cosign verified the signature and the provenance attestation), rotated release-demo and re-signed the image with its new version (cosign verified it with v2's key, and by the key's name through the CA with one command the rotation did not change, time-stamps checked), revoked release-legacy v1 (its signature refused, its certificate rejected by openssl through the CA's CRL, the signed revocation list published to two registries), all keys held in SoftHSM."
 
