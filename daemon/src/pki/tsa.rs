@@ -184,7 +184,7 @@ pub struct Stamp<'a> {
     pub time: OffsetDateTime,
     /// The TSA certificate, DER.
     pub certificate: &'a [u8],
-    /// Its issuer Name element and serial number content octets.
+    /// The issuer Name (whole DER element) of the TSA certificate.
     pub issuer: &'a [u8],
     /// The TSA certificate's serial number content octets.
     pub certificate_serial: &'a [u8],
