@@ -88,12 +88,8 @@ pub(crate) type Field = (Vec<u8>, Vec<u8>);
 /// serial, signature, issuer, validity, subject, spki, ... (each whole element, and
 /// its contents).
 pub(crate) fn tbs_fields(pem: &str) -> Result<Vec<Field>, String> {
-    use base64::Engine;
     let bad = |what: &str| format!("the certificate is not usable: {what}");
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| bad("not PEM"))?;
+    let der = crate::der::pem_der(pem).map_err(|_| bad("not PEM"))?;
     let cert = element(&der).ok_or_else(|| bad("not DER"))?;
     let tbs = element(cert.contents).ok_or_else(|| bad("no tbsCertificate"))?;
     let (mut fields, mut at) = (Vec::new(), tbs.contents);

@@ -173,6 +173,27 @@ fn lowering_revoke_approvals_waits_for_a_second_key_admin_and_raising_applies_at
     let held = revoke_as(&d, &ir1);
     assert_eq!(held["pending"], true, "{held}");
     assert_eq!(state(&d, "files"), "active");
+    // Who may deny: whoever may decide that kind of request. A signature approver may
+    // not deny a revocation, another revoker may; a revoker may not deny the weakening.
+    let held_id = held["approval_id"].as_str().unwrap().to_string();
+    let ann = d.add_principal("ann", "approver");
+    let err = refused(&d.keyward_as(&ann, &["deny", &held_id, "--reason", "no"]));
+    assert!(err.contains("needs the role revoker"), "{err}");
+    let err = refused(&d.keyward_as(&ir2, &["deny", &policy_change, "--reason", "no"]));
+    assert!(err.contains("needs the role key-admin"), "{err}");
+    let denied = json_ok(&d.keyward_as(
+        &ir2,
+        &[
+            "-o",
+            "json",
+            "deny",
+            &held_id,
+            "--reason",
+            "not compromised",
+        ],
+    ));
+    assert_eq!(denied["status"], "denied", "{denied}");
+    assert_eq!(state(&d, "files"), "active");
     // A revoker cannot approve the weakening: that takes a key-admin.
     let err = refused(&d.keyward_as(&ir2, &["approve", &policy_change]));
     assert!(err.contains("approve key policy changes"), "{err}");

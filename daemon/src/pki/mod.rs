@@ -208,13 +208,7 @@ pub enum Subject<'a> {
 /// issuer as a DER UTF8String.
 fn issuer_extensions(issuer: &str) -> [rcgen::CustomExtension; 2] {
     let bytes = issuer.as_bytes();
-    let mut utf8 = vec![0x0c];
-    match bytes.len() {
-        n if n < 0x80 => utf8.push(n as u8),
-        n if n < 0x100 => utf8.extend([0x81, n as u8]),
-        n => utf8.extend([0x82, (n >> 8) as u8, n as u8]),
-    }
-    utf8.extend_from_slice(bytes);
+    let utf8 = tsa::tlv(0x0c, bytes);
     [
         rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 1], bytes.to_vec()),
         rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8),
