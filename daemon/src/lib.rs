@@ -8,6 +8,7 @@ pub mod app;
 pub mod approvals;
 pub mod audit;
 pub mod authz;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod files;

@@ -291,6 +291,7 @@ pub mod hostile;
 mod mfa;
 pub mod registry;
 pub mod served;
+pub mod verifiers;
 
 pub use mfa::{otpauth_secret, pyotp, wait_for_fresh_step};
 

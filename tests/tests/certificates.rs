@@ -3,55 +3,19 @@
 //! issuer) and the CA, so one unchanged cosign command accepts what every version of
 //! the key signed.
 
+use keyward_tests::DevDaemon;
 use keyward_tests::registry::TestRegistry;
-use keyward_tests::{DevDaemon, cosign};
+use keyward_tests::verifiers::{cosign_by_ca, output_text};
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// `cosign verify` with CA roots and an identity instead of a key.
 fn cosign_by_identity(ca: &Path, identity: &str, issuer: &str, image: &str) -> Output {
-    cosign_stamped(ca, None, identity, issuer, image)
-}
-
-/// The same, checking the signature's time-stamp against `tsa_chain` when given.
-fn cosign_stamped(
-    ca: &Path,
-    tsa_chain: Option<&Path>,
-    identity: &str,
-    issuer: &str,
-    image: &str,
-) -> Output {
-    let mut cmd = Command::new(cosign());
-    if let Some(chain) = tsa_chain {
-        cmd.arg("verify")
-            .arg("--timestamp-certificate-chain")
-            .arg(chain);
-    } else {
-        cmd.arg("verify");
-    }
-    cmd.arg("--ca-roots")
-        .arg(ca)
-        .args([
-            "--certificate-identity",
-            identity,
-            "--certificate-oidc-issuer",
-            issuer,
-            "--insecure-ignore-sct",
-            "--insecure-ignore-tlog",
-            "--allow-http-registry",
-            image,
-        ])
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .output()
-        .expect("run cosign")
+    cosign_by_ca(ca, None, identity, issuer, image)
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    output_text(o)
 }
 
 /// The issuer the dev instance names: `keyward://ca/` and its CA key's fingerprint.
@@ -127,7 +91,7 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
     let tsa_chain = d.dir.join("tsa-chain.pem");
     std::fs::write(&tsa_chain, chain).unwrap();
     for image in [&a, &b] {
-        let o = cosign_stamped(&ca, Some(&tsa_chain), "keyward://keys/img", &issuer, image);
+        let o = cosign_by_ca(&ca, Some(&tsa_chain), "keyward://keys/img", &issuer, image);
         assert!(o.status.success(), "{image}: {}", text(&o));
     }
     // Another key's identity refuses both; this key's identity refuses the other's image.
@@ -174,7 +138,7 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
     let (_, other_chain) = elsewhere.http_get("/v1/tsa-chain.pem");
     let other = d.dir.join("other-tsa-chain.pem");
     std::fs::write(&other, other_chain).unwrap();
-    let o = cosign_stamped(&ca, Some(&other), "keyward://keys/img", &issuer, &a);
+    let o = cosign_by_ca(&ca, Some(&other), "keyward://keys/img", &issuer, &a);
     assert!(
         !o.status.success(),
         "a time-stamp verified against a foreign TSA chain"

@@ -90,6 +90,12 @@ impl Show for proto::Key {
                 v.fingerprint,
                 v.created_at
             );
+            if !v.certificate_not_after.is_empty() && v.version == self.active_version {
+                println!(
+                    "        certificate valid until {}",
+                    v.certificate_not_after
+                );
+            }
             if !v.revoked_at.is_empty() {
                 println!(
                     "        revoked at {} by {} ({}){}",
@@ -117,7 +123,7 @@ impl Show for proto::Key {
                 self.certificate_identity, self.certificate_oidc_issuer
             );
             println!(
-                "  verify any version's signature (ca.pem: the Keyward CA):\n    cosign verify --ca-roots ca.pem --certificate-identity {} --certificate-oidc-issuer {} --insecure-ignore-sct --insecure-ignore-tlog IMAGE",
+                "  verify any version's signature (ca.pem, tsa-chain.pem: `keyward trust export DIR`):\n    cosign verify --ca-roots ca.pem --certificate-identity {} --certificate-oidc-issuer {} --timestamp-certificate-chain tsa-chain.pem --insecure-ignore-sct --insecure-ignore-tlog IMAGE",
                 self.certificate_identity, self.certificate_oidc_issuer
             );
         }

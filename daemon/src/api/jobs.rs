@@ -69,7 +69,7 @@ fn eta(j: &JobRecord) -> Option<u64> {
     if j.state != JobState::Running || finished == 0 || !j.listed {
         return None;
     }
-    let elapsed = (OffsetDateTime::now_utc() - j.created_at).as_seconds_f64();
+    let elapsed = (crate::clock::now() - j.created_at).as_seconds_f64();
     let left = j.total.saturating_sub(finished) as f64;
     Some((left * elapsed / finished as f64).ceil() as u64)
 }

@@ -137,6 +137,7 @@ fn version(v: &KeyVersion) -> pb::KeyVersion {
             .map(|r| r.revoked_by.clone())
             .unwrap_or_default(),
         compromised_since: ts(v.revocation.as_ref().and_then(|r| r.compromised_since)),
+        certificate_not_after: ts(crate::keys::certificates::not_after(&v.certificate_pem).ok()),
         ..Default::default()
     }
 }
@@ -287,7 +288,7 @@ impl pb::key_service_server::KeyService for KeyApi {
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let call = admitted(&req)?;
         let name = &req.get_ref().name;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let result = rotation::rotate(&self.keys, &self.jobs, name, call.principal(), now).await;
         if let Ok((r, job)) = &result {
             tracing::info!(principal = %call.principal(), key = %name, active = r.version, previous = ?r.previous, job = ?job.as_ref().map(|j| &j.id), "key rotated");

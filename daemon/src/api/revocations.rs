@@ -102,7 +102,7 @@ impl RevocationApi {
                 version,
                 digest: digest.clone(),
                 reason,
-                revoked_at: OffsetDateTime::now_utc(),
+                revoked_at: crate::clock::now(),
                 revoked_by: by.to_string(),
             };
             match self.lists.signatures().record(rec).await {
@@ -320,7 +320,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
         let call = admitted(&req)?;
         let result = match self.lists.current() {
             Some(l) => Ok(l),
-            None => self.lists.ensure(OffsetDateTime::now_utc()).await,
+            None => self.lists.ensure(crate::clock::now()).await,
         };
         call.finish(result).await.map(|l| {
             Response::new(pb::SignedRevocationList {

@@ -79,7 +79,10 @@ impl App {
                 .with_identity(
                     i.config.ca.identity_prefix.clone(),
                     i.config.ca.issuer_for(&crate::pki::ca_fingerprint(&ca)),
-                ),
+                )
+                .with_certificate_validity(time::Duration::days(
+                    i.config.ca.certificate_days.into(),
+                )),
         );
         let audit_key = i.audit_key().await?;
         let tsa_key = i.tsa_key(&ca).await?;

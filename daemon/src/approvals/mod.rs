@@ -27,7 +27,6 @@ use base64::Engine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 
 /// Errors of approvals.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +151,7 @@ impl Approvals {
     ) -> Result<(ApprovalRecord, Revision), ApprovalError> {
         for _ in 0..CAS_TRIES {
             let (mut r, rev) = self.read(id).await?;
-            if r.status != State::Pending || OffsetDateTime::now_utc() <= r.expires_at {
+            if r.status != State::Pending || crate::clock::now() <= r.expires_at {
                 return Ok((r, rev));
             }
             r.status = State::Expired;
@@ -186,7 +185,7 @@ impl Approvals {
                     continue;
                 }
             };
-            let r = if r.status == State::Pending && OffsetDateTime::now_utc() > r.expires_at {
+            let r = if r.status == State::Pending && crate::clock::now() > r.expires_at {
                 self.get(&k).await?
             } else {
                 r
@@ -220,7 +219,7 @@ impl Approvals {
         }
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| ApprovalError::Random(e.to_string()))?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         let r = ApprovalRecord {
             id: hex::encode(id),
             status: State::Pending,

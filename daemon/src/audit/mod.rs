@@ -22,7 +22,6 @@ pub use keyward_client::audit::{Decision, GENESIS};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Errors of the audit log.
@@ -202,9 +201,7 @@ impl AuditLog {
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let seq = head.seq + 1;
-        let time = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let time = crate::clock::now().format(&Rfc3339).unwrap_or_default();
         let (bytes, hash) = Record {
             action: e.action.into(),
             decision: e.decision,
@@ -266,9 +263,7 @@ impl AuditLog {
             kind: CheckpointType::Checkpoint,
             seq,
             head_hash: hash,
-            time: OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_default(),
+            time: crate::clock::now().format(&Rfc3339).unwrap_or_default(),
             signature: base64::engine::general_purpose::STANDARD.encode(sig),
         };
         let store = self.store.clone();

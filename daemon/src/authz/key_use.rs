@@ -84,7 +84,7 @@ pub fn check_key_use(
     Ok(SignPermit {
         version,
         principal: who.name.clone(),
-        issued_at: OffsetDateTime::now_utc(),
+        issued_at: crate::clock::now(),
     })
 }
 
@@ -106,6 +106,6 @@ pub fn campaign_permit(key: Arc<KeyRecord>, authority: &str) -> Result<SignPermi
     Ok(SignPermit {
         version,
         principal: authority.to_string(),
-        issued_at: OffsetDateTime::now_utc(),
+        issued_at: crate::clock::now(),
     })
 }

@@ -305,7 +305,7 @@ impl Principals {
             name: name.to_string(),
             roles,
             certificate_fingerprint,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: crate::clock::now(),
             created_by: created_by.to_string(),
             removed_at: None,
         };
@@ -376,7 +376,7 @@ impl Principals {
                     )));
                 }
             }
-            rec.removed_at = Some(OffsetDateTime::now_utc());
+            rec.removed_at = Some(crate::clock::now());
             if self
                 .store
                 .put_if_all(Namespace::Principals, name, &rec, Expect::At(rev), others)

@@ -145,6 +145,15 @@ pub struct CaConfig {
     /// The issuer verifiers match (`cosign --certificate-oidc-issuer`); default
     /// `keyward://ca/` and the first 16 hex digits of the CA key's fingerprint.
     pub issuer: Option<String>,
+    /// Days a key version's certificate lasts when its key has no rotation schedule
+    /// (with one, it lasts to the planned retirement plus the overlap). Renewed before
+    /// it ends while the version is active.
+    #[serde(default = "default_certificate_days")]
+    pub certificate_days: u32,
+}
+
+fn default_certificate_days() -> u32 {
+    365
 }
 
 fn default_identity_prefix() -> String {
@@ -175,6 +184,7 @@ impl Default for CaConfig {
             common_name: default_cn(),
             identity_prefix: default_identity_prefix(),
             issuer: None,
+            certificate_days: default_certificate_days(),
         }
     }
 }
@@ -376,6 +386,9 @@ impl Config {
                     "{what} names backend {n:?}, which is not configured"
                 ));
             }
+        }
+        if self.ca.certificate_days == 0 {
+            return Err("ca.certificate_days is 0: key certificates would end as they are issued; give at least 1 (default 365)".into());
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ impl std::fmt::Debug for Jobs {
 }
 
 fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    crate::clock::now()
 }
 
 /// A page of failures: items skipped or failed, with their reasons.

@@ -10,7 +10,6 @@ use crate::audit::{Decision, Entry};
 use crate::store::{Expect, Namespace, Revision, to_json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 /// The longest a finished item waits for its commit while others run.
@@ -105,7 +104,7 @@ impl Runner {
                         continue;
                     }
                 };
-                let now = OffsetDateTime::now_utc();
+                let now = crate::clock::now();
                 if let Some(at) = item.next_attempt_at
                     && at > now
                 {
@@ -230,7 +229,7 @@ impl Runner {
             let (mut job, jrev) = self.jobs.get_rev(id).await?;
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
             let (mut puts, mut raw) = (Vec::new(), Vec::new());
-            let now = OffsetDateTime::now_utc();
+            let now = crate::clock::now();
             // A registry that answered an item of this batch is up: its failures in the
             // same batch (a connection it dropped while restarting, say) are retried
             // soon, and do not hold back the registry's other items.

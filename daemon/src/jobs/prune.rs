@@ -8,7 +8,6 @@ use super::runner::Outcome;
 use super::{JobError, JobItem, PruneSpec};
 use crate::signing::Pruned;
 use crate::signing::ledger::{LedgerEntry, LedgerQuery};
-use time::OffsetDateTime;
 
 impl Resigner {
     /// The next page of a prune's items: what the version signed.
@@ -74,7 +73,7 @@ impl Resigner {
                     key: spec.key.clone(),
                     version: spec.version,
                     fingerprint: old.fingerprint.clone(),
-                    time: OffsetDateTime::now_utc(),
+                    time: crate::clock::now(),
                     requester: by.to_string(),
                     pushed_to: String::new(),
                     size: 0,

@@ -200,7 +200,7 @@ pub struct JobRecord {
 impl JobRecord {
     /// A queued job.
     pub fn new(id: String, kind: JobKind, started_by: &str, reason: String) -> Self {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         Self {
             id,
             kind,

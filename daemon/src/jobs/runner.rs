@@ -14,7 +14,6 @@ use crate::store::{Expect, Namespace, to_json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 /// How jobs run (`[jobs]` in keywardd.toml).
@@ -224,7 +223,7 @@ impl Runner {
             job.total += added;
             job.listed = next.is_empty();
             job.cursor = next;
-            job.updated_at = OffsetDateTime::now_utc();
+            job.updated_at = crate::clock::now();
             puts.push((Namespace::Jobs, id.to_string(), to_json(&job)?));
             // A lost race (a user paused the job) re-reads and lists the batch again.
             self.jobs.store().commit(checks, puts, Vec::new()).await?;
@@ -251,7 +250,7 @@ impl Runner {
             .update(&job.id, |j| {
                 if j.state == JobState::Running {
                     j.state = state;
-                    j.finished_at = Some(OffsetDateTime::now_utc());
+                    j.finished_at = Some(crate::clock::now());
                 }
                 Ok(())
             })

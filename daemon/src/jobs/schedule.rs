@@ -1,7 +1,8 @@
 //! Scheduled rotation: a key whose policy says `rotate_every` rotates once its active
 //! version is that old, with the authority `scheduler`, audited like a request; and a
 //! retired version's signatures are pruned once its overlap is over, when the policy
-//! says `prune_after_overlap`. Time comes from a [`Clock`], so that tests move it
+//! says `prune_after_overlap`; an active version's certificate is renewed before it
+//! ends. Time comes from a [`Clock`], so that tests move it
 //! instead of sleeping.
 
 use super::{JobKind, JobRecord, PruneSpec, new_id};
@@ -26,7 +27,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        crate::clock::now()
     }
 }
 
@@ -150,7 +151,46 @@ impl Scheduler {
     pub async fn tick(&self) -> Vec<String> {
         let rotated = self.rotate_due().await;
         self.prune().await;
+        self.renew().await;
         rotated
+    }
+
+    /// Gives every active version whose certificate nears its end a new one (same
+    /// public key), audited; returns `key/vN` of each renewed.
+    pub async fn renew(&self) -> Vec<String> {
+        let mut renewed = Vec::new();
+        for done in self.keys.renew_due(self.clock.now()).await {
+            let (target, decision, reason) = match done {
+                Ok((key, version, until)) => {
+                    tracing::info!(key = %key, version, until = %until, "renewed an active version's certificate");
+                    renewed.push(format!("{key}/v{version}"));
+                    let until = until
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    (
+                        format!("{key}/v{version}"),
+                        Decision::Allowed,
+                        format!("certificate valid until {until}"),
+                    )
+                }
+                Err((key, e)) => {
+                    tracing::error!(key = %key, error = %e, "cannot renew a certificate; tried again at the next tick");
+                    (key, Decision::Failed, e.to_string())
+                }
+            };
+            let entry = Entry {
+                principal: SCHEDULER,
+                action: "RenewCertificate",
+                target: &target,
+                decision,
+                reason: &reason,
+                request_hash: "",
+            };
+            if let Err(e) = self.audit.append(entry).await {
+                tracing::error!(target = %target, error = %e, "cannot audit a certificate renewal");
+            }
+        }
+        renewed
     }
 
     async fn rotate_due(&self) -> Vec<String> {

@@ -73,7 +73,7 @@ impl KeyRegistry {
             .collect();
         let history = History {
             key: rec.name.clone(),
-            issued_at: ts(Some(OffsetDateTime::now_utc())).unwrap_or_default(),
+            issued_at: ts(Some(crate::clock::now())).unwrap_or_default(),
             versions,
         };
         // A `Value` keeps its keys sorted: the canonical form.

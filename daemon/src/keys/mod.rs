@@ -2,6 +2,7 @@
 //! touch both the HSM and the store (create, rotate, sign).
 
 mod backends;
+pub mod certificates;
 mod history;
 mod policy;
 mod reconcile;
@@ -109,6 +110,8 @@ pub struct KeyRegistry {
     crl_url: Option<String>,
     /// New versions' certificates name their key as `prefix + name` and this issuer.
     identity: Option<(String, String)>,
+    /// How long the certificates of keys without a rotation schedule last.
+    certificate_validity: time::Duration,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -118,7 +121,7 @@ impl std::fmt::Debug for KeyRegistry {
 }
 
 fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    crate::clock::now()
 }
 
 impl KeyRegistry {
@@ -156,6 +159,7 @@ impl KeyRegistry {
             verified_objects: RwLock::new(Default::default()),
             crl_url: None,
             identity: None,
+            certificate_validity: certificates::DEFAULT_VALIDITY,
         })
     }
 

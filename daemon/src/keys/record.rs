@@ -70,6 +70,10 @@ pub struct KeyVersion {
     pub fingerprint: String,
     /// Code-signing certificate from the Keyward CA, PEM.
     pub certificate_pem: String,
+    /// Certificates it had before its current one was issued (renewals), PEM, oldest
+    /// first: signatures made under them still carry them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_certificates: Vec<String>,
     /// When it was generated.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

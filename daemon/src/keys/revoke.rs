@@ -157,7 +157,7 @@ impl KeyRegistry {
     /// Revokes a version. When this returns, the version no longer signs: the record
     /// is written and the cache the signing path reads is updated.
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<Arc<KeyRecord>, KeyError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if let Some(since) = req.compromised_since {
             if req.reason != RevocationReason::KeyCompromise {
                 return Err(KeyError::InvalidArgument(format!(

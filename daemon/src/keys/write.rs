@@ -5,10 +5,9 @@
 
 use super::{
     Algorithm, KeyError, KeyRecord, KeyRegistry, KeyVersion, PolicyChange, Purpose, VersionState,
-    fingerprint, now, validate_name, validate_scope,
+    certificates, fingerprint, now, validate_name, validate_scope,
 };
 use crate::hsm::HsmError;
-use crate::pki::{self, PkiError, Subject};
 use crate::store::{Expect, Namespace, Revision, to_json};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -111,6 +110,7 @@ impl KeyRegistry {
         backend: &str,
         algorithm: Algorithm,
         version: u32,
+        valid_until: OffsetDateTime,
     ) -> Result<KeyVersion, KeyError> {
         let pool = self.backends.get(backend)?;
         let label = format!("{name}/v{version}");
@@ -118,32 +118,13 @@ impl KeyRegistry {
             .run("generate", move |s| s.generate(&label, algorithm))
             .await
             .map_err(KeyError::Hsm)?;
-        let ca = self.ca.clone();
-        let ca_pool = self.backends.get(&ca.backend)?;
-        let (key, spki) = (name.to_string(), generated.public_key_der.clone());
-        let crl_url = self.crl_url.clone();
-        let identity = self.identity_of(name);
-        let cert: Result<String, PkiError> = ca_pool
-            .run("certify", move |s| {
-                pki::issue(
-                    s,
-                    &ca,
-                    Subject::KeyVersion {
-                        key: &key,
-                        version,
-                        crl_url: crl_url.as_deref(),
-                        identity: identity.as_ref().map(|(u, i)| (u.as_str(), i.as_str())),
-                    },
-                    &spki,
-                    algorithm,
-                )
-            })
-            .await;
+        let spki = (generated.public_key_der.clone(), algorithm);
+        let cert = self.certify(name, version, spki, valid_until).await;
         let certificate_pem = match cert {
             Ok(c) => c,
             Err(e) => {
                 self.destroy_quietly(backend, &generated.hsm_id).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         Ok(KeyVersion {
@@ -153,6 +134,7 @@ impl KeyRegistry {
             hsm_id: generated.hsm_id,
             public_key: generated.public_key_der,
             certificate_pem,
+            earlier_certificates: Vec::new(),
             created_at: now(),
             activated_at: Some(now()),
             retired_at: None,
@@ -196,7 +178,10 @@ impl KeyRegistry {
         if self.get(name).is_ok() || self.refused.contains_key(name) {
             return Err(KeyError::AlreadyExists(name.to_string()));
         }
-        let v1 = self.new_version(name, &backend, algorithm, 1).await?;
+        let until = now() + self.certificate_validity();
+        let v1 = self
+            .new_version(name, &backend, algorithm, 1, until)
+            .await?;
         let hsm_id = v1.hsm_id.clone();
         let rec = KeyRecord {
             name: name.to_string(),
@@ -254,7 +239,19 @@ impl KeyRegistry {
             Some(n) => n,
             None => self.add_pending(&current).await?,
         };
-        self.activate(name, next, follow_up, at).await
+        let rotated = self.activate(name, next, follow_up, at).await?;
+        // A version prepared earlier was certified for an activation that came later.
+        match self.renew_if_due(name, at).await {
+            Ok(Some(_)) => Ok(Rotated {
+                key: self.get(name)?,
+                ..rotated
+            }),
+            Ok(None) => Ok(rotated),
+            Err(e) => {
+                tracing::error!(key = name, error = %e, "cannot renew the new version's certificate; the scheduler tries again");
+                Ok(rotated)
+            }
+        }
     }
 
     /// Generates, certifies and stores a pending version; returns its number.
@@ -268,7 +265,13 @@ impl KeyRegistry {
             .unwrap_or(0)
             + 1;
         let mut fresh = self
-            .new_version(name, &current.backend, current.algorithm, next)
+            .new_version(
+                name,
+                &current.backend,
+                current.algorithm,
+                next,
+                certificates::planned_end(&current.rotation, now(), self.certificate_validity()),
+            )
             .await?;
         fresh.state = VersionState::Pending;
         fresh.activated_at = None;

@@ -116,10 +116,17 @@ fn name(common_name: &str) -> DistinguishedName {
 }
 
 fn base_params(common_name: &str, valid_for: Duration) -> Result<CertificateParams, PkiError> {
+    valid_until(common_name, crate::clock::now() + valid_for)
+}
+
+/// Valid from a few minutes ago (for clocks slightly behind) until `not_after`.
+fn valid_until(
+    common_name: &str,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::default();
-    let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::minutes(5);
-    p.not_after = now + valid_for;
+    p.not_before = crate::clock::now() - Duration::minutes(5);
+    p.not_after = not_after;
     p.distinguished_name = name(common_name);
     p.serial_number = Some(serial()?);
     Ok(p)
@@ -193,6 +200,10 @@ pub enum Subject<'a> {
         /// The identity verifiers match (a URI SAN naming the key, the same for every
         /// version) and the issuer (Sigstore's OIDC-issuer extensions).
         identity: Option<(&'a str, &'a str)>,
+        /// The end of its validity: the version's planned retirement plus the
+        /// overlap. Signatures made before it keep verifying through their
+        /// time-stamps.
+        valid_until: OffsetDateTime,
     },
     /// The time-stamping authority: `timeStamping` its only extended key usage,
     /// marked critical as RFC 3161 requires.
@@ -230,8 +241,9 @@ pub fn issue(
             version,
             crl_url,
             identity,
+            valid_until: end,
         } => {
-            let mut p = base_params(&format!("{key}/v{version}"), Duration::days(3 * 365))?;
+            let mut p = valid_until(&format!("{key}/v{version}"), end)?;
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
             if let Some(url) = crl_url {

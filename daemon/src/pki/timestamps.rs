@@ -9,7 +9,6 @@ use crate::keys::Backends;
 use keyward_client::der;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// The TSA's key, as stored in the instance's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,7 +134,7 @@ impl Tsa {
         let chain = [self.ca.clone()];
         let stamp = Stamp {
             serial: &serial,
-            time: OffsetDateTime::now_utc(),
+            time: crate::clock::now(),
             certificate: &self.certificate,
             issuer: &self.issuer,
             certificate_serial: &self.certificate_serial,

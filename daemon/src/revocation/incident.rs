@@ -187,7 +187,7 @@ impl Incidents {
 
     /// Runs the incident in order; see the module's documentation.
     pub async fn revoke(&self, req: &IncidentRequest) -> Result<IncidentReport, KeyError> {
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if req.compromised_since > now {
             return Err(KeyError::InvalidArgument(
                 "--compromised-since is in the future".into(),

@@ -130,17 +130,23 @@ impl RevocationList {
     }
 }
 
-/// The CRL entries of every revoked version of `keys`: its certificate, when and why.
+/// The CRL entries of every revoked version of `keys`: each certificate it had (its
+/// current one and those renewed before), when and why.
 pub fn crl_entries(keys: &[std::sync::Arc<KeyRecord>]) -> Vec<crate::pki::CrlEntry> {
     keys.iter()
         .flat_map(|k| {
-            k.versions.iter().filter_map(|v| {
-                let r = v.revocation.as_ref()?;
-                Some(crate::pki::CrlEntry {
-                    certificate_pem: v.certificate_pem.clone(),
-                    revoked_at: r.revoked_at,
-                    reason: r.reason,
-                    invalidity: r.compromised_since,
+            k.versions.iter().flat_map(|v| {
+                let r = v.revocation.as_ref();
+                let certificates =
+                    r.map(|_| v.earlier_certificates.iter().chain([&v.certificate_pem]));
+                certificates.into_iter().flatten().filter_map(move |pem| {
+                    let r = r?;
+                    Some(crate::pki::CrlEntry {
+                        certificate_pem: pem.clone(),
+                        revoked_at: r.revoked_at,
+                        reason: r.reason,
+                        invalidity: r.compromised_since,
+                    })
                 })
             })
         })

@@ -276,7 +276,7 @@ impl Revocations {
     /// Issues the list after a revocation. The revocation stands whether or not this
     /// succeeds: the refresher issues the list on its next round.
     pub async fn issue_after_change(&self) {
-        if let Err(e) = self.ensure(OffsetDateTime::now_utc()).await {
+        if let Err(e) = self.ensure(crate::clock::now()).await {
             tracing::error!(error = %e, "the revocation list could not be issued after a revocation; it is issued on the next refresh");
         }
     }
@@ -295,7 +295,7 @@ impl Revocations {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            if let Err(e) = self.ensure(OffsetDateTime::now_utc()).await {
+            if let Err(e) = self.ensure(crate::clock::now()).await {
                 tracing::warn!(error = %e, "the revocation list could not be issued; trying again");
             }
             tokio::select! {

@@ -201,7 +201,7 @@ impl Publisher {
                 Expect::Absent,
             ),
         };
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::now();
         if rec.published >= current {
             return Ok(None);
         }
