@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyward/v1/approvals.proto",
         "keyward/v1/jobs.proto",
         "keyward/v1/revocations.proto",
+        "keyward/v1/trust.proto",
         "keyward/v1/errors.proto",
     ];
     for p in &protos {

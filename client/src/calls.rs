@@ -107,6 +107,8 @@ unary! {
     incident_revoke: revocations.incident_revoke(IncidentRevokeRequest) -> IncidentReport;
     /// Revokes one image's signature by a key (irreversible).
     revoke_signature: revocations.revoke_signature(RevokeSignatureRequest) -> RevokeSignatureResponse;
+    /// The CA, the TSA's chain, the issuer and a key's identity.
+    get_trust: trust.get_trust(GetTrustRequest) -> Trust;
     /// The current revocation list, signed by the Keyward CA.
     get_revocation_list: revocations.get_revocation_list(GetRevocationListRequest) -> SignedRevocationList;
     /// Where revocation lists are published, and what each registry holds.

@@ -13,6 +13,7 @@ use keyward_proto::v1::mfa_service_client::MfaServiceClient;
 use keyward_proto::v1::principal_service_client::PrincipalServiceClient;
 use keyward_proto::v1::revocation_service_client::RevocationServiceClient;
 use keyward_proto::v1::signing_service_client::SigningServiceClient;
+use keyward_proto::v1::trust_service_client::TrustServiceClient;
 use std::path::Path;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -81,6 +82,8 @@ pub struct Client {
     pub jobs: JobServiceClient<OtpChannel>,
     /// Revocation.
     pub revocations: RevocationServiceClient<OtpChannel>,
+    /// Trust material for verifiers.
+    pub trust: TrustServiceClient<OtpChannel>,
     /// The connection itself, for calls by method path (`tonic::client::Grpc`).
     pub channel: OtpChannel,
 }
@@ -143,6 +146,7 @@ impl Client {
             approvals: ApprovalServiceClient::new(ch.clone()),
             jobs: JobServiceClient::new(ch.clone()),
             revocations: RevocationServiceClient::new(ch.clone()),
+            trust: TrustServiceClient::new(ch.clone()),
             channel: ch,
         })
     }

@@ -74,6 +74,9 @@ enum Command {
     /// The revocation list the Keyward CA signs for verifiers.
     #[command(subcommand)]
     Revocations(cmd::revocations::RevocationsCommand),
+    /// What verifiers need to trust a key by its name: CA, TSA chain, cluster policies.
+    #[command(subcommand)]
+    Trust(cmd::trust::TrustCommand),
     /// Re-sign, with a key's active version, every image an older version signed;
     /// prints the job id.
     Resign(cmd::jobs::Resign),
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revocations(c) => c.run(&ctx).await,
         Command::Incident(c) => c.run(&ctx).await,
         Command::Resign(c) => c.run(&ctx).await,
+        Command::Trust(c) => c.run(&ctx).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod revoke;
 pub mod rotation;
 pub mod sign;
 pub mod signatures;
+pub mod trust;
 pub mod verify_offline;
 
 use keyward_client::{Client, ClientConfig};

@@ -15,6 +15,7 @@ mod principals;
 mod revocations;
 pub mod rules;
 mod signing;
+mod trust;
 
 pub use approvals::ApprovalApi;
 pub use audit::AuditApi;
@@ -27,6 +28,7 @@ pub use outcome::Observer;
 pub use principals::PrincipalApi;
 pub use revocations::RevocationApi;
 pub use signing::SigningApi;
+pub use trust::TrustApi;
 
 use crate::hsm::HsmError;
 use crate::keys::KeyError;

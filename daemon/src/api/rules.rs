@@ -122,6 +122,7 @@ targets! {
     RotateKeyRequest => |r| (String::new(), r.name.clone());
     GetPublicKeyRequest => |r| (String::new(), r.name.clone());
     ListBackendsRequest => |_r| (String::new(), String::new());
+    GetTrustRequest => |r| (String::new(), r.key.clone());
     SetKeyScopeRequest => |r| (String::new(), r.name.clone());
     SetKeyPolicyRequest => |r| (String::new(), r.name.clone());
     GetKeyHistoryRequest => |r| (String::new(), r.name.clone());
@@ -219,6 +220,7 @@ pub static RULES: &[Rule] = &[
     rule!("RevocationService", IncidentRevoke, IncidentRevokeRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "run incidents"),
     rule!("RevocationService", RevokeSignature, RevokeSignatureRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke signatures"),
     rule!("RevocationService", RevokeKeyVersion, RevokeKeyVersionRequest, Role(Action::Revoke), Enforced, KeyUse::None, Change, "revoke key versions"),
+    rule!("TrustService", GetTrust, GetTrustRequest, Role(Action::Read), Never, KeyUse::None, Read, "read trust material"),
 ];
 
 /// The rule of a method path, if it has one.

@@ -4,7 +4,7 @@
 use super::{App, Instance, StartError, io};
 use crate::api::{
     ApprovalApi, AuditApi, ImageApi, JobApi, KeyApi, MfaApi, PrincipalApi, RevocationApi,
-    SigningApi,
+    SigningApi, TrustApi,
 };
 use keyward_proto::v1::approval_service_server::ApprovalServiceServer;
 use keyward_proto::v1::audit_service_server::AuditServiceServer;
@@ -15,6 +15,7 @@ use keyward_proto::v1::mfa_service_server::MfaServiceServer;
 use keyward_proto::v1::principal_service_server::PrincipalServiceServer;
 use keyward_proto::v1::revocation_service_server::RevocationServiceServer;
 use keyward_proto::v1::signing_service_server::SigningServiceServer;
+use keyward_proto::v1::trust_service_server::TrustServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -114,6 +115,10 @@ pub async fn run(
             publisher.clone(),
             signer.clone(),
             (incidents, approvals.clone()),
+        )))
+        .add_service(TrustServiceServer::new(TrustApi::new(
+            keys.clone(),
+            tsa.clone(),
         )))
         .add_service(JobServiceServer::new(JobApi::new(
             jobs.clone(),

@@ -185,6 +185,11 @@ impl KeyRegistry {
             .map(|(prefix, issuer)| (format!("{prefix}{key}"), issuer.clone()))
     }
 
+    /// The issuer key versions' certificates carry, if the instance names one.
+    pub fn issuer(&self) -> Option<&str> {
+        self.identity.as_ref().map(|(_, issuer)| issuer.as_str())
+    }
+
     /// Keys whose stored record was refused at start-up, and why.
     pub fn refused(&self) -> impl Iterator<Item = (&String, &String)> {
         self.refused.iter()
