@@ -4,7 +4,8 @@
 # and the ratios. Then the re-signing benchmark: a 2,000-image campaign against fresh
 # signing of the same images, and the daemon's peak RSS at 200 and 2,000 images. Then
 # the time from a revocation to its list being fetchable from 3 registries, and an
-# incident on 1,000 signed images with its phases.
+# incident on 1,000 signed images with its phases. Then image signing with certificates
+# and time-stamps in every layer against the signature alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,3 +14,4 @@ cargo bench --locked -p keyward-tests --bench signing
 cargo bench --locked -p keyward-tests --bench resign
 cargo bench --locked -p keyward-tests --bench revocation
 cargo bench --locked -p keyward-tests --bench incident
+cargo bench --locked -p keyward-tests --bench certificates

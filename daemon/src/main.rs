@@ -67,6 +67,10 @@ enum Command {
         /// Do not record requests in the audit log (only to measure what it costs).
         #[arg(long)]
         no_audit: bool,
+        /// Layers carry the signature alone: no certificate, chain or time-stamp (only
+        /// to measure what they cost; `[signing] certificates = false`).
+        #[arg(long)]
+        no_certificates: bool,
         /// Enforce MFA as a production instance does (the admin's TOTP URI is printed
         /// when the instance is created).
         #[arg(long)]
@@ -163,6 +167,7 @@ async fn run(command: Command) -> Result<()> {
             http_addr,
             module,
             no_audit,
+            no_certificates,
             require_mfa,
             publish_revocations,
         } => {
@@ -175,6 +180,7 @@ async fn run(command: Command) -> Result<()> {
             tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit, require_mfa))
                 .await??;
             let mut cfg = Config::load(&layout.config_file())?;
+            cfg.signing.certificates = !no_certificates;
             cfg.revocation
                 .publish
                 .extend(publish_revocations.into_iter().map(|repository| {

@@ -77,6 +77,7 @@ const NO_CODE: &[&str] = &[
     "JobService/GetJob",
     "RevocationService/GetRevocationList",
     "RevocationService/GetPublishStatus",
+    "TrustService/GetTrust",
 ];
 
 /// RPCs that sign: they need a code when the key's policy says so.

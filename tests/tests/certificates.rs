@@ -145,3 +145,33 @@ fn one_cosign_command_accepts_every_version_of_a_key_and_nothing_else() {
     );
     assert!(text(&o).contains("timestamp"), "{}", text(&o));
 }
+
+#[test]
+fn with_certificates_off_layers_carry_the_signature_alone_and_verify_by_key() {
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DevDaemon::start_dev(tmp.path(), &["--no-certificates"], &[]).unwrap();
+    d.ok(&["key", "create", "img"]);
+    let digest = reg.push_image("plain:v1", "plain");
+    let image = format!("{}/plain:v1", reg.addr);
+    d.ok(&["sign", "--key", "img", &image]);
+    let layers = reg.sig_layers("plain", &digest);
+    let annotations = layers[0]["annotations"].as_object().unwrap();
+    for absent in [
+        "dev.sigstore.cosign/certificate",
+        "dev.sigstore.cosign/chain",
+        "dev.sigstore.cosign/rfc3161timestamp",
+    ] {
+        assert!(!annotations.contains_key(absent), "{absent} in {layers:?}");
+    }
+    assert!(annotations.contains_key("dev.cosignproject.cosign/signature"));
+    let o = keyward_tests::cosign_verify(&d.public_key_file("img"), &image, None);
+    assert!(o.status.success(), "{}", text(&o));
+    // Without a certificate, a verifier that trusts the CA has nothing to go on.
+    let issuer = issuer_of(&d);
+    let o = cosign_by_identity(&d.dir.join("ca.pem"), "keyward://keys/img", &issuer, &image);
+    assert!(
+        !o.status.success(),
+        "verified by identity without a certificate"
+    );
+}

@@ -122,11 +122,14 @@ impl App {
         let ledger = SignatureLedger::new(i.store.clone());
         ledger.ensure_index().await?;
         let revoked_signatures = Arc::new(RevokedSignatures::load(i.protected.clone()).await?);
-        let signer = Arc::new(
-            ImageSigner::new(keys.clone(), registries, ledger.clone())
-                .with_revoked_signatures(revoked_signatures.clone())
-                .with_tsa(tsa.clone()),
-        );
+        let signer = ImageSigner::new(keys.clone(), registries, ledger.clone())
+            .with_revoked_signatures(revoked_signatures.clone())
+            .with_tsa(tsa.clone());
+        let signer = Arc::new(if i.config.signing.certificates {
+            signer
+        } else {
+            signer.without_certificates()
+        });
         let blobs = Arc::new(BlobSigner::new(keys.clone(), ledger));
         let (cert, key) = i.server_identity(&ca).await?;
         let tls = ServerTlsConfig::new()

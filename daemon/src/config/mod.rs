@@ -74,6 +74,31 @@ pub struct Config {
     /// The signed revocation list.
     #[serde(default)]
     pub revocation: crate::revocation::RevocationSettings,
+    /// What signature layers carry.
+    #[serde(default)]
+    pub signing: SigningSettings,
+}
+
+/// What signature and attestation layers carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// The version's certificate, the CA and an RFC 3161 time-stamp from Keyward's TSA,
+    /// as cosign writes them, so that verifiers trust a key by its name through the CA
+    /// (default). Off: the signature alone, as `cosign sign --key` writes it; verifiers
+    /// must then pin each version's public key.
+    #[serde(default = "yes")]
+    pub certificates: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self { certificates: true }
+    }
 }
 
 fn default_threads() -> usize {

@@ -6,7 +6,6 @@
 use super::formats::*;
 use super::{
     ImageError, ImageSigner, Recorded, Signed, check_scope, image_capable, parse_ref, sign_input,
-    signer_annotations,
 };
 use crate::authz::SignPermit;
 use crate::oci::ImageRef;
@@ -101,15 +100,17 @@ impl ImageSigner {
             .sign(permit, sign_input(rec.algorithm, &pae))
             .await?;
         let envelope = dsse_envelope(&statement, &signature);
-        let existing = self.registries.manifest_if_exists(&att_ref).await?;
+        // The envelope is stamped while it travels to the registry.
+        let (existing, env_digest, stamp) = tokio::join!(
+            self.registries.manifest_if_exists(&att_ref),
+            self.registries.push_blob(&att_ref, envelope.clone(), false),
+            self.stamp(&envelope),
+        );
+        let (existing, env_digest) = (existing?, env_digest?);
         let mut layers = existing_layers(existing.as_ref().map(|m| m.bytes.as_slice()));
-        let env_digest = self
-            .registries
-            .push_blob(&att_ref, envelope.clone(), false)
-            .await?;
-        let mut ann = signer_annotations(permit, &self.keys.ca().certificate_pem);
+        let mut ann = self.signer_annotations(permit);
         ann.insert(SIGNATURE_ANNOTATION.to_string(), String::new());
-        self.stamp(&envelope, &mut ann).await?;
+        ann.extend(stamp?);
         ann.insert(
             PREDICATE_TYPE_ANNOTATION.to_string(),
             plan.predicate_type.clone(),

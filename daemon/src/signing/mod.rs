@@ -106,28 +106,6 @@ struct Recorded<'a> {
     pushed_to: &'a str,
 }
 
-/// The annotations that name the signer on a signature or attestation layer: the key
-/// version's fingerprint and `name/vN`, as the permit pinned them.
-/// What every signature layer says of its signer: key, version, fingerprint, and (as
-/// cosign writes them) the version's certificate and the CA's, so that verifiers can
-/// trust the key by its name through the CA instead of pinning a public key.
-fn signer_annotations(permit: &SignPermit, ca_pem: &str) -> BTreeMap<String, String> {
-    let v = permit.version();
-    let mut out = BTreeMap::from([
-        (
-            FINGERPRINT_ANNOTATION.to_string(),
-            v.fingerprint().to_string(),
-        ),
-        (KEY_ANNOTATION.to_string(), v.label()),
-    ]);
-    let certificate = &v.version().certificate_pem;
-    if !certificate.is_empty() {
-        out.insert(CERTIFICATE_ANNOTATION.to_string(), certificate.clone());
-        out.insert(CHAIN_ANNOTATION.to_string(), ca_pem.to_string());
-    }
-    out
-}
-
 /// Signs images with keys from the registry of keys and pushes the results.
 pub struct ImageSigner {
     keys: Arc<KeyRegistry>,
@@ -140,6 +118,8 @@ pub struct ImageSigner {
     revoked: Option<Arc<crate::revocation::signatures::RevokedSignatures>>,
     /// Time-stamps every signature layer.
     tsa: Option<Arc<Tsa>>,
+    /// Layers carry the version's certificate and the CA.
+    certificates: bool,
 }
 
 impl std::fmt::Debug for ImageSigner {
@@ -209,7 +189,40 @@ impl ImageSigner {
             tag_locks: Mutex::new(HashMap::new()),
             revoked: None,
             tsa: None,
+            certificates: true,
         }
+    }
+
+    /// What every signature layer says of its signer: key, version, fingerprint, and
+    /// (unless built [`without_certificates`](Self::without_certificates), as cosign
+    /// writes them) the version's certificate and the CA's, so that verifiers can trust
+    /// the key by its name through the CA instead of pinning a public key.
+    fn signer_annotations(&self, permit: &SignPermit) -> BTreeMap<String, String> {
+        let v = permit.version();
+        let mut out = BTreeMap::from([
+            (
+                FINGERPRINT_ANNOTATION.to_string(),
+                v.fingerprint().to_string(),
+            ),
+            (KEY_ANNOTATION.to_string(), v.label()),
+        ]);
+        let certificate = &v.version().certificate_pem;
+        if self.certificates && !certificate.is_empty() {
+            out.insert(CERTIFICATE_ANNOTATION.to_string(), certificate.clone());
+            out.insert(
+                CHAIN_ANNOTATION.to_string(),
+                self.keys.ca().certificate_pem.clone(),
+            );
+        }
+        out
+    }
+
+    /// Layers carry the signature alone, as `cosign sign --key` writes it: no
+    /// certificate, chain or time-stamp (`[signing] certificates = false`).
+    pub fn without_certificates(mut self) -> Self {
+        self.certificates = false;
+        self.tsa = None;
+        self
     }
 
     /// Every signature layer gets an RFC 3161 time-stamp from `tsa` (over the
@@ -220,14 +233,11 @@ impl ImageSigner {
         self
     }
 
-    /// Adds the time-stamp of `data` to a layer's annotations, as cosign stores it.
-    async fn stamp(
-        &self,
-        data: &[u8],
-        annotations: &mut BTreeMap<String, String>,
-    ) -> Result<(), ImageError> {
+    /// The time-stamp of `data`, as cosign stores it in a layer's annotations (none
+    /// without a TSA). Callers make it while the layer's blob is being pushed.
+    async fn stamp(&self, data: &[u8]) -> Result<Option<(String, String)>, ImageError> {
         let Some(tsa) = &self.tsa else {
-            return Ok(());
+            return Ok(None);
         };
         let reply = tsa.stamp_data(data).await.map_err(|e| match e {
             TsaError::Hsm(h) => ImageError::Key(KeyError::Hsm(h)),
@@ -236,11 +246,10 @@ impl ImageSigner {
             ))),
         })?;
         let b64 = base64::engine::general_purpose::STANDARD.encode(reply);
-        annotations.insert(
+        Ok(Some((
             TIMESTAMP_ANNOTATION.to_string(),
             serde_json::json!({ "SignedRFC3161Timestamp": b64 }).to_string(),
-        );
-        Ok(())
+        )))
     }
 
     /// Verification refuses the signatures in `revoked`.

@@ -3,7 +3,7 @@
 //! what reached the registry is recorded in the ledger.
 
 use super::formats::*;
-use super::{ImageError, ImageSigner, Recorded, Signed, sign_input, signer_annotations, verify};
+use super::{ImageError, ImageSigner, Recorded, Signed, sign_input, verify};
 use crate::authz::SignPermit;
 use crate::keys::KeyRecord;
 use crate::oci::{ImageRef, RegistryError, sha256_digest};
@@ -73,21 +73,26 @@ impl ImageSigner {
                     optional.insert(FINGERPRINT_ANNOTATION.into(), active.fingerprint.clone());
                     optional.insert("dev.keyward/requester".into(), requester.to_string());
                     let payload = simple_signing_payload(&identity, digest, &optional);
-                    let signature = self
-                        .keys
-                        .sign(permit, sign_input(rec.algorithm, &payload))
-                        .await?;
-                    let payload_digest = self
-                        .registries
-                        .push_blob(&sig_ref, payload.clone(), false)
-                        .await?;
-                    let mut ann = signer_annotations(permit, &self.keys.ca().certificate_pem);
+                    // The payload travels to the registry while the HSM signs it and
+                    // the TSA stamps the signature.
+                    let signed = async {
+                        let signature = self
+                            .keys
+                            .sign(permit, sign_input(rec.algorithm, &payload))
+                            .await?;
+                        let stamp = self.stamp(&signature).await?;
+                        Ok::<_, ImageError>((signature, stamp))
+                    };
+                    let pushed = self.registries.push_blob(&sig_ref, payload.clone(), false);
+                    let (signed, pushed) = tokio::join!(signed, pushed);
+                    let ((signature, stamp), payload_digest) = (signed?, pushed?);
+                    let mut ann = self.signer_annotations(permit);
                     ann.insert(
                         SIGNATURE_ANNOTATION.to_string(),
                         base64::engine::general_purpose::STANDARD.encode(&signature),
                     );
                     ann.insert(REFERENCE_ANNOTATION.to_string(), identity.clone());
-                    self.stamp(&signature, &mut ann).await?;
+                    ann.extend(stamp);
                     let l = layer(SIMPLE_SIGNING, &payload, &payload_digest, ann);
                     ours = Some(l.clone());
                     l
