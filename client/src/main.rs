@@ -87,7 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return v.run(cli.output); // offline: no daemon needed
     }
     if let Command::Verify(v) = &cli.command
-        && v.offline.offline
+        && (v.offline.offline || v.offline.identity.is_some())
     {
         return v.clone().run_offline(cli.output).await; // offline: no daemon needed
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use keyward_client::offline::by_identity;
 use keyward_client::proto;
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::verifiers::{cosign_by_ca, output_text};
@@ -17,7 +18,12 @@ const STAMP: &str = "dev.sigstore.cosign/rfc3161timestamp";
 async fn an_expired_version_certificate_verifies_through_its_time_stamp_and_not_without() {
     keyward_daemon::clock::set_offset(Duration::days(-30));
     let tmp = tempfile::tempdir().unwrap();
-    let s = common::serve(tmp.path(), |app| app).await;
+    let mut lists = None;
+    let s = common::serve(tmp.path(), |app| {
+        lists = Some(app.revocations());
+        app
+    })
+    .await;
     let c = &s.client;
     let registry = TestRegistry::start();
     let digest = registry.push_image("app/expired:1", "expired");
@@ -99,6 +105,48 @@ async fn an_expired_version_certificate_verifies_through_its_time_stamp_and_not_
     );
     assert!(output_text(&o).contains("expired"), "{}", output_text(&o));
 
+    // Keyward's own offline verifier by CA and identity agrees (with a revocation list
+    // issued at the real time, so that it is current).
+    let issued = lists
+        .unwrap()
+        .ensure(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let list = dir.join("list.json");
+    let shown = serde_json::json!({
+        "list": serde_json::from_str::<serde_json::Value>(&issued.document).unwrap(),
+        "signature": issued.signature,
+    });
+    std::fs::write(&list, shown.to_string()).unwrap();
+    let (ca_pem, chain_pem) = (
+        std::fs::read_to_string(&ca).unwrap(),
+        std::fs::read_to_string(&chain).unwrap(),
+    );
+    let offline = |tsa: bool| {
+        let who = by_identity::TrustedIdentity {
+            ca_pem: &ca_pem,
+            identity,
+            issuer: Some(issuer),
+            tsa_chain_pem: tsa.then_some(chain_pem.as_str()),
+        };
+        let (image, list) = (image.clone(), list.to_str().unwrap().to_string());
+        async move {
+            let mut seen = Default::default();
+            by_identity::verify(&image, &who, &list, &mut seen, None)
+                .await
+                .unwrap()
+        }
+    };
+    let r = offline(true).await;
+    assert_eq!(r.valid, [2], "{:?}", r.rejected);
+    let r = offline(false).await;
+    assert!(r.valid.is_empty());
+    assert!(
+        r.rejected[0].contains("was not valid at"),
+        "{:?}",
+        r.rejected
+    );
+
     // The same signature with its time-stamp removed (a registry object rewritten):
     // refused, even with the chain.
     let tag = format!("{}.sig", digest.replace(':', "-"));
@@ -138,6 +186,9 @@ async fn an_expired_version_certificate_verifies_through_its_time_stamp_and_not_
         "{}",
         output_text(&o)
     );
+    let r = offline(true).await;
+    assert!(r.valid.is_empty());
+    assert!(r.rejected[0].contains("no time-stamp"), "{:?}", r.rejected);
 
     s.stop.send(()).unwrap();
     s.running.wait().await.unwrap();

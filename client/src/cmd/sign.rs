@@ -63,9 +63,9 @@ pub struct Attest {
 
 #[derive(Args, Clone)]
 pub struct Verify {
-    /// Key whose versions to check.
-    #[arg(long)]
-    key: String,
+    /// Key whose versions to check (or, offline, --identity).
+    #[arg(long, required_unless_present = "identity")]
+    key: Option<String>,
     /// registry/repository[:tag][@digest]
     image: String,
     #[command(flatten)]
@@ -75,7 +75,9 @@ pub struct Verify {
 impl Verify {
     /// Verifies without the daemon (`--offline`).
     pub async fn run_offline(self, out: super::Output) -> anyhow::Result<()> {
-        self.offline.run(self.key, self.image, out).await
+        self.offline
+            .run(self.key.unwrap_or_default(), self.image, out)
+            .await
     }
 }
 
@@ -314,13 +316,14 @@ impl Show for Verified {
 
 impl Verify {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let key = self.key.unwrap_or_default();
         let req = proto::VerifyImageRequest {
-            key: self.key.clone(),
+            key: key.clone(),
             reference: self.image.clone(),
         };
         let r = ctx.client.verify_image(req).await?;
         let v = Verified {
-            key: self.key,
+            key,
             digest: r.digest,
             valid: r.valid,
             rejected: r.rejected,

@@ -4,7 +4,7 @@
 use super::{Output, Show};
 use anyhow::Context;
 use clap::Args;
-use keyward_client::offline::OfflineResult;
+use keyward_client::offline::{OfflineResult, by_identity};
 use keyward_client::revocation as r;
 use std::path::PathBuf;
 
@@ -13,6 +13,20 @@ pub struct OfflineArgs {
     /// Verify without the daemon: needs --ca, --key-history and --revocations.
     #[arg(long, requires_all = ["ca", "key_history", "revocations"])]
     pub offline: bool,
+    /// Verify without the daemon by the CA and this identity (`keyward://keys/NAME`,
+    /// the URI SAN of every version's certificate) instead of a key history, as
+    /// `cosign verify --certificate-identity` does: needs --ca and --revocations.
+    #[arg(long, requires_all = ["ca", "revocations"], conflicts_with_all = ["key", "key_history", "offline"])]
+    pub identity: Option<String>,
+    /// The issuer the certificates must carry (default: the one the instance derives
+    /// from the CA's key, `keyward://ca/...`).
+    #[arg(long, requires = "identity")]
+    issuer: Option<String>,
+    /// The TSA's chain (`keyward trust export`): each signature's time-stamp is checked
+    /// and its certificate must have been valid at the stamp's time, so signatures
+    /// made before their certificate expired keep verifying.
+    #[arg(long, requires = "identity")]
+    tsa_chain: Option<PathBuf>,
     /// The Keyward CA certificate (PEM).
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -61,6 +75,39 @@ impl OfflineArgs {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
         };
         let ca = String::from_utf8(read(&self.ca)?).context("the CA file is not text")?;
+        let state = self.state.clone().unwrap_or_else(r::default_state_path);
+        let mut seen = r::load_state(&state).map_err(anyhow::Error::msg)?;
+        let max = self
+            .max_staleness
+            .map(|s| time::Duration::seconds(s as i64));
+        let revocations = self.revocations.clone().unwrap_or_default();
+        if let Some(identity) = &self.identity {
+            let chain = match &self.tsa_chain {
+                Some(_) => Some(
+                    String::from_utf8(read(&self.tsa_chain)?)
+                        .context("the TSA chain is not text")?,
+                ),
+                None => None,
+            };
+            let who = by_identity::TrustedIdentity {
+                ca_pem: &ca,
+                identity,
+                issuer: self.issuer.as_deref(),
+                tsa_chain_pem: chain.as_deref(),
+            };
+            let result = by_identity::verify(&image, &who, &revocations, &mut seen, max)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
+            return show(
+                Shown {
+                    key: identity.clone(),
+                    result,
+                },
+                out,
+                &image,
+            );
+        }
         let history = read(&self.key_history)?;
         let named: serde_json::Value = serde_json::from_slice(&history).unwrap_or_default();
         anyhow::ensure!(
@@ -68,28 +115,26 @@ impl OfflineArgs {
             "the key history is of key {}, not {key:?}",
             named["key"]
         );
-        let state = self.state.unwrap_or_else(r::default_state_path);
-        let mut seen = r::load_state(&state).map_err(anyhow::Error::msg)?;
-        let max = self
-            .max_staleness
-            .map(|s| time::Duration::seconds(s as i64));
-        let revocations = self.revocations.unwrap_or_default();
         let result =
             keyward_client::offline::verify(&image, &ca, &history, &revocations, &mut seen, max)
                 .await
                 .map_err(anyhow::Error::msg)?;
         r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
-        let shown = Shown { key, result };
-        match out {
-            Output::Json => println!("{}", serde_json::to_string(&shown)?),
-            Output::Text => shown.text(),
-        }
-        anyhow::ensure!(
-            !shown.result.valid.is_empty(),
-            "no valid signature by key {:?} on {image} ({})",
-            shown.key,
-            shown.result.digest
-        );
-        Ok(())
+        show(Shown { key, result }, out, &image)
     }
+}
+
+/// Prints what was found; an error when no signature counts.
+fn show(shown: Shown, out: Output, image: &str) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string(&shown)?),
+        Output::Text => shown.text(),
+    }
+    anyhow::ensure!(
+        !shown.result.valid.is_empty(),
+        "no valid signature by {:?} on {image} ({})",
+        shown.key,
+        shown.result.digest
+    );
+    Ok(())
 }

@@ -2,7 +2,10 @@
 //! says which public keys to trust, the revocation list (a file, or pulled from a
 //! registry) what to refuse.
 
+pub mod by_identity;
 pub mod registry;
+mod stamp;
+pub mod x509;
 
 use crate::revocation::{self, CheckedList, SeenSequences, certificate_spki};
 use base64::Engine;
@@ -105,6 +108,54 @@ async fn revocation_bytes(source: &str) -> Result<Vec<u8>, String> {
     )
 }
 
+/// The revocation list from `revocations` (a file or a registry repository), checked
+/// against the CA and what was seen before.
+async fn checked_list(
+    revocations: &str,
+    ca_pem: &str,
+    seen: &mut SeenSequences,
+    max_staleness: Option<time::Duration>,
+) -> Result<CheckedList, String> {
+    revocation::check(
+        &revocation_bytes(revocations).await?,
+        ca_pem,
+        seen,
+        time::OffsetDateTime::now_utc(),
+        max_staleness,
+    )
+}
+
+/// The image's repository, its digest, and the layers of its cosign signature
+/// manifest (none when it has none).
+async fn signature_layers(image: &str) -> Result<(Repo, String, Vec<Value>), String> {
+    let (registry, repository, reference) = split(image)?;
+    let repo = Repo::new(&registry, &repository)?;
+    let (_, digest) = repo
+        .manifest(&reference)
+        .await?
+        .ok_or_else(|| format!("{image} not found"))?;
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let Some((sig_manifest, _)) = repo.manifest(&sig_tag).await? else {
+        return Ok((repo, digest, Vec::new()));
+    };
+    let m: Value = serde_json::from_slice(&sig_manifest).map_err(|e| e.to_string())?;
+    let layers = m["layers"].as_array().cloned().unwrap_or_default();
+    Ok((repo, digest, layers))
+}
+
+/// The list's entry revoking the one signature of `digest` by `key` v`version`.
+fn revoked_signature<'l>(
+    list: &'l CheckedList,
+    key: &str,
+    version: u32,
+    digest: &str,
+) -> Option<&'l Value> {
+    list.list["signatures"]
+        .as_array()?
+        .iter()
+        .find(|e| e["key"] == key && e["version"] == version && e["digest"] == digest)
+}
+
 /// Verifies `image`'s signatures against the history's versions and the list.
 pub async fn verify(
     image: &str,
@@ -115,38 +166,16 @@ pub async fn verify(
     max_staleness: Option<time::Duration>,
 ) -> Result<OfflineResult, String> {
     let (key, versions) = trusted_versions(history, ca_pem)?;
-    let list: CheckedList = revocation::check(
-        &revocation_bytes(revocations).await?,
-        ca_pem,
-        seen,
-        time::OffsetDateTime::now_utc(),
-        max_staleness,
-    )?;
-    let (registry, repository, reference) = split(image)?;
-    let repo = Repo::new(&registry, &repository)?;
-    let (_, digest) = repo
-        .manifest(&reference)
-        .await?
-        .ok_or_else(|| format!("{image} not found"))?;
-    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let list = checked_list(revocations, ca_pem, seen, max_staleness).await?;
+    let (repo, digest, layers) = signature_layers(image).await?;
     let mut result = OfflineResult {
         digest: digest.clone(),
         valid: Vec::new(),
         rejected: Vec::new(),
         revocation_sequence: list.sequence,
     };
-    let Some((sig_manifest, _)) = repo.manifest(&sig_tag).await? else {
-        return Ok(result);
-    };
-    let m: Value = serde_json::from_slice(&sig_manifest).map_err(|e| e.to_string())?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    for (i, layer) in m["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (i, layer) in layers.iter().enumerate() {
         let sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
             .as_str()
             .and_then(|s| b64.decode(s).ok())
@@ -183,14 +212,7 @@ pub async fn verify(
             ));
             continue;
         }
-        let revoked_signature = list.list["signatures"].as_array().and_then(|s| {
-            s.iter().find(|e| {
-                e["key"] == key.as_str()
-                    && e["version"] == v.version
-                    && e["digest"] == digest.as_str()
-            })
-        });
-        if let Some(e) = revoked_signature {
+        if let Some(e) = revoked_signature(&list, &key, v.version, &digest) {
             result.rejected.push(format!(
                 "layer {i}: this signature by v{} is revoked ({})",
                 v.version,
