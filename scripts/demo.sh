@@ -94,19 +94,17 @@ DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo.pem" --
   --allow-http-registry "$REG/demo/hello:v1" 2>&1 | sed 's/^/  /'
 
 step "cosign trusts the key by name instead: the Keyward CA, the key's identity, its time-stamps"
-HTTP=$(sed -n 's|.*health/metrics: http://\([^/]*\)/.*|\1|p' "$DIR/keywardd.out")
-curl -sf -o "$DIR/tsa-chain.pem" "http://$HTTP/v1/tsa-chain.pem"
-"$BIN/keyward" -o json key show release-demo >"$DIR/release-demo.json"
+"$BIN/keyward" -o json trust export "$DIR/trust" --key release-demo >"$DIR/release-demo.json"
+"$BIN/keyward" trust export "$DIR/trust" --key release-demo | sed 's/^/  /'
 IDENTITY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["certificate_identity"])' "$DIR/release-demo.json")
 ISSUER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["certificate_oidc_issuer"])' "$DIR/release-demo.json")
 by_identity() {
-  DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --ca-roots "$DIR/instance/ca.pem" \
+  DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --ca-roots "$DIR/trust/ca.pem" \
     --certificate-identity "$IDENTITY" --certificate-oidc-issuer "$ISSUER" \
-    --timestamp-certificate-chain "$DIR/tsa-chain.pem" --insecure-ignore-sct --insecure-ignore-tlog \
+    --timestamp-certificate-chain "$DIR/trust/tsa-chain.pem" --insecure-ignore-sct --insecure-ignore-tlog \
     --allow-http-registry "$REG/demo/hello:v1" >/dev/null 2>"$DIR/identity-verify.log" \
     || { cat "$DIR/identity-verify.log"; exit 1; }
 }
-echo "  cosign verify --ca-roots ca.pem --certificate-identity $IDENTITY --certificate-oidc-issuer $ISSUER --timestamp-certificate-chain tsa-chain.pem ..."
 by_identity && echo "  OK (v1's signature)"
 
 step "Attesting build provenance (in-toto statement in a DSSE envelope) and verifying it with cosign"
@@ -132,6 +130,11 @@ DOCKER_CONFIG="$DIR/no-docker" "$COSIGN" verify --key "$DIR/release-demo-v2.pem"
 
 step "The same cosign command, unchanged by the rotation"
 by_identity && echo "  OK: nothing in the verifier changed when the key rotated"
+"$BIN/keyward" -o json revocations show >"$DIR/revocations.json"
+echo "  keyward verify, offline, by the same CA, identity and TSA chain, against the revocation list:"
+"$BIN/keyward" verify "$REG/demo/hello:v1" --identity "$IDENTITY" --ca "$DIR/trust/ca.pem" \
+  --tsa-chain "$DIR/trust/tsa-chain.pem" --revocations "$DIR/revocations.json" \
+  --state "$DIR/revocation-state.json" | sed 's/^/  /'
 
 step "Revoking: a key rotated without re-signing, its old version revoked after a leak"
 "$BIN/keyward" key create release-legacy --purpose image >/dev/null
