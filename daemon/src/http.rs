@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// One part of the current list, or 503 while none has been issued yet.
 fn revocation_part(
@@ -35,18 +36,21 @@ fn revocation_part(
     }
 }
 
+fn text(code: StatusCode, why: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("{why}\n"),
+    )
+        .into_response()
+}
+
 /// Answers an RFC 3161 query (`application/timestamp-query`, at most 64 KiB) with a
 /// signed `application/timestamp-reply`; a query this TSA does not stamp gets 400 and
-/// the reason.
-async fn timestamp(tsa: &Tsa, headers: &HeaderMap, body: &[u8]) -> Response {
-    let text = |code: StatusCode, why: String| {
-        (
-            code,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("{why}\n"),
-        )
-            .into_response()
-    };
+/// the reason. At most `slots` queries are stamped at once; more get 503 and
+/// Retry-After, so that the unauthenticated endpoint cannot crowd signing out of the
+/// HSM.
+async fn timestamp(tsa: &Tsa, slots: &Semaphore, headers: &HeaderMap, body: &[u8]) -> Response {
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -57,6 +61,15 @@ async fn timestamp(tsa: &Tsa, headers: &HeaderMap, body: &[u8]) -> Response {
             format!("send an RFC 3161 query as application/timestamp-query, not {kind:?}"),
         );
     }
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut busy = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the time-stamping authority is busy; try again in a second".into(),
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
     match tsa.stamp(body).await {
         Ok(reply) => (
             StatusCode::OK,
@@ -77,21 +90,31 @@ async fn timestamp(tsa: &Tsa, headers: &HeaderMap, body: &[u8]) -> Response {
 
 /// Routes of the HTTP listener.
 /// `/healthz` answers 503 with the reason while the audit log cannot be checkpointed.
+/// `POST /v1/timestamp` stamps at most `http_stamps` queries at once (0: not served).
 pub fn router(
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
     lists: Arc<Revocations>,
-    tsa: Arc<Tsa>,
+    (tsa, http_stamps): (Arc<Tsa>, usize),
 ) -> Router {
     let signature = lists.clone();
     let crl = lists.clone();
     let chain = tsa.chain_pem();
+    let slots = Arc::new(Semaphore::new(http_stamps));
     Router::new()
         .route(
             "/v1/timestamp",
             post(move |headers: HeaderMap, body: Bytes| {
-                let tsa = tsa.clone();
-                async move { timestamp(&tsa, &headers, &body).await }
+                let (tsa, slots) = (tsa.clone(), slots.clone());
+                async move {
+                    if http_stamps == 0 {
+                        return text(
+                            StatusCode::NOT_FOUND,
+                            "this instance does not serve time-stamps over HTTP ([tsa] http_concurrency = 0)".into(),
+                        );
+                    }
+                    timestamp(&tsa, &slots, &headers, &body).await
+                }
             })
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
         )

@@ -162,3 +162,23 @@ fn openssl_verifies_keywards_time_stamps_against_the_ca_and_a_bad_query_is_named
     let (code, _) = post(&d.http_addr, "/v1/timestamp", "text/plain", b"hi");
     assert_eq!(code, 415);
 }
+
+#[test]
+fn an_instance_can_keep_its_tsa_off_http_and_still_publish_its_chain() {
+    let d = keyward_tests::served::ServedDaemon::start("\n[tsa]\nhttp_concurrency = 0\n");
+    let (code, body) = post(
+        &d.http_addr,
+        "/v1/timestamp",
+        "application/timestamp-query",
+        b"\x30\x00",
+    );
+    assert_eq!(code, 404);
+    let why = String::from_utf8_lossy(&body);
+    assert!(why.contains("http_concurrency = 0"), "{why}");
+    // Its chain is still published for verifiers.
+    let (status, chain) = d.http_get("/v1/tsa-chain.pem");
+    assert!(
+        status.contains("200") && chain.contains("BEGIN CERTIFICATE"),
+        "{status}"
+    );
+}

@@ -149,7 +149,12 @@ pub async fn run(
             approvals.clone(),
         )));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let http_app = crate::http::router(metrics, audit.clone(), revocations.clone(), tsa);
+    let http_app = crate::http::router(
+        metrics,
+        audit.clone(),
+        revocations.clone(),
+        (tsa, config.tsa.http_concurrency),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -3,7 +3,7 @@
 use crate::hsm::pkcs11::{PinSource, Pkcs11Settings};
 mod sections;
 
-pub use sections::{AuditConfig, MfaConfig};
+pub use sections::{AuditConfig, MfaConfig, SigningSettings, TsaSettings};
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -77,28 +77,9 @@ pub struct Config {
     /// What signature layers carry.
     #[serde(default)]
     pub signing: SigningSettings,
-}
-
-/// What signature and attestation layers carry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningSettings {
-    /// The version's certificate, the CA and an RFC 3161 time-stamp from Keyward's TSA,
-    /// as cosign writes them, so that verifiers trust a key by its name through the CA
-    /// (default). Off: the signature alone, as `cosign sign --key` writes it; verifiers
-    /// must then pin each version's public key.
-    #[serde(default = "yes")]
-    pub certificates: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for SigningSettings {
-    fn default() -> Self {
-        Self { certificates: true }
-    }
+    /// The time-stamping authority's HTTP endpoint.
+    #[serde(default)]
+    pub tsa: TsaSettings,
 }
 
 fn default_threads() -> usize {

@@ -1,4 +1,5 @@
-//! The `[mfa]` and `[audit]` sections of keywardd.toml, with their defaults.
+//! The `[mfa]`, `[audit]`, `[signing]` and `[tsa]` sections of keywardd.toml, with
+//! their defaults.
 
 use serde::Deserialize;
 
@@ -66,6 +67,47 @@ impl Default for AuditConfig {
             enabled: true,
             checkpoint_records: default_checkpoint_records(),
             checkpoint_seconds: default_checkpoint_seconds(),
+        }
+    }
+}
+
+/// What signature and attestation layers carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// The version's certificate, the CA and an RFC 3161 time-stamp from Keyward's TSA,
+    /// as cosign writes them, so that verifiers trust a key by its name through the CA
+    /// (default). Off: the signature alone, as `cosign sign --key` writes it; verifiers
+    /// must then pin each version's public key.
+    #[serde(default = "yes")]
+    pub certificates: bool,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self { certificates: true }
+    }
+}
+
+/// The time-stamping authority's HTTP endpoint (`POST /v1/timestamp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsaSettings {
+    /// Queries stamped at once over HTTP; more get 503 with Retry-After, so that
+    /// callers of the unauthenticated endpoint cannot crowd signing out of the HSM.
+    /// 0: the endpoint is not served (layers are still stamped).
+    #[serde(default = "default_http_concurrency")]
+    pub http_concurrency: usize,
+}
+
+fn default_http_concurrency() -> usize {
+    4
+}
+
+impl Default for TsaSettings {
+    fn default() -> Self {
+        Self {
+            http_concurrency: default_http_concurrency(),
         }
     }
 }
