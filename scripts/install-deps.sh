@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in softhsm2 opensc openssl docker-registry skopeo apache2-utils ca-certificates curl python3 python3-yaml; do
+for pkg in softhsm2 opensc openssl docker-registry skopeo apache2-utils ca-certificates curl python3 python3-yaml opencryptoki; do
   have "$pkg" || need+=("$pkg")
 done
 

@@ -170,6 +170,12 @@ impl Show for Vec<proto::Backend> {
                 b.kind,
                 b.algorithms.join(",")
             );
+            if !b.features.is_empty() {
+                println!("  also: {}", b.features.join(", "));
+            }
+            for m in &b.missing {
+                println!("  cannot: {m}");
+            }
         }
     }
 }

@@ -339,16 +339,20 @@ impl pb::key_service_server::KeyService for KeyApi {
         let backends = self.keys.backends();
         let list = backends
             .iter()
-            .map(|(name, pool)| pb::Backend {
-                name: name.clone(),
-                kind: pool.backend().kind().to_string(),
-                algorithms: pool
-                    .backend()
-                    .algorithms()
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect(),
-                is_default: name == backends.default_name(),
+            .map(|(name, pool)| {
+                let caps = pool.backend().capabilities();
+                pb::Backend {
+                    name: name.clone(),
+                    kind: pool.backend().kind().to_string(),
+                    algorithms: caps.algorithms.iter().map(|a| a.to_string()).collect(),
+                    is_default: name == backends.default_name(),
+                    features: caps.features,
+                    missing: caps
+                        .missing
+                        .into_iter()
+                        .map(|(what, why)| format!("{what}: {why}"))
+                        .collect(),
+                }
             })
             .collect();
         call.finish::<(), KeyError>(Ok(())).await?;

@@ -153,6 +153,12 @@ impl Instance {
         crate::keys::validate_name(admin).map_err(StartError::Config)?;
         let pool = self.ca_pool()?;
         let backend = pool.backend().name().to_string();
+        // The instance's own keys (CA, audit, time-stamping) are ECDSA P-256.
+        if let Err(e) = pool.backend().check_algorithm(Algorithm::EcdsaP256) {
+            return Err(StartError::Config(format!(
+                "backend {backend} cannot hold the instance's keys (CA, audit, time-stamping: ECDSA P-256): {e}; put [ca] backend on a token that offers ECDSA P-256"
+            )));
+        }
         let cn = self.config.ca.common_name.clone();
         let ca: CaRecord = bootstrap(
             self.store.as_ref(),

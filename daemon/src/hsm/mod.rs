@@ -69,12 +69,16 @@ pub struct HsmObject {
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
     /// The backend cannot make keys of this algorithm.
-    #[error("algorithm {algorithm} is not supported by backend {backend} (supported: {supported})")]
+    #[error(
+        "algorithm {algorithm} is not supported by backend {backend}{why} (supported: {supported})"
+    )]
     Unsupported {
         /// The requested algorithm.
         algorithm: String,
         /// The backend asked.
         backend: String,
+        /// What the device lacks for it (`": it has no CKM_..."`), when known.
+        why: String,
         /// What it does support, comma separated.
         supported: String,
     },
@@ -108,6 +112,17 @@ pub enum HsmError {
     PoolClosed,
 }
 
+/// What a backend can do, as discovered from the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Key algorithms it generates and signs with.
+    pub algorithms: Vec<Algorithm>,
+    /// What else the instance can use it for (sealing, record MACs).
+    pub features: Vec<String>,
+    /// What it cannot do, and why: (algorithm or feature, what the device lacks).
+    pub missing: Vec<(String, String)>,
+}
+
 /// A configured HSM. Implementations are shared between threads; the work happens in
 /// the sessions they open.
 pub trait Backend: Send + Sync {
@@ -117,6 +132,13 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Algorithms this backend can generate and sign with.
     fn algorithms(&self) -> &[Algorithm];
+    /// What it can do (algorithms, features) and what it cannot, with why.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            algorithms: self.algorithms().to_vec(),
+            ..Default::default()
+        }
+    }
     /// Opens a session for one worker thread.
     fn open_session(&self) -> Result<Box<dyn HsmSession>, HsmError>;
 
@@ -125,9 +147,18 @@ pub trait Backend: Send + Sync {
         if self.algorithms().contains(&algorithm) {
             return Ok(());
         }
+        let name = algorithm.to_string();
+        let why = self
+            .capabilities()
+            .missing
+            .into_iter()
+            .find(|(what, _)| *what == name)
+            .map(|(_, why)| format!(": it has {why}"))
+            .unwrap_or_default();
         Err(HsmError::Unsupported {
-            algorithm: algorithm.to_string(),
+            algorithm: name,
             backend: self.name().to_string(),
+            why,
             supported: self
                 .algorithms()
                 .iter()

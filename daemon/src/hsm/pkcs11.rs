@@ -31,6 +31,8 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
+#[path = "pkcs11_caps.rs"]
+mod caps;
 #[path = "pkcs11_secret.rs"]
 mod secret;
 #[path = "pkcs11_session.rs"]
@@ -64,6 +66,8 @@ pub struct Pkcs11Backend {
     ctx: Pkcs11,
     slot: Slot,
     objects: Arc<Objects>,
+    /// What the token's mechanism list offers.
+    caps: super::Capabilities,
     /// Kept open and logged in for the backend's whole life: once every session of the
     /// login is closed, all handles become invalid.
     _login: Mutex<Session>,
@@ -119,7 +123,10 @@ impl Backend for Pkcs11Backend {
         "pkcs11"
     }
     fn algorithms(&self) -> &[Algorithm] {
-        &Algorithm::ALL
+        &self.caps.algorithms
+    }
+    fn capabilities(&self) -> super::Capabilities {
+        self.caps.clone()
     }
     fn open_session(&self) -> Result<Box<dyn HsmSession>, HsmError> {
         let session = self

@@ -64,22 +64,24 @@ fn open_token(settings: &Pkcs11Settings) -> Result<(Pkcs11, Slot), HsmError> {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(500));
         }
-        let ctx = Pkcs11::new(&settings.module).map_err(|e| {
-            HsmError::Config(format!(
-                "cannot load PKCS#11 module {}: {e}",
-                settings.module.display()
-            ))
-        })?;
-        if let Err(e) = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            last = e.to_string();
-            continue;
-        }
+        let (ctx, ours) = match initialised(&settings.module) {
+            Ok(loaded) => loaded,
+            Err(HsmError::Device { detail, .. }) => {
+                last = detail;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match find_slot(&ctx, &settings.token_label) {
             Ok(Some(slot)) => return Ok((ctx, slot)),
             Ok(None) => {
                 last = format!("no token labelled {:?}", settings.token_label);
             }
             Err(e) => last = e.to_string(),
+        }
+        // The next attempt initialises afresh, so that the module reads its tokens again.
+        if ours {
+            let _ = ctx.finalize();
         }
     }
     if last.starts_with("no token labelled") {
@@ -100,6 +102,14 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, CkError> {
     for slot in ctx.get_slots_with_token()? {
         let info = ctx.get_token_info(slot)?;
         if info.label().trim_end() == label {
+            if info.clock_on_token() && info.utc_time().is_none() {
+                // cryptoki as patched in vendor/: a clock that is not PKCS#11's
+                // YYYYMMDDhhmmss00 (opencryptoki 3.8) reads as none. Keyward does not use it.
+                tracing::info!(
+                    token = label,
+                    "the token reports its clock in a non-PKCS#11 format; ignored"
+                );
+            }
             return Ok(Some(slot));
         }
     }
@@ -152,15 +162,39 @@ fn ensure_token_once(
     user_pin: &str,
     fresh: bool,
 ) -> Result<bool, HsmError> {
+    let (ctx, ours) = initialised(module)?;
+    let made = make_token(&ctx, label, (so_pin, user_pin), fresh);
+    if ours {
+        let _ = ctx.finalize();
+    }
+    made
+}
+
+/// Loads `module` and initialises it. Modules are never unloaded (see the cryptoki
+/// patch in vendor/), so one this process initialised before, for another backend or
+/// token, says so; that is not an error. True when this call initialised it.
+fn initialised(module: &Path) -> Result<(Pkcs11, bool), HsmError> {
     let ctx = Pkcs11::new(module).map_err(|e| {
         HsmError::Config(format!(
             "cannot load PKCS#11 module {}: {e}",
             module.display()
         ))
     })?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| device("initialise", e))?;
-    if find_slot(&ctx, label)
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => Ok((ctx, true)),
+        Err(e) if is_rv(&e, RvError::CryptokiAlreadyInitialized) => Ok((ctx, false)),
+        Err(e) => Err(device("initialise", e)),
+    }
+}
+
+/// Finds the token labelled `label` or, with `fresh`, initialises one in a free slot.
+fn make_token(
+    ctx: &Pkcs11,
+    label: &str,
+    (so_pin, user_pin): (&str, &str),
+    fresh: bool,
+) -> Result<bool, HsmError> {
+    if find_slot(ctx, label)
         .map_err(|e| device("list tokens", e))?
         .is_some()
     {
@@ -187,7 +221,7 @@ fn ensure_token_once(
     let so = AuthPin::new(so_pin.into());
     ctx.init_token(free, &so, label)
         .map_err(|e| device("initialise token", e))?;
-    let slot = find_slot(&ctx, label)
+    let slot = find_slot(ctx, label)
         .map_err(|e| device("list tokens", e))?
         .ok_or_else(|| HsmError::Config(format!("token {label:?} vanished after init")))?;
     let session = ctx
@@ -245,11 +279,19 @@ impl Pkcs11Backend {
             miss: Mutex::new(()),
             secrets: RwLock::new(HashMap::new()),
         });
+        let offered = ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| device("list mechanisms", e))?;
+        let caps = super::caps::from_mechanisms(&offered);
+        for (what, why) in &caps.missing {
+            tracing::info!(backend = %settings.name, what = %what, why = %why, "not offered by this token");
+        }
         let backend = Self {
             settings,
             ctx,
             slot,
             objects,
+            caps,
             _login: Mutex::new(login),
         };
         backend.load_handles()?;

@@ -123,6 +123,7 @@ impl HsmSession for YubiHsmSession {
             Algorithm::Ed25519 => (asymmetric::Algorithm::Ed25519, Capability::SIGN_EDDSA),
             Algorithm::RsaPss3072 => {
                 return Err(HsmError::Unsupported {
+                    why: String::new(),
                     algorithm: algorithm.to_string(),
                     backend: "yubihsm".into(),
                     supported: ALGORITHMS.map(Algorithm::as_str).join(", "),
@@ -197,6 +198,7 @@ impl HsmSession for YubiHsmSession {
                     .map_err(|e| device("sign", e))
             }
             Algorithm::RsaPss3072 => Err(HsmError::Unsupported {
+                why: String::new(),
                 algorithm: algorithm.to_string(),
                 backend: "yubihsm".into(),
                 supported: ALGORITHMS.map(Algorithm::as_str).join(", "),

@@ -1,0 +1,214 @@
+//! A second real PKCS#11 module: opencryptoki 3.8's software token, which offers RSA,
+//! AES-CBC and HMAC but no EC and no AES-GCM, and reports its clock as "hh:mm:ss"
+//! instead of PKCS#11's format. Its token is found despite the clock; what it can do
+//! is read from its mechanism list, not assumed; an instance with its CA on SoftHSM
+//! keeps RSA keys on it, each key signing on its own token; an instance with nothing
+//! but opencryptoki refuses to start and says why. The token is system-wide: these
+//! tests run one at a time (nextest group `opencryptoki`), each on a fresh token made
+//! by `scripts/opencryptoki.sh` (root, as CI runs).
+
+use keyward_tests::served::ServedDaemon;
+use keyward_tests::{bin, refused, run_ok};
+use std::path::Path;
+use std::process::Command;
+
+const MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so";
+const PIN: &str = "24681357";
+
+fn fresh_token() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/opencryptoki.sh");
+    run_ok(Command::new("bash").arg(script).env("KEYWARD_OCK_PIN", PIN));
+}
+
+/// A `[[backend]]` for the opencryptoki token, its PIN in a file under `dir`.
+fn backend(dir: &Path) -> String {
+    let pin = dir.join("ock-pin");
+    std::fs::write(&pin, PIN).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[[backend]]\ntype = \"pkcs11\"\nname = \"ock\"\nmodule = \"{MODULE}\"\ntoken_label = \"keyward\"\npin_file = \"{}\"\n",
+        pin.display()
+    )
+}
+
+/// The labels of the private keys on the opencryptoki token.
+fn ock_keys() -> String {
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "keyward",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .expect("pkcs11-tool (package opensc)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
+    fresh_token();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("keywardd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n{}",
+            backend(tmp.path())
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("keywardd"))
+        .args(["init", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(tmp.path().join("ops"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "init succeeded on an RSA-only token");
+    // The token was found (its clock did not make it unreadable); the refusal names
+    // what is missing and what to do.
+    assert!(!err.contains("parsing string as integer"), "{err}");
+    assert!(err.contains("cannot hold the instance's keys"), "{err}");
+    assert!(err.contains("no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"), "{err}");
+    assert!(err.contains("supported: rsa-pss-3072"), "{err}");
+    assert!(
+        ock_keys().trim().is_empty(),
+        "init left keys behind: {}",
+        ock_keys()
+    );
+}
+
+#[test]
+fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
+    fresh_token();
+    let pins = tempfile::tempdir().unwrap();
+    let d = ServedDaemon::start(&format!(
+        "[mfa]\nrequired = false\n{}",
+        backend(pins.path())
+    ));
+    let ok = |args: &[&str]| {
+        let o = d.keyward(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+
+    // What each token can do, as its mechanism list says.
+    let backends: serde_json::Value =
+        serde_json::from_str(&ok(&["-o", "json", "backends"])).unwrap();
+    let ock = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ock")
+        .unwrap();
+    assert_eq!(
+        ock["algorithms"],
+        serde_json::json!(["rsa-pss-3072"]),
+        "{ock}"
+    );
+    let missing = ock["missing"].to_string();
+    assert!(
+        missing.contains("ecdsa-p256: no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"),
+        "{missing}"
+    );
+    assert!(
+        missing.contains("sealing (aes-gcm): no CKM_AES_GCM"),
+        "{missing}"
+    );
+    let hsm = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "hsm")
+        .unwrap();
+    assert!(
+        hsm["algorithms"].to_string().contains("ecdsa-p256"),
+        "{hsm}"
+    );
+    assert!(ok(&["backends"]).contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN"));
+
+    // An algorithm the token lacks is refused for that backend, with why.
+    let why = refused(&d.keyward(&["key", "create", "ec", "--backend", "ock"]));
+    assert!(
+        why.contains("not supported by backend ock: it has no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA (supported: rsa-pss-3072)"),
+        "{why}"
+    );
+
+    // An RSA key on opencryptoki, an EC key on SoftHSM: each signs on its own token.
+    let args = ["--purpose", "blob"];
+    ok(&[
+        &[
+            "key",
+            "create",
+            "rk",
+            "--backend",
+            "ock",
+            "--algorithm",
+            "rsa-pss-3072",
+        ][..],
+        &args,
+    ]
+    .concat());
+    ok(&[&["key", "create", "ek"][..], &args].concat());
+    assert!(ock_keys().contains("keyward:rk/v1"), "{}", ock_keys());
+    assert!(!ock_keys().contains("keyward:ek/v1"), "{}", ock_keys());
+    let soft = String::from_utf8_lossy(
+        &d.pkcs11_tool(&["--list-objects", "--type", "privkey"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        soft.contains("keyward:ek/v1") && !soft.contains("keyward:rk"),
+        "{soft}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("artifact");
+    std::fs::write(&file, b"built on two HSMs\n").unwrap();
+    for rotate in [false, true] {
+        if rotate {
+            ok(&["key", "rotate", "rk"]);
+            assert!(ock_keys().contains("keyward:rk/v2"), "{}", ock_keys());
+        }
+        let public = work.path().join("rk.pem");
+        std::fs::write(&public, ok(&["key", "public", "rk"])).unwrap();
+        let sig = work.path().join("rk.sig");
+        let b64 = ok(&["sign-blob", "--key", "rk", file.to_str().unwrap()]);
+        use base64::Engine;
+        std::fs::write(
+            &sig,
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .unwrap(),
+        )
+        .unwrap();
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "dgst",
+                    "-sha256",
+                    "-sigopt",
+                    "rsa_padding_mode:pss",
+                    "-sigopt",
+                    "rsa_pss_saltlen:32",
+                    "-verify",
+                ])
+                .arg(&public)
+                .arg("-signature")
+                .arg(&sig)
+                .arg(&file),
+        );
+    }
+    ok(&["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+}
