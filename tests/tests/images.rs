@@ -242,3 +242,44 @@ fn recursive_signing_covers_the_index_and_every_platform() {
     }
     assert!(cosign_verify(&key, &image, None).status.success());
 }
+
+#[test]
+fn an_rsa_pkcs1_image_signature_verifies_with_cosign_by_key_and_by_identity() {
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    reg.push_image("rsa:v1", "rsa");
+    let image = format!("{}/rsa:v1", reg.addr);
+    d.ok(&["key", "create", "rsa", "--algorithm", "rsa-pkcs1-3072"]);
+    d.ok(&["sign", "--key", "rsa", &image]);
+    let o = cosign_verify(&d.public_key_file("rsa"), &image, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&d.ok(&["-o", "json", "verify", "--key", "rsa", &image]));
+    assert_eq!(v["valid"].as_array().unwrap().len(), 1, "{v}");
+    // By the CA and the key's name, its time-stamp checked.
+    let trust = d.dir.join("trust");
+    let shown = json(&d.ok(&[
+        "-o",
+        "json",
+        "trust",
+        "export",
+        trust.to_str().unwrap(),
+        "--key",
+        "rsa",
+    ]));
+    let o = keyward_tests::verifiers::cosign_by_ca(
+        &trust.join("ca.pem"),
+        Some(&trust.join("tsa-chain.pem")),
+        shown["certificate_identity"].as_str().unwrap(),
+        shown["certificate_oidc_issuer"].as_str().unwrap(),
+        &image,
+    );
+    assert!(
+        o.status.success(),
+        "{}",
+        keyward_tests::verifiers::output_text(&o)
+    );
+    // Another key's public key refuses it.
+    d.ok(&["key", "create", "other", "--algorithm", "rsa-pkcs1-3072"]);
+    let o = cosign_verify(&d.public_key_file("other"), &image, None);
+    assert!(!o.status.success(), "verified with another RSA key");
+}

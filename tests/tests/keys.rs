@@ -69,7 +69,14 @@ fn every_algorithm_signs_and_openssl_verifies_signature_and_certificate() {
     let work = tempfile::tempdir().unwrap();
     let blob = write(work.path(), "artifact.tar", b"an artifact to sign\n");
     let other = write(work.path(), "other.tar", b"a different artifact\n");
-    for alg in ["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-pss-3072"] {
+    for alg in [
+        "ecdsa-p256",
+        "ecdsa-p384",
+        "ed25519",
+        "rsa-pss-3072",
+        "rsa-pkcs1-3072",
+        "rsa-pkcs1-4096",
+    ] {
         let name = format!("k-{alg}");
         let created: serde_json::Value = serde_json::from_str(&d.ok(&[
             "-o",
@@ -271,7 +278,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     let err = d.fails(&["key", "create", "x", "--algorithm", "ecdsa-p521"]);
     assert!(
-        err.contains("ecdsa-p256, ecdsa-p384, ed25519, rsa-pss-3072"),
+        err.contains(
+            "ecdsa-p256, ecdsa-p384, ed25519, rsa-pss-3072, rsa-pkcs1-3072, rsa-pkcs1-4096"
+        ),
         "{err}"
     );
     let err = d.fails(&["key", "create", "Bad/Name"]);

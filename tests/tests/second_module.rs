@@ -7,8 +7,9 @@
 //! tests run one at a time (nextest group `opencryptoki`), each on a fresh token made
 //! by `scripts/opencryptoki.sh` (root, as CI runs).
 
+use keyward_tests::registry::TestRegistry;
 use keyward_tests::served::ServedDaemon;
-use keyward_tests::{bin, refused, run_ok};
+use keyward_tests::{bin, cosign_verify, refused, run_ok};
 use std::path::Path;
 use std::process::Command;
 
@@ -77,7 +78,10 @@ fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
     assert!(!err.contains("parsing string as integer"), "{err}");
     assert!(err.contains("cannot hold the instance's keys"), "{err}");
     assert!(err.contains("no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"), "{err}");
-    assert!(err.contains("supported: rsa-pss-3072"), "{err}");
+    assert!(
+        err.contains("supported: rsa-pss-3072, rsa-pkcs1-3072"),
+        "{err}"
+    );
     assert!(
         ock_keys().trim().is_empty(),
         "init left keys behind: {}",
@@ -114,7 +118,7 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
         .unwrap();
     assert_eq!(
         ock["algorithms"],
-        serde_json::json!(["rsa-pss-3072"]),
+        serde_json::json!(["rsa-pss-3072", "rsa-pkcs1-3072", "rsa-pkcs1-4096"]),
         "{ock}"
     );
     let missing = ock["missing"].to_string();
@@ -141,7 +145,7 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     // An algorithm the token lacks is refused for that backend, with why.
     let why = refused(&d.keyward(&["key", "create", "ec", "--backend", "ock"]));
     assert!(
-        why.contains("not supported by backend ock: it has no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA (supported: rsa-pss-3072)"),
+        why.contains("not supported by backend ock: it has no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA (supported: rsa-pss-3072, rsa-pkcs1-3072, rsa-pkcs1-4096)"),
         "{why}"
     );
 
@@ -211,4 +215,25 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
         );
     }
     ok(&["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+
+    // An image signed on opencryptoki with RSA PKCS#1 v1.5 (CKM_RSA_PKCS over a
+    // DigestInfo Keyward builds: the module has no CKM_SHA256_RSA_PKCS), checked by cosign.
+    let reg = TestRegistry::start();
+    reg.push_image("ock:v1", "ock");
+    let image = format!("{}/ock:v1", reg.addr);
+    ok(&[
+        "key",
+        "create",
+        "ri",
+        "--backend",
+        "ock",
+        "--algorithm",
+        "rsa-pkcs1-3072",
+    ]);
+    ok(&["sign", "--key", "ri", &image]);
+    let public = work.path().join("ri.pem");
+    std::fs::write(&public, ok(&["key", "public", "ri"])).unwrap();
+    let o = cosign_verify(&public, &image, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ock_keys().contains("keyward:ri/v1"), "{}", ock_keys());
 }

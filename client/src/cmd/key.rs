@@ -14,7 +14,8 @@ pub enum KeyCommand {
     Create {
         /// Key name (a-z, 0-9, '.', '_', '-').
         name: String,
-        /// ecdsa-p256 (default), ecdsa-p384, ed25519 or rsa-pss-3072.
+        /// ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-pss-3072, rsa-pkcs1-3072 or
+        /// rsa-pkcs1-4096 (RSA PKCS#1 v1.5: what cosign verifies for RSA images).
         #[arg(long, default_value = "ecdsa-p256")]
         algorithm: String,
         /// Backend (default: the daemon's default backend).

@@ -16,16 +16,34 @@ pub enum Algorithm {
     Ed25519,
     /// RSASSA-PSS with a 3072-bit modulus, MGF1 with the digest's hash, salt = digest length.
     RsaPss3072,
+    /// RSASSA-PKCS1-v1_5 with a 3072-bit modulus: what cosign verifies for RSA image
+    /// signatures, and what RSA-only HSMs offer.
+    #[serde(rename = "rsa-pkcs1-3072")]
+    RsaPkcs3072,
+    /// RSASSA-PKCS1-v1_5 with a 4096-bit modulus.
+    #[serde(rename = "rsa-pkcs1-4096")]
+    RsaPkcs4096,
 }
 
 impl Algorithm {
     /// Every algorithm Keyward knows.
-    pub const ALL: [Algorithm; 4] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::EcdsaP256,
         Algorithm::EcdsaP384,
         Algorithm::Ed25519,
         Algorithm::RsaPss3072,
+        Algorithm::RsaPkcs3072,
+        Algorithm::RsaPkcs4096,
     ];
+
+    /// The modulus size of an RSA algorithm.
+    pub fn rsa_bits(self) -> Option<u64> {
+        match self {
+            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 => Some(3072),
+            Algorithm::RsaPkcs4096 => Some(4096),
+            _ => None,
+        }
+    }
 
     /// The name used in configuration, the API and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +52,8 @@ impl Algorithm {
             Algorithm::EcdsaP384 => "ecdsa-p384",
             Algorithm::Ed25519 => "ed25519",
             Algorithm::RsaPss3072 => "rsa-pss-3072",
+            Algorithm::RsaPkcs3072 => "rsa-pkcs1-3072",
+            Algorithm::RsaPkcs4096 => "rsa-pkcs1-4096",
         }
     }
 

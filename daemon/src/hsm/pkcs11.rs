@@ -187,10 +187,10 @@ impl HsmSession for Pkcs11Session {
                 Mechanism::EccEdwardsKeyPairGen,
                 vec![Attribute::EcParams(ED25519_OID.to_vec())],
             ),
-            Algorithm::RsaPss3072 => (
+            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => (
                 Mechanism::RsaPkcsKeyPairGen,
                 vec![
-                    Attribute::ModulusBits(3072u64.into()),
+                    Attribute::ModulusBits(algorithm.rsa_bits().unwrap_or(3072).into()),
                     Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
                     Attribute::KeyType(KeyType::RSA),
                 ],

@@ -21,6 +21,10 @@ fn needs(a: Algorithm) -> &'static [(M, &'static str)] {
             (M::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"),
             (M::RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"),
         ],
+        Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => &[
+            (M::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"),
+            (M::RSA_PKCS, "CKM_RSA_PKCS"),
+        ],
     }
 }
 
@@ -90,7 +94,14 @@ mod tests {
             M::SHA256_HMAC,
         ];
         let caps = from_mechanisms(&offered);
-        assert_eq!(caps.algorithms, [Algorithm::RsaPss3072]);
+        assert_eq!(
+            caps.algorithms,
+            [
+                Algorithm::RsaPss3072,
+                Algorithm::RsaPkcs3072,
+                Algorithm::RsaPkcs4096
+            ]
+        );
         assert_eq!(caps.features, ["record MACs (hmac-sha256)"]);
         let missing: Vec<String> = caps
             .missing

@@ -109,6 +109,13 @@ impl Pkcs11Session {
                 self.session
                     .sign(&Mechanism::RsaPkcsPss(params), handle, &digest)
             }
+            Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+                // CKM_RSA_PKCS over a DigestInfo built here: modules without
+                // CKM_SHA256_RSA_PKCS (opencryptoki 3.8) sign it all the same.
+                let (dalg, digest) = input.digest_or_hash(algorithm.default_digest());
+                let info = super::super::public_key::digest_info(dalg, &digest);
+                self.session.sign(&Mechanism::RsaPkcs, handle, &info)
+            }
         }
     }
 
@@ -117,7 +124,7 @@ impl Pkcs11Session {
         public: ObjectHandle,
         algorithm: Algorithm,
     ) -> Result<Vec<u8>, HsmError> {
-        if algorithm == Algorithm::RsaPss3072 {
+        if algorithm.rsa_bits().is_some() {
             let attrs = self
                 .session
                 .get_attributes(

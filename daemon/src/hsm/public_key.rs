@@ -37,7 +37,9 @@ pub fn ec_spki(algorithm: Algorithm, point: &[u8]) -> Result<Vec<u8>, HsmError> 
             spki.extend_from_slice(point);
             return Ok(spki);
         }
-        Algorithm::RsaPss3072 => return Err(bad("RSA key", "not an EC key")),
+        Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+            return Err(bad("RSA key", "not an EC key"));
+        }
     };
     Ok(doc.map_err(|e| bad("SPKI", e))?.as_bytes().to_vec())
 }
@@ -118,6 +120,63 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// The DER DigestInfo (RFC 8017, 9.2) of `digest`: what RSASSA-PKCS1-v1_5 signs.
+pub fn digest_info(algorithm: super::DigestAlgorithm, digest: &[u8]) -> Vec<u8> {
+    use super::DigestAlgorithm::*;
+    let prefix: &[u8] = match algorithm {
+        Sha256 => &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ],
+        Sha384 => &[
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x02, 0x05, 0x00, 0x04, 0x30,
+        ],
+        Sha512 => &[
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x03, 0x05, 0x00, 0x04, 0x40,
+        ],
+    };
+    [prefix, digest].concat()
+}
+
+/// Whether `signature` is an RSASSA-PKCS1-v1_5 signature of `digest` by the RSA key
+/// in `spki`.
+pub fn rsa_pkcs1_verifies(
+    spki: &[u8],
+    algorithm: super::DigestAlgorithm,
+    digest: &[u8],
+    signature: &[u8],
+) -> bool {
+    use num_bigint::BigUint;
+    use pkcs1::der::Decode;
+    let Ok(bits) = spki_key_bits(spki) else {
+        return false;
+    };
+    let Ok(key) = pkcs1::RsaPublicKey::from_der(&bits) else {
+        return false;
+    };
+    let n = BigUint::from_bytes_be(key.modulus.as_bytes());
+    let e = BigUint::from_bytes_be(key.public_exponent.as_bytes());
+    let k = n.to_bytes_be().len();
+    let s = BigUint::from_bytes_be(signature);
+    if signature.len() != k || s >= n {
+        return false;
+    }
+    let m = s.modpow(&e, &n).to_bytes_be();
+    let mut em = vec![0u8; k - m.len().min(k)];
+    em.extend_from_slice(&m);
+    let t = digest_info(algorithm, digest);
+    if k < t.len() + 11 {
+        return false;
+    }
+    let mut expected = vec![0x00, 0x01];
+    expected.resize(k - t.len() - 1, 0xff);
+    expected.push(0x00);
+    expected.extend_from_slice(&t);
+    em == expected
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl HsmSession for YubiHsmSession {
             Algorithm::EcdsaP256 => (asymmetric::Algorithm::EcP256, Capability::SIGN_ECDSA),
             Algorithm::EcdsaP384 => (asymmetric::Algorithm::EcP384, Capability::SIGN_ECDSA),
             Algorithm::Ed25519 => (asymmetric::Algorithm::Ed25519, Capability::SIGN_EDDSA),
-            Algorithm::RsaPss3072 => {
+            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
                 return Err(HsmError::Unsupported {
                     why: String::new(),
                     algorithm: algorithm.to_string(),
@@ -197,12 +197,14 @@ impl HsmSession for YubiHsmSession {
                     .map(|s| s.to_bytes().to_vec())
                     .map_err(|e| device("sign", e))
             }
-            Algorithm::RsaPss3072 => Err(HsmError::Unsupported {
-                why: String::new(),
-                algorithm: algorithm.to_string(),
-                backend: "yubihsm".into(),
-                supported: ALGORITHMS.map(Algorithm::as_str).join(", "),
-            }),
+            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+                Err(HsmError::Unsupported {
+                    why: String::new(),
+                    algorithm: algorithm.to_string(),
+                    backend: "yubihsm".into(),
+                    supported: ALGORITHMS.map(Algorithm::as_str).join(", "),
+                })
+            }
         }
     }
 

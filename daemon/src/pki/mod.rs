@@ -301,7 +301,9 @@ pub fn issue(
             Algorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Algorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Algorithm::Ed25519 => &rcgen::PKCS_ED25519,
-            Algorithm::RsaPss3072 => &rcgen::PKCS_RSA_SHA256,
+            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+                &rcgen::PKCS_RSA_SHA256
+            }
         },
     };
     let key = ca_key(session, &ca.hsm_id, &ca_spki)?;

@@ -155,7 +155,7 @@ fn check_scope(rec: &KeyRecord, repository: &str) -> Result<(), ImageError> {
 fn image_capable(rec: &KeyRecord) -> Result<(), ImageError> {
     if rec.algorithm == Algorithm::RsaPss3072 {
         return Err(ImageError::InvalidArgument(format!(
-            "key {:?} is rsa-pss-3072: cosign verifies RSA image signatures as PKCS#1 v1.5 only, so image signing needs an ecdsa-p256, ecdsa-p384 or ed25519 key",
+            "key {:?} is rsa-pss-3072: cosign verifies RSA image signatures as PKCS#1 v1.5 only, so image signing needs an ecdsa-p256, ecdsa-p384, ed25519, rsa-pkcs1-3072 or rsa-pkcs1-4096 key",
             rec.name
         )));
     }

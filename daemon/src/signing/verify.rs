@@ -12,8 +12,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 /// Whether `signature` over `message` verifies with the SPKI public key, the way
-/// Keyward signs images: ECDSA over SHA-256 of the message (DER signature), Ed25519
-/// over the message itself.
+/// Keyward signs images: ECDSA and RSASSA-PKCS1-v1_5 over SHA-256 of the message
+/// (ECDSA: a DER signature), Ed25519 over the message itself.
 pub fn verifies(algorithm: Algorithm, spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     let digest = sha2::Sha256::digest(message);
@@ -51,6 +51,14 @@ pub fn verifies(algorithm: Algorithm, spki: &[u8], message: &[u8], signature: &[
                 .unwrap_or(false)
         }
         Algorithm::RsaPss3072 => false,
+        Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+            crate::hsm::public_key::rsa_pkcs1_verifies(
+                spki,
+                crate::hsm::DigestAlgorithm::Sha256,
+                &digest,
+                signature,
+            )
+        }
     }
 }
 
