@@ -15,7 +15,42 @@ pub struct ServedDaemon {
     /// `127.0.0.1:PORT` of /healthz and /metrics.
     pub http_addr: String,
     serve: ChildGuard,
+    grpc_port: u16,
     _tmp: tempfile::TempDir,
+}
+
+/// `keywardd ARGS --config DIR/keywardd.toml` with the test token's environment.
+fn daemon(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("keywardd"));
+    c.args(args)
+        .arg("--config")
+        .arg(dir.join("keywardd.toml"))
+        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .env("TOKEN_PIN", "246810")
+        .env("DOCKER_CONFIG", dir.join("no-docker"));
+    c
+}
+
+/// `keywardd serve`, logging to DIR/serve.log (appended), once it listens on `port`.
+fn serve(dir: &Path, port: u16) -> ChildGuard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .expect("log");
+    let serve = ChildGuard(
+        daemon(dir, &["serve"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("keywardd serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "keywardd serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serve
 }
 
 impl ServedDaemon {
@@ -41,17 +76,8 @@ impl ServedDaemon {
             ),
         )
         .expect("write keywardd.toml");
-        let daemon = |args: &[&str]| {
-            let mut c = Command::new(bin("keywardd"));
-            c.args(args)
-                .arg("--config")
-                .arg(dir.join("keywardd.toml"))
-                .env("SOFTHSM2_CONF", &conf)
-                .env("TOKEN_PIN", "246810")
-                .env("DOCKER_CONFIG", dir.join("no-docker"));
-            c
-        };
-        let out = daemon(&["init"])
+        assert_eq!(conf, dir.join("softhsm2.conf"));
+        let out = daemon(&dir, &["init"])
             .args(["--admin", "ops", "--out"])
             .arg(dir.join("ops"))
             .output()
@@ -62,25 +88,34 @@ impl ServedDaemon {
             String::from_utf8_lossy(&out.stderr)
         );
         let admin_secret = otpauth_secret(&String::from_utf8_lossy(&out.stdout));
-        let log = std::fs::File::create(dir.join("serve.log")).expect("log");
-        let serve = ChildGuard(
-            daemon(&["serve"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("keywardd serve"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "keywardd serve did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let serve = serve(&dir, port);
         Self {
             dir,
             admin_secret,
             http_addr: format!("127.0.0.1:{http_port}"),
             serve,
+            grpc_port: port,
             _tmp: tmp,
+        }
+    }
+
+    /// Stops `keywardd serve` (SIGTERM) and starts it again on the same instance;
+    /// returns once it says it is serving (its start-up reports are in the log).
+    pub fn restart(&mut self) {
+        let serving = || self.log().matches("keywardd serving").count();
+        let before = serving();
+        let pid = self.serve.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.serve.0.wait();
+        self.serve = serve(&self.dir, self.grpc_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("keywardd serving").count() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "keywardd did not serve again: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -51,6 +51,17 @@ fn ock_keys() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `keyward ARGS` as the admin, which must succeed; its output.
+fn ok(d: &ServedDaemon, args: &[&str]) -> String {
+    let o = d.keyward(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
     fresh_token();
@@ -93,23 +104,14 @@ fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
 fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     fresh_token();
     let pins = tempfile::tempdir().unwrap();
-    let d = ServedDaemon::start(&format!(
+    let mut d = ServedDaemon::start(&format!(
         "[mfa]\nrequired = false\n{}",
         backend(pins.path())
     ));
-    let ok = |args: &[&str]| {
-        let o = d.keyward(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
 
     // What each token can do, as its mechanism list says.
     let backends: serde_json::Value =
-        serde_json::from_str(&ok(&["-o", "json", "backends"])).unwrap();
+        serde_json::from_str(&ok(&d, &["-o", "json", "backends"])).unwrap();
     let ock = backends
         .as_array()
         .unwrap()
@@ -140,7 +142,7 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
         hsm["algorithms"].to_string().contains("ecdsa-p256"),
         "{hsm}"
     );
-    assert!(ok(&["backends"]).contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN"));
+    assert!(ok(&d, &["backends"]).contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN"));
 
     // An algorithm the token lacks is refused for that backend, with why.
     let why = refused(&d.keyward(&["key", "create", "ec", "--backend", "ock"]));
@@ -151,20 +153,23 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
 
     // An RSA key on opencryptoki, an EC key on SoftHSM: each signs on its own token.
     let args = ["--purpose", "blob"];
-    ok(&[
+    ok(
+        &d,
         &[
-            "key",
-            "create",
-            "rk",
-            "--backend",
-            "ock",
-            "--algorithm",
-            "rsa-pss-3072",
-        ][..],
-        &args,
-    ]
-    .concat());
-    ok(&[&["key", "create", "ek"][..], &args].concat());
+            &[
+                "key",
+                "create",
+                "rk",
+                "--backend",
+                "ock",
+                "--algorithm",
+                "rsa-pss-3072",
+            ][..],
+            &args,
+        ]
+        .concat(),
+    );
+    ok(&d, &[&["key", "create", "ek"][..], &args].concat());
     assert!(ock_keys().contains("keyward:rk/v1"), "{}", ock_keys());
     assert!(!ock_keys().contains("keyward:ek/v1"), "{}", ock_keys());
     let soft = String::from_utf8_lossy(
@@ -182,13 +187,13 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     std::fs::write(&file, b"built on two HSMs\n").unwrap();
     for rotate in [false, true] {
         if rotate {
-            ok(&["key", "rotate", "rk"]);
+            ok(&d, &["key", "rotate", "rk"]);
             assert!(ock_keys().contains("keyward:rk/v2"), "{}", ock_keys());
         }
         let public = work.path().join("rk.pem");
-        std::fs::write(&public, ok(&["key", "public", "rk"])).unwrap();
+        std::fs::write(&public, ok(&d, &["key", "public", "rk"])).unwrap();
         let sig = work.path().join("rk.sig");
-        let b64 = ok(&["sign-blob", "--key", "rk", file.to_str().unwrap()]);
+        let b64 = ok(&d, &["sign-blob", "--key", "rk", file.to_str().unwrap()]);
         use base64::Engine;
         std::fs::write(
             &sig,
@@ -214,26 +219,80 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
                 .arg(&file),
         );
     }
-    ok(&["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+    ok(&d, &["sign-blob", "--key", "ek", file.to_str().unwrap()]);
 
     // An image signed on opencryptoki with RSA PKCS#1 v1.5 (CKM_RSA_PKCS over a
     // DigestInfo Keyward builds: the module has no CKM_SHA256_RSA_PKCS), checked by cosign.
     let reg = TestRegistry::start();
     reg.push_image("ock:v1", "ock");
     let image = format!("{}/ock:v1", reg.addr);
-    ok(&[
-        "key",
-        "create",
-        "ri",
-        "--backend",
-        "ock",
-        "--algorithm",
-        "rsa-pkcs1-3072",
-    ]);
-    ok(&["sign", "--key", "ri", &image]);
+    ok(
+        &d,
+        &[
+            "key",
+            "create",
+            "ri",
+            "--backend",
+            "ock",
+            "--algorithm",
+            "rsa-pkcs1-3072",
+        ],
+    );
+    ok(&d, &["sign", "--key", "ri", &image]);
     let public = work.path().join("ri.pem");
-    std::fs::write(&public, ok(&["key", "public", "ri"])).unwrap();
+    std::fs::write(&public, ok(&d, &["key", "public", "ri"])).unwrap();
     let o = cosign_verify(&public, &image, None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ock_keys().contains("keyward:ri/v1"), "{}", ock_keys());
+
+    // A restart finds every key on its own token again, and reconciliation has nothing
+    // to report.
+    d.restart();
+    ok(&d, &["sign-blob", "--key", "rk", file.to_str().unwrap()]);
+    ok(&d, &["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+    reg.push_image("ock:v2", "ock2");
+    ok(
+        &d,
+        &["sign", "--key", "ri", &format!("{}/ock:v2", reg.addr)],
+    );
+    assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
+    // An object deleted behind Keyward's back on opencryptoki is named at the next start.
+    let deleted = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "keyward",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args([
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            "keyward:ri/v1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    d.restart();
+    let log = d.log();
+    let missing = log
+        .lines()
+        .find(|l| l.contains("HSM object is missing"))
+        .unwrap_or_else(|| panic!("no reconciliation report: {log}"));
+    assert!(
+        missing.contains("ri/v1") && missing.contains("ock"),
+        "{missing}"
+    );
+    reg.push_image("ock:v3", "ock3");
+    let v3 = format!("{}/ock:v3", reg.addr);
+    let why = refused(&d.keyward(&["sign", "--key", "ri", &v3]));
+    assert!(why.contains("the HSM lost a key object"), "{why}");
 }
