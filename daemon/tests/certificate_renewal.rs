@@ -5,20 +5,11 @@
 
 mod common;
 
+use common::TestClock;
 use keyward_client::proto;
-use keyward_daemon::jobs::schedule::Clock;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-
-struct TestClock(Mutex<OffsetDateTime>);
-
-impl Clock for TestClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
 
 fn openssl(args: &[&str], input: &[u8]) -> String {
     let mut child = Command::new("openssl")
@@ -47,16 +38,8 @@ async fn an_active_certificate_is_renewed_before_it_ends_and_every_one_of_a_revo
  {
     let tmp = tempfile::tempdir().unwrap();
     let start = OffsetDateTime::now_utc();
-    let clock = Arc::new(TestClock(Mutex::new(start)));
-    let mut scheduler = None;
-    let c2 = clock.clone();
-    let s = common::serve(tmp.path(), |app| {
-        let (app, sch) = app.with_clock(c2);
-        scheduler = Some(sch);
-        app
-    })
-    .await;
-    let scheduler = scheduler.unwrap();
+    let clock = TestClock::at(start);
+    let (s, scheduler) = common::serve_with_clock(tmp.path(), clock.clone()).await;
     let c = &s.client;
     for name in ["plain", "scheduled"] {
         c.create_key(proto::CreateKeyRequest {

@@ -4,39 +4,15 @@
 
 mod common;
 
+use common::TestClock;
 use keyward_client::proto;
-use keyward_daemon::jobs::schedule::Clock;
-use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
-
-/// A clock the test moves.
-struct TestClock(Mutex<OffsetDateTime>);
-
-impl Clock for TestClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn advance_days(&self, days: i64) {
-        *self.0.lock().unwrap() += time::Duration::days(days);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotates_when_its_active_version_reaches_the_period_and_not_before() {
     let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TestClock(Mutex::new(OffsetDateTime::now_utc())));
-    let mut scheduler = None;
-    let c2 = clock.clone();
-    let s = common::serve(tmp.path(), |app| {
-        let (app, sch) = app.with_clock(c2);
-        scheduler = Some(sch);
-        app
-    })
-    .await;
-    let scheduler = scheduler.unwrap();
+    let clock = TestClock::at(OffsetDateTime::now_utc());
+    let (s, scheduler) = common::serve_with_clock(tmp.path(), clock.clone()).await;
     let c = &s.client;
     c.create_key(proto::CreateKeyRequest {
         name: "release".into(),

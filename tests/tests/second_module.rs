@@ -33,9 +33,9 @@ fn backend(dir: &Path) -> String {
     )
 }
 
-/// The labels of the private keys on the opencryptoki token.
-fn ock_keys() -> String {
-    let out = Command::new("pkcs11-tool")
+/// `pkcs11-tool` logged in to the opencryptoki token.
+fn ock_tool(args: &[&str]) -> std::process::Output {
+    Command::new("pkcs11-tool")
         .args([
             "--module",
             MODULE,
@@ -45,10 +45,14 @@ fn ock_keys() -> String {
             "--pin",
             PIN,
         ])
-        .args(["--list-objects", "--type", "privkey"])
+        .args(args)
         .output()
-        .expect("pkcs11-tool (package opensc)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("pkcs11-tool (package opensc)")
+}
+
+/// The labels of the private keys on the opencryptoki token.
+fn ock_keys() -> String {
+    String::from_utf8_lossy(&ock_tool(&["--list-objects", "--type", "privkey"]).stdout).into_owned()
 }
 
 /// `keyward ARGS` as the admin, which must succeed; its output.
@@ -130,6 +134,12 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     );
     assert!(
         missing.contains("sealing (aes-gcm): no CKM_AES_GCM"),
+        "{missing}"
+    );
+    assert!(
+        missing.contains(
+            "instance keys (CA, audit, time-stamping: ecdsa-p256): no CKM_EC_KEY_PAIR_GEN"
+        ),
         "{missing}"
     );
     let hsm = backends
@@ -257,25 +267,13 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     );
     assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
     // An object deleted behind Keyward's back on opencryptoki is named at the next start.
-    let deleted = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "keyward",
-            "--login",
-            "--pin",
-            PIN,
-        ])
-        .args([
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            "keyward:ri/v1",
-        ])
-        .output()
-        .unwrap();
+    let deleted = ock_tool(&[
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--label",
+        "keyward:ri/v1",
+    ]);
     assert!(
         deleted.status.success(),
         "{}",

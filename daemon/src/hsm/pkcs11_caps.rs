@@ -66,6 +66,14 @@ pub fn from_mechanisms(offered: &[M]) -> Capabilities {
                 .push((a.to_string(), format!("no {}", names.join(", ")))),
         }
     }
+    // The instance's own keys (CA, audit, time-stamping) are ECDSA P-256.
+    const INSTANCE: &str = "instance keys (CA, audit, time-stamping: ecdsa-p256)";
+    match lacking(offered, needs(Algorithm::EcdsaP256)).as_slice() {
+        [] => caps.features.push(INSTANCE.to_string()),
+        names => caps
+            .missing
+            .push((INSTANCE.to_string(), format!("no {}", names.join(", ")))),
+    }
     for (feature, wanted) in FEATURES {
         match lacking(offered, wanted).as_slice() {
             [] => caps.features.push(feature.to_string()),
@@ -116,5 +124,30 @@ mod tests {
             missing.contains(&"sealing (aes-gcm): no CKM_AES_GCM".to_string()),
             "{missing:?}"
         );
+        assert!(
+            missing.contains(
+                &"instance keys (CA, audit, time-stamping: ecdsa-p256): no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"
+                    .to_string()
+            ),
+            "{missing:?}"
+        );
+        // SoftHSM's list has them all.
+        let all = [
+            M::ECC_KEY_PAIR_GEN,
+            M::ECDSA,
+            M::ECC_EDWARDS_KEY_PAIR_GEN,
+            M::EDDSA,
+            M::RSA_PKCS_KEY_PAIR_GEN,
+            M::RSA_PKCS,
+            M::RSA_PKCS_PSS,
+            M::AES_KEY_GEN,
+            M::AES_GCM,
+            M::GENERIC_SECRET_KEY_GEN,
+            M::SHA256_HMAC,
+        ];
+        let caps = from_mechanisms(&all);
+        assert_eq!(caps.algorithms, Algorithm::ALL);
+        assert!(caps.missing.is_empty(), "{:?}", caps.missing);
+        assert_eq!(caps.features.len(), 3, "{:?}", caps.features);
     }
 }

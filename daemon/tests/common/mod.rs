@@ -68,3 +68,42 @@ pub async fn serve(dir: &Path, adjust: impl FnOnce(App) -> App) -> Served {
         stop,
     }
 }
+
+/// A clock the test moves (the scheduler's).
+pub struct TestClock(pub std::sync::Mutex<time::OffsetDateTime>);
+
+impl keyward_daemon::jobs::schedule::Clock for TestClock {
+    fn now(&self) -> time::OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestClock {
+    /// Starts at `t`.
+    pub fn at(t: time::OffsetDateTime) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(t)))
+    }
+
+    /// Moves it on.
+    pub fn advance_days(&self, days: i64) {
+        *self.0.lock().unwrap() += time::Duration::days(days);
+    }
+}
+
+/// [`serve`] with a scheduler reading `clock`, which ticks only when the test says.
+pub async fn serve_with_clock(
+    dir: &Path,
+    clock: std::sync::Arc<TestClock>,
+) -> (
+    Served,
+    std::sync::Arc<keyward_daemon::jobs::schedule::Scheduler>,
+) {
+    let mut scheduler = None;
+    let served = serve(dir, |app| {
+        let (app, sch) = app.with_clock(clock);
+        scheduler = Some(sch);
+        app
+    })
+    .await;
+    (served, scheduler.expect("a scheduler"))
+}
