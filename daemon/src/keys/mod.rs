@@ -270,6 +270,13 @@ impl KeyRegistry {
         }
         let pool = self.backends.get(&rec.backend)?;
         let hsm_id = pinned.version().hsm_id.clone();
+        let lost = |e: HsmError| match e {
+            HsmError::KeyNotFound(_) => KeyError::FailedPrecondition(format!(
+                "key {name:?} version {version}: its object is missing from backend {}; nothing was signed (the start-up reconciliation logs it): rotate the key or restore the object",
+                rec.backend
+            )),
+            other => KeyError::Hsm(other),
+        };
         // The HSM object must be this version's own (checked once per object).
         let checked = self
             .verified_objects
@@ -281,7 +288,7 @@ impl KeyRegistry {
             let own = pool
                 .run("check-object", move |s| s.is_object(&id, &label))
                 .await
-                .map_err(KeyError::Hsm)?;
+                .map_err(lost)?;
             if !own {
                 tracing::error!(key = %rec.name, version, hsm_id = %hsm_id, "a key version names an HSM object that is not its own; refusing to sign");
                 return Err(KeyError::Refused {
@@ -296,6 +303,6 @@ impl KeyRegistry {
         }
         pool.run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
             .await
-            .map_err(KeyError::Hsm)
+            .map_err(lost)
     }
 }
