@@ -282,4 +282,7 @@ fn an_rsa_pkcs1_image_signature_verifies_with_cosign_by_key_and_by_identity() {
     d.ok(&["key", "create", "other", "--algorithm", "rsa-pkcs1-3072"]);
     let o = cosign_verify(&d.public_key_file("other"), &image, None);
     assert!(!o.status.success(), "verified with another RSA key");
+    // Keyward's own verifier agrees: no signature by "other" on the image.
+    let err = d.fails(&["verify", "--key", "other", &image]);
+    assert!(err.contains("no valid signature"), "{err}");
 }
