@@ -2,7 +2,8 @@
 //! key's identity and the instance's issuer, checking time-stamps against the TSA's
 //! chain.
 
-use crate::cosign;
+use crate::registry::TestRegistry;
+use crate::{DevDaemon, cosign};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,4 +45,63 @@ pub fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Key `img` (its rotations re-sign nothing, so each image keeps the version that
+/// signed it) and two images pushed to `reg`; their references (app-a, app-b).
+pub fn key_and_two_images(d: &DevDaemon, reg: &TestRegistry) -> (String, String) {
+    d.ok(&["key", "create", "img"]);
+    d.ok(&["key", "policy", "set", "img", "--resign-on-rotate", "false"]);
+    reg.push_image("app-a:v1", "a");
+    reg.push_image("app-b:v1", "b");
+    (
+        format!("{}/app-a:v1", reg.addr),
+        format!("{}/app-b:v1", reg.addr),
+    )
+}
+
+/// openssl's verdict on a signature made by `keyward sign-blob`.
+pub fn openssl_verifies(
+    algorithm: &str,
+    public: &std::path::Path,
+    sig: &std::path::Path,
+    file: &std::path::Path,
+) -> bool {
+    let mut cmd = std::process::Command::new("openssl");
+    match algorithm {
+        "ed25519" => cmd
+            .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+            .arg(public)
+            .arg("-in")
+            .arg(file)
+            .arg("-sigfile")
+            .arg(sig),
+        "rsa-pss-3072" => cmd
+            .args([
+                "dgst",
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+                "-verify",
+            ])
+            .arg(public)
+            .arg("-signature")
+            .arg(sig)
+            .arg(file),
+        "ecdsa-p384" => cmd
+            .args(["dgst", "-sha384", "-verify"])
+            .arg(public)
+            .arg("-signature")
+            .arg(sig)
+            .arg(file),
+        _ => cmd
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(public)
+            .arg("-signature")
+            .arg(sig)
+            .arg(file),
+    };
+    cmd.output().unwrap().status.success()
 }

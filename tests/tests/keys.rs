@@ -1,6 +1,7 @@
 //! Keys in HSMs through the real daemon and CLI, checked with openssl and cryptoki.
 
 use keyward_client::proto;
+use keyward_tests::verifiers::openssl_verifies;
 use keyward_tests::{DevDaemon, run_ok};
 use std::process::Command;
 
@@ -15,52 +16,6 @@ fn b64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .unwrap()
-}
-
-/// openssl's verdict on a signature made by `keyward sign-blob`.
-fn openssl_verifies(
-    algorithm: &str,
-    public: &std::path::Path,
-    sig: &std::path::Path,
-    file: &std::path::Path,
-) -> bool {
-    let mut cmd = Command::new("openssl");
-    match algorithm {
-        "ed25519" => cmd
-            .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
-            .arg(public)
-            .arg("-in")
-            .arg(file)
-            .arg("-sigfile")
-            .arg(sig),
-        "rsa-pss-3072" => cmd
-            .args([
-                "dgst",
-                "-sha256",
-                "-sigopt",
-                "rsa_padding_mode:pss",
-                "-sigopt",
-                "rsa_pss_saltlen:32",
-                "-verify",
-            ])
-            .arg(public)
-            .arg("-signature")
-            .arg(sig)
-            .arg(file),
-        "ecdsa-p384" => cmd
-            .args(["dgst", "-sha384", "-verify"])
-            .arg(public)
-            .arg("-signature")
-            .arg(sig)
-            .arg(file),
-        _ => cmd
-            .args(["dgst", "-sha256", "-verify"])
-            .arg(public)
-            .arg("-signature")
-            .arg(sig)
-            .arg(file),
-    };
-    cmd.output().unwrap().status.success()
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::served::ServedDaemon;
+use keyward_tests::verifiers::openssl_verifies;
 use keyward_tests::{bin, cosign_verify, refused, run_ok};
 use std::path::Path;
 use std::process::Command;
@@ -212,21 +213,9 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
                 .unwrap(),
         )
         .unwrap();
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "dgst",
-                    "-sha256",
-                    "-sigopt",
-                    "rsa_padding_mode:pss",
-                    "-sigopt",
-                    "rsa_pss_saltlen:32",
-                    "-verify",
-                ])
-                .arg(&public)
-                .arg("-signature")
-                .arg(&sig)
-                .arg(&file),
+        assert!(
+            openssl_verifies("rsa-pss-3072", &public, &sig, &file),
+            "openssl rejected rk's signature"
         );
     }
     ok(&d, &["sign-blob", "--key", "ek", file.to_str().unwrap()]);

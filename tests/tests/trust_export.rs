@@ -4,7 +4,7 @@
 //! the identity cosign accepts images by, for every version of the key.
 
 use keyward_tests::registry::TestRegistry;
-use keyward_tests::verifiers::{cosign_by_ca, output_text};
+use keyward_tests::verifiers::{cosign_by_ca, key_and_two_images, output_text};
 use keyward_tests::{DevDaemon, refused, run_ok};
 use std::process::Command;
 
@@ -37,14 +37,7 @@ print(json.dumps({
 fn exported_cluster_policies_name_what_cosign_accepts_for_every_version() {
     let reg = TestRegistry::start();
     let d = DevDaemon::start();
-    d.ok(&["key", "create", "img"]);
-    d.ok(&["key", "policy", "set", "img", "--resign-on-rotate", "false"]);
-    reg.push_image("app-a:v1", "a");
-    reg.push_image("app-b:v1", "b");
-    let (a, b) = (
-        format!("{}/app-a:v1", reg.addr),
-        format!("{}/app-b:v1", reg.addr),
-    );
+    let (a, b) = key_and_two_images(&d, &reg);
     d.ok(&["sign", "--key", "img", &a]);
 
     let out = d.dir.join("trust");

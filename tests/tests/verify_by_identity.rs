@@ -4,6 +4,7 @@
 //! counts; another identity, issuer, CA or TSA does not; a revoked version does not.
 
 use keyward_tests::registry::TestRegistry;
+use keyward_tests::verifiers::key_and_two_images;
 use keyward_tests::{DevDaemon, keyward_with};
 use std::path::Path;
 use std::process::Output;
@@ -22,14 +23,7 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
     let d = DevDaemon::start();
     let work = tempfile::tempdir().unwrap();
     let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
-    d.ok(&["key", "create", "img"]);
-    d.ok(&["key", "policy", "set", "img", "--resign-on-rotate", "false"]);
-    reg.push_image("app-a:v1", "a");
-    reg.push_image("app-b:v1", "b");
-    let (a, b) = (
-        format!("{}/app-a:v1", reg.addr),
-        format!("{}/app-b:v1", reg.addr),
-    );
+    let (a, b) = key_and_two_images(&d, &reg);
     d.ok(&["sign", "--key", "img", &a]);
     d.ok(&["key", "rotate", "img"]);
     d.ok(&["sign", "--key", "img", &b]);

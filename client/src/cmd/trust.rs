@@ -196,11 +196,6 @@ impl TrustCommand {
                 key: key.clone().unwrap_or_default(),
             })
             .await?;
-        anyhow::ensure!(
-            key.is_none() || !t.certificate_identity.is_empty(),
-            "key {:?} has no identity in its certificates (made before the instance named identities): rotate it to get a version that has one",
-            t.key
-        );
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut files = Vec::new();

@@ -8,7 +8,7 @@
 
 use super::stamp;
 use super::x509::Cert;
-use super::{OfflineResult, checked_list, revoked_signature, signature_layers};
+use super::{OfflineResult, checked_list, revocation_refusal, signature_layers};
 use crate::revocation::SeenSequences;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
@@ -42,14 +42,15 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Checks one layer; the version it was signed by, or why it does not count.
+/// Checks one layer; who signed it (key, version, public-key fingerprint from the
+/// certificate), or why it does not count.
 fn check_layer(
     layer: &Value,
     payload: &[u8],
     digest: &str,
     who: &TrustedIdentity<'_>,
     (ca, issuer, tsa): (&Cert, &str, Option<&(Cert, Cert)>),
-) -> Result<(String, u32), String> {
+) -> Result<(String, u32, String), String> {
     let ann = &layer["annotations"];
     let pem = ann["dev.sigstore.cosign/certificate"]
         .as_str()
@@ -117,7 +118,8 @@ fn check_layer(
         .as_str()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Ok((key.to_string(), version))
+    let fingerprint = hex::encode(sha2::Sha256::digest(&cert.spki));
+    Ok((key.to_string(), version, fingerprint))
 }
 
 /// Verifies `image`'s signatures by CA and identity, and against the revocation list.
@@ -146,43 +148,21 @@ pub async fn verify(
     };
     let list = checked_list(revocations, who.ca_pem, seen, max_staleness).await?;
     let (repo, digest, layers) = signature_layers(image).await?;
-    let mut result = OfflineResult {
-        digest: digest.clone(),
-        valid: Vec::new(),
-        rejected: Vec::new(),
-        revocation_sequence: list.sequence,
-    };
+    let mut result = OfflineResult::new(&digest, list.sequence);
     for (i, layer) in layers.iter().enumerate() {
         let payload = repo
             .blob(layer["digest"].as_str().unwrap_or_default())
             .await?;
         let checked = check_layer(layer, &payload, &digest, who, (&ca, &issuer, tsa.as_ref()));
-        let (key, version) = match checked {
+        let (key, version, fingerprint) = match checked {
             Ok(signer) => signer,
             Err(why) => {
                 result.rejected.push(format!("layer {i}: {why}"));
                 continue;
             }
         };
-        let pem = layer["annotations"]["dev.sigstore.cosign/certificate"]
-            .as_str()
-            .unwrap_or_default();
-        let fingerprint = Cert::from_pem(pem)
-            .map(|c| hex::encode(sha2::Sha256::digest(&c.spki)))
-            .unwrap_or_default();
-        if let Some(e) = list.revokes(&key, version, &fingerprint) {
-            result.rejected.push(format!(
-                "layer {i}: signed by {key} v{version}, which the revocation list revokes ({}, revoked at {})",
-                e["reason"].as_str().unwrap_or("?"),
-                e["revoked_at"].as_str().unwrap_or("?")
-            ));
-            continue;
-        }
-        if let Some(e) = revoked_signature(&list, &key, version, &digest) {
-            result.rejected.push(format!(
-                "layer {i}: this signature by {key} v{version} is revoked ({})",
-                e["reason"].as_str().unwrap_or("?")
-            ));
+        if let Some(why) = revocation_refusal(&list, (&key, version, &fingerprint), &digest) {
+            result.rejected.push(format!("layer {i}: {why}"));
             continue;
         }
         result.valid.push(version);

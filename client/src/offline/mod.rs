@@ -143,17 +143,41 @@ async fn signature_layers(image: &str) -> Result<(Repo, String, Vec<Value>), Str
     Ok((repo, digest, layers))
 }
 
-/// The list's entry revoking the one signature of `digest` by `key` v`version`.
-fn revoked_signature<'l>(
-    list: &'l CheckedList,
-    key: &str,
-    version: u32,
+/// Why the list refuses a signature of `digest` by `key` v`version` (public key
+/// `fingerprint`): the version is revoked, or this one signature is. None: it does not.
+fn revocation_refusal(
+    list: &CheckedList,
+    (key, version, fingerprint): (&str, u32, &str),
     digest: &str,
-) -> Option<&'l Value> {
-    list.list["signatures"]
+) -> Option<String> {
+    let text = |e: &Value, f: &str| e[f].as_str().unwrap_or("?").to_string();
+    if let Some(e) = list.revokes(key, version, fingerprint) {
+        return Some(format!(
+            "signed by {key} v{version} which the revocation list revokes ({}, revoked at {})",
+            text(e, "reason"),
+            text(e, "revoked_at")
+        ));
+    }
+    let e = list.list["signatures"]
         .as_array()?
         .iter()
-        .find(|e| e["key"] == key && e["version"] == version && e["digest"] == digest)
+        .find(|e| e["key"] == key && e["version"] == version && e["digest"] == digest)?;
+    Some(format!(
+        "this signature by {key} v{version} is revoked ({})",
+        text(e, "reason")
+    ))
+}
+
+impl OfflineResult {
+    /// Nothing found yet for `digest`, checked against list `sequence`.
+    fn new(digest: &str, sequence: u64) -> Self {
+        Self {
+            digest: digest.to_string(),
+            valid: Vec::new(),
+            rejected: Vec::new(),
+            revocation_sequence: sequence,
+        }
+    }
 }
 
 /// Verifies `image`'s signatures against the history's versions and the list.
@@ -168,12 +192,7 @@ pub async fn verify(
     let (key, versions) = trusted_versions(history, ca_pem)?;
     let list = checked_list(revocations, ca_pem, seen, max_staleness).await?;
     let (repo, digest, layers) = signature_layers(image).await?;
-    let mut result = OfflineResult {
-        digest: digest.clone(),
-        valid: Vec::new(),
-        rejected: Vec::new(),
-        revocation_sequence: list.sequence,
-    };
+    let mut result = OfflineResult::new(&digest, list.sequence);
     let b64 = base64::engine::general_purpose::STANDARD;
     for (i, layer) in layers.iter().enumerate() {
         let sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
@@ -203,21 +222,8 @@ pub async fn verify(
                 .push(format!("layer {i}: signs another image"));
             continue;
         }
-        if let Some(e) = list.revokes(&key, v.version, &v.fingerprint) {
-            result.rejected.push(format!(
-                "layer {i}: signed by v{} which the revocation list revokes ({}, revoked at {})",
-                v.version,
-                e["reason"].as_str().unwrap_or("?"),
-                e["revoked_at"].as_str().unwrap_or("?")
-            ));
-            continue;
-        }
-        if let Some(e) = revoked_signature(&list, &key, v.version, &digest) {
-            result.rejected.push(format!(
-                "layer {i}: this signature by v{} is revoked ({})",
-                v.version,
-                e["reason"].as_str().unwrap_or("?")
-            ));
+        if let Some(why) = revocation_refusal(&list, (&key, v.version, &v.fingerprint), &digest) {
+            result.rejected.push(format!("layer {i}: {why}"));
             continue;
         }
         if !matches!(

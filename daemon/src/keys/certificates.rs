@@ -11,7 +11,6 @@ use crate::hsm::Algorithm;
 use crate::pki::{self, PkiError, Subject};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
-use x509_cert::der::Decode;
 
 /// A version's certificate lasts this long when its key has no rotation schedule
 /// (`[ca] certificate_days`).
@@ -36,13 +35,10 @@ pub fn planned_end(
     }
 }
 
-/// When a PEM certificate stops being valid.
+/// When a PEM certificate stops being valid (the client's certificate reader, which
+/// offline verifiers use too).
 pub fn not_after(pem: &str) -> Result<OffsetDateTime, String> {
-    let der = keyward_client::der::pem_der(pem)?;
-    let cert = x509_cert::Certificate::from_der(&der)
-        .map_err(|e| format!("cannot read the certificate: {e}"))?;
-    let t = cert.tbs_certificate.validity.not_after.to_unix_duration();
-    OffsetDateTime::from_unix_timestamp(t.as_secs() as i64).map_err(|e| e.to_string())
+    keyward_client::offline::x509::Cert::from_pem(pem).map(|c| c.not_after)
 }
 
 /// If the active version of `rec` needs a new certificate at `now`: (version, the new
