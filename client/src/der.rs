@@ -38,6 +38,16 @@ pub fn element(der: &[u8]) -> Option<Element<'_>> {
     })
 }
 
+/// The elements of a constructed element's contents.
+pub fn children(contents: &[u8]) -> Vec<Element<'_>> {
+    let (mut out, mut at) = (Vec::new(), contents);
+    while let Some(e) = element(at) {
+        at = e.rest;
+        out.push(e);
+    }
+    out
+}
+
 /// The issuer Name (the whole DER element) of a PEM certificate.
 pub fn certificate_issuer(pem: &str) -> Result<Vec<u8>, String> {
     Ok(crate::revocation::tbs_fields(pem)?.swap_remove(2).0)

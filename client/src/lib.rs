@@ -29,6 +29,7 @@ mod error;
 pub mod files;
 pub mod offline;
 pub mod revocation;
+pub mod signature;
 
 pub use config::ClientConfig;
 pub use error::{Error, reason};

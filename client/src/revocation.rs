@@ -4,8 +4,6 @@
 //! closed), staleness (issued longer ago than a bound the verifier sets) and size.
 
 use crate::der::element;
-use p256::ecdsa::signature::Verifier;
-use p256::pkcs8::DecodePublicKey;
 use serde_json::Value;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -146,18 +144,14 @@ pub fn check(
             list["issuer_fingerprint"].as_str().unwrap_or("?")
         ));
     }
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&spki)
-        .map_err(|e| format!("the CA key is not P-256: {e}"))?;
-    let der = base64::engine::general_purpose::STANDARD
+    let sig = base64::engine::general_purpose::STANDARD
         .decode(signature)
         .map_err(|_| "the revocation list's signature is not base64: refused".to_string())?;
-    let sig = p256::ecdsa::Signature::from_der(&der)
-        .map_err(|_| "the revocation list's signature is malformed: refused".to_string())?;
     // The canonical form: serde_json's map keeps keys sorted.
     let canonical = serde_json::to_string(&list).unwrap_or_default();
-    key.verify(canonical.as_bytes(), &sig).map_err(|_| {
-        "the revocation list's signature does not verify with the CA's key (it was changed, or not signed by this CA): refused".to_string()
-    })?;
+    if !crate::signature::verifies(&spki, canonical.as_bytes(), &sig) {
+        return Err("the revocation list's signature does not verify with the CA's key (it was changed, or not signed by this CA): refused".to_string());
+    }
     let sequence = list["sequence"]
         .as_u64()
         .ok_or("the revocation list has no sequence: refused")?;

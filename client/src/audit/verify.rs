@@ -2,11 +2,8 @@
 //! signatures made by the audit key inside the HSM.
 
 use super::record::{GENESIS, Line, checkpoint_message, record_hash};
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Digest;
 
 /// What a successful verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +41,10 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.trim())
         .map_err(|_| "the audit key file is not PEM".to_string())?;
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&der)
-        .map_err(|e| format!("the audit key is not a P-256 public key: {e}"))?;
+    if crate::signature::key_kind(&der).is_none() {
+        return Err("the audit key file holds no ECDSA or RSA public key".into());
+    }
+    let key = der;
     let mut out = Verified {
         records: 0,
         checkpoints: 0,
@@ -133,13 +132,12 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
                 let sig = base64::engine::general_purpose::STANDARD
                     .decode(&c.signature)
                     .map_err(|_| format!("{what}: signature is not base64"))?;
-                let sig = p256::ecdsa::Signature::from_der(&sig)
-                    .map_err(|_| format!("{what}: signature is malformed"))?;
                 let msg = checkpoint_message(seq, &c.head_hash);
-                key.verify_prehash(&sha2::Sha256::digest(&msg), &sig)
-                    .map_err(|_| {
-                        format!("{what}: the signature does not verify with the audit key")
-                    })?;
+                if !crate::signature::verifies(&key, &msg, &sig) {
+                    return Err(format!(
+                        "{what}: the signature does not verify with the audit key"
+                    ));
+                }
                 out.checkpoints += 1;
                 out.covered_up_to = out.covered_up_to.max(seq);
             }

@@ -11,8 +11,6 @@ use super::x509::Cert;
 use super::{OfflineResult, checked_list, revocation_refusal, signature_layers};
 use crate::revocation::SeenSequences;
 use base64::Engine;
-use p256::ecdsa::signature::Verifier;
-use p256::pkcs8::DecodePublicKey;
 use serde_json::Value;
 use sha2::Digest;
 use time::OffsetDateTime;
@@ -76,11 +74,9 @@ fn check_layer(
         .as_str()
         .and_then(|s| b64.decode(s).ok())
         .ok_or("no signature")?;
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&cert.spki)
-        .map_err(|_| "its key is not ECDSA P-256 (the only kind verified offline)")?;
-    let sig = p256::ecdsa::Signature::from_der(&signature).map_err(|_| "a malformed signature")?;
-    key.verify(payload, &sig)
-        .map_err(|_| "its signature does not verify with its certificate's key")?;
+    if !crate::signature::verifies(&cert.spki, payload, &signature) {
+        return Err("its signature does not verify with its certificate's key".into());
+    }
     let p: Value = serde_json::from_slice(payload).unwrap_or_default();
     if p["critical"]["image"]["docker-manifest-digest"] != digest {
         return Err("it signs another image".into());

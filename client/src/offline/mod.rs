@@ -9,8 +9,6 @@ pub mod x509;
 
 use crate::revocation::{self, CheckedList, SeenSequences, certificate_spki};
 use base64::Engine;
-use p256::ecdsa::signature::Verifier;
-use p256::pkcs8::DecodePublicKey;
 use registry::{Repo, split};
 use serde::Serialize;
 use serde_json::Value;
@@ -29,12 +27,12 @@ pub struct OfflineResult {
     pub revocation_sequence: u64,
 }
 
-/// One version a verifier trusts: number, state, fingerprint, P-256 key.
+/// One version a verifier trusts: number, state, fingerprint, public key (DER SPKI).
 struct Trusted {
     version: u32,
     state: String,
     fingerprint: String,
-    key: Option<p256::ecdsa::VerifyingKey>,
+    key: Vec<u8>,
 }
 
 /// Checks the CA's signature over a key history (`keyward key history --output json`)
@@ -47,16 +45,16 @@ fn trusted_versions(history: &[u8], ca_pem: &str) -> Result<(String, Vec<Trusted
         .and_then(|o| o.remove("signature"))
         .and_then(|s| s.as_str().map(str::to_string))
         .ok_or("the key history has no signature")?;
-    let ca = p256::ecdsa::VerifyingKey::from_public_key_der(&certificate_spki(ca_pem)?)
-        .map_err(|e| format!("the CA key is not P-256: {e}"))?;
-    let der = base64::engine::general_purpose::STANDARD
+    let ca = certificate_spki(ca_pem)?;
+    let sig = base64::engine::general_purpose::STANDARD
         .decode(sig)
         .map_err(|_| "the key history's signature is not base64")?;
-    let sig = p256::ecdsa::Signature::from_der(&der)
-        .map_err(|_| "the key history's signature is malformed")?;
     let canonical = serde_json::to_string(&doc).unwrap_or_default();
-    ca.verify(canonical.as_bytes(), &sig)
-        .map_err(|_| "the key history's signature does not verify with the CA's key: refused")?;
+    if !crate::signature::verifies(&ca, canonical.as_bytes(), &sig) {
+        return Err(
+            "the key history's signature does not verify with the CA's key: refused".into(),
+        );
+    }
     let key = doc["key"].as_str().unwrap_or_default().to_string();
     let mut out = Vec::new();
     for v in doc["versions"].as_array().cloned().unwrap_or_default() {
@@ -72,7 +70,7 @@ fn trusted_versions(history: &[u8], ca_pem: &str) -> Result<(String, Vec<Trusted
             version: v["version"].as_u64().unwrap_or(0) as u32,
             state: v["state"].as_str().unwrap_or_default().to_string(),
             fingerprint,
-            key: p256::ecdsa::VerifyingKey::from_public_key_der(&spki).ok(),
+            key: spki,
         });
     }
     Ok((key, out))
@@ -197,17 +195,14 @@ pub async fn verify(
     for (i, layer) in layers.iter().enumerate() {
         let sig = layer["annotations"]["dev.cosignproject.cosign/signature"]
             .as_str()
-            .and_then(|s| b64.decode(s).ok())
-            .and_then(|d| p256::ecdsa::Signature::from_der(&d).ok());
+            .and_then(|s| b64.decode(s).ok());
         let payload = repo
             .blob(layer["digest"].as_str().unwrap_or_default())
             .await?;
         let signer = sig.and_then(|sig| {
-            versions.iter().find(|v| {
-                v.key
-                    .as_ref()
-                    .is_some_and(|k| k.verify(&payload, &sig).is_ok())
-            })
+            versions
+                .iter()
+                .find(|v| crate::signature::verifies(&v.key, &payload, &sig))
         });
         let Some(v) = signer else {
             result.rejected.push(format!(

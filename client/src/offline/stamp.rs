@@ -6,8 +6,6 @@
 
 use super::x509::{Cert, asn1_time, children};
 use crate::der::element;
-use p256::ecdsa::signature::Verifier;
-use p256::pkcs8::DecodePublicKey;
 use sha2::Digest;
 use time::OffsetDateTime;
 
@@ -71,12 +69,9 @@ pub fn verify(
     }
     let mut signed = attrs.whole.to_vec();
     signed[0] = 0x31;
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&tsa.spki)
-        .map_err(|_| bad("the TSA key is not P-256"))?;
-    let sig =
-        p256::ecdsa::Signature::from_der(signature.contents).map_err(|_| bad("bad signature"))?;
-    key.verify(&signed, &sig)
-        .map_err(|_| bad("not signed by the TSA of the given chain"))?;
+    if !crate::signature::verifies(&tsa.spki, &signed, signature.contents) {
+        return Err(bad("not signed by the TSA of the given chain"));
+    }
     if !tsa.signed_by(root) {
         return Err(bad("the TSA certificate is not from the chain's root"));
     }

@@ -3,8 +3,6 @@
 //! valid at a time, its URI SANs and Sigstore OIDC-issuer extension.
 
 use crate::der::{Element, element, pem_der};
-use p256::ecdsa::signature::Verifier;
-use p256::pkcs8::DecodePublicKey;
 use time::OffsetDateTime;
 
 /// A parsed certificate.
@@ -29,15 +27,7 @@ const SAN: &[u8] = &[0x55, 0x1d, 0x11];
 const ISSUER_V2: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xbf, 0x30, 0x01, 0x08];
 const ISSUER_V1: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xbf, 0x30, 0x01, 0x01];
 
-/// The elements of a constructed element's contents.
-pub fn children(contents: &[u8]) -> Vec<Element<'_>> {
-    let (mut out, mut at) = (Vec::new(), contents);
-    while let Some(e) = element(at) {
-        at = e.rest;
-        out.push(e);
-    }
-    out
-}
+pub use crate::der::children;
 
 /// A UTCTime (0x17) or GeneralizedTime (0x18, fraction allowed), in UTC.
 pub fn asn1_time(e: &Element<'_>) -> Option<OffsetDateTime> {
@@ -137,15 +127,10 @@ impl Cert {
             .collect()
     }
 
-    /// Whether `issuer`'s key (P-256) signed this certificate.
+    /// Whether `issuer`'s key (ECDSA P-256 or RSA, with SHA-256, as Keyward's CA
+    /// signs) signed this certificate.
     pub fn signed_by(&self, issuer: &Cert) -> bool {
-        let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(&issuer.spki) else {
-            return false;
-        };
-        let Ok(sig) = p256::ecdsa::Signature::from_der(&self.signature) else {
-            return false;
-        };
-        key.verify(&self.tbs, &sig).is_ok()
+        crate::signature::verifies(&issuer.spki, &self.tbs, &self.signature)
     }
 
     /// Whether it is valid at `t`.

@@ -142,43 +142,6 @@ pub fn digest_info(algorithm: super::DigestAlgorithm, digest: &[u8]) -> Vec<u8> 
     [prefix, digest].concat()
 }
 
-/// Whether `signature` is an RSASSA-PKCS1-v1_5 signature of `digest` by the RSA key
-/// in `spki`.
-pub fn rsa_pkcs1_verifies(
-    spki: &[u8],
-    algorithm: super::DigestAlgorithm,
-    digest: &[u8],
-    signature: &[u8],
-) -> bool {
-    use num_bigint::BigUint;
-    use pkcs1::der::Decode;
-    let Ok(bits) = spki_key_bits(spki) else {
-        return false;
-    };
-    let Ok(key) = pkcs1::RsaPublicKey::from_der(&bits) else {
-        return false;
-    };
-    let n = BigUint::from_bytes_be(key.modulus.as_bytes());
-    let e = BigUint::from_bytes_be(key.public_exponent.as_bytes());
-    let k = n.to_bytes_be().len();
-    let s = BigUint::from_bytes_be(signature);
-    if signature.len() != k || s >= n {
-        return false;
-    }
-    let m = s.modpow(&e, &n).to_bytes_be();
-    let mut em = vec![0u8; k - m.len().min(k)];
-    em.extend_from_slice(&m);
-    let t = digest_info(algorithm, digest);
-    if k < t.len() + 11 {
-        return false;
-    }
-    let mut expected = vec![0x00, 0x01];
-    expected.resize(k - t.len() - 1, 0xff);
-    expected.push(0x00);
-    expected.extend_from_slice(&t);
-    em == expected
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
