@@ -289,6 +289,7 @@ impl Drop for DevDaemon {
 pub mod campaign;
 pub mod hostile;
 mod mfa;
+pub mod modules;
 pub mod registry;
 pub mod served;
 pub mod verifiers;

@@ -1,7 +1,8 @@
-//! A production-style instance: an operator's SoftHSM token, `keywardd init`, then
-//! `keywardd serve` with a keywardd.toml the test extends.
+//! A production-style instance: an operator's token (SoftHSM, or another module),
+//! `keywardd init`, then `keywardd serve` with a keywardd.toml the test extends.
 
-use crate::{ChildGuard, SOFTHSM_MODULE, bin, otpauth_secret, softhsm_token};
+use crate::modules::Module;
+use crate::{ChildGuard, bin, otpauth_secret};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ pub struct ServedDaemon {
     pub admin_secret: String,
     /// `127.0.0.1:PORT` of /healthz and /metrics.
     pub http_addr: String,
+    /// The module its backend `hsm` (the CA's) is on.
+    pub module: Module,
     serve: ChildGuard,
     grpc_port: u16,
     _tmp: tempfile::TempDir,
@@ -54,11 +57,18 @@ fn serve(dir: &Path, port: u16) -> ChildGuard {
 }
 
 impl ServedDaemon {
-    /// Initialises and serves an instance whose keywardd.toml ends with `extra`.
+    /// Initialises and serves an instance on SoftHSM whose keywardd.toml ends with
+    /// `extra`.
     pub fn start(extra: &str) -> Self {
+        Self::start_on(Module::SoftHsm, extra)
+    }
+
+    /// Initialises and serves an instance whose one backend before `extra`, `hsm`,
+    /// is a fresh token of `module`.
+    pub fn start_on(module: Module, extra: &str) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let conf = softhsm_token(&dir, "prod", "246810", "13579");
+        let backend = module.fresh_backend(&dir, "hsm");
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -71,12 +81,10 @@ impl ServedDaemon {
             format!(
                 "data_dir = \"data\"\n\
                  [listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:{http_port}\"\n\
-                 [[backend]]\ntype = \"pkcs11\"\nname = \"hsm\"\nmodule = \"{SOFTHSM_MODULE}\"\n\
-                 token_label = \"prod\"\npin_env = \"TOKEN_PIN\"\n{extra}\n"
+                 {backend}{extra}\n"
             ),
         )
         .expect("write keywardd.toml");
-        assert_eq!(conf, dir.join("softhsm2.conf"));
         let out = daemon(&dir, &["init"])
             .args(["--admin", "ops", "--out"])
             .arg(dir.join("ops"))
@@ -93,6 +101,7 @@ impl ServedDaemon {
             dir,
             admin_secret,
             http_addr: format!("127.0.0.1:{http_port}"),
+            module,
             serve,
             grpc_port: port,
             _tmp: tmp,
@@ -146,20 +155,7 @@ impl ServedDaemon {
 
     /// `pkcs11-tool` logged in to this instance's token.
     pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
-            .args([
-                "--module",
-                SOFTHSM_MODULE,
-                "--token-label",
-                "prod",
-                "--login",
-                "--pin",
-                "246810",
-            ])
-            .args(args)
-            .output()
-            .expect("run pkcs11-tool (package opensc)")
+        self.module.tool(&self.dir, args)
     }
 
     /// The instance directory.

@@ -1,59 +1,22 @@
-//! A second real PKCS#11 module: opencryptoki 3.8's software token, which offers RSA,
-//! AES-CBC and HMAC but no EC and no AES-GCM, and reports its clock as "hh:mm:ss"
-//! instead of PKCS#11's format. Its token is found despite the clock; what it can do
-//! is read from its mechanism list, not assumed; an instance with its CA on SoftHSM
-//! keeps RSA keys on it, each key signing on its own token; an instance with nothing
-//! but opencryptoki refuses to start and says why. The token is system-wide: these
-//! tests run one at a time (nextest group `opencryptoki`), each on a fresh token made
-//! by `scripts/opencryptoki.sh` (root, as CI runs).
+//! One instance, two HSMs: the CA on SoftHSM, RSA keys on opencryptoki 3.8's software
+//! token (RSA, AES-CBC and HMAC; no EC, no AES-GCM). What each token can do is read
+//! from its mechanism list, not assumed; each key signs on its own token, through
+//! rotation, a restart and reconciliation. (`portability.rs` runs an instance on each
+//! module alone.) The opencryptoki token is system-wide: these tests run one at a
+//! time (nextest group `opencryptoki`), each on a fresh token.
 
+use keyward_tests::modules::Module;
 use keyward_tests::registry::TestRegistry;
 use keyward_tests::served::ServedDaemon;
 use keyward_tests::verifiers::openssl_verifies;
-use keyward_tests::{bin, cosign_verify, refused, run_ok};
+use keyward_tests::{cosign_verify, refused};
 use std::path::Path;
-use std::process::Command;
 
-const MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so";
-const PIN: &str = "24681357";
-
-fn fresh_token() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/opencryptoki.sh");
-    run_ok(Command::new("bash").arg(script).env("KEYWARD_OCK_PIN", PIN));
-}
-
-/// A `[[backend]]` for the opencryptoki token, its PIN in a file under `dir`.
-fn backend(dir: &Path) -> String {
-    let pin = dir.join("ock-pin");
-    std::fs::write(&pin, PIN).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-    format!(
-        "[[backend]]\ntype = \"pkcs11\"\nname = \"ock\"\nmodule = \"{MODULE}\"\ntoken_label = \"keyward\"\npin_file = \"{}\"\n",
-        pin.display()
-    )
-}
-
-/// `pkcs11-tool` logged in to the opencryptoki token.
-fn ock_tool(args: &[&str]) -> std::process::Output {
-    Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "keyward",
-            "--login",
-            "--pin",
-            PIN,
-        ])
-        .args(args)
-        .output()
-        .expect("pkcs11-tool (package opensc)")
-}
+const OCK: Module = Module::OpenCryptoki;
 
 /// The labels of the private keys on the opencryptoki token.
 fn ock_keys() -> String {
-    String::from_utf8_lossy(&ock_tool(&["--list-objects", "--type", "privkey"]).stdout).into_owned()
+    OCK.private_keys(Path::new("/nonexistent"))
 }
 
 /// `keyward ARGS` as the admin, which must succeed; its output.
@@ -68,19 +31,18 @@ fn ok(d: &ServedDaemon, args: &[&str]) -> String {
 }
 
 #[test]
-fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
-    fresh_token();
+fn init_refuses_an_instance_key_algorithm_the_token_lacks_before_making_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("keywardd.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"data\"\n[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n{}",
-            backend(tmp.path())
+            "data_dir = \"data\"\n[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n{}[ca]\nalgorithm = \"ecdsa-p256\"\n",
+            OCK.fresh_backend(tmp.path(), "ock")
         ),
     )
     .unwrap();
-    let out = Command::new(bin("keywardd"))
+    let out = std::process::Command::new(keyward_tests::bin("keywardd"))
         .args(["init", "--config"])
         .arg(&config)
         .arg("--out")
@@ -88,14 +50,15 @@ fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "init succeeded on an RSA-only token");
-    // The token was found (its clock did not make it unreadable); the refusal names
-    // what is missing and what to do.
-    assert!(!err.contains("parsing string as integer"), "{err}");
-    assert!(err.contains("cannot hold the instance's keys"), "{err}");
-    assert!(err.contains("no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"), "{err}");
     assert!(
-        err.contains("supported: rsa-pss-3072, rsa-pkcs1-3072"),
+        !out.status.success(),
+        "init made ECDSA keys on an RSA-only token"
+    );
+    // The token was found (its clock did not make it unreadable); the refusal names
+    // what it offers and what to do.
+    assert!(!err.contains("parsing string as integer"), "{err}");
+    assert!(
+        err.contains("[ca] algorithm = ecdsa-p256 but backend ock cannot make ecdsa-p256 keys (it offers: rsa-pss-3072, rsa-pkcs1-3072, rsa-pkcs1-4096)"),
         "{err}"
     );
     assert!(
@@ -107,11 +70,10 @@ fn opencryptoki_alone_cannot_hold_the_instance_keys_and_init_says_why() {
 
 #[test]
 fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
-    fresh_token();
     let pins = tempfile::tempdir().unwrap();
     let mut d = ServedDaemon::start(&format!(
-        "[mfa]\nrequired = false\n{}",
-        backend(pins.path())
+        "{}[mfa]\nrequired = false\n",
+        OCK.fresh_backend(pins.path(), "ock")
     ));
 
     // What each token can do, as its mechanism list says.
@@ -133,15 +95,14 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
         missing.contains("ecdsa-p256: no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"),
         "{missing}"
     );
-    assert!(
-        missing.contains("sealing (aes-gcm): no CKM_AES_GCM"),
-        "{missing}"
-    );
-    assert!(
-        missing.contains(
-            "instance keys (CA, audit, time-stamping: ecdsa-p256): no CKM_EC_KEY_PAIR_GEN"
-        ),
-        "{missing}"
+    assert_eq!(
+        ock["features"],
+        serde_json::json!([
+            "instance keys (CA, audit, time-stamping): rsa-pkcs1-3072",
+            "sealing (aes-cbc-pad + hmac-sha256)",
+            "record MACs (hmac-sha256)"
+        ]),
+        "{ock}"
     );
     let hsm = backends
         .as_array()
@@ -256,13 +217,16 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     );
     assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
     // An object deleted behind Keyward's back on opencryptoki is named at the next start.
-    let deleted = ock_tool(&[
-        "--delete-object",
-        "--type",
-        "privkey",
-        "--label",
-        "keyward:ri/v1",
-    ]);
+    let deleted = OCK.tool(
+        Path::new("/nonexistent"),
+        &[
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            "keyward:ri/v1",
+        ],
+    );
     assert!(
         deleted.status.success(),
         "{}",

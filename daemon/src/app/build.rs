@@ -84,7 +84,7 @@ impl App {
                     i.config.ca.certificate_days.into(),
                 )),
         );
-        let audit_key = i.audit_key().await?;
+        let audit_key = i.audit_key(&ca).await?;
         let tsa_key = i.tsa_key(&ca).await?;
         let instance_objects = [
             (

@@ -8,7 +8,7 @@ use super::{StartError, io};
 use crate::audit::{AuditKey, AuditLog, Decision};
 use crate::authz::{Principals, Role, pem_fingerprint};
 use crate::config::Config;
-use crate::hsm::{Algorithm, Backend, HsmPool};
+use crate::hsm::{Backend, HsmPool};
 use crate::keys::{Backends, KeyRegistry};
 use crate::metrics::Metrics;
 use crate::mfa::{Mfa, MfaSettings, NewEnrolment, SealingKey};
@@ -153,12 +153,13 @@ impl Instance {
         crate::keys::validate_name(admin).map_err(StartError::Config)?;
         let pool = self.ca_pool()?;
         let backend = pool.backend().name().to_string();
-        // The instance's own keys (CA, audit, time-stamping) are ECDSA P-256.
-        if let Err(e) = pool.backend().check_algorithm(Algorithm::EcdsaP256) {
-            return Err(StartError::Config(format!(
-                "backend {backend} cannot hold the instance's keys (CA, audit, time-stamping: ECDSA P-256): {e}; put [ca] backend on a token that offers ECDSA P-256"
-            )));
-        }
+        // The instance's own keys (CA, audit, time-stamping) follow the CA's backend.
+        let algorithm = pki::instance_key::choose(
+            self.config.ca.algorithm,
+            pool.backend().algorithms(),
+            &backend,
+        )
+        .map_err(StartError::Config)?;
         let cn = self.config.ca.common_name.clone();
         let ca: CaRecord = bootstrap(
             self.store.as_ref(),
@@ -166,7 +167,7 @@ impl Instance {
             "ca",
             Existing::Refuse,
             move |s| {
-                let key = s.generate("ca", Algorithm::EcdsaP256)?;
+                let key = s.generate("ca", algorithm)?;
                 match pki::self_sign_ca(s, &backend, &key.hsm_id, &key.public_key_der, &cn) {
                     Ok(record) => Ok(Made {
                         record,
@@ -213,8 +214,15 @@ impl Instance {
     }
 
     /// The audit key: generated inside the CA's HSM on first start, then reused.
-    pub(super) async fn audit_key(&self) -> Result<AuditKey, StartError> {
+    pub(super) async fn audit_key(&self, ca: &CaRecord) -> Result<AuditKey, StartError> {
         let pool = self.ca_pool()?;
+        // The same kind of key as the CA's.
+        let algorithm = hex::decode(&ca.public_key)
+            .ok()
+            .and_then(|spki| pki::instance_key::algorithm_of(&spki).ok())
+            .ok_or_else(|| {
+                StartError::Config("the stored CA record's public key is unreadable".into())
+            })?;
         let backend = pool.backend().name().to_string();
         bootstrap(
             self.store.as_ref(),
@@ -222,7 +230,7 @@ impl Instance {
             "audit_key",
             Existing::Use,
             move |s| {
-                let k = s.generate("audit", Algorithm::EcdsaP256)?;
+                let k = s.generate("audit", algorithm)?;
                 Ok(Made {
                     record: AuditKey {
                         backend,

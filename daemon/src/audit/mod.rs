@@ -8,7 +8,7 @@
 //! A request is answered only after its record is durable; when the log cannot be
 //! written, the request is refused (fail closed). Concurrent records share one fsync.
 
-use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmPool, SignInput};
+use crate::hsm::{HsmError, HsmPool};
 mod export;
 mod head;
 
@@ -252,10 +252,13 @@ impl AuditLog {
         };
         let msg = checkpoint_message(seq, &hash);
         let id = self.key.hsm_id.clone();
-        let input = SignInput::Digest(DigestAlgorithm::Sha256, DigestAlgorithm::Sha256.hash(&msg));
+        let spki = hex::decode(&self.key.public_key).map_err(|e| StoreError::Corrupt {
+            key: "meta/audit_key".into(),
+            detail: format!("its public key is not hex: {e}"),
+        })?;
         let sig: Vec<u8> = pool
             .run("audit-checkpoint", move |s| {
-                s.sign(&id, Algorithm::EcdsaP256, &input)
+                crate::pki::instance_key::sign(s, &id, &spki, &msg)
             })
             .await
             .map_err(|e: HsmError| e)?;

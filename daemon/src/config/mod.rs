@@ -157,6 +157,10 @@ pub struct CaConfig {
     /// it ends while the version is active.
     #[serde(default = "default_certificate_days")]
     pub certificate_days: u32,
+    /// The algorithm of the instance's own keys (CA, audit, time-stamping), fixed when
+    /// the instance is initialised: `ecdsa-p256`, `rsa-pkcs1-3072` or
+    /// `rsa-pkcs1-4096`; default the first of these the CA's backend offers.
+    pub algorithm: Option<crate::hsm::Algorithm>,
 }
 
 fn default_certificate_days() -> u32 {
@@ -192,6 +196,7 @@ impl Default for CaConfig {
             identity_prefix: default_identity_prefix(),
             issuer: None,
             certificate_days: default_certificate_days(),
+            algorithm: None,
         }
     }
 }
@@ -280,6 +285,9 @@ impl Config {
                     "{what} names backend {n:?}, which is not configured"
                 ));
             }
+        }
+        if let Some(a) = self.ca.algorithm {
+            crate::pki::instance_key::check_configured(a)?;
         }
         if self.ca.certificate_days == 0 {
             return Err("ca.certificate_days is 0: key certificates would end as they are issued; give at least 1 (default 365)".into());

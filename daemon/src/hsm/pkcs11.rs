@@ -55,9 +55,11 @@ struct Objects {
     generation: RwLock<()>,
     /// Serialises lookups after a cache miss, so that misses cannot pile up token scans.
     miss: Mutex<()>,
-    /// CKA_ID -> secret key handle (sealing and record MAC keys): a Find scans the
-    /// whole token, so each is looked up once.
-    secrets: RwLock<HashMap<Vec<u8>, ObjectHandle>>,
+    /// CKA_ID and key type -> secret key handle, or none (sealing and record MAC
+    /// keys): a Find scans the whole token, so each is looked up once.
+    secrets: RwLock<HashMap<Vec<u8>, Option<ObjectHandle>>>,
+    /// Whether the token offers AES-GCM (new sealing keys use it, else encrypt-then-MAC).
+    gcm: bool,
 }
 
 /// A PKCS#11 token.
@@ -338,21 +340,38 @@ impl HsmSession for Pkcs11Session {
 
     fn generate_sealing_key(&mut self, label: &str) -> Result<String, HsmError> {
         let _exclusive = write(&self.objects.generation);
-        secret::generate(&self.session, label, secret::Kind::Sealing)
+        secret::generate(
+            &self.session,
+            label,
+            secret::Kind::Sealing,
+            self.objects.gcm,
+        )
     }
 
     fn seal(&mut self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let iv = secret::new_iv()?;
-        self.with_secret(key_id, "seal", |key| {
+        if let Some(mac) = self.find_secret_key(key_id, KeyType::GENERIC_SECRET)? {
+            let iv = secret::new_iv::<16>()?;
+            return self.with_secret(key_id, KeyType::AES, "seal", |aes| {
+                secret::seal_etm(&self.session, (aes, mac), iv, plaintext, aad)
+            });
+        }
+        let iv = secret::new_iv::<12>()?;
+        self.with_secret(key_id, KeyType::AES, "seal", |key| {
             secret::seal(&self.session, key, iv, plaintext, aad)
         })
     }
 
     fn unseal(&mut self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
+        if let Some(mac) = self.find_secret_key(key_id, KeyType::GENERIC_SECRET)? {
+            return self.with_secret(key_id, KeyType::AES, "unseal", |aes| {
+                secret::unseal_etm(&self.session, (aes, mac), sealed, aad)
+                    .unwrap_or(Err(CkError::InvalidValue))
+            });
+        }
         if sealed.len() < 12 + 16 {
             return Err(HsmError::InvalidInput("sealed secret is too short".into()));
         }
-        self.with_secret(key_id, "unseal", |key| {
+        self.with_secret(key_id, KeyType::AES, "unseal", |key| {
             secret::unseal(&self.session, key, sealed, aad)
         })
     }
@@ -381,11 +400,11 @@ impl HsmSession for Pkcs11Session {
 
     fn generate_mac_key(&mut self, label: &str) -> Result<String, HsmError> {
         let _exclusive = write(&self.objects.generation);
-        secret::generate(&self.session, label, secret::Kind::Mac)
+        secret::generate(&self.session, label, secret::Kind::Mac, self.objects.gcm)
     }
 
     fn mac(&mut self, key_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        self.with_secret(key_id, "mac", |key| {
+        self.with_secret(key_id, KeyType::GENERIC_SECRET, "mac", |key| {
             self.session.sign(&Mechanism::Sha256Hmac, key, data)
         })
     }

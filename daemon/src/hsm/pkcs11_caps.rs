@@ -4,6 +4,7 @@
 //! with the mechanisms it lacks when it cannot.
 
 use crate::hsm::{Algorithm, Capabilities};
+use crate::pki::instance_key::ALGORITHMS;
 use cryptoki::mechanism::MechanismType as M;
 
 /// The mechanisms an algorithm needs, by name.
@@ -28,8 +29,12 @@ fn needs(a: Algorithm) -> &'static [(M, &'static str)] {
     }
 }
 
-/// What the instance needs besides signing keys: (name, mechanisms).
-const FEATURES: &[(&str, &[(M, &str)])] = &[
+const HMAC: [(M, &str); 2] = [
+    (M::GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"),
+    (M::SHA256_HMAC, "CKM_SHA256_HMAC"),
+];
+/// How secrets can be sealed, in order of preference: (name, mechanisms).
+const SEALING: [(&str, &[(M, &str)]); 2] = [
     (
         "sealing (aes-gcm)",
         &[
@@ -38,10 +43,12 @@ const FEATURES: &[(&str, &[(M, &str)])] = &[
         ],
     ),
     (
-        "record MACs (hmac-sha256)",
+        "sealing (aes-cbc-pad + hmac-sha256)",
         &[
-            (M::GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"),
-            (M::SHA256_HMAC, "CKM_SHA256_HMAC"),
+            (M::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+            (M::AES_CBC_PAD, "CKM_AES_CBC_PAD"),
+            HMAC[0],
+            HMAC[1],
         ],
     ),
 ];
@@ -66,21 +73,35 @@ pub fn from_mechanisms(offered: &[M]) -> Capabilities {
                 .push((a.to_string(), format!("no {}", names.join(", ")))),
         }
     }
-    // The instance's own keys (CA, audit, time-stamping) are ECDSA P-256.
-    const INSTANCE: &str = "instance keys (CA, audit, time-stamping: ecdsa-p256)";
-    match lacking(offered, needs(Algorithm::EcdsaP256)).as_slice() {
-        [] => caps.features.push(INSTANCE.to_string()),
+    // The instance's own keys (CA, audit, time-stamping): the first kind offered.
+    const INSTANCE: &str = "instance keys (CA, audit, time-stamping)";
+    match ALGORITHMS.iter().find(|a| caps.algorithms.contains(a)) {
+        Some(a) => caps.features.push(format!("{INSTANCE}: {a}")),
+        None => caps.missing.push((
+            INSTANCE.to_string(),
+            format!("none of {} (see above)", crate::pki::instance_key::names()),
+        )),
+    }
+    match SEALING
+        .iter()
+        .find(|(_, wanted)| lacking(offered, wanted).is_empty())
+    {
+        Some((name, _)) => caps.features.push(name.to_string()),
+        None => caps.missing.push((
+            "sealing".to_string(),
+            format!(
+                "no {} for aes-gcm, no {} for aes-cbc-pad + hmac-sha256",
+                lacking(offered, SEALING[0].1).join(", "),
+                lacking(offered, SEALING[1].1).join(", ")
+            ),
+        )),
+    }
+    const MACS: &str = "record MACs (hmac-sha256)";
+    match lacking(offered, &HMAC).as_slice() {
+        [] => caps.features.push(MACS.to_string()),
         names => caps
             .missing
-            .push((INSTANCE.to_string(), format!("no {}", names.join(", ")))),
-    }
-    for (feature, wanted) in FEATURES {
-        match lacking(offered, wanted).as_slice() {
-            [] => caps.features.push(feature.to_string()),
-            names => caps
-                .missing
-                .push((feature.to_string(), format!("no {}", names.join(", ")))),
-        }
+            .push((MACS.to_string(), format!("no {}", names.join(", ")))),
     }
     caps
 }
@@ -110,7 +131,14 @@ mod tests {
                 Algorithm::RsaPkcs4096
             ]
         );
-        assert_eq!(caps.features, ["record MACs (hmac-sha256)"]);
+        assert_eq!(
+            caps.features,
+            [
+                "instance keys (CA, audit, time-stamping): rsa-pkcs1-3072",
+                "sealing (aes-cbc-pad + hmac-sha256)",
+                "record MACs (hmac-sha256)"
+            ]
+        );
         let missing: Vec<String> = caps
             .missing
             .iter()
@@ -120,16 +148,27 @@ mod tests {
             missing.contains(&"ecdsa-p256: no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA".to_string()),
             "{missing:?}"
         );
+        assert_eq!(missing.len(), 3, "{missing:?}");
+        // Without HMAC there is no sealing at all, and the reason names both ways.
+        let caps = from_mechanisms(&offered[..5]);
+        let missing: Vec<String> = caps
+            .missing
+            .iter()
+            .map(|(w, why)| format!("{w}: {why}"))
+            .collect();
         assert!(
-            missing.contains(&"sealing (aes-gcm): no CKM_AES_GCM".to_string()),
+            missing.contains(&"sealing: no CKM_AES_GCM for aes-gcm, no CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC for aes-cbc-pad + hmac-sha256".to_string()),
             "{missing:?}"
         );
+        // Without RSA either, the instance keys have nowhere to live.
+        let caps = from_mechanisms(&offered[3..]);
         assert!(
-            missing.contains(
-                &"instance keys (CA, audit, time-stamping: ecdsa-p256): no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA"
-                    .to_string()
-            ),
-            "{missing:?}"
+            caps.missing
+                .iter()
+                .any(|(w, why)| w == "instance keys (CA, audit, time-stamping)"
+                    && why.contains("ecdsa-p256, rsa-pkcs1-3072")),
+            "{:?}",
+            caps.missing
         );
         // SoftHSM's list has them all.
         let all = [
@@ -148,6 +187,13 @@ mod tests {
         let caps = from_mechanisms(&all);
         assert_eq!(caps.algorithms, Algorithm::ALL);
         assert!(caps.missing.is_empty(), "{:?}", caps.missing);
-        assert_eq!(caps.features.len(), 3, "{:?}", caps.features);
+        assert_eq!(
+            caps.features,
+            [
+                "instance keys (CA, audit, time-stamping): ecdsa-p256",
+                "sealing (aes-gcm)",
+                "record MACs (hmac-sha256)"
+            ]
+        );
     }
 }

@@ -30,10 +30,18 @@ impl Pkcs11Session {
         Ok(h)
     }
 
-    /// A secret (sealing) key by CKA_ID; these are few and looked up rarely.
-    pub(super) fn secret_key(&self, hsm_id: &str) -> Result<ObjectHandle, HsmError> {
-        let id = parse_id(hsm_id)?;
-        if let Some(h) = read(&self.objects.secrets).get(&id) {
+    /// A secret key by CKA_ID and type (a sealing key may have an HMAC half under the
+    /// same id), `None` if the token has none; these are few, and each is looked up
+    /// once (absence included: a key never gains a half later).
+    pub(super) fn find_secret_key(
+        &self,
+        hsm_id: &str,
+        key_type: KeyType,
+    ) -> Result<Option<ObjectHandle>, HsmError> {
+        let mut cached = parse_id(hsm_id)?;
+        let id = cached.clone();
+        cached.extend_from_slice(&(*key_type).to_be_bytes());
+        if let Some(h) = read(&self.objects.secrets).get(&cached) {
             return Ok(*h);
         }
         let found = {
@@ -41,32 +49,36 @@ impl Pkcs11Session {
             self.session
                 .find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Id(id.clone()),
+                    Attribute::Id(id),
+                    Attribute::KeyType(key_type),
                 ])
                 .map_err(|e| device("find secret key", e))?
         };
-        let h = *found
-            .first()
-            .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))?;
-        write(&self.objects.secrets).insert(id, h);
+        let h = found.first().copied();
+        write(&self.objects.secrets).insert(cached, h);
         Ok(h)
     }
 
-    /// Runs an operation on a secret key; a stale cached handle is looked up again once.
+    /// Runs an operation on a secret key of `key_type`; a stale cached handle is
+    /// looked up again once.
     pub(super) fn with_secret<T>(
         &self,
         hsm_id: &str,
+        key_type: KeyType,
         op: &'static str,
         f: impl Fn(ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
-        let handle = self.secret_key(hsm_id)?;
-        match f(handle) {
+        let key = |s: &Self| {
+            s.find_secret_key(hsm_id, key_type)?
+                .ok_or_else(|| HsmError::KeyNotFound(hsm_id.to_string()))
+        };
+        match f(key(self)?) {
             Err(e)
                 if is_rv(&e, RvError::ObjectHandleInvalid)
                     || is_rv(&e, RvError::KeyHandleInvalid) =>
             {
-                write(&self.objects.secrets).remove(&parse_id(hsm_id)?);
-                f(self.secret_key(hsm_id)?).map_err(|e| device(op, e))
+                write(&self.objects.secrets).clear();
+                f(key(self)?).map_err(|e| device(op, e))
             }
             other => other.map_err(|e| device(op, e)),
         }

@@ -273,15 +273,16 @@ impl Pkcs11Backend {
             Err(e) => return Err(device("login", e)),
         }
         drop(pin);
+        let offered = ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| device("list mechanisms", e))?;
         let objects = Arc::new(Objects {
             handles: RwLock::new(HashMap::new()),
             generation: RwLock::new(()),
             miss: Mutex::new(()),
             secrets: RwLock::new(HashMap::new()),
+            gcm: offered.contains(&cryptoki::mechanism::MechanismType::AES_GCM),
         });
-        let offered = ctx
-            .get_mechanism_list(slot)
-            .map_err(|e| device("list mechanisms", e))?;
         let caps = super::caps::from_mechanisms(&offered);
         for (what, why) in &caps.missing {
             tracing::info!(backend = %settings.name, what = %what, why = %why, "not offered by this token");

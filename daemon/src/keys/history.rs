@@ -6,7 +6,8 @@
 //! verifier re-serialises what it received that way and checks it.
 
 use super::{KeyError, KeyRegistry, VersionState};
-use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, SignInput};
+use crate::hsm::HsmError;
+use crate::store::StoreError;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -90,16 +91,16 @@ impl KeyRegistry {
     /// Signs a document with the Keyward CA key: DER ECDSA P-256 over SHA-256 of its
     /// bytes. For what verifiers check offline (key histories, revocation lists).
     pub async fn ca_sign(&self, what: &'static str, document: &str) -> Result<Vec<u8>, KeyError> {
-        let digest = DigestAlgorithm::Sha256.hash(document.as_bytes());
         let ca = self.ca.clone();
+        let spki = hex::decode(&ca.public_key).map_err(|e| StoreError::Corrupt {
+            key: "meta/ca".into(),
+            detail: format!("its public key is not hex: {e}"),
+        })?;
+        let document = document.as_bytes().to_vec();
         let pool = self.backends.get(&ca.backend)?;
         let signature: Result<Vec<u8>, HsmError> = pool
             .run(what, move |s| {
-                s.sign(
-                    &ca.hsm_id,
-                    Algorithm::EcdsaP256,
-                    &SignInput::Digest(DigestAlgorithm::Sha256, digest),
-                )
+                crate::pki::instance_key::sign(s, &ca.hsm_id, &spki, &document)
             })
             .await;
         Ok(signature?)

@@ -3,7 +3,7 @@
 //! identity and principals' client identities.
 
 use crate::hsm::public_key::{fingerprint, spki_key_bits};
-use crate::hsm::{Algorithm, HsmError, HsmSession, SignInput};
+use crate::hsm::{Algorithm, HsmError, HsmSession};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use time::{Duration, OffsetDateTime};
 
 mod crl;
+pub mod instance_key;
 pub mod timestamps;
 pub mod tsa;
 pub use crl::{CrlEntry, issue_crl, serial_of};
@@ -45,7 +46,8 @@ pub struct CaRecord {
     pub hsm_id: String,
     /// The CA's common name.
     pub common_name: String,
-    /// DER SubjectPublicKeyInfo of the CA key (P-256), hex.
+    /// DER SubjectPublicKeyInfo of the CA key (ECDSA P-256 or RSA: see
+    /// [`instance_key`]), hex.
     pub public_key: String,
     /// The self-signed CA certificate, PEM.
     pub certificate_pem: String,
@@ -56,29 +58,28 @@ pub struct CaRecord {
 struct HsmCaKey<'s> {
     session: RefCell<&'s mut dyn HsmSession>,
     hsm_id: String,
-    point: Vec<u8>,
+    spki: Vec<u8>,
+    bits: Vec<u8>,
+    algorithm: &'static SignatureAlgorithm,
     error: RefCell<Option<HsmError>>,
 }
 
 impl PublicKeyData for HsmCaKey<'_> {
     fn der_bytes(&self) -> &[u8] {
-        &self.point
+        &self.bits
     }
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
+        self.algorithm
     }
 }
 
 impl SigningKey for HsmCaKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let input = SignInput::Message(msg.to_vec());
-        self.session
-            .borrow_mut()
-            .sign(&self.hsm_id, Algorithm::EcdsaP256, &input)
-            .map_err(|e| {
-                *self.error.borrow_mut() = Some(e);
-                rcgen::Error::RemoteKeyError
-            })
+        let mut session = self.session.borrow_mut();
+        instance_key::sign(&mut **session, &self.hsm_id, &self.spki, msg).map_err(|e| {
+            *self.error.borrow_mut() = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 
@@ -94,6 +95,19 @@ impl PublicKeyData for SubjectKey {
     }
     fn algorithm(&self) -> &'static SignatureAlgorithm {
         self.algorithm
+    }
+}
+
+/// rcgen's name for keys of `a` (for a subject: the key's type; for the CA: also how
+/// it signs).
+fn rcgen_algorithm(a: Algorithm) -> &'static SignatureAlgorithm {
+    match a {
+        Algorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        Algorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        Algorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
+            &rcgen::PKCS_RSA_SHA256
+        }
     }
 }
 
@@ -152,7 +166,9 @@ fn ca_key<'s>(
     Ok(HsmCaKey {
         session: RefCell::new(session),
         hsm_id: hsm_id.to_string(),
-        point: spki_key_bits(ca_spki).map_err(PkiError::Build)?,
+        spki: ca_spki.to_vec(),
+        bits: spki_key_bits(ca_spki).map_err(PkiError::Build)?,
+        algorithm: rcgen_algorithm(instance_key::algorithm_of(ca_spki)?),
         error: RefCell::new(None),
     })
 }
@@ -297,14 +313,7 @@ pub fn issue(
     params.key_identifier_method = key_id(subject_spki);
     let subject_key = SubjectKey {
         bits: spki_key_bits(subject_spki).map_err(PkiError::Build)?,
-        algorithm: match subject_algorithm {
-            Algorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            Algorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            Algorithm::Ed25519 => &rcgen::PKCS_ED25519,
-            Algorithm::RsaPss3072 | Algorithm::RsaPkcs3072 | Algorithm::RsaPkcs4096 => {
-                &rcgen::PKCS_RSA_SHA256
-            }
-        },
+        algorithm: rcgen_algorithm(subject_algorithm),
     };
     let key = ca_key(session, &ca.hsm_id, &ca_spki)?;
     let issuer = Issuer::new(ca_params(&ca.common_name, &ca_spki)?, &key);

@@ -4,9 +4,10 @@
 
 use super::tsa::{self, Query, Stamp};
 use super::{PkiError, Subject};
-use crate::hsm::{Algorithm, DigestAlgorithm, HsmError, HsmSession, SignInput};
+use crate::hsm::{HsmError, HsmSession};
 use crate::keys::Backends;
 use keyward_client::der;
+use keyward_client::signature::{KeyKind, key_kind};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -29,14 +30,11 @@ impl TsaKey {
         backend: String,
         ca: &super::CaRecord,
     ) -> Result<Self, PkiError> {
-        let k = s.generate("tsa", Algorithm::EcdsaP256)?;
-        match super::issue(
-            s,
-            ca,
-            Subject::TimeStamping,
-            &k.public_key_der,
-            Algorithm::EcdsaP256,
-        ) {
+        // The same kind of key as the CA's: what the backend was found to offer.
+        let ca_spki = hex::decode(&ca.public_key).map_err(|e| PkiError::Build(e.to_string()))?;
+        let algorithm = super::instance_key::algorithm_of(&ca_spki)?;
+        let k = s.generate("tsa", algorithm)?;
+        match super::issue(s, ca, Subject::TimeStamping, &k.public_key_der, algorithm) {
             Ok(certificate_pem) => Ok(Self {
                 backend,
                 hsm_id: k.hsm_id,
@@ -68,6 +66,7 @@ pub enum TsaError {
 pub struct Tsa {
     backends: Arc<Backends>,
     key: TsaKey,
+    spki: Vec<u8>,
     certificate: Vec<u8>,
     issuer: Vec<u8>,
     certificate_serial: Vec<u8>,
@@ -102,6 +101,8 @@ impl Tsa {
             )
             .map_err(build)?,
             ca: der::pem_der(ca_pem).map_err(build)?,
+            spki: keyward_client::revocation::certificate_spki(&key.certificate_pem)
+                .map_err(build)?,
             ca_pem: ca_pem.to_string(),
             backends,
             key,
@@ -139,21 +140,22 @@ impl Tsa {
             issuer: &self.issuer,
             certificate_serial: &self.certificate_serial,
             chain: &chain,
+            rsa: matches!(key_kind(&self.spki), Some(KeyKind::Rsa(_))),
         };
         let tst = tsa::tst_info(&q, &stamp);
         let attributes = tsa::signed_attributes(&tst, &self.certificate);
-        let input = SignInput::Digest(
-            DigestAlgorithm::Sha256,
-            DigestAlgorithm::Sha256.hash(&attributes),
+        let (id, spki, signed) = (
+            self.key.hsm_id.clone(),
+            self.spki.clone(),
+            attributes.clone(),
         );
-        let id = self.key.hsm_id.clone();
         let pool = self
             .backends
             .get(&self.key.backend)
             .map_err(|e| TsaError::Unavailable(e.to_string()))?;
         let sig: Vec<u8> = pool
             .run("timestamp", move |s| {
-                s.sign(&id, Algorithm::EcdsaP256, &input)
+                super::instance_key::sign(s, &id, &spki, &signed)
             })
             .await?;
         Ok(tsa::response(&q, &stamp, &tst, &attributes, &sig))

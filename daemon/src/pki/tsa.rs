@@ -26,6 +26,8 @@ const SIGNING_CERTIFICATE_V2: &[u8] = &[
 ];
 /// 1.2.840.10045.4.3.2
 const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+/// 1.2.840.113549.1.1.11
+const SHA256_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
 /// The TSA's policy, 1.3.6.1.4.1.57264.2 (as Sigstore's timestamp authority).
 const POLICY: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xbf, 0x30, 0x02];
 
@@ -190,6 +192,8 @@ pub struct Stamp<'a> {
     pub certificate_serial: &'a [u8],
     /// Certificates above it to include (DER), when the query asks for certificates.
     pub chain: &'a [Vec<u8>],
+    /// Whether the TSA key is RSA (PKCS#1 v1.5) rather than ECDSA.
+    pub rsa: bool,
 }
 
 /// The signed attributes (as a SET, the form that is signed) of a TSTInfo.
@@ -225,7 +229,8 @@ pub fn tst_info(q: &Query, s: &Stamp<'_>) -> Vec<u8> {
 }
 
 /// The DER `TimeStampResp` (status granted) around the TSTInfo, with the signature
-/// (DER ECDSA P-256 over SHA-256 of `attributes`) made over [`signed_attributes`].
+/// (DER ECDSA or RSASSA-PKCS1-v1_5, over SHA-256 of `attributes`) made over
+/// [`signed_attributes`].
 pub fn response(q: &Query, s: &Stamp<'_>, tst: &[u8], attributes: &[u8], sig: &[u8]) -> Vec<u8> {
     let encap = seq(&[&oid(TST_INFO), &tlv(0xa0, &tlv(0x04, tst))]);
     let mut signed_attrs = attributes.to_vec();
@@ -235,7 +240,11 @@ pub fn response(q: &Query, s: &Stamp<'_>, tst: &[u8], attributes: &[u8], sig: &[
         &seq(&[s.issuer, &int(s.certificate_serial)]),
         &digest_algorithm(SHA256),
         &signed_attrs,
-        &seq(&[&oid(ECDSA_SHA256)]),
+        &if s.rsa {
+            seq(&[&oid(SHA256_WITH_RSA), &[0x05, 0x00]])
+        } else {
+            seq(&[&oid(ECDSA_SHA256)])
+        },
         &tlv(0x04, sig),
     ]);
     let mut fields = vec![int(&[3]), set_of(vec![digest_algorithm(SHA256)]), encap];
