@@ -176,8 +176,33 @@ fn portable(module: Module) {
     ok(&d, &["sign", "--key", &key, &second]);
     let list = p("list.json");
     std::fs::write(&list, ok(&d, &["-o", "json", "revocations", "show"])).unwrap();
+    let history = p("history.json");
+    std::fs::write(&history, ok(&d, &["-o", "json", "key", "history", &key])).unwrap();
     let identity = format!("keyward://keys/{key}");
     for (image, version) in [(&first, 1), (&second, 2)] {
+        let o = keyward_with(
+            Path::new("/nonexistent/client.toml"),
+            &[
+                "-o",
+                "json",
+                "verify",
+                "--key",
+                &key,
+                image,
+                "--offline",
+                "--ca",
+                &ca,
+                "--key-history",
+                &history,
+                "--revocations",
+                &list,
+                "--state",
+                &p("s1.json"),
+            ],
+        );
+        assert!(o.status.success(), "{image}: {}", output_text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["valid"], serde_json::json!([version]), "{v}");
         let o = cosign_by_ca(
             Path::new(&ca),
             Some(Path::new(&chain)),
@@ -202,13 +227,34 @@ fn portable(module: Module) {
                 "--revocations",
                 &list,
                 "--state",
-                &p("state.json"),
+                &p("s2.json"),
             ],
         );
         assert!(o.status.success(), "{image}: {}", output_text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["valid"], serde_json::json!([version]), "{v}");
     }
+
+    // The CA's CRL, signed in the token, verifies with openssl.
+    run_ok(
+        Command::new("curl")
+            .args(["-sSf", "-o", &p("crl.der")])
+            .arg(format!("http://{}/v1/crl.der", d.http_addr)),
+    );
+    let o = Command::new("openssl")
+        .args([
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            &p("crl.der"),
+            "-CAfile",
+            &ca,
+            "-noout",
+        ])
+        .output()
+        .unwrap();
+    assert!(output_text(&o).contains("verify OK"), "{}", output_text(&o));
 
     // A second factor sealed in the token at init opens there: a key that needs MFA
     // signs with the admin's code, and not without one.
