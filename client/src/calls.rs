@@ -55,6 +55,8 @@ unary! {
     get_key_history: keys.get_key_history(GetKeyHistoryRequest) -> KeyHistory;
     /// Signs a digest or message with a blob key.
     sign_digest: signing.sign_digest(SignDigestRequest) -> SignResponse;
+    /// Signs many digests or messages with a blob key in one request.
+    sign_digests: signing.sign_digests(SignDigestsRequest) -> SignDigestsResponse;
     /// Signs an image in its registry.
     sign_image: images.sign_image(SignImageRequest) -> SignImageResponse;
     /// Attaches a signed attestation to an image.

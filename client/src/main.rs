@@ -35,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
     /// Sign a file; prints the base64 signature (like `cosign sign-blob`).
-    SignBlob(cmd::sign::SignBlob),
+    SignBlob(cmd::sign_blob::SignBlob),
     /// List the daemon's HSM backends and their algorithms.
     Backends,
     /// Sign a container image in its registry (cosign-compatible signature).

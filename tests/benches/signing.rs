@@ -7,6 +7,7 @@ use keyward_client::{Client, ClientConfig, proto};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
 use support::raw::{raw, raw_child};

@@ -83,6 +83,7 @@ const NO_CODE: &[&str] = &[
 /// RPCs that sign: they need a code when the key's policy says so.
 const KEY_POLICY: &[&str] = &[
     "SigningService/SignDigest",
+    "SigningService/SignDigests",
     "ImageService/SignImage",
     "ImageService/AttestImage",
 ];

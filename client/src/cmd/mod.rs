@@ -15,6 +15,7 @@ pub mod revocations;
 pub mod revoke;
 pub mod rotation;
 pub mod sign;
+pub mod sign_blob;
 pub mod signatures;
 pub mod trust;
 pub mod verify_offline;

@@ -1,29 +1,13 @@
-//! `keyward sign-blob`, `sign`, `attest` and `verify`.
+//! `keyward sign`, `attest` and `verify`.
 
 use super::approvals::{Pending, wait_for};
 use super::{Ctx, Show};
 use anyhow::Context;
-use base64::Engine;
 use clap::Args;
 use keyward_client::proto;
 use keyward_proto::names::version_state_name;
 use serde::Serialize;
 use std::path::PathBuf;
-
-#[derive(Args, Clone)]
-pub struct SignBlob {
-    /// Key to sign with (its active version signs).
-    #[arg(long)]
-    key: String,
-    /// Also write the base64 signature to this file.
-    #[arg(long)]
-    output_signature: Option<PathBuf>,
-    /// If the key needs approvals, wait for them and then print the signature.
-    #[arg(long)]
-    wait: bool,
-    /// The file to sign.
-    file: PathBuf,
-}
 
 #[derive(Args, Clone)]
 pub struct Sign {
@@ -78,83 +62,6 @@ impl Verify {
         self.offline
             .run(self.key.unwrap_or_default(), self.image, out)
             .await
-    }
-}
-
-/// A blob signature, base64.
-#[derive(Serialize)]
-struct BlobSignature {
-    key: String,
-    version: u32,
-    algorithm: String,
-    digest_algorithm: String,
-    signature: String,
-}
-
-impl Show for BlobSignature {
-    fn text(&self) {
-        println!("{}", self.signature);
-    }
-}
-
-impl SignBlob {
-    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        use sha2::Digest;
-        let c = &ctx.client;
-        let file = &self.file;
-        let data =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let k = c
-            .get_key(proto::GetKeyRequest {
-                name: self.key.clone(),
-            })
-            .await?;
-        let mut req = proto::SignDigestRequest {
-            key: self.key,
-            file_name: file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            size: data.len() as u64,
-            ..Default::default()
-        };
-        // Ed25519 signs the message itself; the others sign a digest made here, so that
-        // large files never travel to the daemon.
-        match k.algorithm.as_str() {
-            "ed25519" => req.message = data,
-            "ecdsa-p384" => {
-                req.digest_algorithm = "sha384".into();
-                req.digest = sha2::Sha384::digest(&data).to_vec();
-            }
-            _ => {
-                req.digest_algorithm = "sha256".into();
-                req.digest = sha2::Sha256::digest(&data).to_vec();
-            }
-        }
-        let mut r = c.sign_digest(req).await?;
-        if r.pending {
-            if !self.wait {
-                ctx.show(&Pending::new(&r.approval_id));
-                return Ok(());
-            }
-            let a = wait_for(c, &r.approval_id).await?;
-            r.signature = base64::engine::general_purpose::STANDARD
-                .decode(&a.signature)
-                .context("the approval's signature is not base64")?;
-            r.version = a.version.unwrap_or_default();
-        }
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
-        if let Some(p) = &self.output_signature {
-            std::fs::write(p, &b64).with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        ctx.show(&BlobSignature {
-            key: r.key,
-            version: r.version,
-            algorithm: r.algorithm,
-            digest_algorithm: r.digest_algorithm,
-            signature: b64,
-        });
-        Ok(())
     }
 }
 

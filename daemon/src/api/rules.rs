@@ -127,6 +127,7 @@ targets! {
     SetKeyPolicyRequest => |r| (String::new(), r.name.clone());
     GetKeyHistoryRequest => |r| (String::new(), r.name.clone());
     SignDigestRequest => |r| (r.key.clone(), r.key.clone());
+    SignDigestsRequest => |r| (r.key.clone(), r.key.clone());
     SignImageRequest => |r| (r.key.clone(), r.reference.clone());
     AttestImageRequest => |r| (r.key.clone(), r.reference.clone());
     VerifyImageRequest => |r| (String::new(), r.reference.clone());
@@ -191,6 +192,7 @@ pub static RULES: &[Rule] = &[
     rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
     rule!("KeyService", GetKeyHistory, GetKeyHistoryRequest, Role(Action::Read), Never, KeyUse::None, Read, "read key histories"),
     rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
+    rule!("SigningService", SignDigests, SignDigestsRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
     rule!("ImageService", SignImage, SignImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "sign images"),
     rule!("ImageService", AttestImage, AttestImageRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Image), Change, "attest images"),
     rule!("ImageService", VerifyImage, VerifyImageRequest, Role(Action::Verify), Never, KeyUse::None, Read, "verify images"),

@@ -136,4 +136,114 @@ impl pb::signing_service_server::SigningService for SigningApi {
             .await
             .map(Response::new)
     }
+
+    async fn sign_digests(
+        &self,
+        req: Request<pb::SignDigestsRequest>,
+    ) -> Result<Response<pb::SignDigestsResponse>, Status> {
+        let call = admitted(&req)?;
+        let r = req.into_inner();
+        let name = r.key.clone();
+        let result = async {
+            let Some(permit) = call.permit.clone() else {
+                return Err(KeyError::FailedPrecondition(format!(
+                    "key {name:?} needs {} approvals per signature, so it does not sign batches: send each digest with SignDigest (keyward sign-blob FILE)",
+                    call.approvals_needed
+                )));
+            };
+            let items = batch_inputs(r.items)?;
+            let version = permit.version().number();
+            let reasons: Vec<String> = items
+                .iter()
+                .map(|(input, described)| {
+                    format!(
+                        "signed {} ({}, {} bytes) with v{version}",
+                        crate::signing::blob::ledger_digest(input),
+                        described.file_name,
+                        described.size
+                    )
+                })
+                .collect();
+            let signed = self
+                .blobs
+                .sign_many(&permit, items, &call.request_hash)
+                .await?;
+            // One audit record per signature, each naming what was signed; the outcome
+            // record's group commit makes them durable before the answer leaves.
+            for reason in &reasons {
+                call.observer()
+                    .audit
+                    .append_queued(crate::audit::Entry {
+                        principal: call.principal(),
+                        action: call.rule.name,
+                        target: &name,
+                        decision: crate::audit::Decision::Allowed,
+                        reason,
+                        request_hash: &call.request_hash,
+                    })
+                    .map_err(|e| KeyError::Store(crate::store::StoreError::Engine(e.to_string())))?;
+                self.obs.metrics.signature(&name);
+            }
+            let last = signed.last().map(|s| s.ledger_write).unwrap_or(0);
+            Ok::<_, KeyError>((
+                last,
+                pb::SignDigestsResponse {
+                    key: name.clone(),
+                    version,
+                    algorithm: permit.key().algorithm.to_string(),
+                    signatures: signed
+                        .into_iter()
+                        .map(|s| pb::SignedItem {
+                            signature: s.signature,
+                            digest_algorithm: s.digest_algorithm,
+                        })
+                        .collect(),
+                },
+            ))
+        }
+        .await;
+        let covers = result.as_ref().map(|(w, _)| *w).unwrap_or(0);
+        // The signatures leave only once their ledger entries and records are durable.
+        call.finish_covering(result.map(|(_, r)| r), covers)
+            .await
+            .map(Response::new)
+    }
+}
+
+/// Most items one SignDigests request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// Every item of a batch as the HSM signs it, each checked as a SignDigest would be;
+/// the first bad item refuses the whole batch, naming it.
+fn batch_inputs(items: Vec<pb::SignItem>) -> Result<Vec<(SignInput, Described)>, KeyError> {
+    if items.is_empty() {
+        return Err(KeyError::InvalidArgument(
+            "nothing to sign: the batch has no items".into(),
+        ));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(KeyError::InvalidArgument(format!(
+            "the batch has {} items; at most {MAX_BATCH} are accepted: split it",
+            items.len()
+        )));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let described = Described {
+                file_name: item.file_name,
+                size: item.size,
+            };
+            let one = pb::SignDigestRequest {
+                digest_algorithm: item.digest_algorithm,
+                digest: item.digest,
+                message: item.message,
+                ..Default::default()
+            };
+            input(one).map(|input| (input, described)).map_err(|e| {
+                KeyError::InvalidArgument(format!("item {i}: {e}; nothing was signed"))
+            })
+        })
+        .collect()
 }

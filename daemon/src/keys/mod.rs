@@ -239,6 +239,24 @@ impl KeyRegistry {
     /// revoked or destroyed since. Only a [`SignPermit`] (the signing checks passed)
     /// opens this door.
     pub async fn sign(&self, permit: &SignPermit, input: SignInput) -> Result<Vec<u8>, KeyError> {
+        let mut one = self.sign_many(permit, vec![input]).await?;
+        one.pop().ok_or_else(|| {
+            KeyError::Hsm(HsmError::Device {
+                op: "sign",
+                detail: "no signature came back".into(),
+            })
+        })
+    }
+
+    /// Signs every input with the permit's pinned version, as [`KeyRegistry::sign`]:
+    /// every input is checked before the first is signed, and the signatures come back
+    /// in order, all or none. The HSM signs them in runs of [`SIGN_RUN`] per hand-off
+    /// to its worker thread, so that other requests interleave with a long batch.
+    pub async fn sign_many(
+        &self,
+        permit: &SignPermit,
+        inputs: Vec<SignInput>,
+    ) -> Result<Vec<Vec<u8>>, KeyError> {
         let pinned = permit.version();
         let rec = pinned.key();
         let name = rec.name.as_str();
@@ -253,20 +271,13 @@ impl KeyRegistry {
             )));
         }
         let algorithm = rec.algorithm;
-        match (&input, algorithm) {
-            (SignInput::Digest(..), Algorithm::Ed25519) => {
-                return Err(KeyError::InvalidArgument(format!(
-                    "key {name:?} is ed25519, which signs whole messages (pure EdDSA): send the message, not a digest"
-                )));
-            }
-            (SignInput::Digest(d, bytes), _) if bytes.len() != d.digest_len() => {
-                return Err(KeyError::InvalidArgument(format!(
-                    "a {d} digest is {} bytes, got {}",
-                    d.digest_len(),
-                    bytes.len()
-                )));
-            }
-            _ => {}
+        for (i, input) in inputs.iter().enumerate() {
+            check_input(name, algorithm, input).map_err(|e| match e {
+                KeyError::InvalidArgument(why) if inputs.len() > 1 => {
+                    KeyError::InvalidArgument(format!("item {i}: {why}; nothing was signed"))
+                }
+                other => other,
+            })?;
         }
         let pool = self.backends.get(&rec.backend)?;
         let hsm_id = pinned.version().hsm_id.clone();
@@ -301,8 +312,43 @@ impl KeyRegistry {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(hsm_id.clone());
         }
-        pool.run("sign", move |s| s.sign(&hsm_id, algorithm, &input))
-            .await
-            .map_err(lost)
+        let mut signatures = Vec::with_capacity(inputs.len());
+        let mut inputs = inputs.into_iter();
+        loop {
+            let run: Vec<SignInput> = inputs.by_ref().take(SIGN_RUN).collect();
+            if run.is_empty() {
+                return Ok(signatures);
+            }
+            let id = hsm_id.clone();
+            let signed = pool
+                .run("sign", move |s| {
+                    run.iter()
+                        .map(|input| s.sign(&id, algorithm, input))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(lost)?;
+            signatures.extend(signed);
+        }
+    }
+}
+
+/// Signatures made per hand-off to an HSM worker thread in [`KeyRegistry::sign_many`].
+pub const SIGN_RUN: usize = 32;
+
+/// Refuses an input the key's algorithm cannot sign.
+fn check_input(name: &str, algorithm: Algorithm, input: &SignInput) -> Result<(), KeyError> {
+    match (input, algorithm) {
+        (SignInput::Digest(..), Algorithm::Ed25519) => Err(KeyError::InvalidArgument(format!(
+            "key {name:?} is ed25519, which signs whole messages (pure EdDSA): send the message, not a digest"
+        ))),
+        (SignInput::Digest(d, bytes), _) if bytes.len() != d.digest_len() => {
+            Err(KeyError::InvalidArgument(format!(
+                "a {d} digest is {} bytes, got {}",
+                d.digest_len(),
+                bytes.len()
+            )))
+        }
+        _ => Ok(()),
     }
 }

@@ -39,8 +39,8 @@ pub struct BlobSigner {
     ledger: SignatureLedger,
 }
 
-/// `algorithm:hex` of what was signed, for the ledger.
-fn ledger_digest(input: &SignInput) -> String {
+/// `algorithm:hex` of what was signed, for the ledger and the audit log.
+pub fn ledger_digest(input: &SignInput) -> String {
     match input {
         SignInput::Digest(d, bytes) => format!("{d}:{}", hex::encode(bytes)),
         SignInput::Message(m) => format!("sha256:{}", hex::encode(DigestAlgorithm::Sha256.hash(m))),
@@ -62,39 +62,67 @@ impl BlobSigner {
         described: &Described,
         request_hash: &str,
     ) -> Result<BlobSigned, KeyError> {
+        let mut one = self
+            .sign_many(permit, vec![(input, described.clone())], request_hash)
+            .await?;
+        one.pop().ok_or_else(|| {
+            KeyError::InvalidArgument("nothing to sign: send a digest or a message".into())
+        })
+    }
+
+    /// Signs every item with the permit's key (all or none: the HSM signs them all
+    /// before any ledger entry is written) and writes one ledger entry per signature,
+    /// in order; the caller makes the last entry's write durable before it hands the
+    /// signatures out.
+    pub async fn sign_many(
+        &self,
+        permit: &SignPermit,
+        items: Vec<(SignInput, Described)>,
+        request_hash: &str,
+    ) -> Result<Vec<BlobSigned>, KeyError> {
         let algorithm = permit.key().algorithm;
-        let digest_algorithm = match &input {
-            SignInput::Digest(d, _) => d.to_string(),
-            SignInput::Message(_) if algorithm == Algorithm::Ed25519 => String::new(),
-            SignInput::Message(_) => algorithm.default_digest().to_string(),
-        };
-        let digest = ledger_digest(&input);
-        let signature = self.keys.sign(permit, input).await?;
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut about = Vec::with_capacity(items.len());
+        for (input, described) in items {
+            let digest_algorithm = match &input {
+                SignInput::Digest(d, _) => d.to_string(),
+                SignInput::Message(_) if algorithm == Algorithm::Ed25519 => String::new(),
+                SignInput::Message(_) => algorithm.default_digest().to_string(),
+            };
+            about.push((ledger_digest(&input), digest_algorithm, described));
+            inputs.push(input);
+        }
+        let signatures = self.keys.sign_many(permit, inputs).await?;
         let (version, fingerprint) = (
             permit.version().number(),
             permit.version().fingerprint().to_string(),
         );
-        let ledger_write = self.ledger.record_pending(&LedgerEntry {
-            kind: "blob".into(),
-            registry: String::new(),
-            repository: String::new(),
-            digest,
-            tag: String::new(),
-            reference: described.file_name.clone(),
-            key: permit.key_name().to_string(),
-            version,
-            fingerprint,
-            time: permit.issued_at(),
-            requester: permit.principal().to_string(),
-            pushed_to: String::new(),
-            size: described.size,
-            request_hash: request_hash.to_string(),
-        })?;
-        Ok(BlobSigned {
-            version,
-            signature,
-            digest_algorithm,
-            ledger_write,
-        })
+        let mut out = Vec::with_capacity(signatures.len());
+        for (signature, (digest, digest_algorithm, described)) in signatures.into_iter().zip(about)
+        {
+            let ledger_write = self.ledger.record_pending(&LedgerEntry {
+                kind: "blob".into(),
+                registry: String::new(),
+                repository: String::new(),
+                digest,
+                tag: String::new(),
+                reference: described.file_name,
+                key: permit.key_name().to_string(),
+                version,
+                fingerprint: fingerprint.clone(),
+                time: permit.issued_at(),
+                requester: permit.principal().to_string(),
+                pushed_to: String::new(),
+                size: described.size,
+                request_hash: request_hash.to_string(),
+            })?;
+            out.push(BlobSigned {
+                version,
+                signature,
+                digest_algorithm,
+                ledger_write,
+            });
+        }
+        Ok(out)
     }
 }

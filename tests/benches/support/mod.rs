@@ -5,6 +5,30 @@ pub mod daemon;
 pub mod raw;
 pub mod registry;
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) of stat(5), counted from the state (field 3).
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 use keyward_client::{Client, proto};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +49,18 @@ pub const CONCURRENCY: usize = 64;
 
 /// 64 requests in flight over 4 connections for `secs`; returns rate, p50, p99.
 pub async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration, Duration)> {
+    load_with(client, secs, CONCURRENCY, |_| ()).await
+}
+
+/// `concurrency` requests in flight over 4 connections for `secs`; `measured` is
+/// called when the measured window opens (true) and closes (false). Returns rate,
+/// p50, p99 of the window.
+pub async fn load_with(
+    client: &Client,
+    secs: Duration,
+    concurrency: usize,
+    mut measured: impl FnMut(bool),
+) -> anyhow::Result<(f64, Duration, Duration)> {
     let mut clients = vec![client.clone()];
     let cfg_endpoint = client.clone();
     for _ in 1..4 {
@@ -33,7 +69,7 @@ pub async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Durat
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for i in 0..CONCURRENCY {
+    for i in 0..concurrency {
         let mut c = clients[i % clients.len()].clone();
         let (stop, measuring) = (stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
@@ -57,10 +93,12 @@ pub async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Durat
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
     measuring.store(true, Ordering::Relaxed);
+    measured(true);
     let t = Instant::now();
     tokio::time::sleep(secs).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t.elapsed();
+    measured(false);
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for t in tasks {

@@ -18,6 +18,15 @@ const RAW_SECONDS: u64 = 3;
 /// Raw signing rate in a child process with its own SoftHSM token (SoftHSM reads
 /// SOFTHSM2_CONF at load time, so the token's configuration goes in the child's env).
 pub fn raw(tmp: &Path, threads: usize, keys: u16) -> anyhow::Result<f64> {
+    Ok(raw_with_cpu(tmp, threads, keys)?.0)
+}
+
+/// Raw signing rate and the CPU time (user + system, the whole process) per signature.
+pub fn raw_with_cpu(
+    tmp: &Path,
+    threads: usize,
+    keys: u16,
+) -> anyhow::Result<(f64, std::time::Duration)> {
     let dir = tmp.join(format!("raw{threads}-{keys}"));
     let conf = keyward_tests::softhsm_token(&dir, "raw", "1234", "5678");
     let out = Command::new(std::env::current_exe()?)
@@ -32,7 +41,11 @@ pub fn raw(tmp: &Path, threads: usize, keys: u16) -> anyhow::Result<f64> {
         "raw child: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    let text = String::from_utf8(out.stdout)?;
+    let mut parts = text.split_whitespace();
+    let rate: f64 = parts.next().unwrap_or_default().parse()?;
+    let cpu_ns: f64 = parts.next().unwrap_or_default().parse()?;
+    Ok((rate, std::time::Duration::from_secs_f64(cpu_ns / 1e9)))
 }
 
 pub fn raw_child(_dir: &Path, threads: usize, keys: u16) -> anyhow::Result<()> {
@@ -69,6 +82,7 @@ pub fn raw_child(_dir: &Path, threads: usize, keys: u16) -> anyhow::Result<()> {
     let key = key.ok_or_else(|| anyhow::anyhow!("no key"))?;
     let secs = env_secs("KEYWARD_BENCH_RAW_SECONDS", RAW_SECONDS);
     let ctx = Arc::new(ctx);
+    let cpu_before = super::cpu_time(std::process::id())?;
     let total: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -91,6 +105,11 @@ pub fn raw_child(_dir: &Path, threads: usize, keys: u16) -> anyhow::Result<()> {
             .map(|h| h.join().expect("thread").unwrap_or(0))
             .sum()
     });
-    println!("{}", total as f64 / secs.as_secs_f64());
+    let cpu = super::cpu_time(std::process::id())? - cpu_before;
+    println!(
+        "{} {}",
+        total as f64 / secs.as_secs_f64(),
+        cpu.as_secs_f64() * 1e9 / total.max(1) as f64
+    );
     Ok(())
 }

@@ -1,0 +1,206 @@
+//! The signing hot path, in one run on one machine: what the daemon's CPU costs per
+//! `SignDigest` against SoftHSM's own CPU per signature (the daemon's from
+//! `/proc/PID/stat` over the measured window, the raw loop's from its own), latency at
+//! 8 and 64 requests in flight, and the audit log's cost (rounds alternating between a
+//! daemon with it and one without). Run with `scripts/bench.sh`, or `cargo bench -p
+//! keyward-tests --bench hotpath` after `cargo build --release --bins`.
+
+use keyward_client::{Client, proto};
+use std::path::Path;
+use std::time::Duration;
+
+#[allow(dead_code)]
+mod support;
+use support::daemon::{keywardd, start, start_with, stop};
+use support::raw::{raw_child, raw_with_cpu};
+use support::{cpu_time, env_secs, load_with};
+
+/// One measured window: rate, p50, p99, daemon CPU per request.
+struct Window {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu: Duration,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms, daemon CPU {:.1} µs per signature",
+            self.rate,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.cpu.as_secs_f64() * 1e6
+        )
+    }
+}
+
+/// Loads the daemon `pid` through `client` with `concurrency` requests in flight.
+async fn window(
+    client: &Client,
+    pid: u32,
+    concurrency: usize,
+    secs: Duration,
+) -> anyhow::Result<Window> {
+    let mut cpu = (Duration::ZERO, Duration::ZERO);
+    let (rate, p50, p99) = load_with(client, secs, concurrency, |open| {
+        let now = cpu_time(pid).unwrap_or_default();
+        if open { cpu.0 = now } else { cpu.1 = now }
+    })
+    .await?;
+    let requests = rate * secs.as_secs_f64();
+    Ok(Window {
+        rate,
+        p50,
+        p99,
+        cpu: (cpu.1 - cpu.0).div_f64(requests.max(1.0)),
+    })
+}
+
+/// `SignDigests` of `size` digests each, `concurrency` requests in flight, for `secs`
+/// after a second's warm-up: signatures per second and daemon CPU per signature.
+async fn batch_window(
+    client: &Client,
+    pid: u32,
+    concurrency: usize,
+    size: usize,
+    secs: Duration,
+) -> anyhow::Result<(f64, Duration)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (stop, signed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (c, stop, signed) = (client.clone(), stop.clone(), signed.clone());
+        tasks.push(tokio::spawn(async move {
+            let items: Vec<proto::SignItem> = (0..size)
+                .map(|i| proto::SignItem {
+                    digest_algorithm: "sha256".into(),
+                    digest: vec![i as u8; 32],
+                    ..Default::default()
+                })
+                .collect();
+            while !stop.load(Ordering::Relaxed) {
+                let r = c
+                    .sign_digests(proto::SignDigestsRequest {
+                        key: "bench".into(),
+                        items: items.clone(),
+                    })
+                    .await?;
+                signed.fetch_add(r.signatures.len() as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (n0, cpu0, t) = (
+        signed.load(Ordering::Relaxed),
+        cpu_time(pid)?,
+        std::time::Instant::now(),
+    );
+    tokio::time::sleep(secs).await;
+    let (n1, cpu1, elapsed) = (signed.load(Ordering::Relaxed), cpu_time(pid)?, t.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let n = (n1 - n0).max(1);
+    Ok((
+        n as f64 / elapsed.as_secs_f64(),
+        (cpu1 - cpu0).div_f64(n as f64),
+    ))
+}
+
+async fn bench_key(client: &Client) -> anyhow::Result<()> {
+    client
+        .keys
+        .clone()
+        .create_key(proto::CreateKeyRequest {
+            name: "bench".into(),
+            purpose: "blob".into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--raw-child") {
+        return raw_child(
+            Path::new(&args[i + 1]),
+            args[i + 2].parse()?,
+            args[i + 3].parse()?,
+        );
+    }
+    let tmp = tempfile::tempdir()?;
+    let keywardd = keywardd()?;
+    let secs = env_secs("KEYWARD_BENCH_SECONDS", 5);
+    let rounds: usize = std::env::var("KEYWARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "Keyward hot-path benchmark ({} cores)",
+        std::thread::available_parallelism()?.get()
+    );
+    let (raw_rate, raw_cpu) = raw_with_cpu(tmp.path(), 1, 10)?;
+    println!(
+        "raw cryptoki ECDSA P-256 on SoftHSM, 1 thread: {raw_rate:.0}/s, {:.1} µs CPU per signature",
+        raw_cpu.as_secs_f64() * 1e6
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (mut on, on_cfg, _) = start(&keywardd, &tmp.path().join("on"))?;
+    let (mut off, off_cfg, _) = start_with(&keywardd, &tmp.path().join("off"), &["--no-audit"])?;
+    let (on_pid, off_pid) = (on.id(), off.id());
+    rt.block_on(async {
+        let (a, b) = (Client::connect(&on_cfg).await?, Client::connect(&off_cfg).await?);
+        bench_key(&a).await?;
+        bench_key(&b).await?;
+        let mut ratios = Vec::new();
+        let mut last = None;
+        for _ in 0..rounds {
+            let w_on = window(&a, on_pid, 64, secs).await?;
+            let w_off = window(&b, off_pid, 64, secs).await?;
+            ratios.push(w_on.rate / w_off.rate);
+            last = Some((w_on, w_off));
+        }
+        let (w_on, w_off) = last.expect("at least one round");
+        println!("SignDigest, 64 in flight, audit on: {w_on}");
+        println!("SignDigest, 64 in flight, audit off: {w_off}");
+        println!(
+            "audit on / off = {:.3} (median of {rounds} alternating rounds); p99 / p50 at 64 = {:.2}",
+            median(ratios),
+            w_on.p99.as_secs_f64() / w_on.p50.as_secs_f64()
+        );
+        println!(
+            "daemon CPU / SoftHSM CPU per signature, audit on: {:.2}",
+            w_on.cpu.as_secs_f64() / raw_cpu.as_secs_f64()
+        );
+        let w8 = window(&a, on_pid, 8, secs).await?;
+        println!("SignDigest, 8 in flight, audit on: {w8}");
+        let (rate, cpu) = batch_window(&a, on_pid, 4, 256, secs).await?;
+        println!(
+            "SignDigests, 256 per request, 4 in flight, audit on: {rate:.0} signatures/s ({:.2} of the raw one-thread rate), daemon CPU {:.1} µs per signature ({:.2} of SoftHSM's)",
+            rate / raw_rate,
+            cpu.as_secs_f64() * 1e6,
+            cpu.as_secs_f64() / raw_cpu.as_secs_f64()
+        );
+        anyhow::Ok(())
+    })?;
+    stop(&mut on);
+    stop(&mut off);
+    Ok(())
+}
