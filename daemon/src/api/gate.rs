@@ -72,7 +72,15 @@ pub struct Gate {
     principals: Arc<Principals>,
     keys: Arc<KeyRegistry>,
     obs: Observer,
+    /// Client certificate (DER) -> (common name, SHA-256 fingerprint): a connection
+    /// presents the same certificate on every request, and parsing it costs more than
+    /// the rest of the gate. Only what the bytes themselves say is kept; whether the
+    /// principal and that fingerprint are registered is asked on every request.
+    seen: std::sync::RwLock<std::collections::HashMap<Vec<u8>, (String, String)>>,
 }
+
+/// Client certificates [`Gate::seen`] remembers before it starts again.
+const SEEN_CERTIFICATES: usize = 1024;
 
 impl Gate {
     /// A gate over the registered principals and keys.
@@ -81,7 +89,29 @@ impl Gate {
             principals,
             keys,
             obs,
+            seen: Default::default(),
         }
+    }
+
+    /// The common name and fingerprint of a client certificate.
+    fn identify(&self, leaf: &[u8]) -> Option<(String, String)> {
+        let known = self
+            .seen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(leaf)
+            .cloned();
+        if known.is_some() {
+            return known;
+        }
+        let name = common_name(leaf).filter(|n| !n.is_empty())?;
+        let fingerprint = hex::encode(sha2::Sha256::digest(leaf));
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= SEEN_CERTIFICATES {
+            seen.clear();
+        }
+        seen.insert(leaf.to_vec(), (name.clone(), fingerprint.clone()));
+        Some((name, fingerprint))
     }
 
     /// Audits a refusal durably, then returns the status the caller gets.
@@ -124,15 +154,12 @@ impl Gate {
         };
         let certs = certs.ok_or_else(missing)?;
         let leaf = certs.first().ok_or_else(missing)?;
-        let name = common_name(leaf.as_ref())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                (
-                    String::new(),
-                    Status::unauthenticated("the client certificate has no common name"),
-                )
-            })?;
-        let fingerprint = hex::encode(sha2::Sha256::digest(leaf.as_ref()));
+        let (name, fingerprint) = self.identify(leaf.as_ref()).ok_or_else(|| {
+            (
+                String::new(),
+                Status::unauthenticated("the client certificate has no common name"),
+            )
+        })?;
         match self.principals.authenticate(&name, &fingerprint) {
             Ok(record) => Ok(Principal { name, record }),
             Err(why) => Err((name, Status::unauthenticated(why))),
