@@ -102,6 +102,17 @@ fn portable(module: Module) {
         "{ca_text}"
     );
 
+    // A key created without an algorithm gets one the token offers that suits its
+    // purpose.
+    ok(&d, &["key", "create", "plain"]);
+    let plain: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["-o", "json", "key", "show", "plain"])).unwrap();
+    let want = match module {
+        Module::SoftHsm => "ecdsa-p256",
+        Module::OpenCryptoki => "rsa-pkcs1-3072",
+    };
+    assert_eq!(plain["algorithm"], want, "{plain}");
+
     // A key of every algorithm the token supports, each signature checked by openssl.
     let file = work.path().join("artifact");
     std::fs::write(&file, format!("built on {module:?}\n")).unwrap();

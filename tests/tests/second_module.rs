@@ -117,7 +117,15 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     assert!(ok(&d, &["backends"]).contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN"));
 
     // An algorithm the token lacks is refused for that backend, with why.
-    let why = refused(&d.keyward(&["key", "create", "ec", "--backend", "ock"]));
+    let why = refused(&d.keyward(&[
+        "key",
+        "create",
+        "ec",
+        "--backend",
+        "ock",
+        "--algorithm",
+        "ecdsa-p256",
+    ]));
     assert!(
         why.contains("not supported by backend ock: it has no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA (supported: rsa-pss-3072, rsa-pkcs1-3072, rsa-pkcs1-4096)"),
         "{why}"

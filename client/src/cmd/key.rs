@@ -14,9 +14,11 @@ pub enum KeyCommand {
     Create {
         /// Key name (a-z, 0-9, '.', '_', '-').
         name: String,
-        /// ecdsa-p256 (default), ecdsa-p384, ed25519, rsa-pss-3072, rsa-pkcs1-3072 or
+        /// ecdsa-p256, ecdsa-p384, ed25519, rsa-pss-3072, rsa-pkcs1-3072 or
         /// rsa-pkcs1-4096 (RSA PKCS#1 v1.5: what cosign verifies for RSA images).
-        #[arg(long, default_value = "ecdsa-p256")]
+        /// Default: ecdsa-p256, or on a backend without it the first it offers that
+        /// suits the key's purpose (`keyward backends` lists them).
+        #[arg(long, default_value = "")]
         algorithm: String,
         /// Backend (default: the daemon's default backend).
         #[arg(long, default_value = "")]

@@ -167,12 +167,12 @@ impl KeyRegistry {
     ) -> Result<Arc<KeyRecord>, KeyError> {
         validate_name(name).map_err(KeyError::InvalidArgument)?;
         validate_scope(&scope).map_err(KeyError::InvalidArgument)?;
+        let pool = self.backends.get(backend)?;
         let algorithm = if algorithm.is_empty() {
-            Algorithm::EcdsaP256
+            default_algorithm(pool.backend().algorithms(), purpose)
         } else {
             Algorithm::parse(algorithm).map_err(KeyError::InvalidArgument)?
         };
-        let pool = self.backends.get(backend)?;
         pool.backend().check_algorithm(algorithm)?;
         let backend = pool.backend().name().to_string();
         if self.get(name).is_ok() || self.refused.contains_key(name) {
@@ -408,4 +408,18 @@ impl KeyRegistry {
         }
         self.update(name, |rec| change.apply(rec)).await
     }
+}
+
+/// The algorithm of a key created without one: ECDSA P-256, or on a backend without it
+/// the first it offers that suits `purpose` (image signatures cosign verifies: not
+/// RSA-PSS). A backend offering nothing suitable gets P-256, refused with its reasons.
+fn default_algorithm(offered: &[Algorithm], purpose: Purpose) -> Algorithm {
+    let suits = |a: &Algorithm| purpose != Purpose::Image || *a != Algorithm::RsaPss3072;
+    if offered.contains(&Algorithm::EcdsaP256) {
+        return Algorithm::EcdsaP256;
+    }
+    Algorithm::ALL
+        .into_iter()
+        .find(|a| offered.contains(a) && suits(a))
+        .unwrap_or(Algorithm::EcdsaP256)
 }
