@@ -138,6 +138,17 @@ impl ServedDaemon {
         crate::keyward_with(&self.client_config(), args)
     }
 
+    /// Runs `keyward ARGS` as the admin, which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.keyward(args);
+        assert!(
+            o.status.success(),
+            "keyward {args:?}: {}",
+            crate::verifiers::output_text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// What `keywardd serve` logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()

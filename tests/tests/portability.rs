@@ -19,13 +19,6 @@ use keyward_tests::{cosign_verify, keyward_with, pyotp, refused, run_ok};
 use std::path::Path;
 use std::process::Command;
 
-/// `keyward ARGS` as the admin, which must succeed; its output.
-fn ok(d: &ServedDaemon, args: &[&str]) -> String {
-    let o = d.keyward(args);
-    assert!(o.status.success(), "{args:?}: {}", output_text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// What the module must offer, and the instance keys and sealing it must get.
 fn expected(module: Module) -> (Vec<&'static str>, &'static str, &'static str) {
     match module {
@@ -53,8 +46,8 @@ fn expected(module: Module) -> (Vec<&'static str>, &'static str, &'static str) {
 fn blob_verifies(d: &ServedDaemon, work: &Path, key: &str, algorithm: &str, file: &Path) -> bool {
     use base64::Engine;
     let public = work.join(format!("{key}.pem"));
-    std::fs::write(&public, ok(d, &["key", "public", key])).unwrap();
-    let b64 = ok(d, &["sign-blob", "--key", key, file.to_str().unwrap()]);
+    std::fs::write(&public, d.ok(&["key", "public", key])).unwrap();
+    let b64 = d.ok(&["sign-blob", "--key", key, file.to_str().unwrap()]);
     let sig = work.join(format!("{key}.sig"));
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
@@ -71,7 +64,7 @@ fn portable(module: Module) {
 
     // What the token can do, read from its mechanism list.
     let backends: serde_json::Value =
-        serde_json::from_str(&ok(&d, &["-o", "json", "backends"])).unwrap();
+        serde_json::from_str(&d.ok(&["-o", "json", "backends"])).unwrap();
     let hsm = &backends[0];
     assert_eq!(hsm["name"], "hsm", "{backends}");
     assert_eq!(hsm["algorithms"], serde_json::json!(algorithms), "{hsm}");
@@ -84,7 +77,7 @@ fn portable(module: Module) {
     );
 
     // The CA's key is of the kind the token offers, and signs the CA certificate.
-    ok(&d, &["trust", "export", &p("trust")]);
+    d.ok(&["trust", "export", &p("trust")]);
     let ca_text = run_ok(Command::new("openssl").args([
         "x509",
         "-noout",
@@ -104,9 +97,9 @@ fn portable(module: Module) {
 
     // A key created without an algorithm gets one the token offers that suits its
     // purpose.
-    ok(&d, &["key", "create", "plain"]);
+    d.ok(&["key", "create", "plain"]);
     let plain: serde_json::Value =
-        serde_json::from_str(&ok(&d, &["-o", "json", "key", "show", "plain"])).unwrap();
+        serde_json::from_str(&d.ok(&["-o", "json", "key", "show", "plain"])).unwrap();
     let want = match module {
         Module::SoftHsm => "ecdsa-p256",
         Module::OpenCryptoki => "rsa-pkcs1-3072",
@@ -118,10 +111,7 @@ fn portable(module: Module) {
     std::fs::write(&file, format!("built on {module:?}\n")).unwrap();
     for a in &algorithms {
         let key = format!("blob-{a}");
-        ok(
-            &d,
-            &["key", "create", &key, "--algorithm", a, "--purpose", "blob"],
-        );
+        d.ok(&["key", "create", &key, "--algorithm", a, "--purpose", "blob"]);
         assert!(
             blob_verifies(&d, work.path(), &key, a, &file),
             "openssl rejected a {a} signature"
@@ -132,7 +122,7 @@ fn portable(module: Module) {
     // CA and the key's identity with time-stamps checked against the TSA's chain.
     let reg = TestRegistry::start();
     let exported: serde_json::Value =
-        serde_json::from_str(&ok(&d, &["-o", "json", "trust", "export", &p("trust")])).unwrap();
+        serde_json::from_str(&d.ok(&["-o", "json", "trust", "export", &p("trust")])).unwrap();
     let issuer = exported["certificate_oidc_issuer"]
         .as_str()
         .unwrap()
@@ -145,16 +135,13 @@ fn portable(module: Module) {
         .collect();
     for a in &images {
         let key = format!("img-{a}");
-        ok(&d, &["key", "create", &key, "--algorithm", a]);
-        ok(
-            &d,
-            &["key", "policy", "set", &key, "--resign-on-rotate", "false"],
-        );
+        d.ok(&["key", "create", &key, "--algorithm", a]);
+        d.ok(&["key", "policy", "set", &key, "--resign-on-rotate", "false"]);
         reg.push_image(&format!("{key}:v1"), a);
         let image = format!("{}/{key}:v1", reg.addr);
-        ok(&d, &["sign", "--key", &key, &image]);
+        d.ok(&["sign", "--key", &key, &image]);
         let public = work.path().join(format!("{key}.pem"));
-        std::fs::write(&public, ok(&d, &["key", "public", &key])).unwrap();
+        std::fs::write(&public, d.ok(&["key", "public", &key])).unwrap();
         let o = cosign_verify(&public, &image, None);
         assert!(o.status.success(), "{a} by key: {}", output_text(&o));
         let identity = format!("keyward://keys/{key}");
@@ -173,7 +160,7 @@ fn portable(module: Module) {
     let key = format!("img-{}", images[0]);
     let before = d.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
     assert!(!String::from_utf8_lossy(&before.stdout).contains(&format!("keyward:{key}/v2")));
-    ok(&d, &["key", "rotate", &key]);
+    d.ok(&["key", "rotate", &key]);
     assert!(
         module
             .private_keys(&d.dir)
@@ -184,11 +171,11 @@ fn portable(module: Module) {
         format!("{}/{key}:v1", reg.addr),
         format!("{}/{key}:v2", reg.addr),
     );
-    ok(&d, &["sign", "--key", &key, &second]);
+    d.ok(&["sign", "--key", &key, &second]);
     let list = p("list.json");
-    std::fs::write(&list, ok(&d, &["-o", "json", "revocations", "show"])).unwrap();
+    std::fs::write(&list, d.ok(&["-o", "json", "revocations", "show"])).unwrap();
     let history = p("history.json");
-    std::fs::write(&history, ok(&d, &["-o", "json", "key", "history", &key])).unwrap();
+    std::fs::write(&history, d.ok(&["-o", "json", "key", "history", &key])).unwrap();
     let identity = format!("keyward://keys/{key}");
     for (image, version) in [(&first, 1), (&second, 2)] {
         let o = keyward_with(
@@ -269,31 +256,25 @@ fn portable(module: Module) {
 
     // A second factor sealed in the token at init opens there: a key that needs MFA
     // signs with the admin's code, and not without one.
-    ok(
-        &d,
-        &[
-            "key",
-            "policy",
-            "set",
-            "blob-rsa-pkcs1-3072",
-            "--require-mfa",
-            "true",
-        ],
-    );
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "blob-rsa-pkcs1-3072",
+        "--require-mfa",
+        "true",
+    ]);
     let why = refused(&d.keyward(&["sign-blob", "--key", "blob-rsa-pkcs1-3072", &p("artifact")]));
     assert!(why.contains("MFA required"), "{why}");
     let code = pyotp(&d.admin_secret, 0);
-    ok(
-        &d,
-        &[
-            "sign-blob",
-            "--key",
-            "blob-rsa-pkcs1-3072",
-            &p("artifact"),
-            "--otp",
-            &code,
-        ],
-    );
+    d.ok(&[
+        "sign-blob",
+        "--key",
+        "blob-rsa-pkcs1-3072",
+        &p("artifact"),
+        "--otp",
+        &code,
+    ]);
 
     // The token's secret keys (sealing and record MACs) cannot be read, derived from
     // or used to wrap; without AES-GCM the sealing key has its HMAC half.
@@ -326,22 +307,16 @@ fn portable(module: Module) {
     d.restart();
     for a in &algorithms {
         if *a != "rsa-pkcs1-3072" {
-            ok(
-                &d,
-                &["sign-blob", "--key", &format!("blob-{a}"), &p("artifact")],
-            );
+            d.ok(&["sign-blob", "--key", &format!("blob-{a}"), &p("artifact")]);
         }
     }
     reg.push_image(&format!("{key}:v3"), "after restart");
-    ok(
-        &d,
-        &["sign", "--key", &key, &format!("{}/{key}:v3", reg.addr)],
-    );
+    d.ok(&["sign", "--key", &key, &format!("{}/{key}:v3", reg.addr)]);
     assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
 
     // The audit log verifies offline with the audit key, checkpoints signed in the token.
-    std::fs::write(p("audit.pem"), ok(&d, &["audit", "public-key"])).unwrap();
-    std::fs::write(p("audit.jsonl"), ok(&d, &["audit", "export"])).unwrap();
+    std::fs::write(p("audit.pem"), d.ok(&["audit", "public-key"])).unwrap();
+    std::fs::write(p("audit.jsonl"), d.ok(&["audit", "export"])).unwrap();
     let o = keyward_with(
         Path::new("/nonexistent/client.toml"),
         &[

@@ -19,17 +19,6 @@ fn ock_keys() -> String {
     OCK.private_keys(Path::new("/nonexistent"))
 }
 
-/// `keyward ARGS` as the admin, which must succeed; its output.
-fn ok(d: &ServedDaemon, args: &[&str]) -> String {
-    let o = d.keyward(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn init_refuses_an_instance_key_algorithm_the_token_lacks_before_making_anything() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,7 +67,7 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
 
     // What each token can do, as its mechanism list says.
     let backends: serde_json::Value =
-        serde_json::from_str(&ok(&d, &["-o", "json", "backends"])).unwrap();
+        serde_json::from_str(&d.ok(&["-o", "json", "backends"])).unwrap();
     let ock = backends
         .as_array()
         .unwrap()
@@ -114,7 +103,10 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
         hsm["algorithms"].to_string().contains("ecdsa-p256"),
         "{hsm}"
     );
-    assert!(ok(&d, &["backends"]).contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN"));
+    assert!(
+        d.ok(&["backends"])
+            .contains("cannot: ecdsa-p256: no CKM_EC_KEY_PAIR_GEN")
+    );
 
     // An algorithm the token lacks is refused for that backend, with why.
     let why = refused(&d.keyward(&[
@@ -133,23 +125,20 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
 
     // An RSA key on opencryptoki, an EC key on SoftHSM: each signs on its own token.
     let args = ["--purpose", "blob"];
-    ok(
-        &d,
+    d.ok(&[
         &[
-            &[
-                "key",
-                "create",
-                "rk",
-                "--backend",
-                "ock",
-                "--algorithm",
-                "rsa-pss-3072",
-            ][..],
-            &args,
-        ]
-        .concat(),
-    );
-    ok(&d, &[&["key", "create", "ek"][..], &args].concat());
+            "key",
+            "create",
+            "rk",
+            "--backend",
+            "ock",
+            "--algorithm",
+            "rsa-pss-3072",
+        ][..],
+        &args,
+    ]
+    .concat());
+    d.ok(&[&["key", "create", "ek"][..], &args].concat());
     assert!(ock_keys().contains("keyward:rk/v1"), "{}", ock_keys());
     assert!(!ock_keys().contains("keyward:ek/v1"), "{}", ock_keys());
     let soft = String::from_utf8_lossy(
@@ -167,13 +156,13 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     std::fs::write(&file, b"built on two HSMs\n").unwrap();
     for rotate in [false, true] {
         if rotate {
-            ok(&d, &["key", "rotate", "rk"]);
+            d.ok(&["key", "rotate", "rk"]);
             assert!(ock_keys().contains("keyward:rk/v2"), "{}", ock_keys());
         }
         let public = work.path().join("rk.pem");
-        std::fs::write(&public, ok(&d, &["key", "public", "rk"])).unwrap();
+        std::fs::write(&public, d.ok(&["key", "public", "rk"])).unwrap();
         let sig = work.path().join("rk.sig");
-        let b64 = ok(&d, &["sign-blob", "--key", "rk", file.to_str().unwrap()]);
+        let b64 = d.ok(&["sign-blob", "--key", "rk", file.to_str().unwrap()]);
         use base64::Engine;
         std::fs::write(
             &sig,
@@ -187,28 +176,25 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
             "openssl rejected rk's signature"
         );
     }
-    ok(&d, &["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+    d.ok(&["sign-blob", "--key", "ek", file.to_str().unwrap()]);
 
     // An image signed on opencryptoki with RSA PKCS#1 v1.5 (CKM_RSA_PKCS over a
     // DigestInfo Keyward builds: the module has no CKM_SHA256_RSA_PKCS), checked by cosign.
     let reg = TestRegistry::start();
     reg.push_image("ock:v1", "ock");
     let image = format!("{}/ock:v1", reg.addr);
-    ok(
-        &d,
-        &[
-            "key",
-            "create",
-            "ri",
-            "--backend",
-            "ock",
-            "--algorithm",
-            "rsa-pkcs1-3072",
-        ],
-    );
-    ok(&d, &["sign", "--key", "ri", &image]);
+    d.ok(&[
+        "key",
+        "create",
+        "ri",
+        "--backend",
+        "ock",
+        "--algorithm",
+        "rsa-pkcs1-3072",
+    ]);
+    d.ok(&["sign", "--key", "ri", &image]);
     let public = work.path().join("ri.pem");
-    std::fs::write(&public, ok(&d, &["key", "public", "ri"])).unwrap();
+    std::fs::write(&public, d.ok(&["key", "public", "ri"])).unwrap();
     let o = cosign_verify(&public, &image, None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ock_keys().contains("keyward:ri/v1"), "{}", ock_keys());
@@ -216,13 +202,10 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     // A restart finds every key on its own token again, and reconciliation has nothing
     // to report.
     d.restart();
-    ok(&d, &["sign-blob", "--key", "rk", file.to_str().unwrap()]);
-    ok(&d, &["sign-blob", "--key", "ek", file.to_str().unwrap()]);
+    d.ok(&["sign-blob", "--key", "rk", file.to_str().unwrap()]);
+    d.ok(&["sign-blob", "--key", "ek", file.to_str().unwrap()]);
     reg.push_image("ock:v2", "ock2");
-    ok(
-        &d,
-        &["sign", "--key", "ri", &format!("{}/ock:v2", reg.addr)],
-    );
+    d.ok(&["sign", "--key", "ri", &format!("{}/ock:v2", reg.addr)]);
     assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
     // An object deleted behind Keyward's back on opencryptoki is named at the next start.
     let deleted = OCK.tool(

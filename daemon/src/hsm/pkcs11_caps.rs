@@ -110,6 +110,13 @@ pub fn from_mechanisms(offered: &[M]) -> Capabilities {
 mod tests {
     use super::*;
 
+    fn reasons(caps: &Capabilities) -> Vec<String> {
+        caps.missing
+            .iter()
+            .map(|(w, why)| format!("{w}: {why}"))
+            .collect()
+    }
+
     #[test]
     fn an_rsa_only_token_offers_rsa_and_macs_and_says_what_the_rest_lacks() {
         // opencryptoki 3.8's software token: RSA, AES-CBC, HMAC; no EC, no AES-GCM.
@@ -139,11 +146,7 @@ mod tests {
                 "record MACs (hmac-sha256)"
             ]
         );
-        let missing: Vec<String> = caps
-            .missing
-            .iter()
-            .map(|(w, why)| format!("{w}: {why}"))
-            .collect();
+        let missing = reasons(&caps);
         assert!(
             missing.contains(&"ecdsa-p256: no CKM_EC_KEY_PAIR_GEN, CKM_ECDSA".to_string()),
             "{missing:?}"
@@ -151,11 +154,7 @@ mod tests {
         assert_eq!(missing.len(), 3, "{missing:?}");
         // Without HMAC there is no sealing at all, and the reason names both ways.
         let caps = from_mechanisms(&offered[..5]);
-        let missing: Vec<String> = caps
-            .missing
-            .iter()
-            .map(|(w, why)| format!("{w}: {why}"))
-            .collect();
+        let missing = reasons(&caps);
         assert!(
             missing.contains(&"sealing: no CKM_AES_GCM for aes-gcm, no CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC for aes-cbc-pad + hmac-sha256".to_string()),
             "{missing:?}"
