@@ -1,6 +1,6 @@
 //! The embedded default store: sled under the daemon's data directory.
 
-use super::wal_format::{wal_entries, wal_entry};
+use super::wal_format::{WalFile, wal_entries, wal_entry};
 use super::{Namespace, StoreError};
 use std::path::Path;
 
@@ -29,7 +29,7 @@ pub struct SledStore {
 struct Wal {
     pending: std::sync::Mutex<Vec<Deferred>>,
     /// The log file and the sequence number it covers; held while syncing.
-    file: std::sync::Mutex<(std::fs::File, u64)>,
+    file: std::sync::Mutex<(WalFile, u64)>,
 }
 
 /// A deferred write waiting for the next group commit.
@@ -99,10 +99,9 @@ impl SledStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        let (entries, used) = wal_entries(&bytes);
-        if used < bytes.len() {
+        let (entries, torn) = wal_entries(&bytes);
+        if torn {
             tracing::warn!(
-                bytes = bytes.len() - used,
                 "the write-ahead log ends in an incomplete entry (a crash during a write that was never acknowledged); it is dropped"
             );
         }
@@ -120,14 +119,15 @@ impl SledStore {
         db.flush().map_err(engine)?;
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .truncate(false)
                 .mode(0o600)
                 .open(&wal_path)
-                .map_err(io)?
+                .map_err(io)?;
+            WalFile::empty(file).map_err(io)?
         };
-        file.set_len(0).and_then(|_| file.sync_all()).map_err(io)?;
         let trees = Namespace::ALL
             .iter()
             .map(|ns| db.open_tree(ns.tree()).map_err(engine))
@@ -146,7 +146,6 @@ impl SledStore {
     /// Appends every pending deferred write to the log and syncs it, unless a sync
     /// already covered `token`.
     fn sync_wal(&self, token: u64) -> Result<(), StoreError> {
-        use std::io::Write;
         let mut guard = self.wal.file.lock().unwrap_or_else(|p| p.into_inner());
         let (file, synced) = &mut *guard;
         if *synced >= token {
@@ -163,9 +162,7 @@ impl SledStore {
         let io = |e: std::io::Error| {
             StoreError::Engine(format!("cannot write the write-ahead log: {e}"))
         };
-        file.write_all(&buf)
-            .and_then(|_| file.sync_data())
-            .map_err(io)?;
+        file.append_durably(&buf).map_err(io)?;
         // Durable in the log: now into sled, in one pass on this thread, before any
         // writer of the batch is answered (so that what is answered can be read).
         for d in batch {
@@ -174,10 +171,10 @@ impl SledStore {
                 .map_err(engine)?;
         }
         *synced = upto.max(token);
-        if file.metadata().map(|m| m.len()).unwrap_or(0) > WAL_ROTATE {
+        if file.len() > WAL_ROTATE {
             // Everything in the log is in sled; once sled is flushed the log can go.
             self.db.flush().map_err(engine)?;
-            file.set_len(0).and_then(|_| file.sync_all()).map_err(io)?;
+            file.clear().map_err(io)?;
         }
         Ok(())
     }
@@ -396,10 +393,19 @@ mod tests {
             .unwrap();
         s.wait_durable_now(t).unwrap();
         let logged = std::fs::read(db_dir.with_extension("wal")).unwrap();
-        let (entries, used) = wal_entries(&logged);
-        assert_eq!(used, logged.len());
+        let (entries, torn) = wal_entries(&logged);
+        assert!(!torn);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].2, b"two");
+        // Written into zero-filled space: a group commit does not grow the file.
+        assert_eq!(logged.len(), 1 << 20);
+        let t = s
+            .put_deferred_now(Namespace::Audit, "00000000000000000003", b"three")
+            .unwrap();
+        s.wait_durable_now(t).unwrap();
+        let logged = std::fs::read(db_dir.with_extension("wal")).unwrap();
+        assert_eq!(logged.len(), 1 << 20);
+        assert_eq!(wal_entries(&logged).0.len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
