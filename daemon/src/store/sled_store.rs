@@ -11,8 +11,9 @@ use std::path::Path;
 /// without flushing again, so concurrent writers share one fsync.
 ///
 /// Deferred writes (audit records, ledger entries: the hot path) are made durable
-/// through a write-ahead log beside the database (`<dir>.wal`): appended and
-/// fdatasync'd in one batch per group commit, which costs far less than flushing sled.
+/// through a write-ahead log beside the database (`<dir>.wal`): written after the last
+/// entry, into space zero-filled ahead (`WalFile`), and fdatasync'd in one batch per
+/// group commit, which costs far less than flushing sled.
 /// At open the log is replayed into sled (its entries have unique keys, so replay is
 /// idempotent), sled is flushed and the log emptied; it is also emptied after a sled
 /// flush once it grows large.
