@@ -15,14 +15,7 @@ use std::time::Instant;
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
 use support::registry::BenchRegistry;
-use support::sign_images;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{env_usize, median, sign_images};
 
 /// The signature manifest of `image` (`registry/repo:tag`), as the registry holds it.
 fn signature_manifest(registry: &str, image: &str) -> anyhow::Result<String> {
@@ -118,10 +111,6 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(a, b)| a / b).collect();
     println!(
         "with certificates and time-stamps: {:.0} images/s (rounds: {})",

@@ -6,14 +6,13 @@
 //! keyward-tests --bench hotpath` after `cargo build --release --bins`.
 
 use keyward_client::{Client, proto};
-use std::path::Path;
 use std::time::Duration;
 
 #[allow(dead_code)]
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
-use support::raw::{raw_child, raw_with_cpu};
-use support::{cpu_time, env_secs, load_with};
+use support::raw::raw_with_cpu;
+use support::{cpu_time, env_secs, load_with, median};
 
 /// One measured window: rate, p50, p99, daemon CPU per request.
 struct Window {
@@ -128,27 +127,14 @@ async fn bench_key(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--raw-child") {
-        return raw_child(
-            Path::new(&args[i + 1]),
-            args[i + 2].parse()?,
-            args[i + 3].parse()?,
-        );
+    if let Some(child) = support::raw_child_if_asked() {
+        return child;
     }
     let tmp = tempfile::tempdir()?;
     let keywardd = keywardd()?;
     let secs = env_secs("KEYWARD_BENCH_SECONDS", 5);
-    let rounds: usize = std::env::var("KEYWARD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds = support::env_usize("KEYWARD_BENCH_ROUNDS", 3);
     println!(
         "Keyward hot-path benchmark ({} cores)",
         std::thread::available_parallelism()?.get()

@@ -16,17 +16,10 @@ use std::time::Instant;
 mod support;
 use support::daemon::{keywardd, start, stop};
 use support::registry::BenchRegistry;
-use support::sign_images;
+use support::{env_usize, median, sign_images};
 
 const CONCURRENCY: usize = 16;
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The registry requests of signing `image` (`addr/repo:tag`), made directly.
 async fn mix(http: &reqwest::Client, config: &(String, usize), image: &str) -> anyhow::Result<()> {
@@ -165,10 +158,6 @@ fn main() -> anyhow::Result<()> {
             ours.push(keyward);
             theirs.push(direct);
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         println!(
             "images signed through keywardd: {:.0}/s; the same registry requests without signing: {:.0}/s ({CONCURRENCY} in flight, {per_round} images a round, medians of {rounds} rounds)",
             median(ours),

@@ -10,20 +10,15 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
-use support::raw::{raw, raw_child};
+use support::raw::raw;
 use support::registry::BenchRegistry;
 use support::{CONCURRENCY, env_secs, load, sign_images};
 
 const DAEMON_SECONDS: u64 = 5;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--raw-child") {
-        return raw_child(
-            Path::new(&args[i + 1]),
-            args[i + 2].parse()?,
-            args[i + 3].parse()?,
-        );
+    if let Some(child) = support::raw_child_if_asked() {
+        return child;
     }
     let tmp = tempfile::tempdir()?;
     let keywardd = keywardd()?;

@@ -149,6 +149,29 @@ impl ServedDaemon {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Deletes the private key labelled `keyward:LABEL` from the token of `module` (one
+    /// of this instance's backends) behind Keyward's back, restarts, and returns the
+    /// start-up reconciliation's report of it.
+    pub fn delete_key_and_restart(&mut self, module: Module, label: &str) -> String {
+        let o = module.tool(
+            &self.dir,
+            &[
+                "--delete-object",
+                "--type",
+                "privkey",
+                "--label",
+                &format!("keyward:{label}"),
+            ],
+        );
+        assert!(o.status.success(), "{}", crate::verifiers::output_text(&o));
+        self.restart();
+        let log = self.log();
+        log.lines()
+            .find(|l| l.contains("HSM object is missing"))
+            .unwrap_or_else(|| panic!("no reconciliation report: {log}"))
+            .to_string()
+    }
+
     /// What `keywardd serve` logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()

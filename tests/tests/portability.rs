@@ -337,20 +337,7 @@ fn portable(module: Module) {
     // An object deleted behind Keyward's back is named at the next start, and signing
     // with it says which version is gone and where.
     let victim = format!("img-{}", images.last().unwrap());
-    let o = d.pkcs11_tool(&[
-        "--delete-object",
-        "--type",
-        "privkey",
-        "--label",
-        &format!("keyward:{victim}/v1"),
-    ]);
-    assert!(o.status.success(), "{}", output_text(&o));
-    d.restart();
-    let log = d.log();
-    let missing = log
-        .lines()
-        .find(|l| l.contains("HSM object is missing"))
-        .unwrap_or_else(|| panic!("no reconciliation report: {log}"));
+    let missing = d.delete_key_and_restart(module, &format!("{victim}/v1"));
     assert!(missing.contains(&format!("{victim}/v1")), "{missing}");
     reg.push_image("gone:v1", "gone");
     let why = refused(&d.keyward(&["sign", "--key", &victim, &format!("{}/gone:v1", reg.addr)]));

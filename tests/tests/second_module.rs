@@ -208,27 +208,7 @@ fn one_instance_two_hsms_each_key_signs_on_its_own_token() {
     d.ok(&["sign", "--key", "ri", &format!("{}/ock:v2", reg.addr)]);
     assert!(!d.log().contains("HSM object is missing"), "{}", d.log());
     // An object deleted behind Keyward's back on opencryptoki is named at the next start.
-    let deleted = OCK.tool(
-        Path::new("/nonexistent"),
-        &[
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            "keyward:ri/v1",
-        ],
-    );
-    assert!(
-        deleted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deleted.stderr)
-    );
-    d.restart();
-    let log = d.log();
-    let missing = log
-        .lines()
-        .find(|l| l.contains("HSM object is missing"))
-        .unwrap_or_else(|| panic!("no reconciliation report: {log}"));
+    let missing = d.delete_key_and_restart(OCK, "ri/v1");
     assert!(
         missing.contains("ri/v1") && missing.contains("ock"),
         "{missing}"

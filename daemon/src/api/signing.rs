@@ -181,7 +181,10 @@ impl pb::signing_service_server::SigningService for SigningApi {
                         reason,
                         request_hash: &call.request_hash,
                     })
-                    .map_err(|e| KeyError::Store(crate::store::StoreError::Engine(e.to_string())))?;
+                    .map_err(|e| match e {
+                        crate::audit::AuditError::Store(s) => KeyError::Store(s),
+                        crate::audit::AuditError::Hsm(h) => KeyError::Hsm(h),
+                    })?;
                 self.obs.metrics.signature(&name);
             }
             let last = signed.last().map(|s| s.ledger_write).unwrap_or(0);

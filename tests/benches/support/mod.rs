@@ -5,6 +5,35 @@ pub mod daemon;
 pub mod raw;
 pub mod registry;
 
+/// A count from the environment, or the default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median (the upper one of an even count); `v` must not be empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the raw-signing child when the benchmark was started as one (`--raw-child DIR
+/// THREADS KEYS`, see [`raw::raw`]); `None` otherwise.
+pub fn raw_child_if_asked() -> Option<anyhow::Result<()>> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--raw-child")?;
+    let arg = |k: usize| args.get(i + k).cloned().unwrap_or_default();
+    Some((|| {
+        raw::raw_child(
+            std::path::Path::new(&arg(1)),
+            arg(2).parse()?,
+            arg(3).parse()?,
+        )
+    })())
+}
+
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -131,10 +160,6 @@ pub async fn interleaved(
             out.push(load(c, secs).await?);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(runs
         .iter()
         .map(|r| {
