@@ -12,7 +12,7 @@ use std::time::Duration;
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
 use support::raw::raw_with_cpu;
-use support::{cpu_time, env_secs, load_with, median};
+use support::{Call, cpu_time, env_secs, load_with, median};
 
 /// One measured window: rate, p50, p99, daemon CPU per request.
 struct Window {
@@ -40,10 +40,11 @@ async fn window(
     client: &Client,
     pid: u32,
     concurrency: usize,
+    call: Call,
     secs: Duration,
 ) -> anyhow::Result<Window> {
     let mut cpu = (Duration::ZERO, Duration::ZERO);
-    let (rate, p50, p99) = load_with(client, secs, concurrency, |open| {
+    let (rate, p50, p99) = load_with(client, secs, concurrency, call, |open| {
         let now = cpu_time(pid).unwrap_or_default();
         if open { cpu.0 = now } else { cpu.1 = now }
     })
@@ -158,8 +159,8 @@ fn main() -> anyhow::Result<()> {
         let (mut ratios, mut cpu_ratios, mut shapes) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..rounds {
-            let w_on = window(&a, on_pid, 64, secs).await?;
-            let w_off = window(&b, off_pid, 64, secs).await?;
+            let w_on = window(&a, on_pid, 64, Call::SignDigest, secs).await?;
+            let w_off = window(&b, off_pid, 64, Call::SignDigest, secs).await?;
             ratios.push(w_on.rate / w_off.rate);
             cpu_ratios.push(w_on.cpu.as_secs_f64() / raw_cpu.as_secs_f64());
             shapes.push(w_on.p99.as_secs_f64() / w_on.p50.as_secs_f64());
@@ -177,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             "daemon CPU / SoftHSM CPU per signature, audit on: {:.2} (median of {rounds} rounds)",
             median(cpu_ratios)
         );
-        let w8 = window(&a, on_pid, 8, secs).await?;
+        let w8 = window(&a, on_pid, 8, Call::SignDigest, secs).await?;
         println!("SignDigest, 8 in flight, audit on: {w8}");
         let (rate, cpu) = batch_window(&a, on_pid, 4, 256, secs).await?;
         println!(
@@ -185,6 +186,20 @@ fn main() -> anyhow::Result<()> {
             rate / raw_rate,
             cpu.as_secs_f64() * 1e6,
             cpu.as_secs_f64() / raw_cpu.as_secs_f64()
+        );
+        // The floor under any request: an authenticated call that does no work, on the
+        // daemon without the audit log (transport, TLS, gate) and with it (plus one
+        // durable record).
+        let floor = window(&b, off_pid, 64, Call::WhoAmI, secs).await?;
+        let read = window(&a, on_pid, 64, Call::WhoAmI, secs).await?;
+        let (floor_cpu, raw) = (floor.cpu.as_secs_f64(), raw_cpu.as_secs_f64());
+        println!(
+            "WhoAmI, 64 in flight: audit off {:.0}/s, daemon CPU {:.1} µs per request; audit on {:.0}/s, {:.1} µs. An RPC's floor plus SoftHSM's signature: {:.2} of SoftHSM's CPU",
+            floor.rate,
+            floor_cpu * 1e6,
+            read.rate,
+            read.cpu.as_secs_f64() * 1e6,
+            (floor_cpu + raw) / raw
         );
         anyhow::Ok(())
     })?;

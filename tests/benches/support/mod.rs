@@ -78,7 +78,16 @@ pub const CONCURRENCY: usize = 64;
 
 /// 64 requests in flight over 4 connections for `secs`; returns rate, p50, p99.
 pub async fn load(client: &Client, secs: Duration) -> anyhow::Result<(f64, Duration, Duration)> {
-    load_with(client, secs, CONCURRENCY, |_| ()).await
+    load_with(client, secs, CONCURRENCY, Call::SignDigest, |_| ()).await
+}
+
+/// The request a load sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    /// `SignDigest` with key "bench".
+    SignDigest,
+    /// `WhoAmI`: an authenticated request that does no work of its own.
+    WhoAmI,
 }
 
 /// `concurrency` requests in flight over 4 connections for `secs`; `measured` is
@@ -88,6 +97,7 @@ pub async fn load_with(
     client: &Client,
     secs: Duration,
     concurrency: usize,
+    call: Call,
     mut measured: impl FnMut(bool),
 ) -> anyhow::Result<(f64, Duration, Duration)> {
     let mut clients = vec![client.clone()];
@@ -105,14 +115,21 @@ pub async fn load_with(
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                c.signing
-                    .sign_digest(proto::SignDigestRequest {
-                        key: "bench".into(),
-                        digest_algorithm: "sha256".into(),
-                        digest: vec![0x5a; 32],
-                        ..Default::default()
-                    })
-                    .await?;
+                match call {
+                    Call::SignDigest => {
+                        c.signing
+                            .sign_digest(proto::SignDigestRequest {
+                                key: "bench".into(),
+                                digest_algorithm: "sha256".into(),
+                                digest: vec![0x5a; 32],
+                                ..Default::default()
+                            })
+                            .await?;
+                    }
+                    Call::WhoAmI => {
+                        c.principals.who_am_i(proto::WhoAmIRequest {}).await?;
+                    }
+                }
                 if measuring.load(Ordering::Relaxed) {
                     lat.push(t.elapsed());
                 }
