@@ -16,10 +16,15 @@ pub async fn run(open: Open<'_>) {
     reads_and_writes(open).await;
     ordering_and_paging(open).await;
     deferred_writes_are_readable_once_durable(open).await;
+    deferred_records_read_like_any_other(open).await;
     revisions_change_with_every_write(open).await;
     transactions_are_all_or_nothing(open).await;
     concurrent_compare_and_swap_loses_no_update(open).await;
     everything_survives_a_reopen(open).await;
+}
+
+fn keys(records: Vec<(String, Vec<u8>)>) -> Vec<String> {
+    records.into_iter().map(|(k, _)| k).collect()
 }
 
 fn fresh(open: Open<'_>) -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -54,7 +59,6 @@ async fn ordering_and_paging(open: Open<'_>) {
     for k in ["c", "a", "e", "b", "d"] {
         s.put(Namespace::Ledger, k, k.as_bytes()).await.unwrap();
     }
-    let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(
         keys(s.list(Namespace::Ledger).await.unwrap()),
         ["a", "b", "c", "d", "e"]
@@ -113,6 +117,92 @@ async fn deferred_writes_are_readable_once_durable(open: Open<'_>) {
     assert_eq!(
         s.get(Namespace::Audit, "2").await.unwrap().as_deref(),
         Some(&b"two"[..])
+    );
+}
+
+/// Deferred writes in any key order, over several commits, mixed with direct writes:
+/// every read sees one namespace (the audit log and the ledger are written this way).
+async fn deferred_records_read_like_any_other(open: Open<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let s = open(&path);
+    let ns = Namespace::Ledger;
+    let commit = |keys: &[&str]| {
+        let mut t = 0;
+        for k in keys {
+            t = s.put_deferred(ns, k, format!("v{k}").as_bytes()).unwrap();
+        }
+        s.wait_durable(t)
+    };
+    commit(&["05", "03", "09"]).await.unwrap();
+    s.put(ns, "06", b"direct").await.unwrap();
+    // "04" and "08" come after "09" was committed; "12" twice: the last write wins.
+    commit(&["08", "04", "12", "11"]).await.unwrap();
+    let t = s.put_deferred(ns, "12", b"twelve").unwrap();
+    s.wait_durable(t).await.unwrap();
+    let all = ["03", "04", "05", "06", "08", "09", "11", "12"];
+    let check = |s: Arc<dyn Store>| async move {
+        assert_eq!(keys(s.list(ns).await.unwrap()), all);
+        assert_eq!(keys(s.list_from(ns, "05").await.unwrap()), all[2..]);
+        assert_eq!(keys(s.scan(ns, "04", 3).await.unwrap()), ["05", "06", "08"]);
+        assert_eq!(keys(s.scan(ns, "", 2).await.unwrap()), ["03", "04"]);
+        assert_eq!(
+            keys(s.scan_prefix(ns, "1", "", 10).await.unwrap()),
+            ["11", "12"]
+        );
+        assert_eq!(
+            s.last(ns).await.unwrap(),
+            Some(("12".to_string(), b"twelve".to_vec()))
+        );
+        assert_eq!(s.get(ns, "09").await.unwrap().as_deref(), Some(&b"v09"[..]));
+        assert_eq!(s.get(ns, "07").await.unwrap(), None);
+        assert_eq!(
+            s.list(ns).await.unwrap()[3].1,
+            b"direct",
+            "a direct write reads back"
+        );
+    };
+    check(s.clone()).await;
+    // A record written deferred is a record like any other: it exists for create and
+    // for checks, can be overwritten, and can be deleted.
+    assert!(!s.create(ns, "05", b"again").await.unwrap());
+    let absent = Txn::new()
+        .check(ns, "09", Expect::Absent)
+        .put(ns, "09", b"x".to_vec());
+    assert!(
+        !s.txn(&absent).await.unwrap(),
+        "a deferred record counts as present"
+    );
+    let (_, rev) = s.get_rev(ns, "03").await.unwrap().unwrap();
+    let cas = Txn::new()
+        .check(ns, "03", Expect::At(rev))
+        .put(ns, "03", b"three".to_vec());
+    assert!(s.txn(&cas).await.unwrap());
+    assert_eq!(
+        s.get(ns, "03").await.unwrap().as_deref(),
+        Some(&b"three"[..])
+    );
+    assert!(
+        s.txn(&Txn::new().delete(ns, "05").delete(ns, "12"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get(ns, "05").await.unwrap(), None);
+    assert_eq!(
+        keys(s.list(ns).await.unwrap()),
+        ["03", "04", "06", "08", "09", "11"]
+    );
+    assert_eq!(s.last(ns).await.unwrap().unwrap().0, "11");
+    // And all of it after a reopen.
+    drop(s);
+    let s = open(&path);
+    assert_eq!(
+        keys(s.list(ns).await.unwrap()),
+        ["03", "04", "06", "08", "09", "11"]
+    );
+    assert_eq!(
+        s.get(ns, "03").await.unwrap().as_deref(),
+        Some(&b"three"[..])
     );
 }
 

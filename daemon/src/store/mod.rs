@@ -4,7 +4,9 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod integrity;
+mod packs;
 mod sled_async;
+mod sled_read;
 mod sled_store;
 mod sled_txn;
 mod wal_format;
@@ -207,7 +209,10 @@ pub trait Store: Send + Sync {
     /// Queues a write without waiting for durability (no I/O: it returns at once);
     /// returns a token for [`Store::wait_durable`], after which the record is durable
     /// and readable. Lets a caller that must order writes (a hash chain) release its
-    /// lock before the fsync, which concurrent writers then share.
+    /// lock before the fsync, which concurrent writers then share. In the audit log
+    /// and the ledger a deferred write adds a record under a key not written before
+    /// (sled stores a commit's such records together, `packs.rs`); once durable it is
+    /// a record like any other.
     fn put_deferred(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
     /// Completes once the write with this token (and every write queued before it) is
     /// durable.
@@ -219,10 +224,8 @@ pub trait Store: Send + Sync {
         key: &'a str,
     ) -> StoreFuture<'a, Option<(Vec<u8>, Revision)>>;
     /// Applies every write of `txn` if every check holds, durably; returns whether it
-    /// did (false: a check failed and nothing was written). Checks see what
-    /// [`Store::put`], [`Store::create`] and earlier transactions wrote; deferred writes
-    /// (audit records, ledger entries: append-only, never checked) are not for
-    /// transactions.
+    /// did (false: a check failed and nothing was written). Checks see every durable
+    /// record, deferred writes included.
     fn txn<'a>(&'a self, txn: &'a Txn) -> StoreFuture<'a, bool>;
 }
 

@@ -1,5 +1,7 @@
 //! The embedded default store: sled under the daemon's data directory.
 
+use super::packs::{Packs, is_packed};
+use super::sled_read::store_batch;
 use super::wal_format::{WalFile, wal_entries, wal_entry};
 use super::{Namespace, StoreError};
 use std::path::Path;
@@ -13,7 +15,8 @@ use std::path::Path;
 /// Deferred writes (audit records, ledger entries: the hot path) are made durable
 /// through a write-ahead log beside the database (`<dir>.wal`): written after the last
 /// entry, into space zero-filled ahead (`WalFile`), and fdatasync'd in one batch per
-/// group commit, which costs far less than flushing sled.
+/// group commit, which costs far less than flushing sled. The committing thread then
+/// stores the audit records and ledger entries of its batch as packs (`packs.rs`).
 /// At open the log is replayed into sled (its entries have unique keys, so replay is
 /// idempotent), sled is flushed and the log emptied; it is also emptied after a sled
 /// flush once it grows large.
@@ -21,6 +24,7 @@ use std::path::Path;
 pub struct SledStore {
     db: sled::Db,
     trees: std::sync::Arc<Vec<sled::Tree>>,
+    packs: std::sync::Arc<Packs>,
     commit: std::sync::Arc<GroupCommit>,
     wal: std::sync::Arc<Wal>,
 }
@@ -106,14 +110,27 @@ impl SledStore {
                 "the write-ahead log ends in an incomplete entry (a crash during a write that was never acknowledged); it is dropped"
             );
         }
-        for (ns, key, value) in &entries {
-            db.open_tree(ns.tree())
-                .and_then(|t| t.insert(key.as_bytes(), value.as_slice()))
-                .map_err(engine)?;
+        let trees = Namespace::ALL
+            .iter()
+            .map(|ns| db.open_tree(ns.tree()).map_err(engine))
+            .collect::<Result<Vec<_>, _>>()?;
+        let packs = Packs::open(&db)?;
+        let replayed = entries.len();
+        // A packed record already in the store was stored before the crash (its key
+        // is new when written): the copy there, perhaps overwritten since, stays.
+        let mut batch = Vec::with_capacity(entries.len());
+        for (ns, k, v) in entries {
+            let stored = is_packed(ns)
+                && (trees[ns.tag() as usize].contains_key(&k).map_err(engine)?
+                    || packs.get(ns, k.as_bytes())?.is_some());
+            if !stored {
+                batch.push((ns, k.into_bytes(), v));
+            }
         }
-        if !entries.is_empty() {
+        store_batch(&trees, &packs, batch.into_iter())?;
+        if replayed > 0 {
             tracing::info!(
-                entries = entries.len(),
+                entries = replayed,
                 "replayed the write-ahead log into the store"
             );
         }
@@ -129,13 +146,10 @@ impl SledStore {
                 .map_err(io)?;
             WalFile::empty(file).map_err(io)?
         };
-        let trees = Namespace::ALL
-            .iter()
-            .map(|ns| db.open_tree(ns.tree()).map_err(engine))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             db,
             trees: std::sync::Arc::new(trees),
+            packs: std::sync::Arc::new(packs),
             commit: Default::default(),
             wal: std::sync::Arc::new(Wal {
                 pending: std::sync::Mutex::new(Vec::new()),
@@ -166,11 +180,13 @@ impl SledStore {
         file.append_durably(&buf).map_err(io)?;
         // Durable in the log: now into sled, in one pass on this thread, before any
         // writer of the batch is answered (so that what is answered can be read).
-        for d in batch {
-            self.tree(d.ns)?
-                .insert(d.key.as_bytes(), d.value)
-                .map_err(engine)?;
-        }
+        store_batch(
+            &self.trees,
+            &self.packs,
+            batch
+                .into_iter()
+                .map(|d| (d.ns, d.key.into_bytes(), d.value)),
+        )?;
         *synced = upto.max(token);
         if file.len() > WAL_ROTATE {
             // Everything in the log is in sled; once sled is flushed the log can go.
@@ -178,6 +194,17 @@ impl SledStore {
             file.clear().map_err(io)?;
         }
         Ok(())
+    }
+
+    /// Flushes sled and empties the log (everything in it is in sled): after a
+    /// packed record is deleted, so that a replay cannot bring it back.
+    pub(super) fn empty_wal(&self) -> Result<(), StoreError> {
+        let mut guard = self.wal.file.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.flush().map_err(engine)?;
+        guard
+            .0
+            .clear()
+            .map_err(|e| StoreError::Engine(format!("cannot empty the write-ahead log: {e}")))
     }
 
     /// Makes every write up to and including `seq` durable.
@@ -216,10 +243,33 @@ impl SledStore {
     }
 
     pub(super) fn get_raw(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(ns)?.get(key).map_err(engine)?.map(|v| v.to_vec()))
+        match self.tree(ns)?.get(key).map_err(engine)? {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => self.packs.get(ns, key.as_bytes()),
+        }
     }
 
-    fn tree(&self, ns: Namespace) -> Result<sled::Tree, StoreError> {
+    /// Whether a pack holds `key` (see `packs.rs`): a transaction's check reads there
+    /// what the namespace's tree does not have.
+    pub(super) fn packed_get(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.packs.get(ns, key)
+    }
+
+    /// The packs of the audit log and the ledger.
+    pub(super) fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    /// Moves a packed record into its namespace's tree, before a transaction deletes it.
+    pub(super) fn unpack(&self, ns: Namespace, key: &str) -> Result<(), StoreError> {
+        self.packs.unpack(ns, &self.tree(ns)?, key.as_bytes())
+    }
+
+    pub(super) fn tree(&self, ns: Namespace) -> Result<sled::Tree, StoreError> {
         // Trees are opened once; `open_tree` takes a lock and a lookup per call.
         Ok(self.trees[ns.tag() as usize].clone())
     }
@@ -256,6 +306,9 @@ impl SledStore {
         key: &str,
         value: &[u8],
     ) -> Result<bool, StoreError> {
+        if self.packs.get(ns, key.as_bytes())?.is_some() {
+            return Ok(false);
+        }
         let tree = self.tree(ns)?;
         let swapped = tree
             .compare_and_swap(key, None as Option<&[u8]>, Some(value))
@@ -266,50 +319,6 @@ impl SledStore {
         let seq = self.wrote();
         self.durable(seq)?;
         Ok(true)
-    }
-
-    pub(super) fn list_from_now(
-        &self,
-        ns: Namespace,
-        from: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.tree(ns)?
-            .range(from..)
-            .map(|r| {
-                let (k, v) = r.map_err(engine)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
-    }
-
-    pub(super) fn scan_now(
-        &self,
-        ns: Namespace,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        use std::ops::Bound;
-        let start = if after.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(after.as_bytes().to_vec())
-        };
-        self.tree(ns)?
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take(limit)
-            .map(|r| {
-                let (k, v) = r.map_err(engine)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
-    }
-
-    pub(super) fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        Ok(self
-            .tree(ns)?
-            .last()
-            .map_err(engine)?
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())))
     }
 
     /// Queued for the next group commit: logged, synced, then inserted into sled by
@@ -335,16 +344,6 @@ impl SledStore {
 
     pub(super) fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
         self.sync_wal(token)
-    }
-
-    pub(super) fn list_now(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.tree(ns)?
-            .iter()
-            .map(|r| {
-                let (k, v) = r.map_err(engine)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
     }
 }
 

@@ -20,10 +20,25 @@ pub(super) fn revision_of(bytes: &[u8]) -> Revision {
 impl SledStore {
     /// See [`super::Store::txn`].
     pub(super) fn apply_txn(&self, txn: &Txn) -> Result<bool, StoreError> {
+        // A packed record to be deleted leaves its pack first; a packed record to be
+        // checked is read from its pack (packs change only by a commit, which adds
+        // keys above every packed key, or by `unpack`).
+        for (ns, key, value) in &txn.writes {
+            if value.is_none() {
+                self.unpack(*ns, key)?;
+            }
+        }
+        let mut packed = Vec::with_capacity(txn.checks.len());
+        for (ns, key, _) in &txn.checks {
+            packed.push(self.packed_get(*ns, key.as_bytes())?);
+        }
         let trees = self.all_trees();
         let result = trees.transaction(|views| {
-            for (ns, key, expect) in &txn.checks {
-                let current = views[ns.tag() as usize].get(key.as_bytes())?;
+            for ((ns, key, expect), in_pack) in txn.checks.iter().zip(&packed) {
+                let current = views[ns.tag() as usize]
+                    .get(key.as_bytes())?
+                    .map(|v| v.to_vec())
+                    .or_else(|| in_pack.clone());
                 let holds = match (expect, current) {
                     (Expect::Absent, None) => true,
                     (Expect::At(rev), Some(v)) => revision_of(&v) == *rev,
@@ -45,6 +60,13 @@ impl SledStore {
         match result {
             Ok(()) => {
                 self.commit_durably()?;
+                let deletes_packed = txn
+                    .writes
+                    .iter()
+                    .any(|(ns, _, v)| v.is_none() && super::packs::is_packed(*ns));
+                if deletes_packed {
+                    self.empty_wal()?;
+                }
                 Ok(true)
             }
             Err(TransactionError::Abort(())) => Ok(false),
