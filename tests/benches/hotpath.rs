@@ -146,6 +146,14 @@ fn main() -> anyhow::Result<()> {
         raw_cpu.as_secs_f64() * 1e6
     );
 
+    // SoftHSM on as many threads as the daemon's HSM pool (one per core): what a
+    // signature costs when two sign at once on this token.
+    let cores = std::thread::available_parallelism()?.get();
+    let (raw_par_rate, raw_par_cpu) = raw_with_cpu(tmp.path(), cores, 10)?;
+    println!(
+        "raw cryptoki ECDSA P-256 on SoftHSM, {cores} threads: {raw_par_rate:.0}/s, {:.1} µs CPU per signature",
+        raw_par_cpu.as_secs_f64() * 1e6
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
