@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+/// Entries read at a time within one second of a key's index: a second holds every
+/// key's entries, and what is read beyond the key's is read for nothing.
+const SECOND_BATCH: usize = 128;
+
 /// One pushed signature or attestation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -316,8 +320,11 @@ impl SignatureLedger {
             let start = format!("{:024}", i128::from(second) * 1_000_000_000);
             let end = format!("{:024}", (i128::from(second) + 1) * 1_000_000_000);
             let from = if row.is_empty() { start } else { row.clone() };
-            let batch = self.store.scan(Namespace::Ledger, &from, 1000).await?;
-            let mut done_with_second = batch.len() < 1000;
+            let batch = self
+                .store
+                .scan(Namespace::Ledger, &from, SECOND_BATCH)
+                .await?;
+            let mut done_with_second = batch.len() < SECOND_BATCH;
             for (k, v) in batch {
                 if k >= end {
                     done_with_second = true;
