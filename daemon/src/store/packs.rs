@@ -171,12 +171,12 @@ impl Packs {
             }
             bytes += 6 + k.len() + v.len();
             pack.push((k, v));
-            if bytes >= PACK_BYTES || records.peek().is_none() {
+            if bytes >= PACK_BYTES {
                 store_pack(p, &mut max, std::mem::take(&mut pack))?;
                 bytes = 0;
             }
         }
-        Ok(())
+        store_pack(p, &mut max, pack)
     }
 
     /// The packed record under `key`, if `ns` is packed and a pack holds it.
@@ -403,5 +403,12 @@ mod tests {
         let packs = Packs::open(&db).unwrap();
         packs.commit(ns, &main, vec![raw("06", "six")]).unwrap();
         assert_eq!(main.get("06").unwrap().as_deref(), Some(&b"six"[..]));
+        // A key too long for a pack goes into the tree; the pack before it is stored.
+        let long = format!("11{}", "x".repeat(70_000));
+        packs
+            .commit(ns, &main, vec![raw("10", "ten"), raw(&long, "long")])
+            .unwrap();
+        assert_eq!(packs.get(ns, b"10").unwrap().as_deref(), Some(&b"ten"[..]));
+        assert_eq!(main.get(&long).unwrap().as_deref(), Some(&b"long"[..]));
     }
 }
