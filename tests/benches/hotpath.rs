@@ -12,7 +12,7 @@ use std::time::Duration;
 mod support;
 use support::daemon::{keywardd, start, start_with, stop};
 use support::raw::raw_with_cpu;
-use support::{Call, cpu_time, env_secs, load_with, median};
+use support::{Call, bench_key, cpu_time, env_secs, load_with, median};
 
 /// One measured window: rate, p50, p99, daemon CPU per request.
 struct Window {
@@ -113,19 +113,6 @@ async fn batch_window(
         n as f64 / elapsed.as_secs_f64(),
         (cpu1 - cpu0).div_f64(n as f64),
     ))
-}
-
-async fn bench_key(client: &Client) -> anyhow::Result<()> {
-    client
-        .keys
-        .clone()
-        .create_key(proto::CreateKeyRequest {
-            name: "bench".into(),
-            purpose: "blob".into(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

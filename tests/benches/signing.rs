@@ -53,13 +53,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        c.keys
-            .create_key(proto::CreateKeyRequest {
-                name: "bench".into(),
-                purpose: "blob".into(),
-                ..Default::default()
-            })
-            .await?;
+        support::bench_key(&c).await?;
         load(&client, env_secs("KEYWARD_BENCH_SECONDS", DAEMON_SECONDS)).await
     })?;
     report(
@@ -90,14 +84,7 @@ fn main() -> anyhow::Result<()> {
         let mut clients = Vec::new();
         for other_cfg in std::iter::once(&on_cfg).chain(others.iter().map(|(_, (_, c, _))| c)) {
             let c = Client::connect(other_cfg).await?;
-            c.keys
-                .clone()
-                .create_key(proto::CreateKeyRequest {
-                    name: "bench".into(),
-                    purpose: "blob".into(),
-                    ..Default::default()
-                })
-                .await?;
+            support::bench_key(&c).await?;
             clients.push(c);
         }
         let rounds = std::env::var("KEYWARD_BENCH_ROUNDS")

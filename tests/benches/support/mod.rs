@@ -73,6 +73,20 @@ pub fn env_secs(name: &str, default: u64) -> Duration {
     )
 }
 
+/// Creates the blob-signing key "bench" that [`load`] signs with.
+pub async fn bench_key(client: &Client) -> anyhow::Result<()> {
+    client
+        .keys
+        .clone()
+        .create_key(proto::CreateKeyRequest {
+            name: "bench".into(),
+            purpose: "blob".into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
 /// Requests in flight.
 pub const CONCURRENCY: usize = 64;
 
