@@ -10,6 +10,7 @@ mod client;
 pub mod credentials;
 pub mod fetch;
 mod known_blobs;
+mod reference;
 
 pub use client::Registries;
 pub use credentials::{DockerConfig, RegistrySettings};
@@ -118,9 +119,7 @@ impl ImageRef {
         if s.trim() != s || s.is_empty() {
             return Err(bad("empty or surrounded by spaces".into()));
         }
-        let parsed: Reference = s
-            .parse()
-            .map_err(|e: oci_client::ParseError| bad(e.to_string()))?;
+        let parsed = reference::parse(s).map_err(bad)?;
         Ok(Self {
             original: s.to_string(),
             parsed,
