@@ -75,6 +75,10 @@ enum Command {
         /// when the instance is created).
         #[arg(long)]
         require_mfa: bool,
+        /// The store's engine, `sled` or `redb` (`[store] engine`); an instance keeps
+        /// the engine it was created with.
+        #[arg(long, value_name = "ENGINE", default_value = "sled", value_parser = parse_engine)]
+        store_engine: keyward_daemon::store::Engine,
         /// Publish every revocation list to this registry repository
         /// (registry/org/repository; repeatable), as [[revocation.publish]] does.
         #[arg(long = "publish-revocations", value_name = "REGISTRY/REPO")]
@@ -111,6 +115,14 @@ fn main() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(cli.command))
+}
+
+fn parse_engine(s: &str) -> Result<keyward_daemon::store::Engine, String> {
+    match s {
+        "sled" => Ok(keyward_daemon::store::Engine::Sled),
+        "redb" => Ok(keyward_daemon::store::Engine::Redb),
+        other => Err(format!("unknown store engine {other:?}: sled or redb")),
+    }
 }
 
 /// Shows a TOTP enrolment once: the otpauth URI and a QR code for authenticator apps.
@@ -169,6 +181,7 @@ async fn run(command: Command) -> Result<()> {
             no_audit,
             no_certificates,
             require_mfa,
+            store_engine,
             publish_revocations,
         } => {
             let started = std::time::Instant::now();
@@ -181,6 +194,7 @@ async fn run(command: Command) -> Result<()> {
                 .await??;
             let mut cfg = Config::load(&layout.config_file())?;
             cfg.signing.certificates = !no_certificates;
+            cfg.store.engine = store_engine;
             cfg.revocation
                 .publish
                 .extend(publish_revocations.into_iter().map(|repository| {

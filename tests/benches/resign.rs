@@ -61,8 +61,9 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     println!(
-        "Keyward re-signing benchmark ({} cores, {n} images)",
-        std::thread::available_parallelism()?.get()
+        "Keyward re-signing benchmark ({} cores, {n} images, {} store)",
+        std::thread::available_parallelism()?.get(),
+        support::daemon::engine()
     );
     let registry = BenchRegistry::start(tmp.path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -64,6 +64,16 @@ impl DevDaemon {
         Self::start_with(dir, &[("DOCKER_CONFIG", &none)])
     }
 
+    /// Like [`DevDaemon::start_in`] on a store engine (`sled`, `redb`).
+    pub fn start_on_engine(dir: &Path, engine: &str) -> Result<Self, String> {
+        let none = dir.join("no-docker-config");
+        Self::start_dev(
+            dir,
+            &["--store-engine", engine],
+            &[("DOCKER_CONFIG", &none)],
+        )
+    }
+
     /// Like [`DevDaemon::start_in`] with extra environment variables.
     pub fn start_with(dir: &Path, envs: &[(&str, &Path)]) -> Result<Self, String> {
         Self::start_dev(dir, &[], envs)

@@ -1,5 +1,6 @@
 //! What the daemon answered survives a crash: signatures handed out under load are in
-//! the ledger and the audit log after `kill -9` and a restart, and the log verifies.
+//! the ledger and the audit log after `kill -9` and a restart, and the log verifies;
+//! on each store engine.
 
 use keyward_client::audit::{Decision, Line};
 use keyward_client::proto;
@@ -7,8 +8,17 @@ use keyward_tests::DevDaemon;
 
 #[test]
 fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log() {
+    answered_signatures_survive_a_kill_9("sled");
+}
+
+#[test]
+fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log_on_redb() {
+    answered_signatures_survive_a_kill_9("redb");
+}
+
+fn answered_signatures_survive_a_kill_9(engine: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    let mut d = DevDaemon::start_on_engine(tmp.path(), engine).unwrap();
     d.ok(&["key", "create", "files", "--purpose", "blob"]);
     let pid = d.pid().unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -54,7 +64,7 @@ fn every_signature_answered_before_a_kill_9_is_in_the_ledger_and_the_audit_log()
     assert!(answered > 0, "nothing was signed before the crash");
     assert!(answered < 16 * 256, "the load finished before the crash");
 
-    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let d = DevDaemon::start_on_engine(tmp.path(), engine).unwrap();
     let ledger: serde_json::Value =
         serde_json::from_str(&d.ok(&["-o", "json", "signatures", "list", "--key", "files"]))
             .unwrap();

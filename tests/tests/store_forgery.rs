@@ -1,6 +1,7 @@
 //! Someone who can write the store files but not use the HSM: every record that grants
 //! power carries a MAC made inside the HSM, so edited, forged, moved or MAC-stripped
 //! records are refused, and a store from before record MACs is migrated exactly once.
+//! The first check runs on each store engine.
 
 use keyward_tests::{DevDaemon, bin, pyotp, refused, wait_for_fresh_step};
 use std::io::Write;
@@ -35,8 +36,17 @@ fn json(s: &str) -> serde_json::Value {
 
 #[test]
 fn a_key_record_pointed_at_the_ca_key_is_refused() {
+    key_record_pointed_at_the_ca_key("sled");
+}
+
+#[test]
+fn a_key_record_pointed_at_the_ca_key_is_refused_on_redb() {
+    key_record_pointed_at_the_ca_key("redb");
+}
+
+fn key_record_pointed_at_the_ca_key(engine: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    let mut d = DevDaemon::start_on_engine(tmp.path(), engine).unwrap();
     d.ok(&["key", "create", "k", "--purpose", "blob"]);
     d.ok(&["key", "create", "other", "--purpose", "blob"]);
     d.stop_cleanly();
@@ -45,7 +55,7 @@ fn a_key_record_pointed_at_the_ca_key_is_refused() {
     rec["versions"][0]["hsm_id"] = ca["hsm_id"].clone();
     store_tool(tmp.path(), &["forge", "keys", "k"], Some(&rec.to_string()));
 
-    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let d = DevDaemon::start_on_engine(tmp.path(), engine).unwrap();
     let err = refused(&d.keyward(&["sign-blob", "--key", "k", "/etc/hostname"]));
     assert!(err.contains("failed its integrity check"), "{err}");
     d.ok(&["sign-blob", "--key", "other", "/etc/hostname"]);

@@ -15,7 +15,7 @@ use crate::mfa::{Mfa, MfaSettings, NewEnrolment, SealingKey};
 use crate::pki::timestamps::TsaKey;
 use crate::pki::{self, CaRecord, Subject};
 use crate::store::integrity::ProtectedStore;
-use crate::store::{self, Namespace, SledStore, Store};
+use crate::store::{self, Namespace, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ impl Instance {
         );
         crate::files::private_dir(&config.data_dir)?;
         let store_dir = config.data_dir.join("store");
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_dir)?);
+        let store = store::open(&store_dir, config.store.engine)?;
         // Whatever the umask was when the store was written: the daemon's user only.
         crate::files::restrict_tree(&store_dir)?;
         let (protected, migrated) = crate::store::integrity::open_protected(

@@ -4,7 +4,7 @@ mod backends;
 mod sections;
 
 pub use backends::{BackendConfig, YubiConnector, pkcs11_settings, secret_source};
-pub use sections::{AuditConfig, MfaConfig, SigningSettings, TsaSettings};
+pub use sections::{AuditConfig, MfaConfig, SigningSettings, StoreSettings, TsaSettings};
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -81,6 +81,9 @@ pub struct Config {
     /// The time-stamping authority's HTTP endpoint.
     #[serde(default)]
     pub tsa: TsaSettings,
+    /// The store's engine.
+    #[serde(default)]
+    pub store: StoreSettings,
 }
 
 fn default_threads() -> usize {

@@ -1,4 +1,4 @@
-//! The `[mfa]`, `[audit]`, `[signing]` and `[tsa]` sections of keywardd.toml, with
+//! The `[mfa]`, `[audit]`, `[signing]`, `[tsa]` and `[store]` sections of keywardd.toml, with
 //! their defaults.
 
 use serde::Deserialize;
@@ -110,4 +110,15 @@ impl Default for TsaSettings {
             http_concurrency: default_http_concurrency(),
         }
     }
+}
+
+/// Where the daemon keeps its state, under `data_dir/store`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The embedded engine: `sled` (the default) or `redb`, whose memory stays
+    /// within a bounded page cache however much was written. A data directory keeps
+    /// the engine it was created with: the daemon refuses to open it with the other.
+    #[serde(default)]
+    pub engine: crate::store::Engine,
 }

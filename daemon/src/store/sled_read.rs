@@ -1,5 +1,6 @@
 //! The sled store's reads over a namespace's tree and its packs, and storing a
-//! committed batch (`packs.rs`).
+//! committed batch (`packs.rs`); and the [`super::engine::Blocking`] operations that
+//! `engine.rs` turns into the `Store` trait.
 
 use super::packs::{Packs, Raw, is_packed, merge};
 use super::sled_store::SledStore;
@@ -67,12 +68,6 @@ impl SledStore {
         };
         Ok(last.map(text_key))
     }
-
-    pub(super) fn list_now(&self, ns: Namespace) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.records(ns, Bound::Unbounded)?
-            .map(|r| r.map(text_key))
-            .collect()
-    }
 }
 
 fn text_key((k, v): Raw) -> (String, Vec<u8>) {
@@ -102,4 +97,47 @@ pub(super) fn store_batch(
         }
     }
     Ok(())
+}
+
+/// sled's blocking operations for `engine.rs`.
+impl super::engine::Blocking for SledStore {
+    fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        SledStore::get_now(self, ns, key)
+    }
+    fn get_rev_now(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, super::Revision)>, StoreError> {
+        SledStore::get_rev_now(self, ns, key)
+    }
+    fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        SledStore::last_now(self, ns)
+    }
+    fn put_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        SledStore::put_now(self, ns, key, value)
+    }
+    fn create_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        SledStore::create_now(self, ns, key, value)
+    }
+    fn txn_now(&self, txn: &super::Txn) -> Result<bool, StoreError> {
+        SledStore::txn_now(self, txn)
+    }
+    fn list_from_now(&self, ns: Namespace, from: &str) -> Result<super::Records, StoreError> {
+        SledStore::list_from_now(self, ns, from)
+    }
+    fn scan_now(
+        &self,
+        ns: Namespace,
+        after: &str,
+        limit: usize,
+    ) -> Result<super::Records, StoreError> {
+        SledStore::scan_now(self, ns, after, limit)
+    }
+    fn put_deferred_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+        SledStore::put_deferred_now(self, ns, key, value)
+    }
+    fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
+        SledStore::wait_durable_now(self, token)
+    }
 }

@@ -275,7 +275,7 @@ impl SledStore {
     }
 }
 
-/// The blocking operations; `sled_async.rs` makes them the [`Store`] trait's futures.
+/// The blocking operations; `engine.rs` makes them the [`super::Store`] trait's futures.
 impl SledStore {
     pub(super) fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_raw(ns, key)

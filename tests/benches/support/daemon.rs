@@ -21,6 +21,12 @@ pub fn keywardd() -> anyhow::Result<std::path::PathBuf> {
     Ok(keywardd)
 }
 
+/// The store engine every bench daemon runs on: `KEYWARD_BENCH_STORE_ENGINE` (`sled`,
+/// `redb`), else the daemon's default.
+pub fn engine() -> String {
+    std::env::var("KEYWARD_BENCH_STORE_ENGINE").unwrap_or_else(|_| "sled".into())
+}
+
 /// Starts `keywardd dev` in `dir`; returns the process, its client configuration and
 /// how long it took to be ready.
 pub fn start(keywardd: &Path, dir: &Path) -> anyhow::Result<(Child, ClientConfig, Duration)> {
@@ -40,6 +46,7 @@ pub fn start_with(
         .arg(dir)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(extra)
+        .args(["--store-engine", &engine()])
         .env("KEYWARD_LOG", "warn")
         .env_remove("SOFTHSM2_CONF")
         .stdout(Stdio::null())

@@ -1,16 +1,33 @@
-//! [`Store`] for [`SledStore`]: point reads run where they are called (sled serves
-//! them from memory); writes, fsyncs and bulk reads run on the blocking pool, so no
-//! async runtime thread waits for the disk. The group commit (`wait_durable`) runs
-//! where it is awaited: its one caller per round, the audit log's flusher, has a
-//! thread of its own for it.
+//! [`Store`] for the embedded engines (sled, redb), which are blocking: point reads run
+//! where they are called (served from the engine's cache or the operating system's);
+//! writes, fsyncs and bulk reads run on the blocking pool, so no async runtime thread
+//! waits for the disk. The group commit (`wait_durable`) runs where it is awaited: its
+//! one caller per round, the audit log's flusher, has a thread of its own for it.
 
-use super::sled_store::SledStore;
 use super::{Namespace, Records, Revision, Store, StoreError, StoreFuture, Txn};
 
+/// An engine's blocking operations, one per [`Store`] method.
+pub(super) trait Blocking: Clone + Send + Sync + 'static {
+    fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get_rev_now(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Revision)>, StoreError>;
+    fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+    fn put_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn create_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    fn txn_now(&self, txn: &Txn) -> Result<bool, StoreError>;
+    fn list_from_now(&self, ns: Namespace, from: &str) -> Result<Records, StoreError>;
+    fn scan_now(&self, ns: Namespace, after: &str, limit: usize) -> Result<Records, StoreError>;
+    fn put_deferred_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError>;
+    fn wait_durable_now(&self, token: u64) -> Result<(), StoreError>;
+}
+
 /// Runs `f` on the blocking pool with its own handle on the store.
-fn blocking<T: Send + 'static>(
-    store: &SledStore,
-    f: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+fn blocking<E: Blocking, T: Send + 'static>(
+    store: &E,
+    f: impl FnOnce(&E) -> Result<T, StoreError> + Send + 'static,
 ) -> StoreFuture<'static, T> {
     let store = store.clone();
     Box::pin(async move {
@@ -20,7 +37,7 @@ fn blocking<T: Send + 'static>(
     })
 }
 
-impl Store for SledStore {
+impl<E: Blocking> Store for E {
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(std::future::ready(self.get_now(ns, key)))
     }
@@ -53,7 +70,7 @@ impl Store for SledStore {
     }
 
     fn list(&self, ns: Namespace) -> StoreFuture<'_, Records> {
-        blocking(self, move |s| s.list_now(ns))
+        blocking(self, move |s| s.list_from_now(ns, ""))
     }
 
     fn list_from<'a>(&'a self, ns: Namespace, from: &'a str) -> StoreFuture<'a, Records> {
