@@ -5,15 +5,31 @@
 //! one caller per round, the audit log's flusher, has a thread of its own for it.
 
 use super::{Namespace, Records, Revision, Store, StoreError, StoreFuture, Txn};
+use sha2::Digest;
+
+/// The revision of stored bytes (equal bytes, equal revision: a write that puts back
+/// the same bytes changes nothing a reader could tell apart).
+pub(super) fn revision_of(bytes: &[u8]) -> Revision {
+    let d = sha2::Sha256::digest(bytes);
+    Revision(u64::from_be_bytes([
+        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
+    ]))
+}
 
 /// An engine's blocking operations, one per [`Store`] method.
 pub(super) trait Blocking: Clone + Send + Sync + 'static {
     fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The record and the revision of its bytes.
     fn get_rev_now(
         &self,
         ns: Namespace,
         key: &str,
-    ) -> Result<Option<(Vec<u8>, Revision)>, StoreError>;
+    ) -> Result<Option<(Vec<u8>, Revision)>, StoreError> {
+        Ok(self.get_now(ns, key)?.map(|v| {
+            let rev = revision_of(&v);
+            (v, rev)
+        }))
+    }
     fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError>;
     fn put_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError>;
     fn create_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;

@@ -5,9 +5,8 @@
 //! store holds does not grow with what was written into it: sled 0.34 keeps every
 //! record it writes in memory, whatever its `cache_capacity`.
 
-use super::engine::Blocking;
-use super::sled_txn::revision_of;
-use super::{Expect, Namespace, Records, Revision, StoreError, Txn};
+use super::engine::{Blocking, revision_of};
+use super::{Expect, Namespace, Records, StoreError, Txn};
 use redb::{ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -141,17 +140,6 @@ impl Blocking for RedbStore {
         self.read(ns, |t| {
             Ok(t.get(key).map_err(engine)?.map(|v| v.value().to_vec()))
         })
-    }
-
-    fn get_rev_now(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Revision)>, StoreError> {
-        Ok(self.get_now(ns, key)?.map(|v| {
-            let rev = revision_of(&v);
-            (v, rev)
-        }))
     }
 
     fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {

@@ -104,13 +104,6 @@ impl super::engine::Blocking for SledStore {
     fn get_now(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         SledStore::get_now(self, ns, key)
     }
-    fn get_rev_now(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, super::Revision)>, StoreError> {
-        SledStore::get_rev_now(self, ns, key)
-    }
     fn last_now(&self, ns: Namespace) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         SledStore::last_now(self, ns)
     }

@@ -281,14 +281,6 @@ impl SledStore {
         self.get_raw(ns, key)
     }
 
-    pub(super) fn get_rev_now(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, super::Revision)>, StoreError> {
-        self.read_rev(ns, key)
-    }
-
     pub(super) fn txn_now(&self, txn: &super::Txn) -> Result<bool, StoreError> {
         self.apply_txn(txn)
     }

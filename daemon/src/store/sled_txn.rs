@@ -1,21 +1,12 @@
-//! Revisions and transactions of the sled store: a record's revision is derived from
-//! its bytes, and a transaction checks and writes inside one sled transaction over
-//! every tree, so it is atomic against every other write of this store.
+//! Transactions of the sled store: a transaction checks (revisions derived from the
+//! bytes, `engine::revision_of`) and writes inside one sled transaction over every
+//! tree, so it is atomic against every other write of this store.
 
+use super::engine::revision_of;
 use super::sled_store::SledStore;
-use super::{Expect, Namespace, Revision, StoreError, Txn};
-use sha2::Digest;
+use super::{Expect, StoreError, Txn};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-
-/// The revision of stored bytes (equal bytes, equal revision: a write that puts back
-/// the same bytes changes nothing a reader could tell apart).
-pub(super) fn revision_of(bytes: &[u8]) -> Revision {
-    let d = sha2::Sha256::digest(bytes);
-    Revision(u64::from_be_bytes([
-        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
-    ]))
-}
 
 impl SledStore {
     /// See [`super::Store::txn`].
@@ -72,17 +63,5 @@ impl SledStore {
             Err(TransactionError::Abort(())) => Ok(false),
             Err(TransactionError::Storage(e)) => Err(StoreError::Engine(e.to_string())),
         }
-    }
-
-    /// See [`super::Store::get_rev`].
-    pub(super) fn read_rev(
-        &self,
-        ns: Namespace,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Revision)>, StoreError> {
-        Ok(self.get_raw(ns, key)?.map(|v| {
-            let rev = revision_of(&v);
-            (v, rev)
-        }))
     }
 }
