@@ -21,6 +21,13 @@ async fn the_list_is_reissued_at_half_its_validity_and_a_verifier_refuses_one_pa
     let now = OffsetDateTime::now_utc();
     let first = lists.ensure(now).await.unwrap();
     let seq = first.list.sequence;
+    // A caller whose clock reading came a moment earlier (the refresher, under load)
+    // gets the same list, not a re-issue dated before it.
+    let earlier = lists
+        .ensure(now - time::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(earlier.list.sequence, seq);
 
     // Eleven hours on (validity 24 h): still fresh, the same list.
     let later = lists.ensure(now + time::Duration::hours(11)).await.unwrap();

@@ -129,6 +129,12 @@ impl std::fmt::Debug for Revocations {
 /// How many times issuing is re-tried after another daemon issued at the same time.
 const ATTEMPTS: usize = 8;
 
+/// How far after `now` a stored list may have been issued and still count as current:
+/// two callers that read the clock a moment apart (the refresher and a revocation)
+/// must not re-issue each other's list. A list from further ahead (the clock went back)
+/// is re-issued.
+const ISSUED_AHEAD: time::Duration = time::Duration::minutes(1);
+
 impl Revocations {
     /// Over the keys' revocations, issuing lists valid for `validity_seconds`.
     pub fn new(
@@ -188,7 +194,7 @@ impl Revocations {
                 let fresh = s
                     .list
                     .issued()
-                    .is_some_and(|t| now < t + self.validity / 2 && t <= now);
+                    .is_some_and(|t| now < t + self.validity / 2 && t <= now + ISSUED_AHEAD);
                 if fresh
                     && s.list.entries == wanted
                     && s.list.signatures == wanted_signatures
