@@ -1,6 +1,6 @@
 //! What the daemon answered survives a crash: signatures handed out under load are in
 //! the ledger and the audit log after `kill -9` and a restart, and the log verifies;
-//! on each store engine.
+//! on each store engine; and an instance is never reopened, empty, with the other engine.
 
 use keyward_client::audit::{Decision, Line};
 use keyward_client::proto;
@@ -105,4 +105,23 @@ fn answered_signatures_survive_a_kill_9(engine: &str) {
         "--key",
         key.to_str().unwrap(),
     ]);
+}
+
+#[test]
+fn a_data_directory_is_never_reopened_empty_with_the_other_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_on_engine(tmp.path(), "redb").unwrap();
+    d.ok(&["key", "create", "kept", "--purpose", "blob"]);
+    d.stop_cleanly();
+    let err = DevDaemon::start_on_engine(tmp.path(), "sled")
+        .err()
+        .expect("a redb instance started on sled");
+    assert!(
+        err.contains("holds a redb store") && err.contains("engine = \"redb\""),
+        "{err}"
+    );
+    // Nothing was created beside it, and the keys are where they were.
+    assert!(!tmp.path().join("data/store/db").exists());
+    let d = DevDaemon::start_on_engine(tmp.path(), "redb").unwrap();
+    assert!(d.ok(&["key", "list"]).contains("kept"));
 }

@@ -112,6 +112,30 @@ impl RedbStore {
         }
     }
 
+    /// Applies puts (`Some`) and deletes (`None`), opening each namespace's table once
+    /// (a group commit writes many records into few tables); writes to one namespace
+    /// keep their order.
+    fn apply<'w>(
+        tx: &redb::WriteTransaction,
+        writes: impl Iterator<Item = (Namespace, &'w str, Option<&'w [u8]>)> + Clone,
+    ) -> Result<(), StoreError> {
+        for ns in Namespace::ALL {
+            let mut mine = writes.clone().filter(|w| w.0 == ns).peekable();
+            if mine.peek().is_none() {
+                continue;
+            }
+            let mut t = tx.open_table(table(ns)).map_err(engine)?;
+            for (_, key, value) in mine {
+                match value {
+                    Some(v) => t.insert(key, v).map(drop),
+                    None => t.remove(key).map(drop),
+                }
+                .map_err(engine)?;
+            }
+        }
+        Ok(())
+    }
+
     fn collect<'r>(
         range: impl Iterator<
             Item = Result<
@@ -170,10 +194,7 @@ impl Blocking for RedbStore {
 
     fn put_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.open_table(table(ns))
-                .map_err(engine)?
-                .insert(key, value)
-                .map_err(engine)?;
+            Self::apply(tx, std::iter::once((ns, key, Some(value))))?;
             Ok(true)
         })?;
         Ok(())
@@ -206,17 +227,8 @@ impl Blocking for RedbStore {
                     return Ok(false);
                 }
             }
-            for (ns, key, value) in &txn.writes {
-                let mut t = tx.open_table(table(*ns)).map_err(engine)?;
-                match value {
-                    Some(v) => {
-                        t.insert(key.as_str(), v.as_slice()).map_err(engine)?;
-                    }
-                    None => {
-                        t.remove(key.as_str()).map_err(engine)?;
-                    }
-                }
-            }
+            let writes = txn.writes.iter();
+            Self::apply(tx, writes.map(|(ns, k, v)| (*ns, k.as_str(), v.as_deref())))?;
             Ok(true)
         })
     }
@@ -241,12 +253,11 @@ impl Blocking for RedbStore {
             (std::mem::take(&mut pending.0), pending.1)
         };
         let result = self.write(|tx| {
-            for (ns, key, value) in &batch {
-                tx.open_table(table(*ns))
-                    .map_err(engine)?
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(engine)?;
-            }
+            let writes = batch.iter();
+            Self::apply(
+                tx,
+                writes.map(|(ns, k, v)| (*ns, k.as_str(), Some(v.as_slice()))),
+            )?;
             Ok(true)
         });
         if let Err(e) = result {
