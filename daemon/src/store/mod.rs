@@ -10,6 +10,7 @@ mod redb_store;
 mod sled_read;
 mod sled_store;
 mod sled_txn;
+mod wal;
 mod wal_format;
 
 pub use redb_store::RedbStore;

@@ -1,8 +1,8 @@
 //! The embedded default store: sled under the daemon's data directory.
 
-use super::packs::{Packs, is_packed};
+use super::packs::Packs;
 use super::sled_read::store_batch;
-use super::wal_format::{WalFile, wal_entries, wal_entry};
+use super::wal::{Entry, Sink, Wal};
 use super::{Namespace, StoreError};
 use std::path::Path;
 
@@ -13,13 +13,9 @@ use std::path::Path;
 /// without flushing again, so concurrent writers share one fsync.
 ///
 /// Deferred writes (audit records, ledger entries: the hot path) are made durable
-/// through a write-ahead log beside the database (`<dir>.wal`): written after the last
-/// entry, into space zero-filled ahead (`WalFile`), and fdatasync'd in one batch per
-/// group commit, which costs far less than flushing sled. The committing thread then
-/// stores the audit records and ledger entries of its batch as packs (`packs.rs`).
-/// At open the log is replayed into sled (its entries have unique keys, so replay is
-/// idempotent), sled is flushed and the log emptied; it is also emptied after a sled
-/// flush once it grows large.
+/// through the write-ahead log beside the database (`<dir>.wal`, `wal.rs`), whose
+/// fdatasync costs far less than flushing sled; the committing thread then stores the
+/// audit records and ledger entries of its batch as packs (`packs.rs`).
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
@@ -29,21 +25,20 @@ pub struct SledStore {
     wal: std::sync::Arc<Wal>,
 }
 
-/// Entries written but not yet in the log, and the log itself.
-#[derive(Debug)]
-struct Wal {
-    pending: std::sync::Mutex<Vec<Deferred>>,
-    /// The log file and the sequence number it covers; held while syncing.
-    file: std::sync::Mutex<(WalFile, u64)>,
-}
+/// What the log stores into: sled's trees and packs.
+struct View<'a>(&'a sled::Db, &'a [sled::Tree], &'a Packs);
 
-/// A deferred write waiting for the next group commit.
-#[derive(Debug)]
-struct Deferred {
-    seq: u64,
-    ns: Namespace,
-    key: String,
-    value: Vec<u8>,
+impl Sink for View<'_> {
+    fn store(&self, batch: &[Entry]) -> Result<(), StoreError> {
+        let records = batch
+            .iter()
+            .map(|(ns, k, v)| (*ns, k.clone().into_bytes(), v.clone()));
+        store_batch(self.1, self.2, records)
+    }
+
+    fn persist(&self) -> Result<(), StoreError> {
+        self.0.flush().map(drop).map_err(engine)
+    }
 }
 
 /// The log is emptied (after a sled flush) once it is larger than this.
@@ -95,116 +90,33 @@ impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_db(dir)?;
-        let wal_path = dir.with_extension("wal");
-        let io = |e: std::io::Error| {
-            StoreError::Engine(format!("write-ahead log {}: {e}", wal_path.display()))
-        };
-        let bytes = match std::fs::read(&wal_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
-        };
-        let (entries, torn) = wal_entries(&bytes);
-        if torn {
-            tracing::warn!(
-                "the write-ahead log ends in an incomplete entry (a crash during a write that was never acknowledged); it is dropped"
-            );
-        }
         let trees = Namespace::ALL
             .iter()
             .map(|ns| db.open_tree(ns.tree()).map_err(engine))
             .collect::<Result<Vec<_>, _>>()?;
         let packs = Packs::open(&db)?;
-        let replayed = entries.len();
-        // A packed record already in the store was stored before the crash (its key
-        // is new when written): the copy there, perhaps overwritten since, stays.
-        let mut batch = Vec::with_capacity(entries.len());
-        for (ns, k, v) in entries {
-            let stored = is_packed(ns)
-                && (trees[ns.tag() as usize].contains_key(&k).map_err(engine)?
-                    || packs.get(ns, k.as_bytes())?.is_some());
-            if !stored {
-                batch.push((ns, k.into_bytes(), v));
-            }
-        }
-        store_batch(&trees, &packs, batch.into_iter())?;
-        if replayed > 0 {
-            tracing::info!(
-                entries = replayed,
-                "replayed the write-ahead log into the store"
-            );
-        }
-        db.flush().map_err(engine)?;
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&wal_path)
-                .map_err(io)?;
-            WalFile::empty(file).map_err(io)?
-        };
+        let path = super::wal::path_of(dir);
+        let wal = Wal::open(&path, WAL_ROTATE, &View(&db, &trees, &packs), |ns, k| {
+            Ok(trees[ns.tag() as usize].contains_key(k).map_err(engine)?
+                || packs.get(ns, k.as_bytes())?.is_some())
+        })?;
         Ok(Self {
             db,
             trees: std::sync::Arc::new(trees),
             packs: std::sync::Arc::new(packs),
             commit: Default::default(),
-            wal: std::sync::Arc::new(Wal {
-                pending: std::sync::Mutex::new(Vec::new()),
-                file: std::sync::Mutex::new((file, 0)),
-            }),
+            wal: std::sync::Arc::new(wal),
         })
     }
 
-    /// Appends every pending deferred write to the log and syncs it, unless a sync
-    /// already covered `token`.
-    fn sync_wal(&self, token: u64) -> Result<(), StoreError> {
-        let mut guard = self.wal.file.lock().unwrap_or_else(|p| p.into_inner());
-        let (file, synced) = &mut *guard;
-        if *synced >= token {
-            return Ok(());
-        }
-        let batch =
-            std::mem::take(&mut *self.wal.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let upto = batch.iter().map(|d| d.seq).max().unwrap_or(token);
-        let mut buf =
-            Vec::with_capacity(batch.iter().map(|d| 16 + d.key.len() + d.value.len()).sum());
-        for d in &batch {
-            buf.extend_from_slice(&wal_entry(d.ns, &d.key, &d.value));
-        }
-        let io = |e: std::io::Error| {
-            StoreError::Engine(format!("cannot write the write-ahead log: {e}"))
-        };
-        file.append_durably(&buf).map_err(io)?;
-        // Durable in the log: now into sled, in one pass on this thread, before any
-        // writer of the batch is answered (so that what is answered can be read).
-        store_batch(
-            &self.trees,
-            &self.packs,
-            batch
-                .into_iter()
-                .map(|d| (d.ns, d.key.into_bytes(), d.value)),
-        )?;
-        *synced = upto.max(token);
-        if file.len() > WAL_ROTATE {
-            // Everything in the log is in sled; once sled is flushed the log can go.
-            self.db.flush().map_err(engine)?;
-            file.clear().map_err(io)?;
-        }
-        Ok(())
+    fn view(&self) -> View<'_> {
+        View(&self.db, &self.trees, &self.packs)
     }
 
     /// Flushes sled and empties the log (everything in it is in sled): after a
     /// packed record is deleted, so that a replay cannot bring it back.
     pub(super) fn empty_wal(&self) -> Result<(), StoreError> {
-        let mut guard = self.wal.file.lock().unwrap_or_else(|p| p.into_inner());
-        self.db.flush().map_err(engine)?;
-        guard
-            .0
-            .clear()
-            .map_err(|e| StoreError::Engine(format!("cannot empty the write-ahead log: {e}")))
+        self.wal.empty(&self.view())
     }
 
     /// Makes every write up to and including `seq` durable.
@@ -321,84 +233,17 @@ impl SledStore {
         key: &str,
         value: &[u8],
     ) -> Result<u64, StoreError> {
-        // The sequence number is taken under the same lock as the queue, so the queue
-        // is in sequence order.
-        let mut pending = self.wal.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = self.wrote();
-        pending.push(Deferred {
-            seq,
-            ns,
-            key: key.to_string(),
-            value: value.to_vec(),
-        });
-        Ok(seq)
+        Ok(self.wal.defer(ns, key, value))
     }
 
     pub(super) fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
-        self.sync_wal(token)
+        self.wal.sync(token, &self.view())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_write_ahead_log_is_replayed_and_a_torn_tail_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let db_dir = dir.path().join("store");
-        {
-            let s = SledStore::open(&db_dir).unwrap();
-            s.put_now(Namespace::Meta, "m", b"x").unwrap();
-        }
-        // As if the process died after syncing the log but before sled wrote the entries.
-        let mut log = wal_entry(Namespace::Audit, "00000000000000000001", b"{\"seq\":1}");
-        log.extend(wal_entry(Namespace::Ledger, "t-1", b"entry"));
-        let torn = wal_entry(Namespace::Audit, "00000000000000000002", b"{\"seq\":2}");
-        log.extend_from_slice(&torn[..torn.len() - 3]);
-        std::fs::write(db_dir.with_extension("wal"), &log).unwrap();
-        let s = SledStore::open(&db_dir).unwrap();
-        assert_eq!(
-            s.get_now(Namespace::Audit, "00000000000000000001")
-                .unwrap()
-                .as_deref(),
-            Some(&b"{\"seq\":1}"[..])
-        );
-        assert_eq!(
-            s.get_now(Namespace::Ledger, "t-1").unwrap().as_deref(),
-            Some(&b"entry"[..])
-        );
-        assert!(
-            s.get_now(Namespace::Audit, "00000000000000000002")
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(
-            std::fs::metadata(db_dir.with_extension("wal"))
-                .unwrap()
-                .len(),
-            0
-        );
-        // Deferred writes go to the log when made durable.
-        let t = s
-            .put_deferred_now(Namespace::Audit, "00000000000000000002", b"two")
-            .unwrap();
-        s.wait_durable_now(t).unwrap();
-        let logged = std::fs::read(db_dir.with_extension("wal")).unwrap();
-        let (entries, torn) = wal_entries(&logged);
-        assert!(!torn);
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].2, b"two");
-        // Written into zero-filled space: a group commit does not grow the file.
-        assert_eq!(logged.len(), 1 << 20);
-        let t = s
-            .put_deferred_now(Namespace::Audit, "00000000000000000003", b"three")
-            .unwrap();
-        s.wait_durable_now(t).unwrap();
-        let logged = std::fs::read(db_dir.with_extension("wal")).unwrap();
-        assert_eq!(logged.len(), 1 << 20);
-        assert_eq!(wal_entries(&logged).0.len(), 2);
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sled_passes_the_store_conformance_suite() {

@@ -51,11 +51,7 @@ impl SledStore {
         match result {
             Ok(()) => {
                 self.commit_durably()?;
-                let deletes_packed = txn
-                    .writes
-                    .iter()
-                    .any(|(ns, _, v)| v.is_none() && super::packs::is_packed(*ns));
-                if deletes_packed {
+                if super::wal::deletes_logged(txn) {
                     self.empty_wal()?;
                 }
                 Ok(true)

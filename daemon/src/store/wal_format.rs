@@ -58,9 +58,10 @@ impl WalFile {
     /// Empties the log (everything in it is in the store, flushed).
     pub(super) fn clear(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
-        self.file.sync_all()?;
+        // Empty from here on, whether or not the sync below succeeds: the next entry
+        // goes at the start, after zeros made durable with the new size.
         (self.end, self.filled) = (0, 0);
-        Ok(())
+        self.file.sync_all()
     }
 }
 
