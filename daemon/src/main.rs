@@ -50,6 +50,17 @@ enum Command {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// Move the data directory's store from sled to redb, record for record, while
+    /// the daemon is stopped; sled's files are kept beside it until you remove them.
+    MigrateStore {
+        /// Configuration file (a dev instance's is DIR/keywardd.toml).
+        #[arg(
+            long,
+            env = "KEYWARDD_CONFIG",
+            default_value = "/etc/keyward/keywardd.toml"
+        )]
+        config: PathBuf,
+    },
     /// Run a self-contained instance in DIR (own SoftHSM token, CA, store, admin).
     Dev {
         /// The instance's directory; reused on restart.
@@ -75,10 +86,10 @@ enum Command {
         /// when the instance is created).
         #[arg(long)]
         require_mfa: bool,
-        /// The store's engine, `sled` or `redb` (`[store] engine`); an instance keeps
-        /// the engine it was created with.
-        #[arg(long, value_name = "ENGINE", default_value = "sled", value_parser = parse_engine)]
-        store_engine: keyward_daemon::store::Engine,
+        /// The store's engine, `redb` or `sled` (`[store] engine`); unset, an instance
+        /// keeps the engine it holds and a new one gets redb.
+        #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
+        store_engine: Option<keyward_daemon::store::Engine>,
         /// Publish every revocation list to this registry repository
         /// (registry/org/repository; repeatable), as [[revocation.publish]] does.
         #[arg(long = "publish-revocations", value_name = "REGISTRY/REPO")]
@@ -173,6 +184,24 @@ async fn run(command: Command) -> Result<()> {
             println!("Admin {admin:?}: client configuration {}", path.display());
             print_enrolment(&admin, &otp.uri);
         }
+        Command::MigrateStore { config } => {
+            let cfg = Config::load(&config)?;
+            let dir = cfg.store_dir();
+            let done =
+                tokio::task::spawn_blocking(move || keyward_daemon::store::migrate_to_redb(&dir))
+                    .await??;
+            println!(
+                "The store is now redb: {} records copied and compared; sled's files are in {} (remove them once the daemon runs well).",
+                done.records,
+                done.backup.display()
+            );
+            if cfg.store.engine == Some(keyward_daemon::store::Engine::Sled) {
+                println!(
+                    "{} says [store] engine = \"sled\": change it to \"redb\" or remove it before starting the daemon.",
+                    config.display()
+                );
+            }
+        }
         Command::Dev {
             dir,
             grpc_addr,
@@ -194,7 +223,7 @@ async fn run(command: Command) -> Result<()> {
                 .await??;
             let mut cfg = Config::load(&layout.config_file())?;
             cfg.signing.certificates = !no_certificates;
-            cfg.store.engine = store_engine;
+            cfg.store.engine = store_engine.or(cfg.store.engine);
             cfg.revocation
                 .publish
                 .extend(publish_revocations.into_iter().map(|repository| {

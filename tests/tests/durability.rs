@@ -1,6 +1,7 @@
 //! What the daemon answered survives a crash: signatures handed out under load are in
 //! the ledger and the audit log after `kill -9` and a restart, and the log verifies;
-//! on each store engine; and an instance is never reopened, empty, with the other engine.
+//! on each store engine; an instance is never reopened, empty, with the other engine;
+//! and a sled instance moved to redb keeps everything.
 
 use keyward_client::audit::{Decision, Line};
 use keyward_client::proto;
@@ -124,4 +125,62 @@ fn a_data_directory_is_never_reopened_empty_with_the_other_engine() {
     assert!(!tmp.path().join("data/store/db").exists());
     let d = DevDaemon::start_on_engine(tmp.path(), "redb").unwrap();
     assert!(d.ok(&["key", "list"]).contains("kept"));
+}
+
+#[test]
+fn a_sled_instance_moves_to_redb_with_its_keys_signatures_and_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_on_engine(tmp.path(), "sled").unwrap();
+    d.ok(&["key", "create", "kept", "--purpose", "blob"]);
+    for _ in 0..3 {
+        d.ok(&["sign-blob", "--key", "kept", "/etc/hostname"]);
+    }
+    let signed = |d: &DevDaemon| -> Vec<serde_json::Value> {
+        let list = d.ok(&["-o", "json", "signatures", "list", "--key", "kept"]);
+        serde_json::from_str::<serde_json::Value>(&list)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let before = signed(&d);
+    assert_eq!(before.len(), 3);
+    let key = tmp.path().join("audit.pem");
+    std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
+    // The daemon still runs: its store is locked and nothing moves.
+    let config = tmp.path().join("keywardd.toml");
+    let migrate = || {
+        std::process::Command::new(keyward_tests::bin("keywardd"))
+            .args(["migrate-store", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let o = migrate();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("in use by another keywardd"), "{err}");
+    d.stop_cleanly();
+    let o = migrate();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("The store is now redb"), "{out}");
+    // Started with no engine named, the instance runs on redb and has it all.
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    assert!(tmp.path().join("data/store/keyward.redb").exists());
+    assert!(!tmp.path().join("data/store/db").exists());
+    assert_eq!(signed(&d), before);
+    d.ok(&["sign-blob", "--key", "kept", "/etc/hostname"]);
+    assert_eq!(signed(&d).len(), 4);
+    let export = d.ok(&["audit", "export"]);
+    assert!(export.contains("\"action\":\"CreateKey\""), "{export}");
+    let file = tmp.path().join("audit.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    d.ok(&[
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
 }

@@ -70,7 +70,7 @@ impl Instance {
                 .map_err(StartError::Config)?,
         );
         crate::files::private_dir(&config.data_dir)?;
-        let store_dir = config.data_dir.join("store");
+        let store_dir = config.store_dir();
         let store = store::open(&store_dir, config.store.engine)?;
         // Whatever the umask was when the store was written: the daemon's user only.
         crate::files::restrict_tree(&store_dir)?;

@@ -309,6 +309,11 @@ impl Config {
     pub fn ca_backend(&self) -> &str {
         self.ca.backend.as_deref().unwrap_or(self.default_backend())
     }
+
+    /// The store's directory under the data directory.
+    pub fn store_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("store")
+    }
 }
 
 #[cfg(test)]

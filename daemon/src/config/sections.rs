@@ -116,9 +116,10 @@ impl Default for TsaSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// The embedded engine: `sled` (the default) or `redb`, whose memory stays
-    /// within a bounded page cache however much was written. A data directory keeps
-    /// the engine it was created with: the daemon refuses to open it with the other.
+    /// The embedded engine, `redb` or `sled`. Unset, a data directory keeps the
+    /// engine it holds and a new one gets redb, whose memory stays within a bounded
+    /// page cache however much was written; set, the daemon refuses a directory that
+    /// holds the other (`keywardd migrate-store` moves a sled store to redb).
     #[serde(default)]
-    pub engine: crate::store::Engine,
+    pub engine: Option<crate::store::Engine>,
 }

@@ -5,6 +5,7 @@
 pub(crate) mod conformance;
 mod engine;
 pub mod integrity;
+mod open;
 mod packs;
 mod redb_store;
 mod sled_read;
@@ -13,6 +14,7 @@ mod sled_txn;
 mod wal;
 mod wal_format;
 
+pub use open::{Engine, Migrated, migrate_to_redb, open};
 pub use redb_store::RedbStore;
 pub use sled_store::SledStore;
 
@@ -230,46 +232,6 @@ pub trait Store: Send + Sync {
     /// did (false: a check failed and nothing was written). Checks see every durable
     /// record, deferred writes included.
     fn txn<'a>(&'a self, txn: &'a Txn) -> StoreFuture<'a, bool>;
-}
-
-/// The embedded engines a daemon can keep its state in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// sled 0.34 (`store/` is sled's directory, beside it `store.wal`).
-    #[default]
-    Sled,
-    /// redb (`store/keyward.redb`).
-    Redb,
-}
-
-/// The file of a redb store in the store directory.
-const REDB_FILE: &str = "keyward.redb";
-
-/// Opens the store in `dir` with `engine`. A directory that holds the other engine's
-/// store is refused: opening it anew would start from an empty store (no CA, no keys,
-/// no audit log) beside the real one.
-pub fn open(
-    dir: &std::path::Path,
-    engine: Engine,
-) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    let sled_there = dir.join("db").exists() || dir.join("conf").exists();
-    let redb_there = dir.join(REDB_FILE).exists();
-    let other = match engine {
-        Engine::Sled if redb_there => Some("redb"),
-        Engine::Redb if sled_there => Some("sled"),
-        _ => None,
-    };
-    if let Some(other) = other {
-        return Err(StoreError::Engine(format!(
-            "{} holds a {other} store: set [store] engine = \"{other}\" (a data directory keeps the engine it was created with)",
-            dir.display()
-        )));
-    }
-    Ok(match engine {
-        Engine::Sled => std::sync::Arc::new(SledStore::open(dir)?),
-        Engine::Redb => std::sync::Arc::new(RedbStore::open(&dir.join(REDB_FILE))?),
-    })
 }
 
 /// Reads and decodes a JSON record.

@@ -294,28 +294,4 @@ mod tests {
         })
         .await;
     }
-
-    #[test]
-    fn a_directory_keeps_its_engine_and_one_daemon() {
-        use super::super::{Engine, open};
-        let dir = tempfile::tempdir().unwrap();
-        let redb_dir = dir.path().join("a");
-        let first = open(&redb_dir, Engine::Redb).unwrap();
-        let e = RedbStore::open(&redb_dir.join(super::super::REDB_FILE))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("in use by another keywardd"), "{e}");
-        drop(first);
-        let e = open(&redb_dir, Engine::Sled).err().unwrap().to_string();
-        assert!(
-            e.contains("holds a redb store") && e.contains("engine = \"redb\""),
-            "{e}"
-        );
-        let sled_dir = dir.path().join("b");
-        drop(open(&sled_dir, Engine::Sled).unwrap());
-        let e = open(&sled_dir, Engine::Redb).err().unwrap().to_string();
-        assert!(e.contains("holds a sled store"), "{e}");
-        assert!(!sled_dir.join(super::super::REDB_FILE).exists());
-    }
 }

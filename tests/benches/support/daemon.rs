@@ -21,10 +21,15 @@ pub fn keywardd() -> anyhow::Result<std::path::PathBuf> {
     Ok(keywardd)
 }
 
-/// The store engine every bench daemon runs on: `KEYWARD_BENCH_STORE_ENGINE` (`sled`,
-/// `redb`), else the daemon's default.
+/// The store engine every bench daemon runs on: `KEYWARD_BENCH_STORE_ENGINE` (`redb`,
+/// `sled`), else the daemon's default for a new instance.
+fn engine_set() -> Option<String> {
+    std::env::var("KEYWARD_BENCH_STORE_ENGINE").ok()
+}
+
+/// The store engine's name, to print.
 pub fn engine() -> String {
-    std::env::var("KEYWARD_BENCH_STORE_ENGINE").unwrap_or_else(|_| "sled".into())
+    engine_set().unwrap_or_else(|| "redb (the default)".into())
 }
 
 /// Starts `keywardd dev` in `dir`; returns the process, its client configuration and
@@ -46,7 +51,7 @@ pub fn start_with(
         .arg(dir)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(extra)
-        .args(["--store-engine", &engine()])
+        .args(engine_set().iter().flat_map(|e| ["--store-engine", e.as_str()]))
         .env("KEYWARD_LOG", "warn")
         .env_remove("SOFTHSM2_CONF")
         .stdout(Stdio::null())
