@@ -1,4 +1,4 @@
-//! The conformance suite every [`Store`] must pass (sled today; a replicated store
+//! The conformance suite every [`Store`] must pass (redb and sled; a replicated store
 //! later runs the same): reads and writes, ordering and paging, deferred writes,
 //! revisions and transactions (atomic, no lost update under concurrency), and
 //! durability across a reopen. Call [`run`] with a function that opens the store kept

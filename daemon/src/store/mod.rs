@@ -1,5 +1,6 @@
 //! Storage of Keyward's state behind a small trait, so that domain code never sees the
-//! engine (sled by default; a replicated deployment can put an etcd store here).
+//! engine: redb for a new data directory, sled for one created with it (`open.rs`); a
+//! replicated deployment can put an etcd store here.
 
 #[cfg(test)]
 pub(crate) mod conformance;

@@ -51,7 +51,11 @@ pub fn start_with(
         .arg(dir)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(extra)
-        .args(engine_set().iter().flat_map(|e| ["--store-engine", e.as_str()]))
+        .args(
+            engine_set()
+                .iter()
+                .flat_map(|e| ["--store-engine", e.as_str()]),
+        )
         .env("KEYWARD_LOG", "warn")
         .env_remove("SOFTHSM2_CONF")
         .stdout(Stdio::null())
