@@ -142,6 +142,10 @@ pub fn migrate_to_redb(dir: &Path) -> Result<Migrated, StoreError> {
     }
     sync_dir(dir)?;
     sync_dir(dir.parent().unwrap_or(dir))?;
+    // Whatever the umask: the daemon's user only, as the daemon leaves its store.
+    for tree in [dir, backup.as_path()] {
+        crate::files::restrict_tree(tree).map_err(|e| StoreError::Engine(e.to_string()))?;
+    }
     Ok(Migrated { records, backup })
 }
 
@@ -281,6 +285,10 @@ mod tests {
         assert_eq!(done.records, total as u64);
         assert_eq!(found(&dir), Some(Engine::Redb));
         assert!(!dir.join("conf").exists() && done.backup.join("conf").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(REDB_FILE)), 0o600);
+        assert_eq!(mode(&done.backup), 0o700);
         let redb = open(&dir, None).unwrap();
         assert_eq!(contents(&*redb).await, before);
         drop(redb);

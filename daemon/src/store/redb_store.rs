@@ -249,7 +249,27 @@ impl Blocking for RedbStore {
     // See `Store::txn`: redb has one write transaction at a time, so the checks and
     // the writes are atomic against every other write.
     fn txn_now(&self, txn: &Txn) -> Result<bool, StoreError> {
-        let done = self.write(|tx| {
+        if super::wal::deletes_logged(txn) {
+            let db = Db(&self.inner.db);
+            return self.inner.wal.empty_then(&db, || self.txn_checked(txn));
+        }
+        self.txn_checked(txn)
+    }
+
+    /// Queued for the next group commit; readable once `wait_durable` returned.
+    fn put_deferred_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+        Ok(self.inner.wal.defer(ns, key, value))
+    }
+
+    fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
+        self.inner.wal.sync(token, &Db(&self.inner.db))
+    }
+}
+
+impl RedbStore {
+    /// Checks and writes in one write transaction.
+    fn txn_checked(&self, txn: &Txn) -> Result<bool, StoreError> {
+        self.write(|tx| {
             for (ns, key, expect) in &txn.checks {
                 let t = tx.open_table(table(*ns)).map_err(engine)?;
                 let current = t.get(key.as_str()).map_err(engine)?;
@@ -265,20 +285,7 @@ impl Blocking for RedbStore {
             let writes = txn.writes.iter();
             Self::apply(tx, writes.map(|(ns, k, v)| (*ns, k.as_str(), v.as_deref())))?;
             Ok(true)
-        })?;
-        if done && super::wal::deletes_logged(txn) {
-            self.inner.wal.empty(&Db(&self.inner.db))?;
-        }
-        Ok(done)
-    }
-
-    /// Queued for the next group commit; readable once `wait_durable` returned.
-    fn put_deferred_now(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<u64, StoreError> {
-        Ok(self.inner.wal.defer(ns, key, value))
-    }
-
-    fn wait_durable_now(&self, token: u64) -> Result<(), StoreError> {
-        self.inner.wal.sync(token, &Db(&self.inner.db))
+        })
     }
 }
 

@@ -113,10 +113,13 @@ impl SledStore {
         View(&self.db, &self.trees, &self.packs)
     }
 
-    /// Flushes sled and empties the log (everything in it is in sled): after a
-    /// packed record is deleted, so that a replay cannot bring it back.
-    pub(super) fn empty_wal(&self) -> Result<(), StoreError> {
-        self.wal.empty(&self.view())
+    /// Flushes sled, empties the log and runs `f` before anything else is logged
+    /// (see `Wal::empty_then`).
+    pub(super) fn with_wal_emptied<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.wal.empty_then(&self.view(), f)
     }
 
     /// Makes every write up to and including `seq` durable.

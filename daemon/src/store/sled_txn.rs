@@ -11,6 +11,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 impl SledStore {
     /// See [`super::Store::txn`].
     pub(super) fn apply_txn(&self, txn: &Txn) -> Result<bool, StoreError> {
+        if super::wal::deletes_logged(txn) {
+            return self.with_wal_emptied(|| self.apply_checked(txn));
+        }
+        self.apply_checked(txn)
+    }
+
+    fn apply_checked(&self, txn: &Txn) -> Result<bool, StoreError> {
         // A packed record to be deleted leaves its pack first; a packed record to be
         // checked is read from its pack (packs change only by a commit, which adds
         // keys above every packed key, or by `unpack`).
@@ -51,9 +58,6 @@ impl SledStore {
         match result {
             Ok(()) => {
                 self.commit_durably()?;
-                if super::wal::deletes_logged(txn) {
-                    self.empty_wal()?;
-                }
                 Ok(true)
             }
             Err(TransactionError::Abort(())) => Ok(false),

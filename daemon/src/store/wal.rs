@@ -149,17 +149,28 @@ impl Wal {
         Ok(())
     }
 
-    /// Persists the engine and empties the log (everything in it is stored): after a
-    /// packed record is deleted, so that a replay cannot bring it back.
+    /// Persists the engine and empties the log (everything in it is stored).
     pub(super) fn empty(&self, sink: &impl Sink) -> Result<(), StoreError> {
+        self.empty_then(sink, || Ok(()))
+    }
+
+    /// Empties the log, then runs `f` before anything else is logged: a transaction
+    /// that deletes a logged record, so that no replay, after a crash at any point,
+    /// can bring the record back.
+    pub(super) fn empty_then<T>(
+        &self,
+        sink: &impl Sink,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut guard = lock(&self.file);
         sink.persist()?;
-        clear(&mut guard.0)
+        clear(&mut guard.0)?;
+        f()
     }
 }
 
-/// Whether `txn` deletes a record of a namespace whose writes are logged: after it
-/// the log must be emptied, or a replay would bring the record back.
+/// Whether `txn` deletes a record of a namespace whose writes are logged: it runs
+/// with the log emptied ([`Wal::empty_then`]), or a replay could bring the record back.
 pub(super) fn deletes_logged(txn: &super::Txn) -> bool {
     let mut writes = txn.writes.iter();
     writes.any(|(ns, _, v)| v.is_none() && super::packs::is_packed(*ns))
