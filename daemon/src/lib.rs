@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod files;
+pub mod heap;
 pub mod hsm;
 pub mod http;
 pub mod identity;

@@ -98,6 +98,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    keyward_daemon::heap::settle();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")

@@ -256,7 +256,7 @@ impl Runner {
             })
             .await?;
         tracing::info!(job = %rec.id, state = rec.state.as_str(), done = rec.done, skipped = rec.skipped, failed = rec.failed, "job finished");
-        super::trim::release_free_heap();
+        crate::heap::release_free_heap();
         Ok(())
     }
 }

@@ -19,18 +19,7 @@ impl Trimmer {
     pub(super) fn committed(&mut self) {
         self.batches += 1;
         if self.batches.is_multiple_of(EVERY) {
-            release_free_heap();
+            crate::heap::release_free_heap();
         }
-    }
-}
-
-/// Returns the free pages of every malloc arena to the kernel.
-pub(super) fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim takes no pointers and has no preconditions; it only
-    // releases memory that is already free.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
