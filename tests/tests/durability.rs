@@ -97,15 +97,7 @@ fn answered_signatures_survive_a_kill_9(engine: &str) {
     }
     let key = tmp.path().join("audit.pem");
     std::fs::write(&key, d.ok(&["audit", "public-key"])).unwrap();
-    let file = tmp.path().join("audit.jsonl");
-    std::fs::write(&file, &export).unwrap();
-    d.ok(&[
-        "audit",
-        "verify",
-        file.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    verifies_offline(&d, tmp.path(), &export, &key);
 }
 
 #[test]
@@ -174,8 +166,13 @@ fn a_sled_instance_moves_to_redb_with_its_keys_signatures_and_audit_log() {
     assert_eq!(signed(&d).len(), 4);
     let export = d.ok(&["audit", "export"]);
     assert!(export.contains("\"action\":\"CreateKey\""), "{export}");
-    let file = tmp.path().join("audit.jsonl");
-    std::fs::write(&file, &export).unwrap();
+    verifies_offline(&d, tmp.path(), &export, &key);
+}
+
+/// `keyward audit verify` accepts `export` with the audit public key in `key`.
+fn verifies_offline(d: &DevDaemon, dir: &std::path::Path, export: &str, key: &std::path::Path) {
+    let file = dir.join("audit.jsonl");
+    std::fs::write(&file, export).unwrap();
     d.ok(&[
         "audit",
         "verify",
