@@ -21,13 +21,6 @@ use std::sync::Arc;
 /// with 1 MiB 2.6 MiB.
 pub const CACHE_BYTES: usize = 1 << 20;
 
-/// The log is emptied, after a durable redb commit, once it holds this many bytes.
-/// Pages that commits without an fsync free are reused only after a durable one, so
-/// the file grows by some MiB between them; at 4 MiB the durable commits came often
-/// enough under a signing load to stall group commits into the p99 (p99 / p50 at 64
-/// requests in flight 7.6, against 1.9 at 32 MiB).
-const WAL_ROTATE: u64 = 32 << 20;
-
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 fn table(ns: Namespace) -> Table {
@@ -111,7 +104,7 @@ impl RedbStore {
             tx.open_table(table(ns)).map_err(engine)?;
         }
         tx.commit().map_err(engine)?;
-        let wal = Wal::open(&super::wal::path_of(path), WAL_ROTATE, &Db(&db), |ns, k| {
+        let wal = Wal::open(&super::wal::path_of(path), &Db(&db), |ns, k| {
             let tx = db.begin_read().map_err(engine)?;
             let t = tx.open_table(table(ns)).map_err(engine)?;
             Ok(t.get(k).map_err(engine)?.is_some())

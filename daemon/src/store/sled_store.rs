@@ -1,4 +1,5 @@
-//! The embedded default store: sled under the daemon's data directory.
+//! The sled store: sled 0.34 under the daemon's data directory (instances created
+//! before redb became the engine of new ones; `open.rs`).
 
 use super::packs::Packs;
 use super::sled_read::store_batch;
@@ -40,9 +41,6 @@ impl Sink for View<'_> {
         self.0.flush().map(drop).map_err(engine)
     }
 }
-
-/// The log is emptied (after a sled flush) once it is larger than this.
-const WAL_ROTATE: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct GroupCommit {
@@ -96,7 +94,7 @@ impl SledStore {
             .collect::<Result<Vec<_>, _>>()?;
         let packs = Packs::open(&db)?;
         let path = super::wal::path_of(dir);
-        let wal = Wal::open(&path, WAL_ROTATE, &View(&db, &trees, &packs), |ns, k| {
+        let wal = Wal::open(&path, &View(&db, &trees, &packs), |ns, k| {
             Ok(trees[ns.tag() as usize].contains_key(k).map_err(engine)?
                 || packs.get(ns, k.as_bytes())?.is_some())
         })?;

@@ -3,7 +3,7 @@
 //! first writer to wait for it appends every queued write to the log, fdatasyncs it
 //! once for all of them (group commit), and hands the batch to the engine ([`Sink`]),
 //! which stores it without making it durable itself: that is the log's job. When the
-//! log grows past its engine's limit, or a packed record is deleted (a replay must not
+//! log grows past [`ROTATE`], or a packed record is deleted (a replay must not
 //! bring it back), the engine persists what it stored and the log is emptied.
 //!
 //! At open the log is replayed: its entries have keys never written before, so a
@@ -34,9 +34,14 @@ pub(super) struct Wal {
     pending: Mutex<(Vec<Entry>, u64)>,
     /// The log file and the sequence number it covers; held while syncing.
     file: Mutex<(WalFile, u64)>,
-    /// The log is emptied once it holds more than this many bytes.
-    rotate: u64,
 }
+
+/// The log is emptied, after a durable commit of the engine, once it holds more than
+/// this many bytes. Until then redb cannot reuse the pages its commits without an fsync
+/// freed, so its file grows by some MiB; at 4 MiB the durable commits came often enough
+/// under a signing load to stall group commits into the p99 (p99 / p50 at 64 requests
+/// in flight 7.6, against 1.9 at 32 MiB).
+const ROTATE: u64 = 32 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -52,7 +57,6 @@ impl Wal {
     /// the store has), persists it, and opens the log empty.
     pub(super) fn open(
         path: &Path,
-        rotate: u64,
         sink: &impl Sink,
         stored: impl Fn(Namespace, &str) -> Result<bool, StoreError>,
     ) -> Result<Self, StoreError> {
@@ -99,7 +103,6 @@ impl Wal {
         Ok(Self {
             pending: Mutex::new((Vec::new(), 0)),
             file: Mutex::new((file, 0)),
-            rotate,
         })
     }
 
@@ -139,7 +142,7 @@ impl Wal {
             return Err(e);
         }
         *synced = upto;
-        if file.len() > self.rotate {
+        if file.len() > ROTATE {
             // Everything in the log is in the engine; once persisted the log can go.
             // The batch is durable either way: a failure here only keeps the log.
             if let Err(e) = sink.persist().and_then(|()| clear(file)) {
