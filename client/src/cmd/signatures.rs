@@ -53,8 +53,12 @@ impl Show for proto::RevokeSignatureResponse {
 impl Show for Vec<proto::LedgerEntry> {
     fn text(&self) {
         for e in self {
+            let derived = match e.derived_from.as_str() {
+                "" => String::new(),
+                from => format!("  (re-signs {from})"),
+            };
             println!(
-                "{}  {:<11} {}/{}@{}  {} v{}  by {}",
+                "{}  {:<11} {}/{}@{}  {} v{}  by {}{derived}",
                 e.time, e.kind, e.registry, e.repository, e.digest, e.key, e.version, e.requester
             );
         }

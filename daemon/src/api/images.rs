@@ -216,7 +216,7 @@ impl pb::image_service_server::ImageService for ImageApi {
             Ok::<_, ImageError>(
                 self.signer
                     .ledger()
-                    .list_page(&q, &r.page_token, page::size(r.page_size))
+                    .list_rows(&q, &r.page_token, page::size(r.page_size))
                     .await?,
             )
         }
@@ -226,7 +226,9 @@ impl pb::image_service_server::ImageService for ImageApi {
                 next_page_token,
                 entries: entries
                     .into_iter()
-                    .map(|e| pb::LedgerEntry {
+                    .map(|(id, e)| pb::LedgerEntry {
+                        id,
+                        derived_from: e.derived_from,
                         kind: e.kind,
                         registry: e.registry,
                         repository: e.repository,

@@ -17,6 +17,7 @@ use crate::oci::{DockerConfig, Registries, RegistrySettings};
 use crate::pki::CaRecord;
 use crate::pki::timestamps::Tsa;
 use crate::revocation::Revocations;
+use crate::revocation::condemned::Condemnation;
 use crate::revocation::incident::Incidents;
 use crate::revocation::publish::Publisher;
 use crate::revocation::signatures::RevokedSignatures;
@@ -122,6 +123,8 @@ impl App {
         let ledger = SignatureLedger::new(i.store.clone());
         ledger.ensure_index().await?;
         let revoked_signatures = Arc::new(RevokedSignatures::load(i.protected.clone()).await?);
+        let condemnation =
+            Condemnation::new(keys.clone(), revoked_signatures.clone(), ledger.clone());
         let signer = ImageSigner::new(keys.clone(), registries, ledger.clone())
             .with_revoked_signatures(revoked_signatures.clone())
             .with_tsa(tsa.clone());
@@ -198,7 +201,7 @@ impl App {
         let unfinished = approvals.unfinished().await;
         let runner = Arc::new(Runner::new(
             jobs.clone(),
-            Arc::new(Resigner::new(signer.clone())),
+            Arc::new(Resigner::new(signer.clone(), condemnation.clone())),
             Arc::new(Resumer::new(approvals.clone())),
             audit.clone(),
             i.config.jobs.clone(),

@@ -10,6 +10,7 @@
 //! Every change of a job record is a compare-and-swap, so a user's `pause` and the
 //! runner's progress never overwrite each other.
 
+pub mod derived;
 mod pass;
 mod prune;
 mod record;

@@ -3,6 +3,7 @@
 //! failing them), and finished items are committed in batches, each batch with the
 //! job's counts in one transaction.
 
+use super::derived;
 use super::runner::{Outcome, Runner};
 use super::trim::Trimmer;
 use super::{ItemState, JobError, JobItem, JobKind, JobRecord, JobState};
@@ -212,10 +213,19 @@ impl Runner {
                 };
                 tokio::time::sleep_until(start).await;
             }
-            let outcome = match &kind {
-                JobKind::Resign(spec) => resign.run(&id, spec, &by, &item).await,
-                JobKind::Prune(spec) => resign.prune(spec, &by, &item).await,
-                JobKind::ResumeApprovals(_) => resume.run(&item).await,
+            // Every item of every kind passes the derived-signature rule as it starts.
+            let outcome = match derived::admit(resign.condemnation(), &kind, &item).await {
+                Err(refused) => refused,
+                Ok(original) => match (&kind, original) {
+                    (JobKind::Resign(spec), Some(original)) => {
+                        resign.run(&id, spec, &by, &item, &original).await
+                    }
+                    (JobKind::Resign(_), None) => {
+                        Outcome::Failed("a re-signing item without its original".into())
+                    }
+                    (JobKind::Prune(spec), _) => resign.prune(spec, &by, &item).await,
+                    (JobKind::ResumeApprovals(_), _) => resume.run(&item).await,
+                },
             };
             (key, rev, item, outcome)
         }

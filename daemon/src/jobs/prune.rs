@@ -78,6 +78,7 @@ impl Resigner {
                     pushed_to: String::new(),
                     size: 0,
                     request_hash: String::new(),
+                    derived_from: String::new(),
                 };
                 match self.signer().ledger().writes(&note) {
                     Ok(w) => Outcome::Done(w),

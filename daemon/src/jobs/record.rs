@@ -257,6 +257,10 @@ pub struct JobItem {
     pub reference: String,
     /// The signed digest.
     pub digest: String,
+    /// The ledger row of the signature the item is about (a campaign's original),
+    /// read again when the item runs; empty for items of other kinds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     /// Where it is.
     pub state: ItemState,
     /// Why it was skipped or failed, or why its last attempt did not finish.

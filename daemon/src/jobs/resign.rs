@@ -2,12 +2,14 @@
 //! signed again with the key's active version. Items are listed from the ledger's
 //! index by key and version, a page at a time; nothing holds every image.
 
+use super::derived::Original;
 use super::runner::Outcome;
 use super::{ItemState, JobError, JobItem, ResignSpec, item_key};
 use crate::authz::campaign_permit;
 use crate::hsm::HsmError;
 use crate::keys::{KeyError, KeyRegistry};
 use crate::oci::RegistryError;
+use crate::revocation::condemned::Condemnation;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, NotResigned};
 use std::collections::BTreeMap;
@@ -19,6 +21,8 @@ const PAGE: usize = 256;
 /// Does the work of re-signing campaigns.
 pub struct Resigner {
     signer: Arc<ImageSigner>,
+    /// Whether a signature is condemned: every item's original is checked when it runs.
+    condemnation: Condemnation,
 }
 
 impl std::fmt::Debug for Resigner {
@@ -76,9 +80,17 @@ pub(super) fn outcome(e: ImageError) -> Outcome {
 }
 
 impl Resigner {
-    /// Re-signs with `signer`.
-    pub fn new(signer: Arc<ImageSigner>) -> Self {
-        Self { signer }
+    /// Re-signs with `signer`, deriving only from what `condemnation` does not condemn.
+    pub fn new(signer: Arc<ImageSigner>, condemnation: Condemnation) -> Self {
+        Self {
+            signer,
+            condemnation,
+        }
+    }
+
+    /// The check of every derived signature's original.
+    pub(super) fn condemnation(&self) -> &Condemnation {
+        &self.condemnation
     }
 
     pub(super) fn signer(&self) -> &Arc<ImageSigner> {
@@ -109,17 +121,18 @@ impl Resigner {
         q: &LedgerQuery,
         after: &str,
     ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
-        let (entries, next) = self.signer.ledger().list_page(q, after, PAGE).await?;
+        let (entries, next) = self.signer.ledger().list_rows(q, after, PAGE).await?;
         let items = entries
             .into_iter()
-            .filter(|e| e.kind == "signature")
-            .map(|e| {
+            .filter(|(_, e)| e.kind == "signature")
+            .map(|(row, e)| {
                 (
                     item_key(job, &e.registry, &e.reference, &e.digest),
                     JobItem {
                         registry: e.registry,
                         reference: e.reference,
                         digest: e.digest,
+                        origin: row,
                         state: ItemState::Queued,
                         reason: None,
                         attempts: 0,
@@ -131,8 +144,17 @@ impl Resigner {
         Ok((items, next))
     }
 
-    /// Re-signs one image with the key's active version, with the authority of `by`.
-    pub async fn run(&self, job: &str, spec: &ResignSpec, by: &str, item: &JobItem) -> Outcome {
+    /// Re-signs one image with the key's active version, with the authority of `by`:
+    /// `original` is the signature it re-makes, which `derived::admit` found and
+    /// checked as the item started. The new ledger entry names it.
+    pub async fn run(
+        &self,
+        job: &str,
+        spec: &ResignSpec,
+        by: &str,
+        item: &JobItem,
+        original: &Original,
+    ) -> Outcome {
         let key = match self.keys().get(&spec.key) {
             Ok(k) => k,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -164,13 +186,16 @@ impl Resigner {
                 Some(entry) if self.signer.ledger().has(&entry).await.unwrap_or(false) => {
                     Outcome::Done(Vec::new())
                 }
-                Some(entry) => match self.signer.ledger().writes(&entry) {
-                    Ok(w) => Outcome::Done(w),
-                    Err(e) => Outcome::Retry {
-                        reason: e.to_string(),
-                        registry_down: false,
-                    },
-                },
+                Some(mut entry) => {
+                    entry.derived_from = original.row.clone();
+                    match self.signer.ledger().writes(&entry) {
+                        Ok(w) => Outcome::Done(w),
+                        Err(e) => Outcome::Retry {
+                            reason: e.to_string(),
+                            registry_down: false,
+                        },
+                    }
+                }
                 None => Outcome::Done(Vec::new()),
             },
             Ok(Err(NotResigned::Gone(why))) => Outcome::Skipped(why),

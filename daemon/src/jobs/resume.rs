@@ -40,6 +40,7 @@ impl Resumer {
                         registry: APPROVALS.into(),
                         reference: id.clone(),
                         digest: String::new(),
+                        origin: String::new(),
                         state: ItemState::Queued,
                         reason: None,
                         attempts: 0,

@@ -4,6 +4,7 @@
 //! is a MAC'd store record with its sequence number (compare-and-swap: two daemons
 //! never issue the same sequence twice).
 
+pub mod condemned;
 pub mod incident;
 pub mod list;
 pub mod publish;

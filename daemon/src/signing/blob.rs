@@ -115,6 +115,7 @@ impl BlobSigner {
                 pushed_to: String::new(),
                 size: described.size,
                 request_hash: request_hash.to_string(),
+                derived_from: String::new(),
             })?;
             out.push(BlobSigned {
                 version,

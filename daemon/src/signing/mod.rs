@@ -152,6 +152,12 @@ fn check_scope(rec: &KeyRecord, repository: &str) -> Result<(), ImageError> {
     }
 }
 
+/// Whether `rec`'s current scope covers `repository` (`registry/repository`); the
+/// error says which patterns it has.
+pub fn in_scope(rec: &KeyRecord, repository: &str) -> Result<(), String> {
+    check_scope(rec, repository).map_err(|e| e.to_string())
+}
+
 fn image_capable(rec: &KeyRecord) -> Result<(), ImageError> {
     if rec.algorithm == Algorithm::RsaPss3072 {
         return Err(ImageError::InvalidArgument(format!(
@@ -316,6 +322,7 @@ impl ImageSigner {
             pushed_to: r.pushed_to.to_string(),
             size: 0,
             request_hash: String::new(),
+            derived_from: String::new(),
         }
     }
 

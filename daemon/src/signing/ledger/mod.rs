@@ -51,6 +51,11 @@ pub struct LedgerEntry {
     /// SHA-256 of the request that led to it (links the entry to its audit records).
     #[serde(default)]
     pub request_hash: String,
+    /// For a signature Keyward derived (re-signing): the ledger row of the signature it
+    /// re-makes. A derived signature shares its original's fate: condemning the
+    /// original condemns it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub derived_from: String,
 }
 
 /// Filters for listing.
@@ -146,12 +151,8 @@ impl SignatureLedger {
 
     /// The ledger entry a mark points to.
     pub async fn marked(&self, mark: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        let Some(row) = self.store.get(Namespace::LedgerMarks, mark).await? else {
-            return Ok(None);
-        };
-        let row = String::from_utf8_lossy(&row).into_owned();
-        match self.store.get(Namespace::Ledger, &row).await? {
-            Some(v) => decode(&row, &v).map(Some),
+        match self.marked_row(mark).await? {
+            Some(row) => self.get(&row).await,
             None => Ok(None),
         }
     }
@@ -274,6 +275,35 @@ impl SignatureLedger {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<LedgerEntry>, String), StoreError> {
+        let (rows, next) = self.list_rows(q, after, limit).await?;
+        Ok((rows.into_iter().map(|(_, e)| e).collect(), next))
+    }
+
+    /// The entry stored under ledger row `row`, if any.
+    pub async fn get(&self, row: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        match self.store.get(Namespace::Ledger, row).await? {
+            Some(v) => decode(row, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The ledger row a mark points to.
+    pub async fn marked_row(&self, mark: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .get(Namespace::LedgerMarks, mark)
+            .await?
+            .map(|row| String::from_utf8_lossy(&row).into_owned()))
+    }
+
+    /// As [`Self::list_page`], each entry with its ledger row (what a job item names
+    /// to find it again when it runs).
+    pub async fn list_rows(
+        &self,
+        q: &LedgerQuery,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, LedgerEntry)>, String), StoreError> {
         let opts = glob::MatchOptions {
             require_literal_separator: true,
             ..Default::default()
@@ -333,7 +363,7 @@ impl SignatureLedger {
                 row = k.clone();
                 let e = decode(&k, &v)?;
                 if keep(&e) && version.is_none_or(|v| v == e.version) {
-                    out.push(e);
+                    out.push((k, e));
                     if out.len() == limit {
                         return Ok((out, format!("{bucket}#{row}")));
                     }
@@ -351,7 +381,7 @@ impl SignatureLedger {
         keep: &impl Fn(&LedgerEntry) -> bool,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<LedgerEntry>, String), StoreError> {
+    ) -> Result<(Vec<(String, LedgerEntry)>, String), StoreError> {
         let mut out = Vec::new();
         let mut cursor = after.to_string();
         loop {
@@ -363,7 +393,7 @@ impl SignatureLedger {
                 cursor = k.clone();
                 let e = decode(&k, &v)?;
                 if keep(&e) {
-                    out.push(e);
+                    out.push((k, e));
                     if out.len() == limit {
                         return Ok((out, cursor));
                     }

@@ -18,6 +18,7 @@ fn entry(key: &str, version: u32, n: i64) -> LedgerEntry {
         pushed_to: String::new(),
         size: 0,
         request_hash: String::new(),
+        derived_from: String::new(),
     }
 }
 
