@@ -57,6 +57,8 @@ impl Show for proto::IncidentReport {
             self.version,
             if self.dry_run {
                 "would be revoked (key-compromise)"
+            } else if self.already_revoked {
+                "was revoked so already: nothing new revoked, earlier jobs named"
             } else {
                 "revoked (key-compromise)"
             }

@@ -254,7 +254,11 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             Response::new(pb::IncidentReport {
                 key: r.name.clone(),
                 version: r.version,
-                compromised_since: r.compromised_since.clone(),
+                compromised_since: rep
+                    .compromised_since
+                    .and_then(|t| t.format(&Rfc3339).ok())
+                    .unwrap_or_else(|| r.compromised_since.clone()),
+                already_revoked: rep.already_revoked,
                 dry_run: r.dry_run,
                 signed_before: rep.signed_before,
                 signed_after: rep.signed_after,

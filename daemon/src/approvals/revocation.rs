@@ -5,7 +5,7 @@
 //! a quorum unless the key says so.
 
 use super::{ApprovalError, ApprovalRecord, Approvals, Subject};
-use crate::keys::{KeyError, RevokeRequest};
+use crate::keys::{RevokeEffect, RevokeRequest};
 use crate::revocation::incident::IncidentRequest;
 
 /// A revocation as asked: what is revoked, and whether the whole incident runs.
@@ -20,7 +20,9 @@ pub struct Asked {
 impl Approvals {
     /// Holds `asked` for approval when the key's policy says so: the pending request
     /// then, none when the revocation may run now (no approvals needed, or it would
-    /// change nothing: the version is already revoked as asked).
+    /// change nothing: the version is already revoked exactly as asked). A request the
+    /// recorded facts refuse (a later compromise, a milder reason) is refused here,
+    /// before any approval is filed.
     pub async fn hold_revocation(
         &self,
         asked: &Asked,
@@ -28,15 +30,9 @@ impl Approvals {
     ) -> Result<Option<ApprovalRecord>, ApprovalError> {
         let req = &asked.revoke;
         let key = self.keys.get(&req.name)?;
-        if key.revoke_approvals == 0 || key.already_revoked_as(req) {
+        let effect = key.revoke_effect(req)?;
+        if key.revoke_approvals == 0 || effect == RevokeEffect::Nothing {
             return Ok(None);
-        }
-        if key.version(req.version).is_none() {
-            return Err(KeyError::VersionNotFound {
-                name: req.name.clone(),
-                version: req.version,
-            }
-            .into());
         }
         let subject = Subject::Revocation {
             version: req.version,
@@ -109,7 +105,7 @@ impl Approvals {
             return Ok(());
         }
         let key = self.keys.get(&r.key)?;
-        if !key.already_revoked_as(&revoke) {
+        if key.revoke_effect(&revoke)? != RevokeEffect::Nothing {
             self.incidents.revoke_version(&revoke).await?;
         }
         r.outcome = Some(format!(

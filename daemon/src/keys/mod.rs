@@ -17,7 +17,7 @@ pub use record::{
     KeyRecord, KeyVersion, Purpose, RotationPolicy, VersionState, validate_name, validate_scope,
 };
 pub(crate) use revoke::rfc3339;
-pub use revoke::{Revocation, RevocationReason, RevokeRequest};
+pub use revoke::{Revocation, RevocationReason, RevokeEffect, RevokeRequest};
 pub use version_ref::VersionRef;
 pub use write::{FollowUp, Rotated, no_follow_up};
 

@@ -66,44 +66,100 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Applies `req` to `rec` at `now`: revokes the version, or moves an existing
-/// revocation's `compromised_since` earlier. Anything else is refused with the reason.
-fn apply(rec: &mut KeyRecord, req: &RevokeRequest, now: OffsetDateTime) -> Result<(), KeyError> {
-    let name = rec.name.clone();
-    let v = rec
-        .versions
-        .iter_mut()
-        .find(|v| v.version == req.version)
-        .ok_or_else(|| KeyError::VersionNotFound {
-            name: name.clone(),
-            version: req.version,
-        })?;
-    match (v.state, &mut v.revocation) {
-        (VersionState::Revoked, Some(existing)) => {
-            let earlier = match (req.compromised_since, existing.compromised_since) {
-                (Some(new), Some(old)) => new < old,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if !earlier || req.reason != existing.reason {
-                let since = existing
-                    .compromised_since
-                    .map(|t| format!(", compromised since {}", rfc3339(t)))
-                    .unwrap_or_default();
+/// What a revocation request would change on a key record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeEffect {
+    /// The version is not revoked yet: it will be.
+    Revokes,
+    /// It is revoked as compromised: the compromise moves earlier.
+    MovesEarlier,
+    /// It was revoked for another reason: it is now revoked as compromised.
+    BecomesCompromised,
+    /// It is revoked exactly so already: nothing changes.
+    Nothing,
+}
+
+impl KeyRecord {
+    /// What `req` would change. Revocation facts only grow: a later
+    /// `compromised_since`, a narrower compromise or a milder reason than the one
+    /// recorded is refused, with the recorded facts named. Every door that revokes
+    /// (`key revoke`, `incident revoke`, an approval, a resumed approval) asks this.
+    pub fn revoke_effect(&self, req: &RevokeRequest) -> Result<RevokeEffect, KeyError> {
+        let name = &self.name;
+        let v = self
+            .version(req.version)
+            .ok_or_else(|| KeyError::VersionNotFound {
+                name: name.clone(),
+                version: req.version,
+            })?;
+        let existing = match (v.state, &v.revocation) {
+            (VersionState::Destroyed, _) => {
                 return Err(KeyError::FailedPrecondition(format!(
-                    "key {name:?} version {} was revoked at {} ({}{since}); revocation is irreversible, and revoking it again can only move --compromised-since earlier",
-                    req.version,
-                    rfc3339(existing.revoked_at),
-                    existing.reason.as_str(),
+                    "key {name:?} version {} was destroyed: its HSM object is gone, so it cannot sign; there is nothing to revoke",
+                    req.version
                 )));
             }
+            (VersionState::Revoked, Some(existing)) => existing,
+            _ => return Ok(RevokeEffect::Revokes),
+        };
+        use RevocationReason::KeyCompromise;
+        let effect = match (existing.reason, req.reason) {
+            (held, KeyCompromise) if held != KeyCompromise => {
+                Some(RevokeEffect::BecomesCompromised)
+            }
+            (KeyCompromise, KeyCompromise) => {
+                match (req.compromised_since, existing.compromised_since) {
+                    (Some(new), Some(old)) if new < old => Some(RevokeEffect::MovesEarlier),
+                    (Some(new), Some(old)) if new == old => Some(RevokeEffect::Nothing),
+                    (None, None) => Some(RevokeEffect::Nothing),
+                    _ => None,
+                }
+            }
+            (held, asked) if held == asked => Some(RevokeEffect::Nothing),
+            _ => None,
+        };
+        effect.ok_or_else(|| {
+            let since = existing
+                .compromised_since
+                .map(|t| format!(", compromised since {}", rfc3339(t)))
+                .unwrap_or_default();
+            KeyError::FailedPrecondition(format!(
+                "key {name:?} version {} was revoked at {} ({}{since}); revocation is irreversible, and revoking it again can only move --compromised-since earlier or make a revocation one for key-compromise",
+                req.version,
+                rfc3339(existing.revoked_at),
+                existing.reason.as_str(),
+            ))
+        })
+    }
+}
+
+/// Applies `req` to `rec` at `now`: revokes the version, moves an existing
+/// revocation's `compromised_since` earlier, or makes it one for key compromise.
+/// Anything else is refused with the reason.
+fn apply(rec: &mut KeyRecord, req: &RevokeRequest, now: OffsetDateTime) -> Result<(), KeyError> {
+    let effect = rec.revoke_effect(req)?;
+    let Some(v) = rec.versions.iter_mut().find(|v| v.version == req.version) else {
+        return Ok(());
+    };
+    match (effect, &mut v.revocation) {
+        (RevokeEffect::Nothing, Some(existing)) => {
+            let since = existing
+                .compromised_since
+                .map(|t| format!(", compromised since {}", rfc3339(t)))
+                .unwrap_or_default();
+            Err(KeyError::FailedPrecondition(format!(
+                "key {:?} version {} was revoked at {} ({}{since}) already: nothing changed; revocation is irreversible",
+                rec.name,
+                req.version,
+                rfc3339(existing.revoked_at),
+                existing.reason.as_str(),
+            )))
+        }
+        (RevokeEffect::MovesEarlier | RevokeEffect::BecomesCompromised, Some(existing)) => {
+            existing.reason = req.reason;
             existing.compromised_since = req.compromised_since;
             Ok(())
         }
-        (VersionState::Destroyed, _) => Err(KeyError::FailedPrecondition(format!(
-            "key {name:?} version {} was destroyed: its HSM object is gone, so it cannot sign; there is nothing to revoke",
-            req.version
-        ))),
         _ => {
             v.state = VersionState::Revoked;
             v.revocation = Some(Revocation {
@@ -130,26 +186,6 @@ impl super::KeyVersion {
         .into_iter()
         .flatten()
         .min()
-    }
-}
-
-impl KeyRecord {
-    /// Whether `req` would change nothing: the version is already revoked, for the
-    /// same reason, and from the same compromise time or an earlier one.
-    pub fn already_revoked_as(&self, req: &RevokeRequest) -> bool {
-        let Some(r) = self
-            .version(req.version)
-            .filter(|v| v.state == VersionState::Revoked)
-            .and_then(|v| v.revocation.as_ref())
-        else {
-            return false;
-        };
-        r.reason == req.reason
-            && match (req.compromised_since, r.compromised_since) {
-                (Some(asked), Some(held)) => held <= asked,
-                (Some(_), None) => false,
-                (None, _) => true,
-            }
     }
 }
 

@@ -10,8 +10,8 @@ use super::publish::Publisher;
 use crate::audit::{AuditLog, Decision, Entry};
 use crate::jobs::{JobKind, Jobs, PruneSpec, ResignSpec};
 use crate::keys::{
-    KeyError, KeyRecord, KeyRegistry, Purpose, RevocationReason, RevokeRequest, VersionState,
-    no_follow_up, rfc3339,
+    KeyError, KeyRecord, KeyRegistry, Purpose, RevocationReason, RevokeEffect, RevokeRequest,
+    VersionState, no_follow_up, rfc3339,
 };
 use crate::signing::ledger::{LedgerQuery, SignatureLedger};
 use serde::Serialize;
@@ -64,6 +64,13 @@ pub struct IncidentReport {
     pub registries_behind: Vec<String>,
     /// The audit record holding this report (0: none, a dry run or a failed write).
     pub audit_seq: u64,
+    /// The version was revoked exactly so already: nothing new was revoked, and jobs
+    /// an earlier run started are reported, not started again.
+    pub already_revoked: bool,
+    /// The compromise the incident acted on: the recorded one (a request may only move
+    /// it earlier).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub compromised_since: Option<OffsetDateTime>,
 }
 
 /// Runs incidents.
@@ -117,7 +124,7 @@ impl Incidents {
         let detail = serde_json::json!({
             "key": req.name,
             "version": req.version,
-            "compromised_since": rfc3339(req.compromised_since),
+            "compromised_since": rfc3339(report.compromised_since.unwrap_or(req.compromised_since)),
             "by": req.by,
             "approved_by": req.approved_by,
             "remove_signatures": req.remove_signatures,
@@ -156,6 +163,7 @@ impl Incidents {
     async fn count(
         &self,
         req: &IncidentRequest,
+        since: OffsetDateTime,
         report: &mut IncidentReport,
     ) -> Result<(), KeyError> {
         let q = LedgerQuery {
@@ -167,7 +175,7 @@ impl Incidents {
         loop {
             let (page, next) = self.ledger.list_page(&q, &after, 1000).await?;
             for e in page.iter().filter(|e| e.kind == "signature") {
-                if e.time < req.compromised_since {
+                if e.time < since {
                     report.signed_before += 1;
                 } else {
                     report.signed_after += 1;
@@ -185,7 +193,31 @@ impl Incidents {
         }
     }
 
-    /// Runs the incident in order; see the module's documentation.
+    /// Starts `kind` unless a job of exactly that kind exists (an earlier run of the
+    /// same incident started it): its id either way.
+    async fn start_once(
+        &self,
+        kind: JobKind,
+        by: &str,
+        reason: String,
+    ) -> Result<String, KeyError> {
+        let existing = self
+            .jobs
+            .list(None)
+            .await
+            .map_err(|e| KeyError::FailedPrecondition(format!("cannot list jobs: {e}")))?
+            .into_iter()
+            .find(|j| j.kind == kind && j.state != crate::jobs::JobState::Cancelled);
+        match existing {
+            Some(j) => Ok(j.id),
+            None => self.start(kind, by, reason).await,
+        }
+    }
+
+    /// Runs the incident in order; see the module's documentation. The compromise is
+    /// the one recorded on the version once step 1 is done (a request may move it
+    /// earlier, never later: `KeyRecord::revoke_effect` refuses that, naming the
+    /// recorded time); every bound below is that recorded time.
     pub async fn revoke(&self, req: &IncidentRequest) -> Result<IncidentReport, KeyError> {
         let now = crate::clock::now();
         if req.compromised_since > now {
@@ -193,7 +225,15 @@ impl Incidents {
                 "--compromised-since is in the future".into(),
             ));
         }
+        let revoke = RevokeRequest {
+            name: req.name.clone(),
+            version: req.version,
+            reason: RevocationReason::KeyCompromise,
+            compromised_since: Some(req.compromised_since),
+            by: req.by.clone(),
+        };
         let key = self.keys.get(&req.name)?;
+        let effect = key.revoke_effect(&revoke)?;
         let v = key
             .version(req.version)
             .ok_or_else(|| KeyError::VersionNotFound {
@@ -202,35 +242,28 @@ impl Incidents {
             })?;
         let mut report = IncidentReport {
             needs_rotation: v.state == VersionState::Active || key.active().is_none(),
+            already_revoked: effect == RevokeEffect::Nothing,
+            compromised_since: Some(req.compromised_since),
             ..Default::default()
         };
         if req.dry_run {
-            self.count(req, &mut report).await?;
+            self.count(req, req.compromised_since, &mut report).await?;
             return Ok(report);
         }
-        // 1. Stop the version signing; a revocation from an earlier run stands.
-        let revoked = self
-            .keys
-            .revoke(&RevokeRequest {
-                name: req.name.clone(),
-                version: req.version,
-                reason: RevocationReason::KeyCompromise,
-                compromised_since: Some(req.compromised_since),
-                by: req.by.clone(),
-            })
-            .await;
-        match revoked {
-            Ok(_) => {}
-            Err(KeyError::FailedPrecondition(_))
-                if self
-                    .keys
-                    .get(&req.name)?
-                    .version(req.version)
-                    .is_some_and(|v| v.state == VersionState::Revoked) => {}
-            Err(e) => return Err(e),
+        // 1. Stop the version signing (a revocation recorded exactly so stands).
+        if effect != RevokeEffect::Nothing {
+            self.keys.revoke(&revoke).await?;
         }
+        let since = self
+            .keys
+            .get(&req.name)?
+            .version(req.version)
+            .and_then(|v| v.revocation.as_ref())
+            .and_then(|r| r.compromised_since)
+            .unwrap_or(req.compromised_since);
+        report.compromised_since = Some(since);
         // 2. What it signed, before and after the compromise.
-        self.count(req, &mut report).await?;
+        self.count(req, since, &mut report).await?;
         // 3. Rotate first when production would be left without a signing version.
         if self.keys.get(&req.name)?.active().is_none() {
             let rotated = self.keys.rotate(&req.name, &no_follow_up, now).await?;
@@ -243,14 +276,19 @@ impl Incidents {
                 from_version: req.version,
                 repository: None,
                 since: None,
-                until: Some(req.compromised_since),
+                until: Some(since),
                 retire_when_done: false,
             };
             let reason = format!(
                 "incident: key {} version {} compromised since {}",
-                req.name, req.version, req.compromised_since
+                req.name,
+                req.version,
+                rfc3339(since)
             );
-            report.resign_job = Some(self.start(JobKind::Resign(spec), &req.by, reason).await?);
+            report.resign_job = Some(
+                self.start_once(JobKind::Resign(spec), &req.by, reason)
+                    .await?,
+            );
         }
         // 5. Optionally remove the version's layers from what it signed after the
         // compromise (the attacker's signatures), co-signed or not.
@@ -258,14 +296,19 @@ impl Incidents {
             let spec = PruneSpec {
                 key: req.name.clone(),
                 version: req.version,
-                since: Some(req.compromised_since),
+                since: Some(since),
                 compromised: true,
             };
             let reason = format!(
                 "incident: removing key {} version {}'s signatures made since {}",
-                req.name, req.version, req.compromised_since
+                req.name,
+                req.version,
+                rfc3339(since)
             );
-            report.remove_job = Some(self.start(JobKind::Prune(spec), &req.by, reason).await?);
+            report.remove_job = Some(
+                self.start_once(JobKind::Prune(spec), &req.by, reason)
+                    .await?,
+            );
         }
         // 4. Publish the revocation list everywhere (the outbox delivers it).
         let list = self.lists.ensure(now).await?;
