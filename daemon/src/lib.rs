@@ -25,3 +25,4 @@ pub mod pki;
 pub mod revocation;
 pub mod signing;
 pub mod store;
+pub mod supervise;

@@ -19,6 +19,11 @@ struct KeyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HsmLabels {
     backend: String,
     operation: String,
@@ -30,6 +35,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     signatures: Family<KeyLabels, Counter>,
     hsm_seconds: Family<HsmLabels, Histogram>,
+    task_restarts: Family<TaskLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,22 +70,35 @@ impl Metrics {
             "Time HSM operations take on the worker threads",
             hsm_seconds.clone(),
         );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Daemon tasks (and jobs, and one key's scheduled work) that panicked or stopped, by task",
+            task_restarts.clone(),
+        );
         Self {
             registry,
             requests,
             signatures,
             hsm_seconds,
+            task_restarts,
         }
     }
 
-    /// Counts a finished request.
-    pub fn request(&self, method: &str, code: tonic::Code) {
+    /// Counts a finished request. The method is a name from the rule table (or
+    /// `unknown`, `Authenticate`), never text a caller chose.
+    pub fn request(&self, method: &'static str, code: tonic::Code) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
                 code: format!("{code:?}"),
             })
             .inc();
+    }
+
+    /// Counts a task that failed and was restarted (or contained).
+    pub fn task_restarted(&self, task: &'static str) {
+        self.task_restarts.get_or_create(&TaskLabels { task }).inc();
     }
 
     /// Counts a signature.

@@ -24,6 +24,7 @@ use crate::revocation::signatures::RevokedSignatures;
 use crate::signing::ImageSigner;
 use crate::signing::blob::BlobSigner;
 use crate::signing::ledger::SignatureLedger;
+use crate::supervise::Supervisor;
 use std::sync::Arc;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -199,13 +200,16 @@ impl App {
         ));
         // Before the API serves: none of these is a request this process is signing.
         let unfinished = approvals.unfinished().await;
-        let runner = Arc::new(Runner::new(
-            jobs.clone(),
-            Arc::new(Resigner::new(signer.clone(), condemnation.clone())),
-            Arc::new(Resumer::new(approvals.clone())),
-            audit.clone(),
-            i.config.jobs.clone(),
-        ));
+        let runner = Arc::new(
+            Runner::new(
+                jobs.clone(),
+                Arc::new(Resigner::new(signer.clone(), condemnation.clone())),
+                Arc::new(Resumer::new(approvals.clone())),
+                audit.clone(),
+                i.config.jobs.clone(),
+            )
+            .with_supervisor(Supervisor::new(audit.clone(), i.metrics.clone())),
+        );
         let scheduler = Arc::new(Scheduler::new(
             keys.clone(),
             jobs.clone(),
@@ -250,6 +254,17 @@ impl App {
         ));
         self.scheduler = None;
         (self, s)
+    }
+
+    /// Debug builds only: every item of job kind `kind` panics when it runs (tests
+    /// prove that a panic is contained).
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub fn with_panicking_job_kind(mut self, kind: &'static str) -> Self {
+        if let Some(runner) = Arc::get_mut(&mut self.runner) {
+            runner.panicking_kind = Some(kind);
+        }
+        self
     }
 
     /// The revocation lists it issues (tests issue at a chosen time).

@@ -149,6 +149,7 @@ pub async fn run(
             approvals.clone(),
         )));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let metrics_for_tasks = metrics.clone();
     let http_app = crate::http::router(
         metrics,
         audit.clone(),
@@ -161,23 +162,46 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let checkpoints = tokio::spawn(crate::audit::checkpoint_loop(
-        audit,
-        backends,
-        config.ca_backend().to_string(),
-        std::time::Duration::from_secs(config.audit.checkpoint_seconds.max(1)),
-        config.audit.checkpoint_records.max(1),
-        stop_rx.clone(),
-    ));
-    let jobs_stopped = tokio::spawn(runner.run(stop_rx.clone()));
+    // Every long-lived task is supervised: one that panics or ends early is logged,
+    // audited, counted and started again.
+    let sup = crate::supervise::Supervisor::new(audit.clone(), metrics_for_tasks);
+    let (ca_backend, stop) = (config.ca_backend().to_string(), stop_rx.clone());
+    let checkpoint_every = std::time::Duration::from_secs(config.audit.checkpoint_seconds.max(1));
+    let checkpoint_records = config.audit.checkpoint_records.max(1);
+    let checkpoints = sup.spawn("audit-checkpoints", stop_rx.clone(), move || {
+        crate::audit::checkpoint_loop(
+            audit.clone(),
+            backends.clone(),
+            ca_backend.clone(),
+            checkpoint_every,
+            checkpoint_records,
+            stop.clone(),
+        )
+    });
+    let stop = stop_rx.clone();
+    let jobs_stopped = sup.spawn("jobs", stop_rx.clone(), move || {
+        runner.clone().run(stop.clone())
+    });
     let every = std::time::Duration::from_secs(config.jobs.schedule_seconds.max(1));
-    let scheduled = scheduler.map(|s| tokio::spawn(s.run(every, stop_rx.clone())));
+    let scheduled = scheduler.map(|s| {
+        let stop = stop_rx.clone();
+        sup.spawn("scheduler", stop_rx.clone(), move || {
+            s.clone().run(every, stop.clone())
+        })
+    });
     // The list is checked a few times per half-life (at most every minute) and
     // re-issued when due.
     let validity = config.revocation.validity_seconds().unwrap_or(86_400);
     let refresh_every = std::time::Duration::from_secs((validity / 8).clamp(1, 60));
-    let refreshed = tokio::spawn(revocations.refresh(refresh_every, stop_rx.clone()));
-    let published = tokio::spawn(publisher.run(stop_rx.clone()));
+    let stop = stop_rx.clone();
+    let lists = revocations.clone();
+    let refreshed = sup.spawn("revocation-refresh", stop_rx.clone(), move || {
+        lists.clone().refresh(refresh_every, stop.clone())
+    });
+    let stop = stop_rx.clone();
+    let published = sup.spawn("revocation-publish", stop_rx.clone(), move || {
+        publisher.clone().run(stop.clone())
+    });
     let mut stop_grpc = stop_rx.clone();
     let mut stop_http = stop_rx;
     let task = tokio::spawn(async move {

@@ -202,6 +202,11 @@ impl Runner {
             job.id.clone(),
         );
         let rate = self.settings.rate_per_registry;
+        let supervisor = self.supervisor.clone();
+        #[cfg(debug_assertions)]
+        let panicking = self.panicking_kind == Some(job.kind.name());
+        #[cfg(not(debug_assertions))]
+        let panicking = false;
         async move {
             let _slot = gate.slots.clone().acquire_owned().await;
             if rate > 0.0 {
@@ -213,19 +218,50 @@ impl Runner {
                 };
                 tokio::time::sleep_until(start).await;
             }
-            // Every item of every kind passes the derived-signature rule as it starts.
-            let outcome = match derived::admit(resign.condemnation(), &kind, &item).await {
-                Err(refused) => refused,
-                Ok(original) => match (&kind, original) {
-                    (JobKind::Resign(spec), Some(original)) => {
-                        resign.run(&id, spec, &by, &item, &original).await
+            // The item's work runs as a task of its own, so that a panic in it fails
+            // this item (said, audited with its outcome) and nothing else.
+            let work = {
+                let item = item.clone();
+                tokio::spawn(async move {
+                    if panicking {
+                        panic!(
+                            "job kind {} made to panic (a debug build's test)",
+                            kind.name()
+                        );
                     }
-                    (JobKind::Resign(_), None) => {
-                        Outcome::Failed("a re-signing item without its original".into())
+                    // Every item of every kind passes the derived-signature rule as it
+                    // starts.
+                    match derived::admit(resign.condemnation(), &kind, &item).await {
+                        Err(refused) => refused,
+                        Ok(original) => match (&kind, original) {
+                            (JobKind::Resign(spec), Some(original)) => {
+                                resign.run(&id, spec, &by, &item, &original).await
+                            }
+                            (JobKind::Resign(_), None) => {
+                                Outcome::Failed("a re-signing item without its original".into())
+                            }
+                            (JobKind::Prune(spec), _) => resign.prune(spec, &by, &item).await,
+                            (JobKind::ResumeApprovals(_), _) => resume.run(&item).await,
+                        },
                     }
-                    (JobKind::Prune(spec), _) => resign.prune(spec, &by, &item).await,
-                    (JobKind::ResumeApprovals(_), _) => resume.run(&item).await,
-                },
+                })
+            };
+            let outcome = match work.await {
+                Ok(o) => o,
+                Err(e) => {
+                    let why = match e.try_into_panic() {
+                        Ok(p) => format!(
+                            "its work panicked: {}",
+                            crate::supervise::panic_message(&*p)
+                        ),
+                        Err(e) => format!("its work was cancelled: {e}"),
+                    };
+                    tracing::error!(item = %key, reason = %why, "a job item failed");
+                    if let Some(s) = &supervisor {
+                        s.count("job-item");
+                    }
+                    Outcome::Failed(why)
+                }
             };
             (key, rev, item, outcome)
         }

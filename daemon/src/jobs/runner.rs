@@ -11,6 +11,7 @@ use super::resume::Resumer;
 use super::{JobError, JobKind, JobRecord, JobState, Jobs};
 use crate::audit::AuditLog;
 use crate::store::{Expect, Namespace, to_json};
+use crate::supervise::Supervisor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,6 +83,12 @@ pub struct Runner {
     pub(super) audit: Arc<AuditLog>,
     pub(super) settings: JobSettings,
     pub(super) gates: Mutex<HashMap<String, Arc<RegistryGate>>>,
+    /// Says when a job's task or an item's work panicked (log, audit, metric).
+    pub(super) supervisor: Option<Supervisor>,
+    /// Debug builds only: items of this kind panic (tests prove a panic is contained).
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub panicking_kind: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -106,7 +113,34 @@ impl Runner {
             audit,
             settings,
             gates: Mutex::new(HashMap::new()),
+            supervisor: None,
+            #[cfg(debug_assertions)]
+            panicking_kind: None,
         }
+    }
+
+    /// Reports panics of jobs and items through `supervisor`.
+    pub fn with_supervisor(mut self, supervisor: Supervisor) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// A job's task ended in a panic: said (log, audit, metric) and kept on the job
+    /// record; the job is driven again after a backoff.
+    async fn job_panicked(&self, id: &str, why: String) {
+        let why = format!("the job's task panicked: {why}");
+        if let Some(s) = &self.supervisor {
+            s.failed("job", id, &why).await;
+        } else {
+            tracing::error!(job = %id, reason = %why, "a job's task panicked");
+        }
+        let _ = self
+            .jobs
+            .update(id, |j| {
+                j.error = Some(why.clone());
+                Ok(())
+            })
+            .await;
     }
 
     /// Runs every runnable job until `stop` turns true; a job added or resumed rings
@@ -114,12 +148,36 @@ impl Runner {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let bell = self.jobs.bell();
         let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        // Jobs whose task panicked wait before they are driven again (doubling).
+        let mut held: HashMap<String, (tokio::time::Instant, u32)> = HashMap::new();
         loop {
-            running.retain(|_, h| !h.is_finished());
+            let ended: Vec<String> = running
+                .iter()
+                .filter(|(_, h)| h.is_finished())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ended {
+                let Some(handle) = running.remove(&id) else {
+                    continue;
+                };
+                if let Err(e) = handle.await
+                    && e.is_panic()
+                {
+                    let why = crate::supervise::panic_message(&*e.into_panic());
+                    self.job_panicked(&id, why).await;
+                    let n = held.get(&id).map_or(0, |h| h.1 + 1);
+                    let wait = Duration::from_secs(1 << n.min(6));
+                    held.insert(id, (tokio::time::Instant::now() + wait, n));
+                }
+            }
             match self.jobs.list(None).await {
                 Ok(all) => {
                     for job in all.into_iter().filter(|j| j.state.is_runnable()) {
-                        if running.contains_key(&job.id) {
+                        if running.contains_key(&job.id)
+                            || held
+                                .get(&job.id)
+                                .is_some_and(|(until, _)| *until > tokio::time::Instant::now())
+                        {
                             continue;
                         }
                         let (me, stop, id) = (self.clone(), stop.clone(), job.id.clone());

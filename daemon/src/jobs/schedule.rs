@@ -216,7 +216,23 @@ impl Scheduler {
                 tracing::error!(key = %name, error = %e, "cannot audit a scheduled rotation; it waits for the next tick");
                 continue;
             }
-            let done = rotation::rotate(&self.keys, &self.jobs, &name, SCHEDULER, now).await;
+            // One key's rotation runs as a task of its own: a panic in it fails that
+            // key's rotation this tick, and the other keys still rotate.
+            let (keys, jobs, key) = (self.keys.clone(), self.jobs.clone(), name.clone());
+            let done =
+                tokio::spawn(
+                    async move { rotation::rotate(&keys, &jobs, &key, SCHEDULER, now).await },
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    let why = match e.try_into_panic() {
+                        Ok(p) => crate::supervise::panic_message(&*p),
+                        Err(e) => e.to_string(),
+                    };
+                    Err(crate::keys::KeyError::FailedPrecondition(format!(
+                        "the rotation panicked: {why}"
+                    )))
+                });
             let (decision, why) = match &done {
                 Ok((r, job)) => {
                     tracing::info!(key = %name, version = r.version, job = ?job.as_ref().map(|j| &j.id), "key rotated on schedule");

@@ -28,11 +28,23 @@ pub fn planned_end(
     from: OffsetDateTime,
     default: Duration,
 ) -> OffsetDateTime {
-    let seconds = |s: u64| Duration::seconds(s.min(i64::MAX as u64 / 4) as i64);
     match rotation.every_seconds {
-        Some(every) => from + seconds(every) + seconds(rotation.overlap_seconds.unwrap_or(0)),
-        None => from + default,
+        Some(every) => later(later(from, every), rotation.overlap_seconds.unwrap_or(0)),
+        None => from.checked_add(default).unwrap_or(FOREVER),
     }
+}
+
+/// The end of time as X.509 writes it (RFC 5280: "no well-defined expiration date"):
+/// where date arithmetic on a stored policy would leave the calendar.
+pub const FOREVER: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+
+/// `t` plus `seconds`, or [`FOREVER`] where that leaves the calendar (a policy stored
+/// before its values were bounded must not stop the scheduler).
+pub fn later(t: OffsetDateTime, seconds: u64) -> OffsetDateTime {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| t.checked_add(Duration::seconds(s)))
+        .map_or(FOREVER, |end| end.min(FOREVER))
 }
 
 /// When a PEM certificate stops being valid (the client's certificate reader, which
@@ -55,17 +67,17 @@ pub fn renewal_due(
         Some(_) => {
             let planned = planned_end(&rec.rotation, activated, default);
             if end - now < RENEW_AHEAD {
-                let overlap = rec
-                    .rotation
-                    .overlap_seconds
-                    .unwrap_or(0)
-                    .min(i64::MAX as u64 / 4);
-                planned.max(now + Duration::seconds(overlap as i64) + RENEW_AHEAD * 2)
+                let overlap = rec.rotation.overlap_seconds.unwrap_or(0);
+                planned.max(
+                    later(now, overlap)
+                        .checked_add(RENEW_AHEAD * 2)
+                        .unwrap_or(FOREVER),
+                )
             } else {
                 planned
             }
         }
-        None if end - now < default / 4 => now + default,
+        None if end - now < default / 4 => now.checked_add(default).unwrap_or(FOREVER),
         None => return None,
     };
     (wanted > end + Duration::hours(1)).then_some((v.version, wanted))
@@ -174,5 +186,40 @@ impl KeyRegistry {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_policy_past_the_calendar_ends_at_forever_instead_of_panicking() {
+        let now = OffsetDateTime::now_utc();
+        for (every, overlap) in [
+            (Some(u64::MAX), Some(u64::MAX)),
+            (Some(1_000_000_000 * 86_400), None),
+            (Some(i64::MAX as u64), Some(1)),
+        ] {
+            let rotation = RotationPolicy {
+                every_seconds: every,
+                overlap_seconds: overlap,
+                ..Default::default()
+            };
+            assert_eq!(planned_end(&rotation, now, DEFAULT_VALIDITY), FOREVER);
+        }
+        let rotation = RotationPolicy {
+            every_seconds: Some(86_400),
+            overlap_seconds: Some(3600),
+            ..Default::default()
+        };
+        assert_eq!(
+            planned_end(&rotation, now, DEFAULT_VALIDITY),
+            now + Duration::seconds(86_400 + 3600)
+        );
+        assert_eq!(
+            planned_end(&RotationPolicy::default(), FOREVER, DEFAULT_VALIDITY),
+            FOREVER
+        );
     }
 }

@@ -199,11 +199,26 @@ impl Default for RotationPolicy {
     }
 }
 
+/// The longest rotation period or overlap a policy may name: ten years (3650 days).
+/// Longer is not a schedule, and far longer overflows the calendar.
+pub const MAX_PERIOD_SECONDS: u64 = 3650 * 86_400;
+
 impl RotationPolicy {
     /// Checks the policy; the error says what is wrong.
     pub fn check(&self) -> Result<(), String> {
         if self.every_seconds == Some(0) {
             return Err("a rotation period of 0 would rotate all the time; give a period of at least one day (e.g. --rotate-every 90d)".into());
+        }
+        for (what, value) in [
+            ("--rotate-every", self.every_seconds),
+            ("--overlap", self.overlap_seconds),
+        ] {
+            if let Some(v) = value.filter(|v| *v > MAX_PERIOD_SECONDS) {
+                return Err(format!(
+                    "{what} {}: at most 10 years (3650d); a key that should not rotate needs no period (--rotate-every none)",
+                    human(v)
+                ));
+            }
         }
         if let (Some(every), Some(overlap)) = (self.every_seconds, self.overlap_seconds)
             && overlap > every

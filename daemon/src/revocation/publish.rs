@@ -278,6 +278,9 @@ impl Publisher {
     /// due.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         if self.targets.is_empty() {
+            // Nothing to publish to: idle until the daemon stops (the supervisor
+            // restarts a task that ends early).
+            let _ = stop.wait_for(|s| *s).await;
             return;
         }
         loop {
