@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod token;
+pub use token::{softhsm_token, token_keys};
+
 /// Debian's SoftHSM2 module.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -246,20 +249,11 @@ impl DevDaemon {
 
     /// Private keys on this instance's token, read with cryptoki in a separate process.
     pub fn token_keys(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(bin("pkcs11-keys"))
-            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
-            .args([SOFTHSM_MODULE, "keyward-dev"])
-            .arg(self.dir.join("pin"))
-            .output()
-            .expect("run pkcs11-keys");
-        assert!(
-            out.status.success(),
-            "pkcs11-keys failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("pkcs11-keys JSON")
+        token_keys(&self.dir, &[])
     }
+}
 
+impl DevDaemon {
     /// `pkcs11-tool` against this instance's token.
     pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
         Command::new("pkcs11-tool")
@@ -325,36 +319,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Makes `dir/softhsm2.conf` and initialises a SoftHSM token labelled `label` in
-/// `dir/tokens`, as an operator would with softhsm2-util; returns the conf path.
-pub fn softhsm_token(dir: &Path, label: &str, pin: &str, so_pin: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("tokens")).expect("mkdir tokens");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .expect("write softhsm2.conf");
-    run_ok(
-        Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                pin,
-                "--so-pin",
-                so_pin,
-            ])
-            .env("SOFTHSM2_CONF", &conf),
-    );
-    conf
 }
 
 /// Runs a command, asserting success; returns stdout.

@@ -55,6 +55,15 @@ pub struct KeyProtection {
     pub never_extractable: bool,
 }
 
+/// What [`HsmSession::restrict_usage`] found on a private key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageCheck {
+    /// Usage attributes it set as Keyward wants them (`CKA_DECRYPT true -> false`).
+    pub corrected: Vec<String>,
+    /// Usage the module would not take away, with why.
+    pub refused: Vec<String>,
+}
+
 /// A private-key object found on an HSM.
 #[derive(Debug, Clone)]
 pub struct HsmObject {
@@ -188,6 +197,13 @@ pub trait HsmSession: Send {
     fn is_object(&mut self, hsm_id: &str, label: &str) -> Result<bool, HsmError>;
     /// Reads how the private key is protected.
     fn protection(&mut self, hsm_id: &str) -> Result<KeyProtection, HsmError>;
+    /// Makes the private key `hsm_id` able to sign (when `sign`) and to do nothing
+    /// else, where the module allows it; reports what it corrected and what the module
+    /// refused. A backend whose keys are made for one use only has nothing to correct.
+    fn restrict_usage(&mut self, hsm_id: &str, sign: bool) -> Result<UsageCheck, HsmError> {
+        let _ = (hsm_id, sign);
+        Ok(UsageCheck::default())
+    }
     /// Lists the private keys on the HSM.
     fn list_objects(&mut self) -> Result<Vec<HsmObject>, HsmError>;
     /// Deletes a key pair (private and public objects).

@@ -10,7 +10,7 @@
 use super::public_key::{ec_spki, ecdsa_raw_to_der, rsa_spki, unwrap_ec_point};
 use super::{
     Algorithm, Backend, DigestAlgorithm, GeneratedKey, HsmError, HsmObject, HsmSession,
-    KeyProtection, SignInput,
+    KeyProtection, SignInput, UsageCheck,
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -39,6 +39,8 @@ mod secret;
 mod session;
 #[path = "pkcs11_token.rs"]
 mod token;
+#[path = "pkcs11_usage.rs"]
+mod usage;
 
 pub use token::{PinSource, Pkcs11Settings, ensure_token};
 
@@ -164,18 +166,20 @@ impl HsmSession for Pkcs11Session {
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
             Attribute::Id(id.clone()),
             Attribute::Label(label.clone()),
         ];
-        let private = vec![
+        let mut private = vec![
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
-            Attribute::Sign(true),
             Attribute::Id(id.clone()),
             Attribute::Label(label),
         ];
+        private.extend(usage::private_template());
         let (mechanism, mut public) = match algorithm {
             Algorithm::EcdsaP256 => (
                 Mechanism::EccKeyPairGen,
@@ -308,6 +312,11 @@ impl HsmSession for Pkcs11Session {
             }
         }
         Ok(p)
+    }
+
+    fn restrict_usage(&mut self, hsm_id: &str, sign: bool) -> Result<UsageCheck, HsmError> {
+        let handle = self.handle(&parse_id(hsm_id)?)?;
+        usage::restrict(&self.session, handle, sign)
     }
 
     fn list_objects(&mut self) -> Result<Vec<HsmObject>, HsmError> {

@@ -7,6 +7,7 @@
 use super::public_key::ec_spki;
 use super::{
     Algorithm, Backend, GeneratedKey, HsmError, HsmObject, HsmSession, KeyProtection, SignInput,
+    UsageCheck,
 };
 use yubihsm::{Capability, Client, Connector, Credentials, Domain, asymmetric, object};
 
@@ -206,6 +207,18 @@ impl HsmSession for YubiHsmSession {
                 })
             }
         }
+    }
+
+    fn restrict_usage(&mut self, hsm_id: &str, sign: bool) -> Result<UsageCheck, HsmError> {
+        // Keyward's objects carry one signing capability from generation; a YubiHSM
+        // cannot take a capability from an object afterwards.
+        let mut check = UsageCheck::default();
+        if !sign {
+            check.refused.push(format!(
+                "object {hsm_id}: a YubiHSM cannot take the signing capability from an object; destroy it (keyward key revoke --destroy)"
+            ));
+        }
+        Ok(check)
     }
 
     fn protection(&mut self, hsm_id: &str) -> Result<KeyProtection, HsmError> {

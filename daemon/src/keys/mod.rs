@@ -94,6 +94,15 @@ pub struct Reconciliation {
     pub unknown_on_hsm: Vec<String>,
     /// Objects with no CKA_ID (half-written by an interrupted generation).
     pub without_id: Vec<String>,
+    /// Private keys whose usage was corrected to sign-only (`what: CKA_DECRYPT true
+    /// -> false`), or whose signing was taken away (versions revoked as compromised).
+    pub usage_corrected: Vec<String>,
+    /// Private keys that can do more than Keyward wants and whose module would not
+    /// change it.
+    pub usage_refused: Vec<String>,
+    /// Versions revoked as compromised whose HSM object can still sign (the module
+    /// refused to take `CKA_SIGN` away): destroy them.
+    pub revoked_can_sign: Vec<String>,
 }
 
 /// All keys, cached in memory over the store. Writes go to the store first.

@@ -1,5 +1,7 @@
 //! The start-up comparison of the store with every HSM: reports key versions whose
-//! object is missing and Keyward objects the store does not know. It deletes nothing.
+//! object is missing and Keyward objects the store does not know, and makes every
+//! private key Keyward uses sign-only (a version revoked as compromised: unable to
+//! sign) where the module allows it, naming those it does not. It deletes nothing.
 
 use super::{KeyError, KeyRegistry, Reconciliation, VersionState};
 use std::collections::HashMap;
@@ -18,6 +20,7 @@ impl KeyRegistry {
                 .await
                 .map_err(KeyError::Hsm)?;
             let mut expected: HashMap<String, String> = HashMap::new();
+            let mut no_signing = std::collections::HashSet::new();
             for rec in self.list().iter().filter(|r| &r.backend == backend) {
                 for v in rec
                     .versions
@@ -25,6 +28,9 @@ impl KeyRegistry {
                     .filter(|v| v.state != VersionState::Destroyed)
                 {
                     expected.insert(v.hsm_id.clone(), format!("{}/v{}", rec.name, v.version));
+                    if v.compromised() {
+                        no_signing.insert(v.hsm_id.clone());
+                    }
                 }
             }
             if &self.ca.backend == backend {
@@ -52,6 +58,40 @@ impl KeyRegistry {
                     report
                         .missing_on_hsm
                         .push(format!("{what} on {backend} ({id})"));
+                    continue;
+                }
+                let sign = !no_signing.contains(&id);
+                let key = id.clone();
+                let check = match pool
+                    .run("usage", move |s| s.restrict_usage(&key, sign))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        report.usage_refused.push(format!(
+                            "{what} on {backend}: its usage could not be read: {e}"
+                        ));
+                        continue;
+                    }
+                };
+                for c in check.corrected {
+                    report
+                        .usage_corrected
+                        .push(format!("{what} on {backend}: {c}"));
+                }
+                for r in check.refused {
+                    // A refusal about signing itself (PKCS#11's CKA_SIGN, or a device
+                    // that cannot take capabilities away at all).
+                    let signing = r.starts_with("CKA_SIGN") || !r.starts_with("CKA_");
+                    if !sign && signing {
+                        report
+                            .revoked_can_sign
+                            .push(format!("{what} on {backend} ({id}): {r}"));
+                    } else {
+                        report
+                            .usage_refused
+                            .push(format!("{what} on {backend}: {r}"));
+                    }
                 }
             }
         }

@@ -174,6 +174,15 @@ fn apply(rec: &mut KeyRecord, req: &RevokeRequest, now: OffsetDateTime) -> Resul
 }
 
 impl super::KeyVersion {
+    /// Whether it was revoked as compromised (its object must not sign at all).
+    pub fn compromised(&self) -> bool {
+        self.state == VersionState::Revoked
+            && self
+                .revocation
+                .as_ref()
+                .is_some_and(|r| r.reason == RevocationReason::KeyCompromise)
+    }
+
     /// When its time in service ended: the earliest of its retirement, its revocation
     /// and the start of a compromise (none while it is in service).
     pub fn in_service_until(&self) -> Option<OffsetDateTime> {
@@ -208,6 +217,39 @@ impl KeyRegistry {
                 )));
             }
         }
-        self.update(&req.name, |rec| apply(rec, req, now)).await
+        let rec = self.update(&req.name, |rec| apply(rec, req, now)).await?;
+        if let Some(v) = rec.version(req.version).filter(|v| v.compromised()) {
+            self.unable_to_sign(
+                &rec.backend,
+                &format!("{}/v{}", rec.name, v.version),
+                &v.hsm_id,
+            )
+            .await;
+        }
+        Ok(rec)
+    }
+
+    /// Takes signing away from a compromised version's HSM object where the module
+    /// allows it (the record already stops every signature; this stops the object
+    /// itself). What the module refuses is logged, and named again at every start.
+    async fn unable_to_sign(&self, backend: &str, what: &str, hsm_id: &str) {
+        let Ok(pool) = self.backends.get(backend) else {
+            return;
+        };
+        let id = hsm_id.to_string();
+        match pool
+            .run("usage", move |s| s.restrict_usage(&id, false))
+            .await
+        {
+            Ok(check) if check.refused.is_empty() => {
+                tracing::warn!(version = %what, corrected = ?check.corrected, "a compromised version's HSM object can no longer sign");
+            }
+            Ok(check) => {
+                tracing::error!(version = %what, refused = ?check.refused, "a compromised version's HSM object can still sign: destroy it");
+            }
+            Err(e) => {
+                tracing::error!(version = %what, error = %e, "cannot take signing away from a compromised version's HSM object");
+            }
+        }
     }
 }
