@@ -235,10 +235,10 @@ async fn run(command: Command) -> Result<()> {
                 let id = instance.initialise("admin").await?;
                 // The endpoint is known only once bound; client.toml is written below.
                 id.write(&layout.dir, None)?;
+                // Shown whether or not the instance enforces MFA: a key whose policy
+                // says require_mfa asks the admin for codes either way.
                 let otp = instance.enroll_now("admin").await?;
-                if require_mfa {
-                    print_enrolment("admin", &otp.uri);
-                }
+                print_enrolment("admin", &otp.uri);
             }
             let running = instance.serve(shutdown_signal()).await?;
             let endpoint = format!("https://{}", running.grpc_addr);

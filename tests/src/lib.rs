@@ -298,7 +298,7 @@ pub mod registry;
 pub mod served;
 pub mod verifiers;
 
-pub use mfa::{otpauth_secret, pyotp, wait_for_fresh_step};
+pub use mfa::{enrol, otpauth_secret, pyotp, wait_for_fresh_step};
 
 /// Path of the cosign binary installed by `scripts/install-deps.sh`.
 pub fn cosign() -> PathBuf {

@@ -50,3 +50,16 @@ pub fn wait_for_fresh_step() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Enrols and confirms a second factor for the principal of `config`; returns its
+/// secret (base32).
+pub fn enrol(d: &crate::DevDaemon, config: &std::path::Path) -> String {
+    let run = |args: &[&str]| d.keyward_as(config, args);
+    let o = run(&["-o", "json", "mfa", "enroll"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let secret = otpauth_secret(v["otpauth_uri"].as_str().expect("otpauth_uri"));
+    let o = run(&["mfa", "confirm", &pyotp(&secret, -1)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    secret
+}

@@ -254,3 +254,81 @@ fn one_code_sent_by_many_requests_at_once_is_accepted_once() {
         );
     }
 }
+
+#[test]
+fn a_keys_require_mfa_covers_approvals_and_policy_changes_when_the_instance_does_not_enforce_mfa() {
+    use keyward_tests::{enrol, refused};
+    let d = DevDaemon::start();
+    wait_for_fresh_step();
+    let sam = d.add_principal("sam", "signer");
+    let ann = d.add_principal("ann", "approver");
+    let sam_secret = enrol(&d, &sam);
+    d.ok(&["key", "create", "guarded", "--purpose", "blob"]);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "guarded",
+        "--approvals",
+        "1",
+        "--require-mfa",
+        "true",
+    ]);
+    let o = d.keyward_as(
+        &sam,
+        &[
+            "-o",
+            "json",
+            "sign-blob",
+            "--key",
+            "guarded",
+            "/etc/hostname",
+            "--otp",
+            &pyotp(&sam_secret, 0),
+        ],
+    );
+    let held = keyward_tests::json_ok(&o);
+    let id = held["approval_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{held}"))
+        .to_string();
+
+    // The approver must give a code too, although the instance does not enforce MFA.
+    let err = refused(&d.keyward_as(&ann, &["approve", &id]));
+    assert!(err.contains("MFA required"), "{err}");
+    assert!(err.contains("a key whose policy requires MFA"), "{err}");
+    let err = refused(&d.keyward_as(&ann, &["deny", &id, "--reason", "no"]));
+    assert!(err.contains("MFA required"), "{err}");
+    let ann_secret = enrol(&d, &ann);
+    let done = keyward_tests::json_ok(&d.keyward_as(
+        &ann,
+        &[
+            "-o",
+            "json",
+            "approve",
+            &id,
+            "--otp",
+            &pyotp(&ann_secret, 0),
+        ],
+    ));
+    assert_eq!(done["status"], "signed", "{done}");
+
+    // So must whoever changes the key's policy.
+    let err = refused(&d.keyward(&["key", "policy", "set", "guarded", "--approvals", "1"]));
+    assert!(err.contains("MFA required"), "{err}");
+    let banner = std::fs::read_to_string(d.dir.join("daemon.out")).unwrap();
+    let admin = keyward_tests::otpauth_secret(&banner);
+    d.ok(&[
+        "key",
+        "policy",
+        "set",
+        "guarded",
+        "--signers",
+        "sam",
+        "--otp",
+        &pyotp(&admin, 0),
+    ]);
+    // A key without require_mfa still needs none.
+    d.ok(&["key", "create", "plain", "--purpose", "blob"]);
+    d.ok(&["key", "policy", "set", "plain", "--approvals", "1"]);
+}

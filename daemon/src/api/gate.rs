@@ -71,6 +71,8 @@ pub fn admitted<T>(req: &tonic::Request<T>) -> Result<Admitted, Status> {
 pub struct Gate {
     principals: Arc<Principals>,
     keys: Arc<KeyRegistry>,
+    /// Approvals, to find the key a decision is about.
+    approvals: Option<Arc<crate::approvals::Approvals>>,
     obs: Observer,
     /// Client certificate (DER) -> (common name, SHA-256 fingerprint): a connection
     /// presents the same certificate on every request, and parsing it costs more than
@@ -88,9 +90,34 @@ impl Gate {
         Self {
             principals,
             keys,
+            approvals: None,
             obs,
             seen: Default::default(),
         }
+    }
+
+    /// Finds the key of an approval a decision names in `approvals`.
+    pub fn with_approvals(mut self, approvals: Arc<crate::approvals::Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Whether the key a decision is about asks for a code: the key the request
+    /// names, or the key of the approval it decides. An approval that cannot be read
+    /// asks for one (the handler then says what is wrong with it).
+    async fn decision_needs_code(&self, target: &Target) -> bool {
+        let key = if target.key.is_empty() {
+            match &self.approvals {
+                Some(a) => match a.get(&target.name).await {
+                    Ok(r) => r.key,
+                    Err(_) => return true,
+                },
+                None => return false,
+            }
+        } else {
+            target.key.clone()
+        };
+        self.keys.get(&key).is_ok_and(|k| k.require_mfa)
     }
 
     /// The common name and fingerprint of a client certificate.
@@ -304,12 +331,15 @@ impl Gate {
             Otp::Never => false,
             Otp::Enforced => self.obs.mfa.required(),
             Otp::KeyPolicy => key.as_ref().is_some_and(|k| k.require_mfa),
+            Otp::KeyDecision => self.obs.mfa.required() || self.decision_needs_code(target).await,
         };
         if code_needed {
-            let what = if rule.otp == Otp::KeyPolicy {
-                "signing with this key"
-            } else {
-                rule.what
+            let what = match rule.otp {
+                Otp::KeyPolicy => "signing with this key",
+                Otp::KeyDecision if !self.obs.mfa.required() => {
+                    "deciding on a key whose policy requires MFA"
+                }
+                _ => rule.what,
             };
             self.obs
                 .mfa

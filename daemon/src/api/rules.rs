@@ -19,6 +19,9 @@ pub enum Otp {
     /// When the key's policy says `require_mfa`, whether or not the instance
     /// enforces MFA.
     KeyPolicy,
+    /// A decision on a key (a policy change, an approval or denial of a request on it):
+    /// when the instance enforces MFA, or the key's policy says `require_mfa`.
+    KeyDecision,
 }
 
 /// Who may call.
@@ -123,8 +126,8 @@ targets! {
     GetPublicKeyRequest => |r| (String::new(), r.name.clone());
     ListBackendsRequest => |_r| (String::new(), String::new());
     GetTrustRequest => |r| (String::new(), r.key.clone());
-    SetKeyScopeRequest => |r| (String::new(), r.name.clone());
-    SetKeyPolicyRequest => |r| (String::new(), r.name.clone());
+    SetKeyScopeRequest => |r| (r.name.clone(), r.name.clone());
+    SetKeyPolicyRequest => |r| (r.name.clone(), r.name.clone());
     GetKeyHistoryRequest => |r| (String::new(), r.name.clone());
     SignDigestRequest => |r| (r.key.clone(), r.key.clone());
     SignDigestsRequest => |r| (r.key.clone(), r.key.clone());
@@ -177,7 +180,7 @@ macro_rules! rule {
 use Access::{Role, SelfOr};
 use Effect::{Change, Read, Reply};
 use KeyUse::Sign;
-use Otp::{Enforced, KeyPolicy, Never};
+use Otp::{Enforced, KeyDecision, KeyPolicy, Never};
 
 /// Every RPC with its rule.
 #[rustfmt::skip]
@@ -188,8 +191,8 @@ pub static RULES: &[Rule] = &[
     rule!("KeyService", RotateKey, RotateKeyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "rotate keys"),
     rule!("KeyService", GetPublicKey, GetPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read public keys"),
     rule!("KeyService", ListBackends, ListBackendsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list backends"),
-    rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
-    rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "change key policy"),
+    rule!("KeyService", SetKeyScope, SetKeyScopeRequest, Role(Action::ManageKeys), KeyDecision, KeyUse::None, Change, "change key policy"),
+    rule!("KeyService", SetKeyPolicy, SetKeyPolicyRequest, Role(Action::ManageKeys), KeyDecision, KeyUse::None, Change, "change key policy"),
     rule!("KeyService", GetKeyHistory, GetKeyHistoryRequest, Role(Action::Read), Never, KeyUse::None, Read, "read key histories"),
     rule!("SigningService", SignDigest, SignDigestRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
     rule!("SigningService", SignDigests, SignDigestsRequest, Role(Action::Sign), KeyPolicy, Sign(Purpose::Blob), Reply, "sign"),
@@ -208,8 +211,8 @@ pub static RULES: &[Rule] = &[
     rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, Change, "confirm a second factor"),
     rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list approvals"),
     rule!("ApprovalService", GetApproval, GetApprovalRequest, Role(Action::Read), Never, KeyUse::None, Read, "read approvals"),
-    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), Enforced, KeyUse::None, Change, "approve requests"),
-    rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), Enforced, KeyUse::None, Change, "deny signing requests"),
+    rule!("ApprovalService", Approve, ApproveRequest, Role(Action::Decide), KeyDecision, KeyUse::None, Change, "approve requests"),
+    rule!("ApprovalService", Deny, DenyRequest, Role(Action::Read), KeyDecision, KeyUse::None, Change, "deny signing requests"),
     rule!("JobService", ListJobs, ListJobsRequest, Role(Action::ReadLedger), Never, KeyUse::None, Read, "list jobs"),
     rule!("JobService", GetJob, GetJobRequest, Role(Action::ReadLedger), Never, KeyUse::None, Read, "read jobs"),
     rule!("JobService", PauseJob, PauseJobRequest, Role(Action::ManageKeys), Enforced, KeyUse::None, Change, "pause jobs"),

@@ -27,11 +27,11 @@ pub enum MfaError {
     /// The action needs a code and none was given.
     #[error("MFA required: {0} needs a one-time code (pass --otp CODE)")]
     Required(String),
-    /// The principal has no confirmed enrolment.
+    /// The action needs a code and the principal has no confirmed enrolment.
     #[error(
-        "principal {0:?} has no MFA enrolment: run `keyward mfa enroll`, then `keyward mfa confirm CODE`"
+        "MFA required: {1} needs a one-time code, and principal {0:?} has no MFA enrolment: run `keyward mfa enroll`, then `keyward mfa confirm CODE`"
     )]
-    NotEnrolled(String),
+    NotEnrolled(String, String),
     /// Too many wrong codes.
     #[error("MFA is locked for principal {principal:?} until {until} after too many wrong codes")]
     Locked {
@@ -323,7 +323,10 @@ impl Mfa {
                 Some(_) => Ok(Some(e)),
                 None => Err(MfaError::Required(what.to_string())),
             },
-            _ => Err(MfaError::NotEnrolled(principal.to_string())),
+            _ => Err(MfaError::NotEnrolled(
+                principal.to_string(),
+                what.to_string(),
+            )),
         };
         self.checked(principal, code.unwrap_or_default(), pick, |_| {})
             .await
