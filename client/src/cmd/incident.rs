@@ -70,6 +70,20 @@ impl Show for proto::IncidentReport {
         for i in &self.after_compromise {
             println!("       signed after: {i}");
         }
+        if self.derived_condemned > 0 {
+            println!(
+                "     {} signatures were re-made from those (rotation campaigns): they share their fate{}",
+                self.derived_condemned,
+                match (self.dry_run, self.derived_job_id.as_str()) {
+                    (true, _) => " and would be revoked".to_string(),
+                    (false, "") => String::new(),
+                    (false, job) => format!(": revoked by job {job}"),
+                }
+            );
+            for d in &self.derived {
+                println!("       re-made: {d}");
+            }
+        }
         match (self.needs_rotation, self.rotated_to) {
             (true, 0) if self.dry_run => {
                 println!("  3. it is the active version: a new version would be made first")

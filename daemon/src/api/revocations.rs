@@ -3,6 +3,7 @@
 use super::gate::{Admitted, admitted};
 use super::keys::key;
 use crate::approvals::{ApprovalError, ApprovalRecord, Approvals, Asked};
+use crate::jobs::RevokeDerivedSpec;
 use crate::keys::{KeyError, KeyRegistry, RevocationReason, RevokeRequest};
 use crate::revocation::Revocations;
 use crate::revocation::incident::{IncidentRequest, Incidents};
@@ -111,16 +112,28 @@ impl RevocationApi {
                 Err(e) => return Err(e.into()),
             }
         }
-        match already {
-            Some(e) if revoked.is_empty() => Err(e.into()),
-            _ => Ok((digest, revoked)),
+        if let (Some(e), true) = (already, revoked.is_empty()) {
+            return Err(e.into());
         }
+        // What was re-made from a revoked signature shares its revocation.
+        for version in &revoked {
+            let spec = RevokeDerivedSpec {
+                key: r.key.clone(),
+                version: *version,
+                since: None,
+                signature: Some(format!("{}@{digest}", image.repository())),
+                remove: false,
+                reason,
+            };
+            self.incidents.revoke_derived(spec, by).await?;
+        }
+        Ok((digest, revoked))
     }
 }
 
 /// An incident that ran, or the approval it waits for.
 enum Held {
-    Ran(crate::revocation::incident::IncidentReport),
+    Ran(Box<crate::revocation::incident::IncidentReport>),
     Pending(Box<ApprovalRecord>),
 }
 
@@ -228,7 +241,10 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                     return Ok(Held::Pending(Box::new(a)));
                 }
             }
-            self.incidents.revoke(&req).await.map(Held::Ran)
+            self.incidents
+                .revoke(&req)
+                .await
+                .map(|r| Held::Ran(Box::new(r)))
         }
         .await;
         if let Ok(Held::Ran(rep)) = &result
@@ -238,7 +254,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
         }
         call.finish(result).await.map(|held| {
             let rep = match held {
-                Held::Ran(rep) => rep,
+                Held::Ran(rep) => *rep,
                 Held::Pending(a) => {
                     return Response::new(pb::IncidentReport {
                         key: r.name.clone(),
@@ -270,6 +286,9 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                 registries_behind: rep.registries_behind,
                 remove_job_id: rep.remove_job.unwrap_or_default(),
                 audit_seq: rep.audit_seq,
+                derived_condemned: rep.derived_condemned,
+                derived: rep.derived,
+                derived_job_id: rep.derived_job.unwrap_or_default(),
                 ..Default::default()
             })
         })

@@ -111,6 +111,15 @@ impl App {
         for w in &report.without_id {
             tracing::warn!(object = %w, "HSM private key without CKA_ID (half-written object; left in place)");
         }
+        for c in &report.usage_corrected {
+            tracing::warn!(object = %c, "HSM private key corrected to sign only");
+        }
+        for r in &report.usage_refused {
+            tracing::error!(object = %r, "HSM private key can do more than sign and its module will not change that");
+        }
+        for r in &report.revoked_can_sign {
+            tracing::error!(object = %r, "a version revoked as compromised can still sign on its HSM: destroy its object");
+        }
         let docker_path = i
             .config
             .docker_config
@@ -183,13 +192,19 @@ impl App {
             targets,
             std::time::Duration::from_millis(i.config.jobs.retry_max_ms.max(1)),
         ));
-        let incidents = Arc::new(Incidents::new(
-            keys.clone(),
-            jobs.clone(),
-            signer.ledger().clone(),
-            (revocations.clone(), publisher.clone()),
-            audit.clone(),
-        ));
+        let resigner = Arc::new(
+            Resigner::new(signer.clone(), condemnation.clone()).with_lists(revocations.clone()),
+        );
+        let incidents = Arc::new(
+            Incidents::new(
+                keys.clone(),
+                jobs.clone(),
+                signer.ledger().clone(),
+                (revocations.clone(), publisher.clone()),
+                audit.clone(),
+            )
+            .with_resigner(resigner.clone()),
+        );
         let approvals = Arc::new(Approvals::new(
             i.protected.clone(),
             keys.clone(),
@@ -203,7 +218,7 @@ impl App {
         let runner = Arc::new(
             Runner::new(
                 jobs.clone(),
-                Arc::new(Resigner::new(signer.clone(), condemnation.clone())),
+                resigner,
                 Arc::new(Resumer::new(approvals.clone())),
                 audit.clone(),
                 i.config.jobs.clone(),
@@ -216,7 +231,10 @@ impl App {
             audit.clone(),
             Arc::new(SystemClock),
         ));
-        let gate = GateLayer::new(Gate::new(i.principals.clone(), keys.clone(), obs.clone()));
+        let gate = GateLayer::new(
+            Gate::new(i.principals.clone(), keys.clone(), obs.clone())
+                .with_approvals(approvals.clone()),
+        );
         Ok(Self {
             config: i.config,
             ca,

@@ -114,7 +114,7 @@ pub async fn run(
             revocations.clone(),
             publisher.clone(),
             signer.clone(),
-            (incidents, approvals.clone()),
+            (incidents.clone(), approvals.clone()),
         )))
         .add_service(TrustServiceServer::new(TrustApi::new(
             keys.clone(),
@@ -234,6 +234,7 @@ pub async fn run(
     // Approved requests a crash interrupted are finished by a job now that the API
     // serves (their registry pushes may take long; callers can already ask about them).
     resume_unfinished(&jobs, unfinished).await;
+    incidents.ensure_derived_jobs().await;
     Ok(Running {
         grpc_addr,
         http_addr,

@@ -42,6 +42,9 @@ pub fn derivation(kind: &JobKind) -> Derivation<'_> {
         JobKind::ResumeApprovals(_) => Derivation::None(
             "signs approved requests as asked; approvals::execute re-checks each one as a request",
         ),
+        JobKind::RevokeDerived(_) => {
+            Derivation::None("revokes and removes derived signatures; signs nothing")
+        }
     }
 }
 
@@ -162,7 +165,7 @@ async fn find_original(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{PruneSpec, ResumeSpec};
+    use crate::jobs::{PruneSpec, ResumeSpec, RevokeDerivedSpec};
 
     /// One job of every kind. The match below is exhaustive: a new kind does not
     /// compile until it is added here, and then the test asks what it derives.
@@ -183,10 +186,21 @@ mod tests {
                 compromised: false,
             }),
             JobKind::ResumeApprovals(ResumeSpec { approvals: vec![] }),
+            JobKind::RevokeDerived(RevokeDerivedSpec {
+                key: "k".into(),
+                version: 1,
+                since: None,
+                signature: None,
+                remove: true,
+                reason: crate::keys::RevocationReason::KeyCompromise,
+            }),
         ];
         for k in &all {
             match k {
-                JobKind::Resign(_) | JobKind::Prune(_) | JobKind::ResumeApprovals(_) => {}
+                JobKind::Resign(_)
+                | JobKind::Prune(_)
+                | JobKind::ResumeApprovals(_)
+                | JobKind::RevokeDerived(_) => {}
             }
         }
         all
@@ -196,7 +210,10 @@ mod tests {
     fn every_job_kind_says_whether_it_derives_signatures() {
         let kinds = one_of_each();
         let names: Vec<&str> = kinds.iter().map(JobKind::name).collect();
-        assert_eq!(names, ["resign", "prune", "resume-approvals"]);
+        assert_eq!(
+            names,
+            ["resign", "prune", "resume-approvals", "revoke-derived"]
+        );
         for k in &kinds {
             let d = derivation(k);
             match k.name() {

@@ -16,14 +16,15 @@ mod prune;
 mod record;
 pub mod resign;
 pub mod resume;
+mod revoke_derived;
 pub mod rotation;
 mod runner;
 pub mod schedule;
 mod trim;
 
 pub use record::{
-    ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, ResumeSpec, item_key,
-    new_id,
+    ItemState, JobItem, JobKind, JobRecord, JobState, PruneSpec, ResignSpec, ResumeSpec,
+    RevokeDerivedSpec, item_key, new_id,
 };
 pub use runner::{JobSettings, Outcome, Runner};
 

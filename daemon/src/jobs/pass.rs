@@ -232,7 +232,10 @@ impl Runner {
                     // Every item of every kind passes the derived-signature rule as it
                     // starts.
                     match derived::admit(resign.condemnation(), &kind, &item).await {
-                        Err(refused) => refused,
+                        Err(refused) => match &kind {
+                            JobKind::Resign(spec) => resign.refused(spec, &item, refused).await,
+                            _ => refused,
+                        },
                         Ok(original) => match (&kind, original) {
                             (JobKind::Resign(spec), Some(original)) => {
                                 resign.run(&id, spec, &by, &item, &original).await
@@ -242,6 +245,9 @@ impl Runner {
                             }
                             (JobKind::Prune(spec), _) => resign.prune(spec, &by, &item).await,
                             (JobKind::ResumeApprovals(_), _) => resume.run(&item).await,
+                            (JobKind::RevokeDerived(spec), _) => {
+                                resign.revoke_derived(spec, &by, &item).await
+                            }
                         },
                     }
                 })
@@ -391,6 +397,7 @@ impl Runner {
             JobKind::Resign(_) => "Resign",
             JobKind::Prune(_) => "Prune",
             JobKind::ResumeApprovals(_) => "ResumeApproval",
+            JobKind::RevokeDerived(_) => "RevokeDerived",
         };
         let records: Vec<(Decision, String, String)> = finished
             .iter()

@@ -117,6 +117,29 @@ pub struct PruneSpec {
     pub compromised: bool,
 }
 
+/// What a revocation of derived signatures covers: every signature re-made (however
+/// many re-signings away) from the condemned signatures of `key` version `version`:
+/// those it made from `since` on (a compromise; none: all of them), or the one of
+/// `signature` (revoked on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeDerivedSpec {
+    /// The key.
+    pub key: String,
+    /// The version whose condemned signatures were re-made.
+    pub version: u32,
+    /// Signatures made from this time on are condemned (a compromise).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// `registry/repository@digest` of the one signature revoked on its own.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Also remove the derived signatures' layers from the registries.
+    #[serde(default)]
+    pub remove: bool,
+    /// The reason each derived signature is revoked with (the original's).
+    pub reason: crate::keys::RevocationReason,
+}
+
 /// Approved requests whose signing a crash interrupted (found at start-up, before the
 /// API served), to sign now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +158,8 @@ pub enum JobKind {
     Prune(PruneSpec),
     /// Sign approved requests a crash interrupted.
     ResumeApprovals(ResumeSpec),
+    /// Revoke (and with `remove`, remove) what was re-made from condemned signatures.
+    RevokeDerived(RevokeDerivedSpec),
 }
 
 impl JobKind {
@@ -144,6 +169,7 @@ impl JobKind {
             JobKind::Resign(_) => "resign",
             JobKind::Prune(_) => "prune",
             JobKind::ResumeApprovals(_) => "resume-approvals",
+            JobKind::RevokeDerived(_) => "revoke-derived",
         }
     }
 
@@ -153,6 +179,7 @@ impl JobKind {
             JobKind::Resign(s) => (&s.key, s.from_version),
             JobKind::Prune(s) => (&s.key, s.version),
             JobKind::ResumeApprovals(_) => ("", 0),
+            JobKind::RevokeDerived(s) => (&s.key, s.version),
         }
     }
 }

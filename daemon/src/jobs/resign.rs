@@ -9,6 +9,7 @@ use crate::authz::campaign_permit;
 use crate::hsm::HsmError;
 use crate::keys::{KeyError, KeyRegistry};
 use crate::oci::RegistryError;
+use crate::revocation::Revocations;
 use crate::revocation::condemned::Condemnation;
 use crate::signing::ledger::LedgerQuery;
 use crate::signing::{ImageError, ImageSigner, NotResigned};
@@ -23,6 +24,8 @@ pub struct Resigner {
     signer: Arc<ImageSigner>,
     /// Whether a signature is condemned: every item's original is checked when it runs.
     condemnation: Condemnation,
+    /// The revocation list, issued again when derived signatures were revoked.
+    lists: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for Resigner {
@@ -85,6 +88,21 @@ impl Resigner {
         Self {
             signer,
             condemnation,
+            lists: None,
+        }
+    }
+
+    /// Issues `lists` again when a job revoked signatures.
+    pub fn with_lists(mut self, lists: Arc<Revocations>) -> Self {
+        self.lists = Some(lists);
+        self
+    }
+
+    /// Issues the revocation list after revocations (a failure is logged, and the
+    /// refresher issues it later).
+    pub(super) async fn lists_changed(&self) {
+        if let Some(l) = &self.lists {
+            l.issue_after_change().await;
         }
     }
 
@@ -199,6 +217,32 @@ impl Resigner {
                 None => Outcome::Done(Vec::new()),
             },
             Ok(Err(NotResigned::Gone(why))) => Outcome::Skipped(why),
+            Err(e) => outcome(e),
+        }
+    }
+
+    /// An item the derived-signature rule refused: a re-signature an interrupted run
+    /// of it pushed, and never recorded, is taken off the image (it would verify with
+    /// the new version although its original is condemned).
+    pub async fn refused(&self, spec: &ResignSpec, item: &JobItem, refused: Outcome) -> Outcome {
+        let Outcome::Skipped(reason) = refused else {
+            return refused;
+        };
+        let Ok(key) = self.keys().get(&spec.key) else {
+            return Outcome::Skipped(reason);
+        };
+        let Some(active) = key.active().filter(|v| v.version != spec.from_version) else {
+            return Outcome::Skipped(reason);
+        };
+        match self
+            .signer
+            .withdraw_unrecorded(&key, active, &item.reference, &item.digest)
+            .await
+        {
+            Ok(0) => Outcome::Skipped(reason),
+            Ok(_) => Outcome::Skipped(format!(
+                "{reason}; the unrecorded re-signature an interrupted run pushed was removed"
+            )),
             Err(e) => outcome(e),
         }
     }

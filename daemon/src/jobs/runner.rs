@@ -258,6 +258,9 @@ impl Runner {
                 JobKind::Resign(spec) => self.resign.list(&job.id, spec, &job.cursor).await?,
                 JobKind::Prune(spec) => self.resign.list_prune(&job.id, spec, &job.cursor).await?,
                 JobKind::ResumeApprovals(spec) => self.resume.list(&job.id, spec),
+                JobKind::RevokeDerived(spec) => {
+                    self.resign.list_derived(&job.id, spec, &job.cursor).await?
+                }
             };
             let mut checks = vec![(Namespace::Jobs, id.to_string(), Expect::At(jrev))];
             let mut puts = Vec::new();
@@ -300,6 +303,7 @@ impl Runner {
         if state == JobState::Done {
             match &job.kind {
                 JobKind::Resign(spec) => self.resign.finished(spec).await?,
+                JobKind::RevokeDerived(_) => self.resign.lists_changed().await,
                 JobKind::Prune(_) | JobKind::ResumeApprovals(_) => {}
             }
         }

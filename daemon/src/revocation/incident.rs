@@ -8,7 +8,8 @@
 use super::Revocations;
 use super::publish::Publisher;
 use crate::audit::{AuditLog, Decision, Entry};
-use crate::jobs::{JobKind, Jobs, PruneSpec, ResignSpec};
+use crate::jobs::resign::Resigner;
+use crate::jobs::{JobKind, Jobs, PruneSpec, ResignSpec, RevokeDerivedSpec};
 use crate::keys::{
     KeyError, KeyRecord, KeyRegistry, Purpose, RevocationReason, RevokeEffect, RevokeRequest,
     VersionState, no_follow_up, rfc3339,
@@ -71,11 +72,20 @@ pub struct IncidentReport {
     /// it earlier).
     #[serde(with = "time::serde::rfc3339::option")]
     pub compromised_since: Option<OffsetDateTime>,
+    /// Signatures re-made from the condemned ones (by rotation campaigns, say): they
+    /// share their fate and are revoked (and with `remove_signatures`, removed).
+    pub derived_condemned: u64,
+    /// `registry/repository@digest by key vN` of those (at most 100).
+    pub derived: Vec<String>,
+    /// The job revoking them.
+    pub derived_job: Option<String>,
 }
 
 /// Runs incidents.
 pub struct Incidents {
     keys: Arc<KeyRegistry>,
+    /// Lists and counts what was derived from condemned signatures.
+    resigner: Option<Arc<Resigner>>,
     jobs: Arc<Jobs>,
     ledger: SignatureLedger,
     lists: Arc<Revocations>,
@@ -100,6 +110,7 @@ impl Incidents {
     ) -> Self {
         Self {
             keys,
+            resigner: None,
             jobs,
             ledger,
             lists,
@@ -108,13 +119,66 @@ impl Incidents {
         }
     }
 
+    /// Counts what was derived from the condemned signatures with `resigner`.
+    pub fn with_resigner(mut self, resigner: Arc<Resigner>) -> Self {
+        self.resigner = Some(resigner);
+        self
+    }
+
     /// Revokes a version (from the moment this returns it never signs) and issues
-    /// the list; the one way both `key revoke` and an approved revocation take.
+    /// the list; the one way both `key revoke` and an approved revocation take. A
+    /// version revoked as compromised condemns what was re-made from its signatures
+    /// since the compromise: a job revokes those.
     pub async fn revoke_version(&self, req: &RevokeRequest) -> Result<Arc<KeyRecord>, KeyError> {
         let k = self.keys.revoke(req).await?;
         tracing::warn!(principal = %req.by, key = %req.name, version = req.version, reason = req.reason.as_str(), "key version revoked");
+        if let Some(v) = k.version(req.version).filter(|v| v.compromised()) {
+            let since = v.revocation.as_ref().and_then(|r| r.compromised_since);
+            self.revoke_derived(derived_spec(&req.name, req.version, since, false), &req.by)
+                .await?;
+        }
         self.lists.issue_after_change().await;
         Ok(k)
+    }
+
+    /// Makes sure every version revoked as compromised has its job revoking what was
+    /// re-made from its condemned signatures (a crash between a revocation and that
+    /// job's start is finished here, at start-up).
+    pub async fn ensure_derived_jobs(&self) {
+        for rec in self.keys.list() {
+            for v in rec.versions.iter().filter(|v| v.compromised()) {
+                let since = v.revocation.as_ref().and_then(|r| r.compromised_since);
+                let by = v
+                    .revocation
+                    .as_ref()
+                    .map_or("keywardd", |r| r.revoked_by.as_str());
+                let spec = derived_spec(&rec.name, v.version, since, false);
+                if let Err(e) = self.revoke_derived(spec, by).await {
+                    tracing::error!(key = %rec.name, version = v.version, error = %e, "cannot start the revocation of derived signatures; tried again at the next start");
+                }
+            }
+        }
+    }
+
+    /// Starts the job that revokes what was re-made from condemned signatures (once:
+    /// the same job again is found, not started twice); its id.
+    pub async fn revoke_derived(
+        &self,
+        spec: RevokeDerivedSpec,
+        by: &str,
+    ) -> Result<String, KeyError> {
+        let reason = match &spec.signature {
+            Some(s) => format!(
+                "signatures re-made from {s} by key {} v{} share its revocation",
+                spec.key, spec.version
+            ),
+            None => format!(
+                "signatures re-made from what key {} v{} signed since its compromise share its revocation",
+                spec.key, spec.version
+            ),
+        };
+        self.start_once(JobKind::RevokeDerived(spec), by, reason)
+            .await
     }
 
     /// Writes the report to the audit log; its sequence number, 0 if that failed
@@ -193,21 +257,47 @@ impl Incidents {
         }
     }
 
-    /// Starts `kind` unless a job of exactly that kind exists (an earlier run of the
-    /// same incident started it): its id either way.
+    /// Counts the signatures derived from those `spec` condemns, into the report.
+    async fn count_derived(
+        &self,
+        spec: &RevokeDerivedSpec,
+        report: &mut IncidentReport,
+    ) -> Result<(), KeyError> {
+        let Some(r) = &self.resigner else {
+            return Ok(());
+        };
+        let (n, shown) = r.count_derived(spec, LISTED).await.map_err(|e| {
+            KeyError::FailedPrecondition(format!("cannot list derived signatures: {e}"))
+        })?;
+        report.derived_condemned = n;
+        report.derived = shown;
+        Ok(())
+    }
+
+    /// Starts `kind` unless a job of that kind exists (an earlier run of the same
+    /// incident started it; for derived signatures, one for the same compromise, with
+    /// or without removal): its id either way.
     async fn start_once(
         &self,
         kind: JobKind,
         by: &str,
         reason: String,
     ) -> Result<String, KeyError> {
+        let same = |k: &JobKind| match (k, &kind) {
+            (JobKind::RevokeDerived(a), JobKind::RevokeDerived(b)) => {
+                (&a.key, a.version, a.since, &a.signature)
+                    == (&b.key, b.version, b.since, &b.signature)
+                    && (a.remove || !b.remove)
+            }
+            (a, b) => a == b,
+        };
         let existing = self
             .jobs
             .list(None)
             .await
             .map_err(|e| KeyError::FailedPrecondition(format!("cannot list jobs: {e}")))?
             .into_iter()
-            .find(|j| j.kind == kind && j.state != crate::jobs::JobState::Cancelled);
+            .find(|j| same(&j.kind) && j.state != crate::jobs::JobState::Cancelled);
         match existing {
             Some(j) => Ok(j.id),
             None => self.start(kind, by, reason).await,
@@ -248,6 +338,8 @@ impl Incidents {
         };
         if req.dry_run {
             self.count(req, req.compromised_since, &mut report).await?;
+            let spec = derived_spec(&req.name, req.version, Some(req.compromised_since), false);
+            self.count_derived(&spec, &mut report).await?;
             return Ok(report);
         }
         // 1. Stop the version signing (a revocation recorded exactly so stands).
@@ -310,6 +402,13 @@ impl Incidents {
                     .await?,
             );
         }
+        // What was re-made from the signatures made since the compromise shares their
+        // fate: revoked (and removed with --remove-signatures) by a job.
+        let spec = derived_spec(&req.name, req.version, Some(since), req.remove_signatures);
+        self.count_derived(&spec, &mut report).await?;
+        if report.derived_condemned > 0 {
+            report.derived_job = Some(self.revoke_derived(spec, &req.by).await?);
+        }
         // 4. Publish the revocation list everywhere (the outbox delivers it).
         let list = self.lists.ensure(now).await?;
         report.list_sequence = list.list.sequence;
@@ -323,5 +422,23 @@ impl Incidents {
             .collect();
         report.audit_seq = self.record(req, &report).await;
         Ok(report)
+    }
+}
+
+/// What a compromise of `key` version `version` since `since` condemns beyond its own
+/// signatures.
+fn derived_spec(
+    key: &str,
+    version: u32,
+    since: Option<OffsetDateTime>,
+    remove: bool,
+) -> RevokeDerivedSpec {
+    RevokeDerivedSpec {
+        key: key.to_string(),
+        version,
+        since,
+        signature: None,
+        remove,
+        reason: RevocationReason::KeyCompromise,
     }
 }

@@ -70,3 +70,54 @@ impl ImageSigner {
         }))
     }
 }
+
+impl ImageSigner {
+    /// Removes `version`'s layers of `digest` for `reference`'s identity that the
+    /// ledger has no record of: a re-signature an interrupted campaign item pushed and
+    /// never recorded, whose item is now refused (its original was condemned while the
+    /// daemon was down). A layer the ledger records stays. Returns how many went.
+    pub async fn withdraw_unrecorded(
+        &self,
+        rec: &KeyRecord,
+        version: &KeyVersion,
+        reference: &str,
+        digest: &str,
+    ) -> Result<usize, ImageError> {
+        let image = parse_ref(reference)?;
+        let identity = image.identity();
+        let recorded = self
+            .ledger
+            .marked(&super::ledger::mark(
+                &rec.name,
+                version.version,
+                image.parsed.registry(),
+                image.parsed.repository(),
+                digest,
+                &identity,
+            ))
+            .await?
+            .is_some();
+        if recorded {
+            return Ok(0);
+        }
+        let sig_tag = tag_for(digest, "sig");
+        let sig_ref = image.with_tag(&sig_tag);
+        let lock = self.tag_lock(format!("{}:{sig_tag}", image.repository()));
+        let _one_writer = lock.lock().await;
+        let Some(existing) = self.registries.manifest_if_exists(&sig_ref).await? else {
+            return Ok(0);
+        };
+        let layers = existing_layers(Some(existing.bytes.as_slice()));
+        let unrecorded = |l: &serde_json::Value| {
+            l["annotations"][FINGERPRINT_ANNOTATION] == version.fingerprint.as_str()
+                && l["annotations"][REFERENCE_ANNOTATION] == identity.as_str()
+        };
+        let removed = layers.iter().filter(|l| unrecorded(l)).count();
+        if removed > 0 {
+            let kept: Vec<_> = layers.into_iter().filter(|l| !unrecorded(l)).collect();
+            self.push_manifest(&sig_ref, &kept).await?;
+            tracing::warn!(signature = %sig_ref, version = version.version, "removed a re-signature an interrupted item pushed and never recorded, whose original is condemned");
+        }
+        Ok(removed)
+    }
+}

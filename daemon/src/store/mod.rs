@@ -49,12 +49,16 @@ pub enum Namespace {
     /// Jobs' items that were skipped or failed (`<job id>/<item>`, the item record), so
     /// that showing a job's failures reads those, not every item.
     JobFailures,
+    /// Re-signatures by the signature they re-make: `<original's ledger row>/<the
+    /// re-signature's ledger row>`, empty values. Condemning a signature finds what
+    /// was derived from it here.
+    LedgerDerived,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 12] = [
+    pub(crate) const ALL: [Namespace; 13] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -67,6 +71,7 @@ impl Namespace {
         Namespace::JobItems,
         Namespace::LedgerMarks,
         Namespace::JobFailures,
+        Namespace::LedgerDerived,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -92,6 +97,7 @@ impl Namespace {
             Namespace::JobItems => "job_items",
             Namespace::LedgerMarks => "ledger_marks",
             Namespace::JobFailures => "job_failures",
+            Namespace::LedgerDerived => "ledger_derived",
         }
     }
 }

@@ -124,6 +124,13 @@ impl SignatureLedger {
             (Namespace::LedgerByKey, index_key(entry), Vec::new()),
             (Namespace::Ledger, key.clone(), value),
         ];
+        if !entry.derived_from.is_empty() {
+            out.push((
+                Namespace::LedgerDerived,
+                format!("{}/{key}", entry.derived_from),
+                Vec::new(),
+            ));
+        }
         if let Some(mark) = entry_mark(entry) {
             out.push((Namespace::LedgerMarks, mark, key.into_bytes()));
         }
@@ -264,143 +271,6 @@ impl SignatureLedger {
         let key = format!("{:024}-{n:012x}", entry.time.unix_timestamp_nanos());
         Ok((key, store::to_json(entry)?))
     }
-
-    /// Entries matching the query, oldest first (with a key: by version, then oldest
-    /// first): at most `limit` after the cursor `after` (empty: from the start), and
-    /// the cursor of the next page (empty on the last). Walks the ledger, or for a key
-    /// its index, in batches, never all of it at once.
-    pub async fn list_page(
-        &self,
-        q: &LedgerQuery,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<LedgerEntry>, String), StoreError> {
-        let (rows, next) = self.list_rows(q, after, limit).await?;
-        Ok((rows.into_iter().map(|(_, e)| e).collect(), next))
-    }
-
-    /// The entry stored under ledger row `row`, if any.
-    pub async fn get(&self, row: &str) -> Result<Option<LedgerEntry>, StoreError> {
-        match self.store.get(Namespace::Ledger, row).await? {
-            Some(v) => decode(row, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The ledger row a mark points to.
-    pub async fn marked_row(&self, mark: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .store
-            .get(Namespace::LedgerMarks, mark)
-            .await?
-            .map(|row| String::from_utf8_lossy(&row).into_owned()))
-    }
-
-    /// As [`Self::list_page`], each entry with its ledger row (what a job item names
-    /// to find it again when it runs).
-    pub async fn list_rows(
-        &self,
-        q: &LedgerQuery,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<(String, LedgerEntry)>, String), StoreError> {
-        let opts = glob::MatchOptions {
-            require_literal_separator: true,
-            ..Default::default()
-        };
-        let keep = |e: &LedgerEntry| {
-            q.key.as_ref().is_none_or(|key| key == &e.key)
-                && q.version.is_none_or(|v| v == e.version)
-                && q.since.is_none_or(|t| e.time >= t)
-                && q.until.is_none_or(|t| e.time < t)
-                && q.repository.as_ref().is_none_or(|p| {
-                    p.matches_with(&format!("{}/{}", e.registry, e.repository), opts)
-                })
-        };
-        let prefix = match (&q.key, q.version) {
-            (Some(k), Some(v)) => Some(format!("{k}/v{v:010}/")),
-            (Some(k), None) => Some(format!("{k}/")),
-            (None, _) => None,
-        };
-        let Some(prefix) = prefix else {
-            return self.page_by_time(&keep, after, limit).await;
-        };
-        // The cursor of a key listing is `<index key>#<last ledger key read>`.
-        let (mut bucket, mut row) = match after.split_once('#') {
-            Some((b, r)) => (b.to_string(), r.to_string()),
-            None => (String::new(), String::new()),
-        };
-        let mut out = Vec::new();
-        loop {
-            if bucket.is_empty() || row.is_empty() {
-                let next = self
-                    .store
-                    .scan_prefix(Namespace::LedgerByKey, &prefix, &bucket, 1)
-                    .await?;
-                let Some((b, _)) = next.into_iter().next() else {
-                    return Ok((out, String::new()));
-                };
-                bucket = b;
-                row = String::new();
-            }
-            // `key/vNNNNNNNNNN/SSSSSSSSSSSS`: this bucket lists one version's entries.
-            let mut parts = bucket.rsplit('/');
-            let second: i64 = parts.next().unwrap_or("").parse().unwrap_or(0);
-            let version: Option<u32> = parts.next().and_then(|v| v.strip_prefix('v')?.parse().ok());
-            let start = format!("{:024}", i128::from(second) * 1_000_000_000);
-            let end = format!("{:024}", (i128::from(second) + 1) * 1_000_000_000);
-            let from = if row.is_empty() { start } else { row.clone() };
-            let batch = self
-                .store
-                .scan(Namespace::Ledger, &from, SECOND_BATCH)
-                .await?;
-            let mut done_with_second = batch.len() < SECOND_BATCH;
-            for (k, v) in batch {
-                if k >= end {
-                    done_with_second = true;
-                    break;
-                }
-                row = k.clone();
-                let e = decode(&k, &v)?;
-                if keep(&e) && version.is_none_or(|v| v == e.version) {
-                    out.push((k, e));
-                    if out.len() == limit {
-                        return Ok((out, format!("{bucket}#{row}")));
-                    }
-                }
-            }
-            if done_with_second {
-                row = String::new();
-            }
-        }
-    }
-
-    /// A page of the whole ledger, oldest first.
-    async fn page_by_time(
-        &self,
-        keep: &impl Fn(&LedgerEntry) -> bool,
-        after: &str,
-        limit: usize,
-    ) -> Result<(Vec<(String, LedgerEntry)>, String), StoreError> {
-        let mut out = Vec::new();
-        let mut cursor = after.to_string();
-        loop {
-            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
-            if batch.is_empty() {
-                return Ok((out, String::new()));
-            }
-            for (k, v) in batch {
-                cursor = k.clone();
-                let e = decode(&k, &v)?;
-                if keep(&e) {
-                    out.push((k, e));
-                    if out.len() == limit {
-                        return Ok((out, cursor));
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The mark of an entry the ledger holds once: an image signature (see [`mark_key`]),
@@ -459,5 +329,7 @@ fn decode(key: &str, v: &[u8]) -> Result<LedgerEntry, StoreError> {
     })
 }
 
+mod derived;
+mod list;
 #[cfg(test)]
 mod tests;
