@@ -61,12 +61,20 @@ impl Show for Revoked {
                 t => format!(", compromised since {t}"),
             };
             println!(
-                "{} v{} revoked at {} by {} ({}{since}): it never signs again, and its signatures no longer verify",
+                "{} v{} revoked at {} by {} ({}{since}): it never signs again.",
                 key.name,
                 v.version,
                 v.revoked_at,
                 v.revoked_by,
                 revocation_reason_name(v.revocation_reason),
+            );
+            println!(
+                "  Refused from now on by: keyward verify (online and --offline, which read the signed revocation list),
+                   notation and openssl -crl_check (through the CRL).
+                   Still accepted by: cosign verify --key or by certificate identity, Kyverno, policy-controller and podman
+                   (they read no revocation list). For those, take its layers off the images:
+                   keyward incident revoke --key {} --version {} --compromised-since TIME --remove-signatures",
+                key.name, v.version,
             );
         }
         if key.active_version == 0 {
