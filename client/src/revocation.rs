@@ -1,7 +1,9 @@
 //! Checking a revocation list offline, as a verifier does without the daemon: the CA's
 //! signature over its canonical JSON, the issuer, rollback (a lower sequence than one
-//! seen before, per issuer, kept in a state file), freeze (past `next_update`: fail
-//! closed), staleness (issued longer ago than a bound the verifier sets) and size.
+//! seen before, per issuer, kept in a state file), continuity (the list right after the
+//! one last accepted must name it as `previous`, and no later list may drop an entry it
+//! held), freeze (past `next_update`: fail closed), staleness (issued longer ago than a
+//! bound the verifier sets) and size.
 
 use crate::der::element;
 use serde_json::Value;
@@ -36,8 +38,90 @@ impl CheckedList {
     }
 }
 
-/// The highest sequence seen per issuer (CA key fingerprint).
-pub type SeenSequences = BTreeMap<String, u64>;
+/// What a verifier keeps of the last list it accepted from one issuer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Seen {
+    /// The list accepted: its sequence, the SHA-256 (hex) of its canonical JSON, and
+    /// what it revoked (which a later list must still revoke).
+    Accepted {
+        /// Its sequence.
+        sequence: u64,
+        /// SHA-256 of its canonical JSON, hex.
+        hash: String,
+        /// Its `entries`.
+        entries: Value,
+        /// Its `signatures`.
+        #[serde(default)]
+        signatures: Value,
+    },
+    /// A state file written by an earlier release: the sequence alone.
+    Sequence(u64),
+}
+
+impl Seen {
+    fn sequence(&self) -> u64 {
+        match self {
+            Seen::Accepted { sequence, .. } | Seen::Sequence(sequence) => *sequence,
+        }
+    }
+}
+
+/// The last list accepted per issuer (CA key fingerprint).
+pub type SeenSequences = BTreeMap<String, Seen>;
+
+/// What of `earlier` (entries and signatures of a list accepted before) `list` no
+/// longer holds: a missing version or signature, a compromise moved later, or a
+/// revocation made milder.
+fn dropped(list: &Value, entries: &Value, signatures: &Value) -> Option<String> {
+    let when = |v: &Value| {
+        v.as_str()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    let now_entries = list["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for old in entries.as_array().into_iter().flatten() {
+        let Some(new) = now_entries
+            .iter()
+            .find(|e| e["key"] == old["key"] && e["version"] == old["version"])
+        else {
+            return Some(format!(
+                "key {} v{} is no longer on it",
+                old["key"], old["version"]
+            ));
+        };
+        let reason_kept = new["reason"] == old["reason"] || new["reason"] == "key-compromise";
+        let since_kept = match (
+            when(&old["compromised_since"]),
+            when(&new["compromised_since"]),
+        ) {
+            (Some(o), Some(n)) => n <= o,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if new["fingerprint"] != old["fingerprint"] || !reason_kept || !since_kept {
+            return Some(format!(
+                "key {} v{}'s revocation was made milder",
+                old["key"], old["version"]
+            ));
+        }
+    }
+    let now_signatures = list["signatures"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for old in signatures.as_array().into_iter().flatten() {
+        let kept = now_signatures.iter().any(|s| {
+            s["key"] == old["key"] && s["version"] == old["version"] && s["digest"] == old["digest"]
+        });
+        if !kept {
+            return Some(format!(
+                "the revoked signature of {} by key {} v{} is no longer on it",
+                old["digest"], old["key"], old["version"]
+            ));
+        }
+    }
+    None
+}
 
 /// The default state file: `$XDG_STATE_HOME/keyward/revocations.json`, or
 /// `~/.local/state/keyward/revocations.json`.
@@ -162,12 +246,38 @@ pub fn check(
             .ok_or_else(|| format!("the revocation list has no valid {field}: refused"))
     };
     let (issued_at, next_update) = (time("issued_at")?, time("next_update")?);
-    if let Some(&highest) = seen.get(&issuer)
-        && sequence < highest
-    {
-        return Err(format!(
-            "the revocation list has sequence {sequence}, older than sequence {highest} seen before from this CA (a replayed list): refused"
-        ));
+    let hash = hex::encode(sha2::Sha256::digest(canonical.as_bytes()));
+    match seen.get(&issuer) {
+        Some(last) if sequence < last.sequence() => {
+            return Err(format!(
+                "the revocation list has sequence {sequence}, older than sequence {} seen before from this CA (a replayed list): refused",
+                last.sequence()
+            ));
+        }
+        Some(Seen::Accepted {
+            sequence: last,
+            hash: last_hash,
+            entries,
+            signatures,
+        }) => {
+            if sequence == *last && hash != *last_hash {
+                return Err(format!(
+                    "the revocation list has sequence {sequence}, as the one accepted before, but other contents (two lists with one sequence): refused"
+                ));
+            }
+            if sequence == last + 1 && list["previous"].as_str() != Some(last_hash.as_str()) {
+                return Err(format!(
+                    "the revocation list {sequence} does not follow list {last} accepted before (its previous is {}, that list's hash is {last_hash}): refused",
+                    list["previous"].as_str().unwrap_or("missing")
+                ));
+            }
+            if let Some(lost) = dropped(&list, entries, signatures) {
+                return Err(format!(
+                    "the revocation list {sequence} drops what list {last} accepted before held: {lost}: refused"
+                ));
+            }
+        }
+        _ => {}
     }
     if now > next_update {
         return Err(format!(
@@ -183,8 +293,15 @@ pub fn check(
             issued_at.format(&Rfc3339).unwrap_or_default()
         ));
     }
-    let highest = seen.entry(issuer).or_insert(0);
-    *highest = (*highest).max(sequence);
+    seen.insert(
+        issuer,
+        Seen::Accepted {
+            sequence,
+            hash,
+            entries: list["entries"].clone(),
+            signatures: list["signatures"].clone(),
+        },
+    );
     Ok(CheckedList {
         list,
         sequence,

@@ -99,6 +99,7 @@ pub fn router(
 ) -> Router {
     let signature = lists.clone();
     let crl = lists.clone();
+    let health = lists.clone();
     let chain = tsa.chain_pem();
     let slots = Arc::new(Semaphore::new(http_stamps));
     Router::new()
@@ -173,17 +174,26 @@ pub fn router(
         .route(
             "/healthz",
             get(move || {
-                let blocked = audit.blocked();
+                let (blocked, revocation) = (audit.blocked(), health.failing());
                 async move {
                     let json = [(header::CONTENT_TYPE, "application/json")];
-                    match blocked {
-                        None => (StatusCode::OK, json, "{\"status\":\"ok\"}\n".to_string()),
+                    let state = |f: &Option<String>| f.clone().unwrap_or_else(|| "ok".into());
+                    let subsystems = serde_json::json!({
+                        "audit": state(&blocked),
+                        "revocation": state(&revocation),
+                    });
+                    match blocked.or(revocation) {
+                        None => (
+                            StatusCode::OK,
+                            json,
+                            format!("{}\n", serde_json::json!({"status": "ok", "subsystems": subsystems})),
+                        ),
                         Some(why) => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             json,
                             format!(
                                 "{}\n",
-                                serde_json::json!({"status": "unavailable", "reason": why})
+                                serde_json::json!({"status": "unavailable", "reason": why, "subsystems": subsystems})
                             ),
                         ),
                     }

@@ -67,7 +67,10 @@ fn a_verifier_accepts_a_current_list_and_refuses_replayed_forged_foreign_stale_a
     assert!(text.contains(&format!("revocation list {newer}")), "{text}");
     assert!(text.contains("1 revoked versions"), "{text}");
     let state = json(&std::fs::read_to_string(&p_state).unwrap());
-    assert_eq!(state.as_object().unwrap().values().next().unwrap(), newer);
+    assert_eq!(
+        state.as_object().unwrap().values().next().unwrap()["sequence"],
+        newer
+    );
 
     // The older list, replayed after the newer one was seen.
     let err = refused(&verify(&p("older.json"), &[]));
@@ -202,6 +205,84 @@ fn verify_offline_refuses_a_revoked_versions_signature_from_a_published_list_and
     let err = refused(&offline(&p("after.json")));
     assert!(
         err.contains("key history's signature does not verify"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_an_entry() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
+    let d = DevDaemon::start();
+    let ca = d.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    d.ok(&["key", "rotate", "files"]);
+    let revoke = |since: &str| {
+        d.ok(&[
+            "key",
+            "revoke",
+            "files",
+            "--version",
+            "1",
+            "--reason",
+            "key-compromise",
+            "--compromised-since",
+            since,
+        ])
+    };
+    revoke("2026-03-01T00:00:00Z");
+    let a = save(&d, Path::new(&p("a.json")));
+    revoke("2026-02-01T00:00:00Z");
+    let b = save(&d, Path::new(&p("b.json")));
+    assert_eq!(b, a + 1);
+    let listed = json(&std::fs::read_to_string(p("b.json")).unwrap());
+    assert_eq!(
+        listed["list"]["previous"].as_str().map(str::len),
+        Some(64),
+        "{listed}"
+    );
+    let verify = |file: &str, state: &str| {
+        d.keyward(&["revocations", "verify", file, "--ca", ca, "--state", state])
+    };
+
+    // In order, each list follows the one before.
+    let state = p("state.json");
+    for f in ["a.json", "b.json"] {
+        let out = verify(&p(f), &state);
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A verifier that accepted another list with a's sequence (a forked history).
+    let mut seen = json(&std::fs::read_to_string(&state).unwrap());
+    let issuer = seen.as_object().unwrap().keys().next().unwrap().clone();
+    let mut accepted_a = |hash: &str, extra: Option<serde_json::Value>| {
+        let a_list = json(&std::fs::read_to_string(p("a.json")).unwrap())["list"].clone();
+        let mut entries = a_list["entries"].clone();
+        if let Some(e) = extra {
+            entries.as_array_mut().unwrap().push(e);
+        }
+        seen[&issuer] = serde_json::json!({
+            "sequence": a, "hash": hash, "entries": entries, "signatures": a_list["signatures"],
+        });
+        let f = p("forked.json");
+        std::fs::write(&f, seen.to_string()).unwrap();
+        f
+    };
+    let err = refused(&verify(&p("b.json"), &accepted_a(&"0".repeat(64), None)));
+    assert!(err.contains(&format!("does not follow list {a}")), "{err}");
+    // A verifier that accepted a list naming a version b no longer names.
+    let good = listed["list"]["previous"].as_str().unwrap().to_string();
+    let ghost = serde_json::json!({
+        "key": "ghost", "version": 9, "fingerprint": "00", "reason": "key-compromise",
+        "revoked_at": "2026-01-01T00:00:00Z", "compromised_since": null,
+    });
+    let err = refused(&verify(&p("b.json"), &accepted_a(&good, Some(ghost))));
+    assert!(
+        err.contains("drops what list") && err.contains("\"ghost\""),
         "{err}"
     );
 }

@@ -266,3 +266,56 @@ fn a_campaign_item_edited_to_name_another_image_is_refused_and_that_image_never_
         "the forged item was signed: {ledger}"
     );
 }
+
+#[test]
+fn a_revoked_version_hidden_by_editing_its_record_stops_new_lists_instead_of_dropping_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "k", "--purpose", "blob"]);
+    d.ok(&["key", "rotate", "k"]);
+    d.ok(&[
+        "key",
+        "revoke",
+        "k",
+        "--version",
+        "1",
+        "--reason",
+        "key-compromise",
+        "--compromised-since",
+        "2026-01-01T00:00:00Z",
+    ]);
+    let before = json(&d.ok(&["-o", "json", "revocations", "show"]));
+    assert_eq!(before["list"]["entries"][0]["key"], "k", "{before}");
+    d.stop_cleanly();
+    // Someone with the store files makes v1 look never revoked.
+    let mut rec = json(&store_tool(tmp.path(), &["get", "keys", "k"], None));
+    rec["versions"][0]["state"] = "retired".into();
+    rec["versions"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("revocation");
+    store_tool(tmp.path(), &["forge", "keys", "k"], Some(&rec.to_string()));
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    // No list is issued without it: the last signed one is still served, /healthz
+    // says which record, and the audit log has it.
+    let (status, body) = d.http_get("/healthz");
+    assert!(status.contains("503"), "{status} {body}");
+    let health = json(&body);
+    let why = health["subsystems"]["revocation"].as_str().unwrap();
+    assert!(
+        why.contains("fail closed") && why.contains("key record \"k\""),
+        "{health}"
+    );
+    assert_eq!(health["subsystems"]["audit"], "ok", "{health}");
+    let after = json(&d.ok(&["-o", "json", "revocations", "show"]));
+    assert_eq!(
+        after, before,
+        "a list without the revoked version was issued"
+    );
+    let (_, served) = d.http_get("/v1/revocations.json");
+    assert!(served.contains("\"key\":\"k\""), "{served}");
+    let audit = d.ok(&["audit", "export"]);
+    assert!(audit.contains("IssueRevocationList"), "{audit}");
+    assert!(d.log().contains("fail closed"), "{}", d.log());
+}

@@ -174,12 +174,15 @@ impl App {
             .revocation
             .validity_seconds()
             .map_err(StartError::Config)?;
-        let revocations = Arc::new(Revocations::new(
-            keys.clone(),
-            revoked_signatures,
-            i.protected.clone(),
-            validity,
-        ));
+        let revocations = Arc::new(
+            Revocations::new(
+                keys.clone(),
+                revoked_signatures,
+                i.protected.clone(),
+                validity,
+            )
+            .with_audit(audit.clone()),
+        );
         let targets = i.config.revocation.targets().map_err(StartError::Config)?;
         let publisher = Arc::new(Publisher::new(
             revocations.clone(),

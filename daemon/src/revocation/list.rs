@@ -42,6 +42,11 @@ pub struct RevocationList {
     /// Revoked single signatures, by key name, version and image digest.
     #[serde(default)]
     pub signatures: Vec<RevokedSignatureEntry>,
+    /// SHA-256 (hex) of the canonical JSON of the list with the sequence before this
+    /// one: a verifier that accepted that list checks that this one follows it. Empty
+    /// on the first list.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous: String,
 }
 
 /// One revoked signature: what key version signed which image digest.
@@ -126,7 +131,55 @@ impl RevocationList {
             next_update: rfc3339(now + validity),
             entries,
             signatures,
+            previous: String::new(),
         }
+    }
+
+    /// What of `earlier` this list would lose, in words; `None` when it keeps every
+    /// entry (a version's compromise may only move earlier, its reason only become
+    /// key-compromise) and every revoked signature.
+    pub fn drops_from(&self, earlier: &RevocationList) -> Option<String> {
+        let parse = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        };
+        for old in &earlier.entries {
+            let Some(new) = self
+                .entries
+                .iter()
+                .find(|e| e.key == old.key && e.version == old.version)
+            else {
+                return Some(format!(
+                    "key {:?} v{} (revoked at {}) is missing",
+                    old.key, old.version, old.revoked_at
+                ));
+            };
+            let reason_kept = new.reason == old.reason || new.reason == "key-compromise";
+            let since_kept = match (parse(&old.compromised_since), parse(&new.compromised_since)) {
+                (Some(o), Some(n)) => n <= o,
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if new.fingerprint != old.fingerprint || !reason_kept || !since_kept {
+                return Some(format!(
+                    "key {:?} v{} would lose what was recorded of its revocation",
+                    old.key, old.version
+                ));
+            }
+        }
+        for old in &earlier.signatures {
+            let kept = self
+                .signatures
+                .iter()
+                .any(|s| s.key == old.key && s.version == old.version && s.digest == old.digest);
+            if !kept {
+                return Some(format!(
+                    "the revoked signature of {} by key {:?} v{} is missing",
+                    old.digest, old.key, old.version
+                ));
+            }
+        }
+        None
     }
 }
 

@@ -119,6 +119,11 @@ pub struct Revocations {
     current: RwLock<Option<Arc<IssuedList>>>,
     /// Woken when the current list is set (issued, or read from the store).
     issued: tokio::sync::Notify,
+    /// Why no list can be issued now (a record failed its check, or the new list would
+    /// drop an entry): the last signed list is still served, and `/healthz` says so.
+    failing: RwLock<Option<String>>,
+    /// Where a failure (and the recovery) is recorded, once per change.
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -126,6 +131,10 @@ impl std::fmt::Debug for Revocations {
         f.debug_struct("Revocations").finish_non_exhaustive()
     }
 }
+
+/// How a fail-closed refusal to issue starts (the rest says why).
+const FAIL_CLOSED: &str =
+    "no revocation list is issued (fail closed; the last one is still served): ";
 
 /// How many times issuing is re-tried after another daemon issued at the same time.
 const ATTEMPTS: usize = 8;
@@ -151,7 +160,77 @@ impl Revocations {
             validity: time::Duration::seconds(validity_seconds as i64),
             current: RwLock::new(None),
             issued: tokio::sync::Notify::new(),
+            failing: RwLock::new(None),
+            audit: None,
         }
+    }
+
+    /// Records failures to issue (and the recovery) in `audit`.
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Why no list can be issued now, if so.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets (or with `None` clears) why lists cannot be issued; a change is logged and
+    /// audited.
+    async fn set_failing(&self, why: Option<String>) {
+        let changed = {
+            let mut f = self.failing.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *f != why;
+            *f = why.clone();
+            changed
+        };
+        if !changed {
+            return;
+        }
+        let (decision, reason) = match &why {
+            Some(w) => {
+                tracing::error!(reason = %w, "no revocation list is issued (fail closed); the last signed list is still served");
+                (crate::audit::Decision::Failed, w.as_str())
+            }
+            None => {
+                tracing::info!("revocation lists are issued again");
+                (crate::audit::Decision::Allowed, "issued again")
+            }
+        };
+        if let Some(a) = &self.audit {
+            let entry = crate::audit::Entry {
+                principal: crate::supervise::DAEMON,
+                action: "IssueRevocationList",
+                target: "revocation-list",
+                decision,
+                reason,
+                request_hash: "",
+            };
+            if let Err(e) = a.append(entry).await {
+                tracing::error!(error = %e, "cannot audit the revocation list's state");
+            }
+        }
+    }
+
+    /// Why a list built now could leave something out: a key record or a revoked
+    /// signature record that failed its check (the list is built from those that load).
+    fn unreadable(&self) -> Option<String> {
+        let mut refused: Vec<String> = self
+            .keys
+            .refused()
+            .map(|(k, why)| format!("key record {k:?}: {why}"))
+            .collect();
+        refused.extend(self.signatures.refused().iter().cloned());
+        (!refused.is_empty()).then(|| {
+            format!(
+                "records the list is built from failed their integrity check, so a list now could leave a revocation out: {}",
+                refused.join("; ")
+            )
+        })
     }
 
     /// Resolves when the current list is next set.
@@ -182,7 +261,33 @@ impl Revocations {
 
     /// Makes sure the current list names every revoked version and is younger than
     /// half its validity; issues a new one (next sequence) otherwise.
+    /// Fails closed: while a record it is built from cannot be read, or when the new
+    /// list would drop an entry of the last one, nothing is issued (the last list is
+    /// still served, and [`Revocations::failing`] says why).
     pub async fn ensure(&self, now: OffsetDateTime) -> Result<Arc<IssuedList>, KeyError> {
+        let result = self.ensure_inner(now).await;
+        match &result {
+            Err(KeyError::Refused { .. }) => {}
+            Err(KeyError::FailedPrecondition(why)) if why.starts_with(FAIL_CLOSED) => {
+                self.set_failing(Some(why.clone())).await;
+                // Verifiers still get the last signed list (until its next_update).
+                if self.current().is_none()
+                    && let Ok(Some(last)) =
+                        self.store.get::<IssuedList>(Namespace::Meta, RECORD).await
+                {
+                    self.keep(last);
+                }
+            }
+            Ok(_) => self.set_failing(None).await,
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn ensure_inner(&self, now: OffsetDateTime) -> Result<Arc<IssuedList>, KeyError> {
+        if let Some(why) = self.unreadable() {
+            return Err(KeyError::FailedPrecondition(format!("{FAIL_CLOSED}{why}")));
+        }
         let keys = self.keys.list();
         let wanted = entries(&keys);
         let wanted_signatures = signature_entries(&self.signatures.all());
@@ -208,11 +313,27 @@ impl Revocations {
                 Some((s, rev)) => (s.list.sequence + 1, Expect::At(*rev)),
                 None => (1, Expect::Absent),
             };
+            let probe = RevocationList::new(
+                ("", ""),
+                sequence,
+                now,
+                self.validity,
+                wanted.clone(),
+                wanted_signatures.clone(),
+            );
+            if let Some((s, _)) = &stored
+                && let Some(lost) = probe.drops_from(&s.list)
+            {
+                return Err(KeyError::FailedPrecondition(format!(
+                    "{FAIL_CLOSED}the list would drop what list {} holds: {lost}",
+                    s.list.sequence
+                )));
+            }
             let ca = self.keys.ca();
             let issuer_fp = hex::decode(&ca.public_key)
                 .map(|spki| crate::hsm::public_key::fingerprint(&spki))
                 .unwrap_or_default();
-            let list = RevocationList::new(
+            let mut list = RevocationList::new(
                 (&ca.common_name, &issuer_fp),
                 sequence,
                 now,
@@ -220,6 +341,11 @@ impl Revocations {
                 wanted.clone(),
                 wanted_signatures.clone(),
             );
+            if let Some((s, _)) = &stored {
+                list.previous = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    s.document.as_bytes(),
+                ));
+            }
             let document = list.canonical().map_err(|e| {
                 KeyError::InvalidArgument(format!("cannot encode the revocation list: {e}"))
             })?;

@@ -41,12 +41,16 @@ fn record_key(id: &Id) -> String {
 pub struct RevokedSignatures {
     store: ProtectedStore,
     set: RwLock<BTreeMap<Id, RevokedSignature>>,
+    /// Records refused at load (failed their check), with why: while any is, no
+    /// revocation list is issued (it would leave the signature out).
+    refused: Vec<String>,
 }
 
 impl RevokedSignatures {
     /// Loads the set; a record that fails its check is logged and left out.
     pub async fn load(store: ProtectedStore) -> Result<Self, KeyError> {
         let mut set = BTreeMap::new();
+        let mut refused = Vec::new();
         let mut after = String::new();
         loop {
             let page = store
@@ -60,7 +64,8 @@ impl RevokedSignatures {
                         set.insert((r.key.clone(), r.version, r.digest.clone()), r);
                     }
                     Err(e) => {
-                        tracing::error!(record = %key, error = %e, "a revoked-signature record was refused")
+                        tracing::error!(record = %key, error = %e, "a revoked-signature record was refused");
+                        refused.push(format!("revoked-signature record {key}: {e}"));
                     }
                 }
             }
@@ -68,7 +73,13 @@ impl RevokedSignatures {
         Ok(Self {
             store,
             set: RwLock::new(set),
+            refused,
         })
+    }
+
+    /// Records refused at load, with why.
+    pub fn refused(&self) -> &[String] {
+        &self.refused
     }
 
     /// The revocation of `key` version `version`'s signature of `digest`, if any.
