@@ -349,3 +349,99 @@ fn a_later_compromise_is_refused_through_every_door_and_a_repeat_runs_nothing() 
     let audit = d.ok(&["audit", "export"]);
     assert!(!audit.contains("2026-06-01"), "{audit}");
 }
+
+#[test]
+fn a_rotation_campaign_re_makes_attestations_so_the_new_key_verifies_the_provenance() {
+    use keyward_tests::cosign;
+    let reg = TestRegistry::start();
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "rel"]);
+    let images = reg.push_many("team/app", 1);
+    let image = &images[0].0;
+    sign_all(&d, "rel", &images);
+    let predicate = d.dir.join("provenance.json");
+    std::fs::write(
+        &predicate,
+        r#"{"builder":{"id":"https://ci.example.com"},"buildType":"https://example.com/make"}"#,
+    )
+    .unwrap();
+    d.ok(&[
+        "attest",
+        "--key",
+        "rel",
+        "--type",
+        "slsaprovenance",
+        "--predicate",
+        predicate.to_str().unwrap(),
+        image,
+    ]);
+    let verify_attestation = |key: &std::path::Path| {
+        std::process::Command::new(cosign())
+            .args(["verify-attestation", "--key"])
+            .arg(key)
+            .args([
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                "--type",
+                "slsaprovenance",
+                image,
+            ])
+            .env("DOCKER_CONFIG", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "rel"]));
+    let job = wait_job(&d, rotated["job_id"].as_str().unwrap(), |_| false);
+    assert_eq!(
+        (job["done"].as_u64(), job["total"].as_u64()),
+        (Some(2), Some(2)),
+        "{job}"
+    );
+    let v2 = d.public_key_file("rel");
+    let out = verify_attestation(&v2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The statement is the one v1 attested, unchanged; the ledger links it.
+    let entries = json(&d.ok(&[
+        "-o",
+        "json",
+        "signatures",
+        "list",
+        "--key",
+        "rel",
+        "--version",
+        "2",
+    ]));
+    let att = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "attestation")
+        .unwrap_or_else(|| panic!("{entries}"));
+    assert!(!att["derived_from"].as_str().unwrap().is_empty(), "{att}");
+    // Running the campaign again makes no second copy.
+    let again = json(&d.ok(&[
+        "-o",
+        "json",
+        "resign",
+        "--key",
+        "rel",
+        "--from-version",
+        "1",
+    ]));
+    wait_job(&d, again["id"].as_str().unwrap(), |_| false);
+    let att_layers = |digest: &str| {
+        let m = reg.manifest(
+            "team/app",
+            &format!("sha256-{}.att", digest.trim_start_matches("sha256:")),
+        );
+        serde_json::from_slice::<serde_json::Value>(&m).unwrap()["layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(att_layers(&images[0].1), 2);
+}

@@ -147,7 +147,7 @@ async fn find_original(
         }
         Err(e) => return Err(retry(e)),
     };
-    let matches = entry.kind == "signature"
+    let matches = matches!(entry.kind.as_str(), "signature" | "attestation")
         && entry.key == spec.key
         && entry.version == spec.from_version
         && entry.digest == item.digest

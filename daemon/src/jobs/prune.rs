@@ -23,7 +23,7 @@ impl Resigner {
             since: spec.since,
             ..Default::default()
         };
-        self.list_signed(job, &q, after).await
+        self.list_signed(job, &q, after, &["signature"]).await
     }
 
     /// Removes the old version's layers from one image, with the authority `by`.

@@ -128,7 +128,8 @@ impl Resigner {
         after: &str,
     ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
         let q = query(spec).map_err(JobError::InvalidArgument)?;
-        self.list_signed(job, &q, after).await
+        self.list_signed(job, &q, after, &["signature", "attestation"])
+            .await
     }
 
     /// The image signatures the ledger shows for `q`, as items: a page after `after`,
@@ -138,14 +139,20 @@ impl Resigner {
         job: &str,
         q: &LedgerQuery,
         after: &str,
+        kinds: &[&str],
     ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
         let (entries, next) = self.signer.ledger().list_rows(q, after, PAGE).await?;
         let items = entries
             .into_iter()
-            .filter(|(_, e)| e.kind == "signature")
+            .filter(|(_, e)| kinds.contains(&e.kind.as_str()))
             .map(|(row, e)| {
+                // One item per image and kind: its signature, and its attestations.
+                let what = match e.kind.as_str() {
+                    "signature" => e.reference.clone(),
+                    kind => format!("{}\n{kind}", e.reference),
+                };
                 (
-                    item_key(job, &e.registry, &e.reference, &e.digest),
+                    item_key(job, &e.registry, &what, &e.digest),
                     JobItem {
                         registry: e.registry,
                         reference: e.reference,
@@ -194,11 +201,22 @@ impl Resigner {
                 format!("{}/v{}", spec.key, spec.from_version),
             ),
         ]);
-        match self
-            .signer
-            .resign(&permit, &item.reference, &item.digest, &annotations)
-            .await
-        {
+        let made = if original.entry.kind == "attestation" {
+            let Some(old) = permit.key().version(spec.from_version) else {
+                return Outcome::Skipped(format!(
+                    "key {:?} has no version {}",
+                    spec.key, spec.from_version
+                ));
+            };
+            self.signer
+                .reattest(&permit, old, &item.reference, &item.digest, &annotations)
+                .await
+        } else {
+            self.signer
+                .resign(&permit, &item.reference, &item.digest, &annotations)
+                .await
+        };
+        match made {
             Ok(Ok(signed)) => match signed.ledger {
                 // Found made and recorded (by an earlier run): nothing to add.
                 Some(entry) if self.signer.ledger().has(&entry).await.unwrap_or(false) => {

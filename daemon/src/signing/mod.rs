@@ -7,6 +7,7 @@ pub mod formats;
 pub mod ledger;
 mod prune;
 mod push;
+mod reattest;
 mod resign;
 pub mod verify;
 

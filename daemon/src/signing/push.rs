@@ -123,7 +123,7 @@ impl ImageSigner {
 
     /// Records what reached the registry (or hands the entry to the caller) and says
     /// what was made.
-    async fn published(&self, r: Recorded<'_>) -> Result<Signed, ImageError> {
+    pub(super) async fn published(&self, r: Recorded<'_>) -> Result<Signed, ImageError> {
         let entry = Self::entry(&r);
         let ledger = if r.deferred {
             Some(entry)

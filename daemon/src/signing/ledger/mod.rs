@@ -274,10 +274,12 @@ impl SignatureLedger {
 }
 
 /// The mark of an entry the ledger holds once: an image signature (see [`mark_key`]),
-/// or the removal of one (`prune:` and the signature's mark).
+/// a version's attestations of an image (`attestation:` and that mark), or the removal
+/// of a signature (`prune:` and its mark).
 fn entry_mark(e: &LedgerEntry) -> Option<String> {
     match e.kind.as_str() {
         "signature" => Some(mark_key(e)),
+        "attestation" => Some(format!("attestation:{}", mark_key(e))),
         "prune" => Some(format!("prune:{}", mark_key(e))),
         _ => None,
     }
