@@ -77,6 +77,8 @@ unary! {
     who_am_i: principals.who_am_i(WhoAmIRequest) -> Principal;
     /// The audit key's public half.
     audit_public_key: audit.audit_public_key(AuditPublicKeyRequest) -> AuditPublicKeyResponse;
+    /// The audit chain's head, signed by the audit key.
+    get_audit_head: audit.get_audit_head(GetAuditHeadRequest) -> SignedAuditHead;
     /// Starts a TOTP enrolment.
     enroll: mfa.enroll(EnrollRequest) -> EnrollResponse;
     /// Confirms a TOTP enrolment with a first code.

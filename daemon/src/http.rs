@@ -89,14 +89,16 @@ async fn timestamp(tsa: &Tsa, slots: &Semaphore, headers: &HeaderMap, body: &[u8
 }
 
 /// Routes of the HTTP listener.
-/// `/healthz` answers 503 with the reason while the audit log cannot be checkpointed.
+/// `/healthz` answers 503 with the reason while the audit log cannot be checkpointed or
+/// no revocation list can be issued; `/v1/audit/head` serves the signed audit head.
 /// `POST /v1/timestamp` stamps at most `http_stamps` queries at once (0: not served).
 pub fn router(
     metrics: Arc<Metrics>,
-    audit: Arc<AuditLog>,
+    (audit, backends, audit_backend): (Arc<AuditLog>, Arc<crate::keys::Backends>, String),
     lists: Arc<Revocations>,
     (tsa, http_stamps): (Arc<Tsa>, usize),
 ) -> Router {
+    let head_log = audit.clone();
     let signature = lists.clone();
     let crl = lists.clone();
     let health = lists.clone();
@@ -169,6 +171,34 @@ pub fn router(
             get(move || {
                 let l = signature.current();
                 async move { revocation_part(l.map(|l| l.signature.clone()), "text/plain") }
+            }),
+        )
+        .route(
+            "/v1/audit/head",
+            get(move || {
+                let (log, backends, name) = (head_log.clone(), backends.clone(), audit_backend.clone());
+                async move {
+                    let json = [(header::CONTENT_TYPE, "application/json")];
+                    let signed = match backends.get(&name) {
+                        Ok(pool) => log.signed_head(pool).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match signed {
+                        Ok(h) => (
+                            StatusCode::OK,
+                            json,
+                            format!("{}\n", serde_json::to_string(&h).unwrap_or_default()),
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot sign the audit head");
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                json,
+                                format!("{}\n", serde_json::json!({"error": "the audit head could not be signed; see the daemon log"})),
+                            )
+                        }
+                    }
+                }
             }),
         )
         .route(

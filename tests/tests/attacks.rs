@@ -69,6 +69,7 @@ const NO_CODE: &[&str] = &[
     "PrincipalService/WhoAmI",
     "AuditService/ExportAudit",
     "AuditService/AuditPublicKey",
+    "AuditService/GetAuditHead",
     "MfaService/Enroll",
     "MfaService/Confirm",
     "ApprovalService/ListApprovals",

@@ -5,7 +5,7 @@ pub mod record;
 mod verify;
 
 pub use record::{
-    Anchor, AnchorType, Checkpoint, CheckpointType, Decision, GENESIS, Line, Record, RecordType,
-    checkpoint_message, record_hash,
+    Anchor, AnchorType, AuditHead, Checkpoint, CheckpointType, Decision, GENESIS, Line, Record,
+    RecordType, SignedHead, checkpoint_message, head_message, record_hash,
 };
 pub use verify::{Options, Verified, verify};

@@ -189,6 +189,36 @@ pub fn record_hash(record: &Value) -> String {
     ))
 }
 
+/// Where the audit chain stood at a moment: its last durable record, as the audit key
+/// signs it (`keyward audit head`, `GET /v1/audit/head`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// When the head was signed (RFC 3339).
+    pub time: String,
+}
+
+/// An audit head and the audit key's signature over [`head_message`] (base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHead {
+    /// The head.
+    pub head: AuditHead,
+    /// Base64 of the audit key's signature.
+    pub signature: String,
+}
+
+/// The bytes a head signature covers.
+pub fn head_message(head: &AuditHead) -> Vec<u8> {
+    format!(
+        "keyward-audit-head\n{}\n{}\n{}",
+        head.seq, head.hash, head.time
+    )
+    .into_bytes()
+}
+
 /// The bytes a checkpoint signature covers.
 pub fn checkpoint_message(seq: u64, head_hash: &str) -> Vec<u8> {
     format!("keyward-audit-checkpoint\n{seq}\n{head_hash}").into_bytes()

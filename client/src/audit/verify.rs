@@ -28,6 +28,9 @@ pub struct Options {
     pub from: Option<u64>,
     /// Accept records no checkpoint covers (they are still counted).
     pub allow_unsigned_tail: bool,
+    /// A head the audit key signed: the export must reach it and hold its hash at its
+    /// sequence (an export cut back to an earlier checkpoint is refused).
+    pub head: Option<super::SignedHead>,
 }
 
 /// Verifies exported lines against the audit public key (PEM). The error names the
@@ -145,6 +148,36 @@ pub fn verify(text: &str, public_key_pem: &str, opts: &Options) -> Result<Verifi
     }
     if out.records == 0 {
         return Err("no audit records in the input".into());
+    }
+    if let Some(signed) = &opts.head {
+        let head = &signed.head;
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(&signed.signature)
+            .map_err(|_| "the signed head's signature is not base64".to_string())?;
+        if !crate::signature::verifies(&key, &super::head_message(head), &sig) {
+            return Err("the signed head's signature does not verify with the audit key".into());
+        }
+        if out.last_seq < head.seq {
+            return Err(format!(
+                "the export ends at record {}; the signed head (at {}) is record {}: records were cut off the end",
+                out.last_seq, head.time, head.seq
+            ));
+        }
+        match hashes.get(&head.seq) {
+            Some(h) if *h == head.hash => {}
+            Some(_) => {
+                return Err(format!(
+                    "record {} of the export is not the record the signed head names (another history)",
+                    head.seq
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "the export does not hold record {}, which the signed head names",
+                    head.seq
+                ));
+            }
+        }
     }
     let signed_to = out.covered_up_to.max(out.first_seq.saturating_sub(1));
     if out.checkpoints == 0 || out.covered_up_to < out.last_seq {

@@ -32,6 +32,9 @@ pub enum AuditCommand {
     },
     /// Print the audit key's public half (PEM).
     PublicKey,
+    /// Print the chain's head (its last durable record) signed by the audit key; keep
+    /// it to verify a later export against it (`audit verify --head`).
+    Head,
     /// Verify an export offline: the hash chain and the HSM-signed checkpoints.
     Verify(VerifyExport),
 }
@@ -74,6 +77,10 @@ pub struct VerifyExport {
     /// Accept records that no checkpoint signature covers (they are reported).
     #[arg(long)]
     allow_unsigned_tail: bool,
+    /// A head the audit key signed (`keyward audit head -o json`): the export must reach
+    /// it, so an export cut short is refused.
+    #[arg(long)]
+    head: Option<PathBuf>,
 }
 
 /// What verification found.
@@ -109,9 +116,19 @@ impl VerifyExport {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
         };
         let (text, pem) = (read(&self.file)?, read(&self.key)?);
+        let head = match &self.head {
+            Some(p) => Some(serde_json::from_str(&read(p)?).with_context(|| {
+                format!(
+                    "{} is not a signed audit head ({{\"head\": {{\"seq\", \"hash\", \"time\"}}, \"signature\"}}, what `keyward audit head -o json` prints)",
+                    p.display()
+                )
+            })?),
+            None => None,
+        };
         let opts = keyward_client::audit::Options {
             from: self.from,
             allow_unsigned_tail: self.allow_unsigned_tail,
+            head,
         };
         let v = keyward_client::audit::verify(&text, &pem, &opts)
             .map_err(|e| anyhow::anyhow!("audit log verification failed: {e}"))?;
@@ -163,6 +180,16 @@ fn print_line(line: &str, output: Output) {
     }
 }
 
+impl Show for proto::SignedAuditHead {
+    fn text(&self) {
+        let h = self.head.clone().unwrap_or_default();
+        println!(
+            "audit head: record {} ({}), signed by the audit key at {}",
+            h.seq, h.hash, h.time
+        );
+    }
+}
+
 impl AuditCommand {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let c = &ctx.client;
@@ -175,6 +202,10 @@ impl AuditCommand {
         };
         match self {
             AuditCommand::Verify(v) => v.run(ctx.out)?,
+            AuditCommand::Head => {
+                let h = c.get_audit_head(proto::GetAuditHeadRequest {}).await?;
+                ctx.show(&h);
+            }
             AuditCommand::PublicKey => {
                 let k = c.audit_public_key(proto::AuditPublicKeyRequest {}).await?;
                 print!("{}", k.public_key_pem);

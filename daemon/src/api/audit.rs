@@ -104,6 +104,32 @@ impl pb::audit_service_server::AuditService for AuditApi {
         )))
     }
 
+    async fn get_audit_head(
+        &self,
+        req: Request<pb::GetAuditHeadRequest>,
+    ) -> Result<Response<pb::SignedAuditHead>, Status> {
+        let call = admitted(&req)?;
+        let result = async {
+            let pool = self.backends.get(&self.audit_backend)?;
+            self.audit.signed_head(pool).await.map_err(|e| {
+                crate::keys::KeyError::FailedPrecondition(format!(
+                    "the audit head could not be signed: {e}"
+                ))
+            })
+        }
+        .await;
+        call.finish(result).await.map(|s| {
+            Response::new(pb::SignedAuditHead {
+                head: Some(pb::AuditHead {
+                    seq: s.head.seq,
+                    hash: s.head.hash,
+                    time: s.head.time,
+                }),
+                signature: s.signature,
+            })
+        })
+    }
+
     async fn audit_public_key(
         &self,
         req: Request<pb::AuditPublicKeyRequest>,

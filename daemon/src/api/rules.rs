@@ -142,6 +142,7 @@ targets! {
     WhoAmIRequest => |_r| (String::new(), String::new());
     ExportAuditRequest => |_r| (String::new(), String::new());
     AuditPublicKeyRequest => |_r| (String::new(), String::new());
+    GetAuditHeadRequest => |_r| (String::new(), String::new());
     EnrollRequest => |_r| (String::new(), String::new());
     ConfirmRequest => |_r| (String::new(), String::new());
     ListApprovalsRequest => |_r| (String::new(), String::new());
@@ -207,6 +208,7 @@ pub static RULES: &[Rule] = &[
     rule!("PrincipalService", WhoAmI, WhoAmIRequest, Role(Action::Read), Never, KeyUse::None, Read, "ask who it is"),
     rule!("AuditService", ExportAudit, ExportAuditRequest, Role(Action::ReadAudit), Never, KeyUse::None, Read, "read the audit log"),
     rule!("AuditService", AuditPublicKey, AuditPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the audit public key"),
+    rule!("AuditService", GetAuditHead, GetAuditHeadRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the signed audit head"),
     rule!("MfaService", Enroll, EnrollRequest, Role(Action::Read), Never, KeyUse::None, Change, "enrol a second factor"),
     rule!("MfaService", Confirm, ConfirmRequest, Role(Action::Read), Never, KeyUse::None, Change, "confirm a second factor"),
     rule!("ApprovalService", ListApprovals, ListApprovalsRequest, Role(Action::Read), Never, KeyUse::None, Read, "list approvals"),

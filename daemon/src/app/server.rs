@@ -152,7 +152,11 @@ pub async fn run(
     let metrics_for_tasks = metrics.clone();
     let http_app = crate::http::router(
         metrics,
-        audit.clone(),
+        (
+            audit.clone(),
+            backends.clone(),
+            config.ca_backend().to_string(),
+        ),
         revocations.clone(),
         (tsa, config.tsa.http_concurrency),
     );

@@ -11,6 +11,7 @@
 use crate::hsm::{HsmError, HsmPool};
 mod export;
 mod head;
+mod signed_head;
 
 pub use export::checkpoint_loop;
 use head::{CHECKPOINTED, Head, read_head, record_key};
@@ -79,6 +80,8 @@ pub struct AuditLog {
     blocked: Mutex<Option<String>>,
     /// Asks the checkpoint loop to sign the chain head now.
     nudge: tokio::sync::Notify,
+    /// The last signed head and when it was signed (`signed_head.rs`).
+    signed_head: Mutex<Option<(std::time::Instant, keyward_client::audit::SignedHead)>>,
 }
 
 /// Waits for pending writes, makes all of them durable at once, answers each waiter.
@@ -135,6 +138,7 @@ impl AuditLog {
             flusher: tx,
             blocked: Mutex::new(None),
             nudge: tokio::sync::Notify::new(),
+            signed_head: Mutex::new(None),
         })
     }
 

@@ -47,6 +47,19 @@ pub struct RevocationList {
     /// on the first list.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub previous: String,
+    /// The audit chain's head when the list was issued (its last durable record): an
+    /// audit export that ends before it, or differs at it, was cut or rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<ListedAuditHead>,
+}
+
+/// The audit head a list names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedAuditHead {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
 }
 
 /// One revoked signature: what key version signed which image digest.
@@ -132,6 +145,7 @@ impl RevocationList {
             entries,
             signatures,
             previous: String::new(),
+            audit_head: None,
         }
     }
 

@@ -346,6 +346,17 @@ impl Revocations {
                     s.document.as_bytes(),
                 ));
             }
+            if let Some(audit) = &self.audit {
+                let pool = self.keys.backends().get(&ca.backend)?;
+                match audit.durable_head(pool).await {
+                    Ok((seq, hash)) => list.audit_head = Some(list::ListedAuditHead { seq, hash }),
+                    Err(e) => {
+                        return Err(KeyError::FailedPrecondition(format!(
+                            "the revocation list names the audit head, which could not be made durable: {e}"
+                        )));
+                    }
+                }
+            }
             let document = list.canonical().map_err(|e| {
                 KeyError::InvalidArgument(format!("cannot encode the revocation list: {e}"))
             })?;
