@@ -308,3 +308,97 @@ fn approvers_deciding_at_the_same_moment_neither_lose_an_approval_nor_sign_twice
     let ledger = json(&d.keyward(&["-o", "json", "signatures", "list", "--key", "prod"]));
     assert_eq!(ledger.as_array().unwrap().len(), ids.len(), "{ledger}");
 }
+
+#[test]
+fn approvals_are_listed_through_an_index_page_by_page_and_a_store_without_it_is_indexed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "prod", "--purpose", "blob"]);
+    let alice = d.add_principal("alice", "signer");
+    let ann = d.add_principal("ann", "approver");
+    d.ok(&["key", "policy", "set", "prod", "--approvals", "1"]);
+    let blob = d.dir.join("release.tar");
+    std::fs::write(&blob, b"release bits").unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let req = json(&as_(
+            &d,
+            &alice,
+            &[
+                "-o",
+                "json",
+                "sign-blob",
+                "--key",
+                "prod",
+                blob.to_str().unwrap(),
+            ],
+        ));
+        ids.push(req["approval_id"].as_str().unwrap().to_string());
+    }
+    json(&as_(&d, &ann, &["-o", "json", "approve", &ids[0]]));
+    let listed = |d: &DevDaemon, pending: bool| -> Vec<String> {
+        let mut args = vec!["-o", "json", "approvals", "list"];
+        if pending {
+            args.push("--pending");
+        }
+        let all: serde_json::Value = serde_json::from_str(&d.ok(&args)).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Newest first; the signed one is not pending any more.
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed(&d, false), newest_first);
+    assert_eq!(listed(&d, true), newest_first[..2]);
+    // One approval per page, each once.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let paged = rt.block_on(async {
+        let mut c = d.client().await;
+        let (mut seen, mut token) = (Vec::new(), String::new());
+        loop {
+            let r = c
+                .approvals
+                .list_approvals(keyward_client::proto::ListApprovalsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.approvals.len() <= 1);
+            seen.extend(r.approvals.into_iter().map(|a| a.id));
+            if r.next_page_token.is_empty() {
+                return seen;
+            }
+            token = r.next_page_token;
+        }
+    });
+    assert_eq!(paged, newest_first);
+
+    // A store from before the index (its entries and marker gone) is indexed at start.
+    d.stop_cleanly();
+    let tool = |args: &[&str]| {
+        let out = Command::new(keyward_tests::bin("store-tool"))
+            .arg(tmp.path().join("data/store"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for k in tool(&["keys", "approval_index", ""]).lines() {
+        tool(&["del", "approval_index", k]);
+    }
+    tool(&["del", "meta", "approval_index"]);
+    assert!(tool(&["keys", "approval_index", ""]).is_empty());
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    assert_eq!(listed(&d, true), newest_first[..2]);
+    assert_eq!(listed(&d, false), newest_first);
+}

@@ -157,22 +157,18 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
         let call = admitted(&req)?;
         let r = req.into_inner();
-        let result = self.approvals.list(r.pending_only).await;
-        call.finish(result).await.map(|l| {
-            // Newest first: the key sorts by creation time, descending.
-            let newest_first = |a: &ApprovalRecord| {
-                format!(
-                    "{:040}-{}",
-                    i128::MAX - a.created_at.unix_timestamp_nanos(),
-                    a.id
-                )
-            };
-            let mut l = l;
-            l.sort_by_key(newest_first);
-            let (l, next_page_token) =
-                page::page(l, newest_first, &r.page_token, page::size(r.page_size));
+        // Newest first, one index page at a time: the open index for --pending.
+        let result = self
+            .approvals
+            .page(r.pending_only, &r.page_token, page::size(r.page_size))
+            .await;
+        call.finish(result).await.map(|(l, next_page_token)| {
             Response::new(pb::ListApprovalsResponse {
-                approvals: l.iter().map(view).collect(),
+                approvals: l
+                    .iter()
+                    .filter(|a| !r.pending_only || a.status == State::Pending)
+                    .map(view)
+                    .collect(),
                 next_page_token,
             })
         })

@@ -216,6 +216,11 @@ impl App {
             audit.clone(),
             std::time::Duration::from_secs(3600),
         ));
+        approvals.ensure_index().await.map_err(|e| {
+            StartError::Store(crate::store::StoreError::Engine(format!(
+                "cannot index the stored approvals: {e}"
+            )))
+        })?;
         // Before the API serves: none of these is a request this process is signing.
         let unfinished = approvals.unfinished().await;
         let runner = Arc::new(

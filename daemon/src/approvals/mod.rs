@@ -8,6 +8,7 @@
 //! and a blob signature is only returned from the stored result.
 
 mod execute;
+mod index;
 mod record;
 mod revocation;
 
@@ -22,7 +23,7 @@ use crate::revocation::incident::Incidents;
 use crate::signing::blob::{BlobSigner, Described};
 use crate::signing::{ImageError, ImageSigner};
 use crate::store::integrity::{IntegrityError, ProtectedStore};
-use crate::store::{Expect, Namespace, Revision, StoreError};
+use crate::store::{Namespace, Revision, StoreError};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,16 +115,13 @@ impl Approvals {
 
     /// Stores an approval its executor owns (an approved request being signed).
     async fn save(&self, r: &ApprovalRecord) -> Result<(), ApprovalError> {
-        Ok(self.store.put(Namespace::Approvals, &r.id, r).await?)
+        self.store_indexed(r, None).await.map(|_| ())
     }
 
     /// Stores `r` if the record is still at `rev`: deciding (approve, deny, expire)
     /// is a compare-and-swap, so two deciders, in one daemon or two, never both win.
     async fn save_if(&self, r: &ApprovalRecord, rev: Revision) -> Result<bool, ApprovalError> {
-        Ok(self
-            .store
-            .put_if(Namespace::Approvals, &r.id, r, Expect::At(rev))
-            .await?)
+        self.store_indexed(r, Some(rev)).await
     }
 
     /// The stored record and its revision, refused if it names another id.
@@ -165,37 +163,23 @@ impl Approvals {
         Ok(self.get_rev(id).await?.0)
     }
 
-    /// All approvals, newest first. Records that fail their integrity check are left
-    /// out and logged.
+    /// Approvals with work left (pending, or approved and not yet signed), newest
+    /// first; with `pending_only` the pending ones. Read through the open index: as
+    /// many as are open, never every approval ever stored. Records that fail their
+    /// integrity check are left out and logged.
     pub async fn list(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, ApprovalError> {
-        let mut out = Vec::new();
-        for (k, r) in self
-            .store
-            .list::<ApprovalRecord>(Namespace::Approvals)
-            .await?
-        {
-            let r = match r {
-                Ok(r) if r.id == k => r,
-                Ok(_) => {
-                    tracing::error!(approval = %k, "a stored approval names another id; it is not used");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(approval = %k, error = %e, "approval record refused");
-                    continue;
-                }
-            };
-            let r = if r.status == State::Pending && crate::clock::now() > r.expires_at {
-                self.get(&k).await?
-            } else {
-                r
-            };
-            if !pending_only || r.status == State::Pending {
-                out.push(r);
+        let (mut out, mut after) = (Vec::new(), String::new());
+        loop {
+            let (page, next) = self.page(true, &after, 500).await?;
+            out.extend(
+                page.into_iter()
+                    .filter(|r| !pending_only || r.status == State::Pending),
+            );
+            if next.is_empty() {
+                return Ok(out);
             }
+            after = next;
         }
-        out.sort_by_key(|a| std::cmp::Reverse(a.created_at));
-        Ok(out)
     }
 
     async fn new_record(

@@ -223,6 +223,25 @@ impl ProtectedStore {
         self.put_if_all(ns, key, value, expect, Vec::new()).await
     }
 
+    /// Stores `value` (with `expect`, when given) and, in the same transaction, the
+    /// unprotected `extra` writes (`None`: delete), such as an index of the record.
+    pub async fn put_indexed<T: Serialize>(
+        &self,
+        (ns, key): (Namespace, &str),
+        value: &T,
+        expect: Option<Expect>,
+        extra: Vec<(Namespace, String, Option<Vec<u8>>)>,
+    ) -> Result<bool, IntegrityError> {
+        let stored = self.mac.protect(ns, key, &super::to_json(value)?).await?;
+        let mut txn = Txn::new();
+        if let Some(e) = expect {
+            txn = txn.check(ns, key, e);
+        }
+        txn = txn.put(ns, key, stored);
+        txn.writes.extend(extra);
+        Ok(self.store.txn(&txn).await?)
+    }
+
     /// [`ProtectedStore::put_if`] that also checks other records (`also`): for a rule
     /// over several records, such as "one admin stays", which a change to one record
     /// must not break while another request changes another.

@@ -53,12 +53,15 @@ pub enum Namespace {
     /// re-signature's ledger row>`, empty values. Condemning a signature finds what
     /// was derived from it here.
     LedgerDerived,
+    /// Indexes of approvals, newest first: `open/<inverted time>-<id>` for those with
+    /// work left (pending, approved), `time/<inverted time>-<id>` for all. Empty values.
+    ApprovalIndex,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 13] = [
+    pub(crate) const ALL: [Namespace; 14] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -72,6 +75,7 @@ impl Namespace {
         Namespace::LedgerMarks,
         Namespace::JobFailures,
         Namespace::LedgerDerived,
+        Namespace::ApprovalIndex,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -98,6 +102,7 @@ impl Namespace {
             Namespace::LedgerMarks => "ledger_marks",
             Namespace::JobFailures => "job_failures",
             Namespace::LedgerDerived => "ledger_derived",
+            Namespace::ApprovalIndex => "approval_index",
         }
     }
 }

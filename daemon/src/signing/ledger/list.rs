@@ -4,11 +4,16 @@
 use super::{LedgerEntry, LedgerQuery, SECOND_BATCH, SignatureLedger, decode};
 use crate::store::{Namespace, StoreError};
 
+/// Entries one page reads at most, matching or not: a filter that matches little ends
+/// the page early with a cursor to go on from, so no request walks the whole ledger.
+pub const SCAN_CAP: usize = 10_000;
+
 impl SignatureLedger {
     /// Entries matching the query, oldest first (with a key: by version, then oldest
     /// first): at most `limit` after the cursor `after` (empty: from the start), and
     /// the cursor of the next page (empty on the last). Walks the ledger, or for a key
-    /// its index, in batches, never all of it at once.
+    /// its index, in batches, never all of it at once, and reads at most [`SCAN_CAP`]
+    /// entries: a page may hold fewer than `limit` and still have a next one.
     pub async fn list_page(
         &self,
         q: &LedgerQuery,
@@ -63,15 +68,18 @@ impl SignatureLedger {
             (None, _) => None,
         };
         let Some(prefix) = prefix else {
-            return self.page_by_time(&keep, after, limit).await;
+            return self.page_by_time(q, &keep, after, limit).await;
         };
         // The cursor of a key listing is `<index key>#<last ledger key read>`.
         let (mut bucket, mut row) = match after.split_once('#') {
             Some((b, r)) => (b.to_string(), r.to_string()),
             None => (String::new(), String::new()),
         };
-        let mut out = Vec::new();
+        let (mut out, mut scanned) = (Vec::new(), 0usize);
         loop {
+            if scanned >= SCAN_CAP {
+                return Ok((out, format!("{bucket}#{row}")));
+            }
             if bucket.is_empty() || row.is_empty() {
                 let next = self
                     .store
@@ -100,6 +108,7 @@ impl SignatureLedger {
                     done_with_second = true;
                     break;
                 }
+                scanned += 1;
                 row = k.clone();
                 let e = decode(&k, &v)?;
                 if keep(&e) && version.is_none_or(|v| v == e.version) {
@@ -115,21 +124,36 @@ impl SignatureLedger {
         }
     }
 
-    /// A page of the whole ledger, oldest first.
+    /// A page of the whole ledger, oldest first, from `q.since` to `q.until` (rows are
+    /// keyed by time).
     async fn page_by_time(
         &self,
+        q: &LedgerQuery,
         keep: &impl Fn(&LedgerEntry) -> bool,
         after: &str,
         limit: usize,
     ) -> Result<(Vec<(String, LedgerEntry)>, String), StoreError> {
+        let key_of = |t: time::OffsetDateTime| format!("{:024}", t.unix_timestamp_nanos());
         let mut out = Vec::new();
-        let mut cursor = after.to_string();
+        let mut cursor = match (after, q.since) {
+            ("", Some(t)) => key_of(t),
+            _ => after.to_string(),
+        };
+        let end = q.until.map(key_of);
+        let mut scanned = 0usize;
         loop {
+            if scanned >= SCAN_CAP {
+                return Ok((out, cursor));
+            }
             let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
             if batch.is_empty() {
                 return Ok((out, String::new()));
             }
             for (k, v) in batch {
+                if end.as_ref().is_some_and(|end| &k >= end) {
+                    return Ok((out, String::new()));
+                }
+                scanned += 1;
                 cursor = k.clone();
                 let e = decode(&k, &v)?;
                 if keep(&e) {

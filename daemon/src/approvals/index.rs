@@ -1,0 +1,149 @@
+//! Indexes of approvals, so that listing reads a page, not every approval ever stored:
+//! `open/…` names those with work left (pending, approved and not yet signed) and
+//! `time/…` all of them, both newest first. Each is written in the transaction that
+//! writes the record; an entry is only a pointer (the record, MAC'd, is read and
+//! checked), so a planted or stale entry is skipped (and a stale one dropped).
+
+use super::{ApprovalError, ApprovalRecord, Approvals, State};
+use crate::store::{Expect, Namespace, Revision};
+
+const OPEN: &str = "open/";
+const ALL: &str = "time/";
+
+/// The part of an index key after its prefix: newest first, then the id.
+fn order(r: &ApprovalRecord) -> String {
+    format!(
+        "{:040}-{}",
+        i128::MAX - r.created_at.unix_timestamp_nanos(),
+        r.id
+    )
+}
+
+/// Whether an approval still has work left.
+fn open(r: &ApprovalRecord) -> bool {
+    matches!(r.status, State::Pending | State::Approved)
+}
+
+/// The index writes that go with storing `r`.
+fn writes(r: &ApprovalRecord) -> Vec<(Namespace, String, Option<Vec<u8>>)> {
+    let k = order(r);
+    vec![
+        (
+            Namespace::ApprovalIndex,
+            format!("{ALL}{k}"),
+            Some(Vec::new()),
+        ),
+        (
+            Namespace::ApprovalIndex,
+            format!("{OPEN}{k}"),
+            open(r).then(Vec::new),
+        ),
+    ]
+}
+
+impl Approvals {
+    /// Stores `r` with its index entries (if at `rev`, when given).
+    pub(super) async fn store_indexed(
+        &self,
+        r: &ApprovalRecord,
+        rev: Option<Revision>,
+    ) -> Result<bool, ApprovalError> {
+        Ok(self
+            .store
+            .put_indexed(
+                (Namespace::Approvals, &r.id),
+                r,
+                rev.map(Expect::At),
+                writes(r),
+            )
+            .await?)
+    }
+
+    /// A page of approvals, newest first: the open ones (`open_only`) or all, at most
+    /// `limit` after the page token `after`, and the next token (empty on the last).
+    /// Reads `limit` index entries and their records, never more.
+    pub async fn page(
+        &self,
+        open_only: bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<ApprovalRecord>, String), ApprovalError> {
+        let prefix = if open_only { OPEN } else { ALL };
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}{after}")
+        };
+        let entries = self
+            .store
+            .raw()
+            .scan_prefix(Namespace::ApprovalIndex, prefix, &after, limit)
+            .await?;
+        let next = match entries.last() {
+            Some((k, _)) if entries.len() == limit => {
+                k.strip_prefix(prefix).unwrap_or_default().to_string()
+            }
+            _ => String::new(),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, _) in entries {
+            let id = k.rsplit('-').next().unwrap_or_default();
+            let r = match self.get(id).await {
+                Ok(r) if order(&r) == k[prefix.len()..] => r,
+                Ok(_) | Err(ApprovalError::NotFound(_)) => {
+                    tracing::warn!(index = %k, "an approval index entry names no such approval; dropped");
+                    let _ = self
+                        .store
+                        .raw()
+                        .txn(&crate::store::Txn::new().delete(Namespace::ApprovalIndex, &k))
+                        .await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(approval = %id, error = %e, "approval record refused");
+                    continue;
+                }
+            };
+            if open_only && !open(&r) {
+                // Decided since (expiry marks it on read): the entry is stale.
+                let _ = self
+                    .store
+                    .raw()
+                    .txn(&crate::store::Txn::new().delete(Namespace::ApprovalIndex, &k))
+                    .await;
+                continue;
+            }
+            out.push(r);
+        }
+        Ok((out, next))
+    }
+
+    /// Indexes approvals stored before the indexes existed (once per store).
+    pub async fn ensure_index(&self) -> Result<u64, ApprovalError> {
+        const DONE: &str = "approval_index";
+        if self.store.raw().get(Namespace::Meta, DONE).await?.is_some() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (k, r) in self
+            .store
+            .list::<ApprovalRecord>(Namespace::Approvals)
+            .await?
+        {
+            match r {
+                Ok(r) if r.id == k => {
+                    let mut txn = crate::store::Txn::new();
+                    txn.writes.extend(writes(&r));
+                    self.store.raw().txn(&txn).await?;
+                    n += 1;
+                }
+                _ => tracing::error!(approval = %k, "approval record refused; not indexed"),
+            }
+        }
+        self.store.raw().put(Namespace::Meta, DONE, b"1").await?;
+        if n > 0 {
+            tracing::info!(approvals = n, "indexed the stored approvals");
+        }
+        Ok(n)
+    }
+}
