@@ -50,7 +50,50 @@ fn text(code: StatusCode, why: String) -> Response {
 /// the reason. At most `slots` queries are stamped at once; more get 503 and
 /// Retry-After, so that the unauthenticated endpoint cannot crowd signing out of the
 /// HSM.
-async fn timestamp(tsa: &Tsa, slots: &Semaphore, headers: &HeaderMap, body: &[u8]) -> Response {
+/// At most `n` turns a second, handed out in order; a turn more than [`WAIT`] away is
+/// refused.
+struct Pace {
+    every: Option<std::time::Duration>,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// The longest a caller of the time-stamping endpoint waits for its turn.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Pace {
+    fn new(n: u32) -> Self {
+        Self {
+            every: (n > 0).then(|| std::time::Duration::from_secs(1) / n),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for a turn; `false` when none is free within [`WAIT`].
+    async fn turn(&self) -> bool {
+        let Some(every) = self.every else {
+            return true;
+        };
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let at = (*next).max(now);
+            if at > now + WAIT {
+                return false;
+            }
+            *next = at + every;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+        true
+    }
+}
+
+async fn timestamp(
+    tsa: &Tsa,
+    (slots, pace): (&Semaphore, &Pace),
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -61,7 +104,14 @@ async fn timestamp(tsa: &Tsa, slots: &Semaphore, headers: &HeaderMap, body: &[u8
             format!("send an RFC 3161 query as application/timestamp-query, not {kind:?}"),
         );
     }
-    let Ok(_slot) = slots.try_acquire() else {
+    // A caller waits (up to two seconds) for a slot rather than being turned away at
+    // once: callers that retry at once would otherwise spend on refusals the CPU the
+    // signing path needs.
+    let slot = match tokio::time::timeout(WAIT, slots.acquire()).await {
+        Ok(Ok(s)) if pace.turn().await => Some(s),
+        _ => None,
+    };
+    let Some(_slot) = slot else {
         let mut busy = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the time-stamping authority is busy; try again in a second".into(),
@@ -96,7 +146,7 @@ pub fn router(
     metrics: Arc<Metrics>,
     (audit, backends, audit_backend): (Arc<AuditLog>, Arc<crate::keys::Backends>, String),
     lists: Arc<Revocations>,
-    (tsa, http_stamps): (Arc<Tsa>, usize),
+    (tsa, http_stamps, per_second): (Arc<Tsa>, usize, u32),
 ) -> Router {
     let head_log = audit.clone();
     let signature = lists.clone();
@@ -104,11 +154,12 @@ pub fn router(
     let health = lists.clone();
     let chain = tsa.chain_pem();
     let slots = Arc::new(Semaphore::new(http_stamps));
+    let pace = Arc::new(Pace::new(per_second));
     Router::new()
         .route(
             "/v1/timestamp",
             post(move |headers: HeaderMap, body: Bytes| {
-                let (tsa, slots) = (tsa.clone(), slots.clone());
+                let (tsa, slots, pace) = (tsa.clone(), slots.clone(), pace.clone());
                 async move {
                     if http_stamps == 0 {
                         return text(
@@ -116,7 +167,7 @@ pub fn router(
                             "this instance does not serve time-stamps over HTTP ([tsa] http_concurrency = 0)".into(),
                         );
                     }
-                    timestamp(&tsa, &slots, &headers, &body).await
+                    timestamp(&tsa, (&slots, &pace), &headers, &body).await
                 }
             })
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),

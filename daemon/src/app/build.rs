@@ -7,6 +7,7 @@ use crate::approvals::{ApprovalRecord, Approvals};
 use crate::audit::AuditLog;
 use crate::authz::Principals;
 use crate::config::Config;
+use crate::hsm::HsmPool;
 use crate::jobs::resign::Resigner;
 use crate::jobs::resume::Resumer;
 use crate::jobs::schedule::{Clock, Scheduler, SystemClock};
@@ -100,7 +101,19 @@ impl App {
                 "the time-stamping key".to_string(),
             ),
         ];
-        let tsa = Arc::new(Tsa::new(i.backends.clone(), tsa_key, &ca.certificate_pem)?);
+        // The HTTP endpoint's stamps get their own session, queue and one low-priority
+        // thread (its queue holds what the endpoint lets in at once).
+        let tsa_pool = HsmPool::start_background(
+            i.backends.get(&tsa_key.backend)?.backend().clone(),
+            i.config.tsa.http_concurrency.max(1),
+        )
+        .map_err(|source| StartError::Hsm {
+            backend: tsa_key.backend.clone(),
+            source,
+        })?;
+        let tsa = Arc::new(
+            Tsa::new(i.backends.clone(), tsa_key, &ca.certificate_pem)?.with_own_pool(tsa_pool),
+        );
         let report = keys.reconcile(&instance_objects).await?;
         for m in &report.missing_on_hsm {
             tracing::warn!(version = %m, "key version is in the store but its HSM object is missing; it cannot sign");

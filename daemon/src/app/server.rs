@@ -158,7 +158,7 @@ pub async fn run(
             config.ca_backend().to_string(),
         ),
         revocations.clone(),
-        (tsa, config.tsa.http_concurrency),
+        (tsa, config.tsa.http_concurrency, config.tsa.http_per_second),
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

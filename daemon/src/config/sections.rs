@@ -98,6 +98,15 @@ pub struct TsaSettings {
     /// 0: the endpoint is not served (layers are still stamped).
     #[serde(default = "default_http_concurrency")]
     pub http_concurrency: usize,
+    /// Queries stamped per second over HTTP at most (0: no cap): the endpoint needs no
+    /// credentials, so its share of the machine is bounded. A caller waits for its turn
+    /// up to two seconds, then gets 503 with Retry-After.
+    #[serde(default = "default_http_per_second")]
+    pub http_per_second: u32,
+}
+
+fn default_http_per_second() -> u32 {
+    200
 }
 
 fn default_http_concurrency() -> usize {
@@ -108,6 +117,7 @@ impl Default for TsaSettings {
     fn default() -> Self {
         Self {
             http_concurrency: default_http_concurrency(),
+            http_per_second: default_http_per_second(),
         }
     }
 }

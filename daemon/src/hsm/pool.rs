@@ -43,7 +43,23 @@ impl HsmPool {
     /// Starts `threads` workers, each with its own session. Fails if a session cannot be
     /// opened.
     pub fn start(backend: Arc<dyn Backend>, threads: usize) -> Result<Self, HsmError> {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(4096);
+        Self::start_as(backend, threads, false, 4096)
+    }
+
+    /// A pool of one thread, queueing at most `queue` jobs, whose thread runs at the
+    /// lowest CPU priority: for work that must never slow signing (the time-stamps the
+    /// unauthenticated HTTP endpoint makes). Its session is its own.
+    pub fn start_background(backend: Arc<dyn Backend>, queue: usize) -> Result<Self, HsmError> {
+        Self::start_as(backend, 1, true, queue)
+    }
+
+    fn start_as(
+        backend: Arc<dyn Backend>,
+        threads: usize,
+        background: bool,
+        queue: usize,
+    ) -> Result<Self, HsmError> {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let mut session = backend.open_session()?;
@@ -51,6 +67,9 @@ impl HsmPool {
             let worker = std::thread::Builder::new()
                 .name(format!("hsm-{}-{i}", backend.name()))
                 .spawn(move || {
+                    if background {
+                        lowest_priority();
+                    }
                     for job in rx {
                         // A panicking job (a bug, or a test double that panics on an
                         // unsupported command) fails its caller, not the worker.
@@ -124,5 +143,20 @@ impl HsmPool {
             op,
             detail: "the operation ended without a result (it panicked); see the daemon log".into(),
         })?
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19): under contention the
+/// signing threads run first. Linux sets niceness per thread.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: gettid and setpriority take no pointers; they change the scheduling
+    // priority of this thread only.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0 {
+            tracing::warn!("cannot lower a background HSM thread's priority");
+        }
     }
 }

@@ -65,6 +65,10 @@ pub enum TsaError {
 /// The time-stamping authority.
 pub struct Tsa {
     backends: Arc<Backends>,
+    /// The HTTP endpoint's own session, queue and one low-priority thread: stamps for
+    /// callers of the unauthenticated endpoint never take a signing thread (the stamps
+    /// of Keyward's own signature layers go with the signing).
+    own: Option<crate::hsm::HsmPool>,
     key: TsaKey,
     spki: Vec<u8>,
     certificate: Vec<u8>,
@@ -94,6 +98,7 @@ impl Tsa {
     pub fn new(backends: Arc<Backends>, key: TsaKey, ca_pem: &str) -> Result<Self, PkiError> {
         let build = PkiError::Build;
         Ok(Self {
+            own: None,
             certificate: der::pem_der(&key.certificate_pem).map_err(build)?,
             issuer: der::certificate_issuer(&key.certificate_pem).map_err(build)?,
             certificate_serial: keyward_client::revocation::certificate_serial(
@@ -115,10 +120,17 @@ impl Tsa {
         format!("{}{}", self.key.certificate_pem, self.ca_pem)
     }
 
-    /// Stamps a DER `TimeStampReq` now; the DER `TimeStampResp`.
+    /// Stamps the HTTP endpoint's queries on `pool` (see [`Tsa::own`]).
+    pub fn with_own_pool(mut self, pool: crate::hsm::HsmPool) -> Self {
+        self.own = Some(pool);
+        self
+    }
+
+    /// Stamps a DER `TimeStampReq` now (a caller of the HTTP endpoint, on the TSA's own
+    /// pool when it has one); the DER `TimeStampResp`.
     pub async fn stamp(&self, query: &[u8]) -> Result<Vec<u8>, TsaError> {
         let q = tsa::parse_query(query).map_err(TsaError::BadQuery)?;
-        self.reply(&q).await
+        self.reply(&q, self.own.as_ref()).await
     }
 
     /// Stamps the SHA-256 of `data` now (a signature, a DSSE envelope), with the
@@ -126,38 +138,45 @@ impl Tsa {
     /// done; the DER `TimeStampResp`.
     pub async fn stamp_data(&self, data: &[u8]) -> Result<Vec<u8>, TsaError> {
         let nonce = random_positive()?;
-        self.reply(&Query::for_data(data, &nonce[..8])).await
+        self.reply(&Query::for_data(data, &nonce[..8]), None).await
     }
 
-    async fn reply(&self, q: &Query) -> Result<Vec<u8>, TsaError> {
+    async fn reply(
+        &self,
+        q: &Query,
+        pool: Option<&crate::hsm::HsmPool>,
+    ) -> Result<Vec<u8>, TsaError> {
         let q = q.clone();
         let serial = random_positive()?;
-        let chain = [self.ca.clone()];
-        let stamp = Stamp {
-            serial: &serial,
-            time: crate::clock::now(),
-            certificate: &self.certificate,
-            issuer: &self.issuer,
-            certificate_serial: &self.certificate_serial,
-            chain: &chain,
-            rsa: matches!(key_kind(&self.spki), Some(KeyKind::Rsa(_))),
+        let pool = match pool {
+            Some(p) => p,
+            None => self
+                .backends
+                .get(&self.key.backend)
+                .map_err(|e| TsaError::Unavailable(e.to_string()))?,
         };
-        let tst = tsa::tst_info(&q, &stamp);
-        let attributes = tsa::signed_attributes(&tst, &self.certificate);
-        let (id, spki, signed) = (
-            self.key.hsm_id.clone(),
-            self.spki.clone(),
-            attributes.clone(),
-        );
-        let pool = self
-            .backends
-            .get(&self.key.backend)
-            .map_err(|e| TsaError::Unavailable(e.to_string()))?;
-        let sig: Vec<u8> = pool
-            .run("timestamp", move |s| {
-                super::instance_key::sign(s, &id, &spki, &signed)
-            })
-            .await?;
-        Ok(tsa::response(&q, &stamp, &tst, &attributes, &sig))
+        // The whole reply is built on the pool's thread: for the HTTP endpoint that is
+        // its own low-priority thread, so a stamp's work never competes with signing.
+        let (chain, certificate) = ([self.ca.clone()], self.certificate.clone());
+        let (issuer, certificate_serial) = (self.issuer.clone(), self.certificate_serial.clone());
+        let (id, spki) = (self.key.hsm_id.clone(), self.spki.clone());
+        let rsa = matches!(key_kind(&self.spki), Some(KeyKind::Rsa(_)));
+        let time = crate::clock::now();
+        pool.run("timestamp", move |s| {
+            let stamp = Stamp {
+                serial: &serial,
+                time,
+                certificate: &certificate,
+                issuer: &issuer,
+                certificate_serial: &certificate_serial,
+                chain: &chain,
+                rsa,
+            };
+            let tst = tsa::tst_info(&q, &stamp);
+            let attributes = tsa::signed_attributes(&tst, &certificate);
+            let sig = super::instance_key::sign(s, &id, &spki, &attributes)?;
+            Ok::<_, TsaError>(tsa::response(&q, &stamp, &tst, &attributes, &sig))
+        })
+        .await
     }
 }

@@ -58,7 +58,7 @@ pub fn start_with(
         )
         .env("KEYWARD_LOG", "warn")
         .env_remove("SOFTHSM2_CONF")
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(dir.join("daemon.out"))?))
         .spawn()?;
     while !dir.join("client.toml").exists() {
         if let Some(s) = child.try_wait()? {
@@ -76,4 +76,15 @@ pub fn stop(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+/// The HTTP listener's address of the daemon started in `dir` (from its banner).
+pub fn http_addr(dir: &Path) -> anyhow::Result<String> {
+    let banner = std::fs::read_to_string(dir.join("daemon.out"))?;
+    banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no HTTP address in the banner"))
 }
