@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                 version: 1,
                 reason: proto::RevocationReason::KeyCompromise as i32,
                 compromised_since: since,
+                ..Default::default()
             })
             .await?;
             let returned = Instant::now();

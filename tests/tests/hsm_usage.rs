@@ -93,3 +93,52 @@ fn private_keys_only_sign_and_a_compromised_version_cannot_sign_on_the_hsm() {
     assert!(!d.log().contains("can still sign"), "{}", d.log());
     assert!(!usage(by_id(&d.token_keys(), &v1))[0]);
 }
+
+#[test]
+fn a_revoked_version_can_be_destroyed_and_stays_on_every_revocation_list() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "k"]);
+    d.ok(&["key", "rotate", "k"]);
+    let revoke = |extra: &[&str]| {
+        let mut args = vec![
+            "key",
+            "revoke",
+            "k",
+            "--version",
+            "1",
+            "--reason",
+            "key-compromise",
+            "--compromised-since",
+            "2026-01-01T00:00:00Z",
+        ];
+        args.extend(extra);
+        d.keyward(&args)
+    };
+    assert!(revoke(&[]).status.success());
+    let shown = json(&d.ok(&["-o", "json", "key", "show", "k"]));
+    let v1 = shown["versions"][0]["hsm_id"].as_str().unwrap().to_string();
+    assert!(d.token_keys().iter().any(|k| k["id"] == v1.as_str()));
+    // Revoked already as asked: --destroy takes the object away, nothing else changes.
+    let out = revoke(&["--destroy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HSM object is destroyed"));
+    assert!(
+        !d.token_keys().iter().any(|k| k["id"] == v1.as_str()),
+        "the object is still there"
+    );
+    let shown = json(&d.ok(&["-o", "json", "key", "show", "k"]));
+    assert_eq!(shown["versions"][0]["state"], "destroyed", "{shown}");
+    assert_eq!(
+        shown["versions"][0]["compromised_since"], "2026-01-01T00:00:00Z",
+        "{shown}"
+    );
+    let list = json(&d.ok(&["-o", "json", "revocations", "show"]));
+    assert_eq!(list["list"]["entries"][0]["version"], 1, "{list}");
+    // The active version cannot be destroyed without being revoked in the same breath.
+    let audit = d.ok(&["audit", "export"]);
+    assert!(audit.matches("RevokeKeyVersion").count() >= 2, "{audit}");
+}

@@ -319,3 +319,50 @@ fn a_revoked_version_hidden_by_editing_its_record_stops_new_lists_instead_of_dro
     assert!(audit.contains("IssueRevocationList"), "{audit}");
     assert!(d.log().contains("fail closed"), "{}", d.log());
 }
+
+#[test]
+fn a_ledger_row_planted_in_the_store_is_never_turned_into_a_signature() {
+    use keyward_tests::campaign::{sign_all, wait_job};
+    use keyward_tests::registry::TestRegistry;
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    d.ok(&["key", "create", "k"]);
+    let images = reg.push_many("team/app", 2);
+    sign_all(&d, "k", &images[..1]);
+    d.stop_cleanly();
+    // Someone with the store files copies the row of A's signature as one of B's: a
+    // later row, with the index entry a listing would find it by.
+    let rows = store_tool(tmp.path(), &["keys", "ledger", ""], None);
+    let row = rows.lines().next().unwrap().to_string();
+    let mut e = json(&store_tool(tmp.path(), &["get", "ledger", &row], None));
+    e.as_object_mut().unwrap().remove("mac");
+    e["digest"] = images[1].1.clone().into();
+    e["reference"] = images[1].0.clone().into();
+    let planted = format!("{}9{}", &row[..23], &row[24..]);
+    store_tool(
+        tmp.path(),
+        &["put", "ledger", &planted],
+        Some(&e.to_string()),
+    );
+    let index = store_tool(tmp.path(), &["keys", "ledger_by_key", ""], None);
+    assert!(!index.is_empty());
+
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    let listed = json(&d.ok(&["-o", "json", "signatures", "list", "--key", "k"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "k"]));
+    let job = wait_job(&d, rotated["job_id"].as_str().unwrap(), |_| false);
+    assert_eq!(
+        (job["total"].as_u64(), job["done"].as_u64()),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    let b_sig = format!(
+        "/v2/team/app/manifests/sha256-{}.sig",
+        images[1].1.trim_start_matches("sha256:")
+    );
+    assert_eq!(reg.curl_status(&b_sig), 404, "the planted row was signed");
+    assert_eq!(reg.sig_layers("team/app", &images[0].1).len(), 2);
+    assert!(d.log().contains("ledger row was refused"), "{}", d.log());
+}

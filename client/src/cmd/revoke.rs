@@ -1,4 +1,4 @@
-//! `keyward key revoke NAME --version N --reason R [--compromised-since T]`.
+//! `keyward key revoke NAME --version N --reason R [--compromised-since T] [--destroy]`.
 
 use super::{Ctx, Show};
 use clap::Args;
@@ -22,6 +22,11 @@ pub struct Revoke {
     /// only move this earlier.
     #[arg(long)]
     compromised_since: Option<String>,
+    /// Also destroy the version's HSM object, so that it can never sign again on any
+    /// module (irreversible; the revocation stays on every list). Also for a version
+    /// revoked before.
+    #[arg(long)]
+    destroy: bool,
 }
 
 fn reason(r: &str) -> proto::RevocationReason {
@@ -61,12 +66,17 @@ impl Show for Revoked {
                 t => format!(", compromised since {t}"),
             };
             println!(
-                "{} v{} revoked at {} by {} ({}{since}): it never signs again.",
+                "{} v{} revoked at {} by {} ({}{since}): it never signs again{}.",
                 key.name,
                 v.version,
                 v.revoked_at,
                 v.revoked_by,
                 revocation_reason_name(v.revocation_reason),
+                if v.state == proto::VersionState::Destroyed as i32 {
+                    ", and its HSM object is destroyed"
+                } else {
+                    ""
+                },
             );
             println!(
                 "  Refused from now on by: keyward verify (online and --offline, which read the signed revocation list),
@@ -95,6 +105,7 @@ impl Revoke {
                 version: self.version,
                 reason: reason(&self.reason) as i32,
                 compromised_since: self.compromised_since.unwrap_or_default(),
+                destroy: self.destroy,
             })
             .await?;
         ctx.show(&Revoked {

@@ -114,6 +114,7 @@ pub fn view(r: &ApprovalRecord) -> pb::Approval {
             compromised_since,
             incident,
             remove_signatures,
+            ..
         } => {
             a.kind = pb::ApprovalKind::Revocation as i32;
             a.revoke_version = *version;

@@ -185,6 +185,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
             let asked = Asked {
                 revoke: revoke.clone(),
                 incident: None,
+                destroy: r.destroy,
             };
             if let Some(a) = self.held(&call, asked).await? {
                 return Ok(pb::RevokeKeyVersionResponse {
@@ -194,7 +195,15 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                     approvals_needed: a.needed,
                 });
             }
-            let k = self.incidents.revoke_version(&revoke).await?;
+            let already = self.keys.get(&r.name)?.revoke_effect(&revoke);
+            let mut k = match already {
+                // Destroying a version revoked so already: the revocation stands.
+                Ok(crate::keys::RevokeEffect::Nothing) if r.destroy => self.keys.get(&r.name)?,
+                _ => self.incidents.revoke_version(&revoke).await?,
+            };
+            if r.destroy {
+                k = self.keys.destroy_revoked(&r.name, r.version).await?;
+            }
             Ok::<_, KeyError>(pb::RevokeKeyVersionResponse {
                 key: Some(key(&self.keys, &k)),
                 ..Default::default()
@@ -236,6 +245,7 @@ impl pb::revocation_service_server::RevocationService for RevocationApi {
                         by: req.by.clone(),
                     },
                     incident: Some(req.remove_signatures),
+                    destroy: false,
                 };
                 if let Some(a) = self.held(&call, asked).await? {
                     return Ok(Held::Pending(Box::new(a)));

@@ -143,7 +143,18 @@ impl App {
             docker: DockerConfig::load(&docker_path).map_err(StartError::Config)?,
             limits: i.config.oci.clone(),
         });
-        let ledger = SignatureLedger::new(i.store.clone());
+        let ledger_key = i
+            .protected
+            .mac()
+            .derive("ledger-rows")
+            .await
+            .map_err(|source| StartError::Hsm {
+                backend: i.config.ca_backend().to_string(),
+                source,
+            })?;
+        let ledger = SignatureLedger::new(i.store.clone())
+            .with_mac(crate::signing::ledger::mac::LedgerMac::new(ledger_key));
+        ledger.ensure_macs().await?;
         ledger.ensure_index().await?;
         let revoked_signatures = Arc::new(RevokedSignatures::load(i.protected.clone()).await?);
         let condemnation =

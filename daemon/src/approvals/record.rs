@@ -63,6 +63,9 @@ pub enum Subject {
         /// With `incident`: also remove the version's layers signed since the compromise.
         #[serde(default)]
         remove_signatures: bool,
+        /// Also destroy the version's HSM object.
+        #[serde(default)]
+        destroy: bool,
     },
     /// An image: the reference as requested and the digests that will be signed.
     Image {

@@ -15,6 +15,8 @@ pub struct Asked {
     pub revoke: RevokeRequest,
     /// Run the incident on approval (with `remove_signatures`), not only the revocation.
     pub incident: Option<bool>,
+    /// Also destroy the version's HSM object.
+    pub destroy: bool,
 }
 
 impl Approvals {
@@ -31,7 +33,7 @@ impl Approvals {
         let req = &asked.revoke;
         let key = self.keys.get(&req.name)?;
         let effect = key.revoke_effect(req)?;
-        if key.revoke_approvals == 0 || effect == RevokeEffect::Nothing {
+        if key.revoke_approvals == 0 || (effect == RevokeEffect::Nothing && !asked.destroy) {
             return Ok(None);
         }
         let subject = Subject::Revocation {
@@ -40,6 +42,7 @@ impl Approvals {
             compromised_since: req.compromised_since,
             incident: asked.incident.is_some(),
             remove_signatures: asked.incident.unwrap_or(false),
+            destroy: asked.destroy,
         };
         let r = self
             .new_record(
@@ -66,6 +69,7 @@ impl Approvals {
             compromised_since,
             incident,
             remove_signatures,
+            destroy,
         } = r.subject.clone()
         else {
             return Ok(());
@@ -108,9 +112,17 @@ impl Approvals {
         if key.revoke_effect(&revoke)? != RevokeEffect::Nothing {
             self.incidents.revoke_version(&revoke).await?;
         }
+        if destroy {
+            self.keys.destroy_revoked(&r.key, version).await?;
+        }
         r.outcome = Some(format!(
-            "v{version} revoked ({}); it never signs again",
-            reason.as_str()
+            "v{version} revoked ({}){}; it never signs again",
+            reason.as_str(),
+            if destroy {
+                " and its HSM object destroyed"
+            } else {
+                ""
+            }
         ));
         Ok(())
     }

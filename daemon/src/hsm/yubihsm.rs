@@ -215,7 +215,7 @@ impl HsmSession for YubiHsmSession {
         let mut check = UsageCheck::default();
         if !sign {
             check.refused.push(format!(
-                "object {hsm_id}: a YubiHSM cannot take the signing capability from an object; destroy it (keyward key revoke --destroy)"
+                "object {hsm_id}: a YubiHSM cannot take the signing capability from an object; destroy it (keyward key revoke NAME --version N --reason key-compromise --destroy)"
             ));
         }
         Ok(check)

@@ -78,10 +78,19 @@ impl Resigner {
         let ledger = self.signer().ledger();
         let mut items = Vec::new();
         for original in originals {
+            // Each re-signature must name (in its MAC'd row) a row of this chain: an
+            // index entry planted in the store files cannot pull another signature in.
+            let mut chain = std::collections::HashSet::from([original.clone()]);
             for row in ledger.derivations(&original, MAX_DERIVED).await? {
-                let Some(e) = ledger.get(&row).await? else {
-                    continue;
+                let e = match ledger.get(&row).await {
+                    Ok(Some(e)) if chain.contains(&e.derived_from) => e,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::error!(row = %row, error = %err, "a re-signature's ledger row was refused");
+                        continue;
+                    }
                 };
+                chain.insert(row.clone());
                 items.push((
                     item_key(job, &row),
                     JobItem {

@@ -229,6 +229,47 @@ impl KeyRegistry {
         Ok(rec)
     }
 
+    /// Destroys a revoked version's HSM object (`key revoke --destroy`): the object
+    /// first, then the record says `destroyed` (its revocation kept, so every list
+    /// still names it). Only a revoked version is destroyed this way.
+    pub async fn destroy_revoked(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Arc<KeyRecord>, KeyError> {
+        let rec = self.get(name)?;
+        let v = rec
+            .version(version)
+            .ok_or_else(|| KeyError::VersionNotFound {
+                name: name.to_string(),
+                version,
+            })?;
+        match v.state {
+            VersionState::Revoked => {}
+            VersionState::Destroyed => return Ok(rec),
+            other => {
+                return Err(KeyError::FailedPrecondition(format!(
+                    "key {name:?} version {version} is {}: only a revoked version is destroyed; revoke it in the same command (--reason, --destroy)",
+                    other.as_str()
+                )));
+            }
+        }
+        let pool = self.backends.get(&rec.backend)?;
+        let id = v.hsm_id.clone();
+        match pool.run("destroy", move |s| s.destroy(&id)).await {
+            Ok(()) | Err(crate::hsm::HsmError::KeyNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::warn!(key = %name, version, "a revoked version's HSM object was destroyed");
+        self.update(name, |r| {
+            if let Some(v) = r.versions.iter_mut().find(|v| v.version == version) {
+                v.state = VersionState::Destroyed;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Takes signing away from a compromised version's HSM object where the module
     /// allows it (the record already stops every signature; this stops the object
     /// itself). What the module refuses is logged, and named again at every start.

@@ -129,6 +129,24 @@ impl RecordMac {
         Ok(out)
     }
 
+    /// A key for `purpose` derived inside the HSM from the record MAC key (its HMAC
+    /// of the purpose): for records written too often to MAC each in the HSM (ledger
+    /// rows), MAC'd in memory with this key, which only this HSM can make again.
+    pub async fn derive(&self, purpose: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, HsmError> {
+        let pool = self
+            .backends
+            .get(&self.key.backend)
+            .map_err(|e| HsmError::Config(e.to_string()))?;
+        let (id, input) = (
+            self.key.hsm_id.clone(),
+            format!("keyward-derive\0{purpose}"),
+        );
+        let key = pool
+            .run("mac", move |s| s.mac(&id, input.as_bytes()))
+            .await?;
+        Ok(zeroize::Zeroizing::new(key))
+    }
+
     /// The record inside stored bytes, if its MAC holds for this namespace and key.
     pub async fn open<'a>(
         &self,
@@ -182,6 +200,11 @@ impl ProtectedStore {
     /// The underlying store (for unprotected namespaces).
     pub fn raw(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The record MAC key's operations.
+    pub fn mac(&self) -> &RecordMac {
+        &self.mac
     }
 
     /// Reads and checks a record.

@@ -1,7 +1,7 @@
 //! Listing the ledger: by time, or for a key through its index by version and second,
 //! a page at a time.
 
-use super::{LedgerEntry, LedgerQuery, SECOND_BATCH, SignatureLedger, decode};
+use super::{LedgerEntry, LedgerQuery, SECOND_BATCH, SignatureLedger};
 use crate::store::{Namespace, StoreError};
 
 /// Entries one page reads at most, matching or not: a filter that matches little ends
@@ -9,6 +9,17 @@ use crate::store::{Namespace, StoreError};
 pub const SCAN_CAP: usize = 10_000;
 
 impl SignatureLedger {
+    /// A row met while listing: its entry, or nothing (logged) when it is refused.
+    fn listed(&self, row: &str, stored: &[u8]) -> Option<LedgerEntry> {
+        match self.decode(row, stored) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "a ledger row was refused; it is left out");
+                None
+            }
+        }
+    }
+
     /// Entries matching the query, oldest first (with a key: by version, then oldest
     /// first): at most `limit` after the cursor `after` (empty: from the start), and
     /// the cursor of the next page (empty on the last). Walks the ledger, or for a key
@@ -27,7 +38,7 @@ impl SignatureLedger {
     /// The entry stored under ledger row `row`, if any.
     pub async fn get(&self, row: &str) -> Result<Option<LedgerEntry>, StoreError> {
         match self.store.get(Namespace::Ledger, row).await? {
-            Some(v) => decode(row, &v).map(Some),
+            Some(v) => self.decode(row, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -110,7 +121,9 @@ impl SignatureLedger {
                 }
                 scanned += 1;
                 row = k.clone();
-                let e = decode(&k, &v)?;
+                let Some(e) = self.listed(&k, &v) else {
+                    continue;
+                };
                 if keep(&e) && version.is_none_or(|v| v == e.version) {
                     out.push((k, e));
                     if out.len() == limit {
@@ -155,7 +168,9 @@ impl SignatureLedger {
                 }
                 scanned += 1;
                 cursor = k.clone();
-                let e = decode(&k, &v)?;
+                let Some(e) = self.listed(&k, &v) else {
+                    continue;
+                };
                 if keep(&e) {
                     out.push((k, e));
                     if out.len() == limit {

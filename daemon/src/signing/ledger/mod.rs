@@ -77,6 +77,9 @@ pub struct LedgerQuery {
 #[derive(Clone)]
 pub struct SignatureLedger {
     store: Arc<dyn Store>,
+    /// Seals and checks rows (none: rows are written and read as they are, in unit
+    /// tests without an HSM).
+    mac: Option<Arc<mac::LedgerMac>>,
     next: Arc<std::sync::atomic::AtomicU64>,
     /// The last second indexed for each key version (in this process).
     indexed: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), i64>>>,
@@ -95,11 +98,68 @@ impl SignatureLedger {
         let _ = getrandom::getrandom(&mut r);
         Self {
             store,
+            mac: None,
             indexed: Arc::default(),
             next: Arc::new(std::sync::atomic::AtomicU64::new(
                 u64::from_le_bytes(r) >> 16,
             )),
         }
+    }
+
+    /// Seals every row it writes, and refuses every row it reads whose MAC fails.
+    pub fn with_mac(mut self, mac: mac::LedgerMac) -> Self {
+        self.mac = Some(Arc::new(mac));
+        self
+    }
+
+    /// The entry in a stored row, if its MAC holds (rows that fail are refused: never
+    /// listed, never acted on; the error names the row).
+    pub(crate) fn decode(&self, row: &str, stored: &[u8]) -> Result<LedgerEntry, StoreError> {
+        let Some(m) = &self.mac else {
+            return decode(row, stored);
+        };
+        match m.open(row, stored) {
+            Some(body) => decode(row, &body),
+            None => Err(StoreError::Corrupt {
+                key: format!("ledger/{row}"),
+                detail: "the ledger row failed its integrity check (MAC): it was planted or edited outside Keyward and is not used".into(),
+            }),
+        }
+    }
+
+    /// Seals the rows written before rows carried MACs (once per store); returns how
+    /// many. A row that has a MAC field that fails is left as it is (refused).
+    pub async fn ensure_macs(&self) -> Result<u64, StoreError> {
+        const DONE: &str = "ledger_macs";
+        let Some(m) = &self.mac else { return Ok(0) };
+        if self.store.get(Namespace::Meta, DONE).await?.is_some() {
+            return Ok(0);
+        }
+        let (mut cursor, mut n) = (String::new(), 0);
+        loop {
+            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
+            let Some((last, _)) = batch.last() else { break };
+            cursor = last.clone();
+            let mut txn = Txn::new();
+            for (k, v) in &batch {
+                let legacy = m.open(k, v).is_none()
+                    && serde_json::from_slice::<serde_json::Value>(v)
+                        .is_ok_and(|j| j.get("mac").is_none());
+                if legacy {
+                    txn = txn.put(Namespace::Ledger, k, m.seal(k, v));
+                    n += 1;
+                }
+            }
+            self.store.txn(&txn).await?;
+        }
+        self.store.put(Namespace::Meta, DONE, b"1").await?;
+        if n > 0 {
+            tracing::info!(
+                rows = n,
+                "sealed the ledger rows written before rows carried MACs"
+            );
+        }
+        Ok(n)
     }
 
     /// Records an entry, its index entry and (for an image signature) its mark
@@ -200,16 +260,20 @@ impl SignatureLedger {
         }
     }
 
-    /// Whether the ledger holds this image signature already (by its mark).
+    /// Whether the ledger holds this image signature already: its mark points to a row
+    /// that passes its check and is that signature (a planted mark does not count).
     pub async fn has(&self, entry: &LedgerEntry) -> Result<bool, StoreError> {
         let Some(mark) = entry_mark(entry) else {
             return Ok(false);
         };
-        Ok(self
-            .store
-            .get(Namespace::LedgerMarks, &mark)
-            .await?
-            .is_some())
+        let Some(row) = self.marked_row(&mark).await? else {
+            return Ok(false);
+        };
+        Ok(match self.get(&row).await {
+            Ok(Some(e)) => entry_mark(&e).as_deref() == Some(mark.as_str()),
+            Ok(None) | Err(StoreError::Corrupt { .. }) => false,
+            Err(e) => return Err(e),
+        })
     }
 
     /// Writes an entry (and, for the first of its second, its index entry) without
@@ -248,7 +312,7 @@ impl SignatureLedger {
             cursor = last.clone();
             let mut txn = Txn::new();
             for (k, v) in &batch {
-                let e = decode(k, v)?;
+                let Ok(e) = self.decode(k, v) else { continue };
                 txn = txn.put(Namespace::LedgerByKey, &index_key(&e), Vec::new());
                 n += 1;
             }
@@ -269,7 +333,12 @@ impl SignatureLedger {
     fn row(&self, entry: &LedgerEntry) -> Result<(String, Vec<u8>), StoreError> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!("{:024}-{n:012x}", entry.time.unix_timestamp_nanos());
-        Ok((key, store::to_json(entry)?))
+        let body = store::to_json(entry)?;
+        let value = match &self.mac {
+            Some(m) => m.seal(&key, &body),
+            None => body,
+        };
+        Ok((key, value))
     }
 }
 
@@ -333,5 +402,6 @@ fn decode(key: &str, v: &[u8]) -> Result<LedgerEntry, StoreError> {
 
 mod derived;
 mod list;
+pub mod mac;
 #[cfg(test)]
 mod tests;

@@ -172,3 +172,43 @@ async fn a_filter_that_matches_nothing_reads_a_bounded_number_of_entries_per_pag
 }
 
 const SCAN_CAP_EXTRA: usize = 50;
+
+#[tokio::test]
+async fn rows_from_before_macs_are_sealed_once_and_an_edited_row_is_never_listed() {
+    use zeroize::Zeroizing;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("s")).unwrap());
+    let old = SignatureLedger::new(store.clone());
+    for i in 0..3 {
+        let t = old.record_pending(&entry("a", 1, i)).unwrap();
+        store.wait_durable(t).await.unwrap();
+    }
+    let key = || mac::LedgerMac::new(Zeroizing::new(vec![9; 32]));
+    let ledger = SignatureLedger::new(store.clone()).with_mac(key());
+    assert_eq!(ledger.ensure_macs().await.unwrap(), 3);
+    assert_eq!(ledger.ensure_macs().await.unwrap(), 0, "sealed twice");
+    let all = LedgerQuery::default();
+    assert_eq!(digests(&ledger, &all, 10).await.len(), 3);
+    // A row edited afterwards, and one planted without a MAC, are left out.
+    let rows = store.scan(Namespace::Ledger, "", 10).await.unwrap();
+    let (k, v) = &rows[0];
+    let edited = String::from_utf8(v.clone())
+        .unwrap()
+        .replace("sha256:0", "sha256:9");
+    store
+        .put(Namespace::Ledger, k, edited.as_bytes())
+        .await
+        .unwrap();
+    let planted = format!("{}-ffffffffffff", &rows[2].0[..24]);
+    let body = crate::store::to_json(&entry("a", 1, 7)).unwrap();
+    store.put(Namespace::Ledger, &planted, &body).await.unwrap();
+    assert_eq!(digests(&ledger, &all, 10).await, ["sha256:1", "sha256:2"]);
+    assert!(matches!(
+        ledger.get(k).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    // Another instance's key opens none of them.
+    let other = SignatureLedger::new(store.clone())
+        .with_mac(mac::LedgerMac::new(Zeroizing::new(vec![1; 32])));
+    assert!(digests(&other, &all, 10).await.is_empty());
+}
