@@ -13,8 +13,11 @@ pub enum ApprovalsCommand {
     /// List approvals, newest first.
     List {
         /// Only those still waiting.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "archived")]
         pending: bool,
+        /// The archive: finished approvals older than `[approvals] keep` (30 days).
+        #[arg(long)]
+        archived: bool,
     },
     /// Show what a request would sign, who asked, who approved, and the result.
     Show {
@@ -199,9 +202,10 @@ pub async fn wait_for(client: &Client, id: &str) -> anyhow::Result<proto::Approv
 impl ApprovalsCommand {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
-            ApprovalsCommand::List { pending } => {
+            ApprovalsCommand::List { pending, archived } => {
                 let req = proto::ListApprovalsRequest {
                     pending_only: pending,
+                    archived,
                     ..Default::default()
                 };
                 ctx.show(&ctx.client.list_approvals_all(req).await?);

@@ -159,10 +159,15 @@ impl pb::approval_service_server::ApprovalService for ApprovalApi {
         let call = admitted(&req)?;
         let r = req.into_inner();
         // Newest first, one index page at a time: the open index for --pending.
-        let result = self
-            .approvals
-            .page(r.pending_only, &r.page_token, page::size(r.page_size))
-            .await;
+        let result = if r.archived {
+            self.approvals
+                .archived_page(&r.page_token, page::size(r.page_size))
+                .await
+        } else {
+            self.approvals
+                .page(r.pending_only, &r.page_token, page::size(r.page_size))
+                .await
+        };
         call.finish(result).await.map(|(l, next_page_token)| {
             Response::new(pb::ListApprovalsResponse {
                 approvals: l

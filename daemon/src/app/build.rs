@@ -257,12 +257,20 @@ impl App {
             )
             .with_supervisor(Supervisor::new(audit.clone(), i.metrics.clone())),
         );
-        let scheduler = Arc::new(Scheduler::new(
-            keys.clone(),
-            jobs.clone(),
-            audit.clone(),
-            Arc::new(SystemClock),
-        ));
+        let keep = i
+            .config
+            .approvals
+            .keep_seconds()
+            .map_err(StartError::Config)?;
+        let scheduler = Arc::new(
+            Scheduler::new(
+                keys.clone(),
+                jobs.clone(),
+                audit.clone(),
+                Arc::new(SystemClock),
+            )
+            .with_approvals(approvals.clone(), time::Duration::seconds(keep as i64)),
+        );
         let gate = GateLayer::new(
             Gate::new(i.principals.clone(), keys.clone(), obs.clone())
                 .with_approvals(approvals.clone()),
@@ -296,12 +304,16 @@ impl App {
     /// instead of waiting), which does not tick on its own: the caller calls its
     /// `tick`, which rotates and prunes what is due.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> (Self, Arc<Scheduler>) {
-        let s = Arc::new(Scheduler::new(
-            self.keys.clone(),
-            self.jobs.clone(),
-            self.audit.clone(),
-            clock,
-        ));
+        let keep = self.config.approvals.keep_seconds().unwrap_or(30 * 86_400);
+        let s = Arc::new(
+            Scheduler::new(
+                self.keys.clone(),
+                self.jobs.clone(),
+                self.audit.clone(),
+                clock,
+            )
+            .with_approvals(self.approvals.clone(), time::Duration::seconds(keep as i64)),
+        );
         self.scheduler = None;
         (self, s)
     }

@@ -9,6 +9,10 @@ use crate::store::{Expect, Namespace, Revision};
 
 const OPEN: &str = "open/";
 const ALL: &str = "time/";
+const ARCHIVED: &str = "archived/";
+
+/// Approvals archived per call at most (the scheduler calls again at its next tick).
+const ARCHIVE_BATCH: usize = 500;
 
 /// The part of an index key after its prefix: newest first, then the id.
 fn order(r: &ApprovalRecord) -> String {
@@ -68,7 +72,26 @@ impl Approvals {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<ApprovalRecord>, String), ApprovalError> {
-        let prefix = if open_only { OPEN } else { ALL };
+        self.page_of(if open_only { OPEN } else { ALL }, after, limit)
+            .await
+    }
+
+    /// A page of archived approvals, newest first.
+    pub async fn archived_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<ApprovalRecord>, String), ApprovalError> {
+        self.page_of(ARCHIVED, after, limit).await
+    }
+
+    async fn page_of(
+        &self,
+        prefix: &'static str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<ApprovalRecord>, String), ApprovalError> {
+        let open_only = prefix == OPEN;
         let after = if after.is_empty() {
             String::new()
         } else {
@@ -88,7 +111,16 @@ impl Approvals {
         let mut out = Vec::with_capacity(entries.len());
         for (k, _) in entries {
             let id = k.rsplit('-').next().unwrap_or_default();
-            let r = match self.get(id).await {
+            let found = if prefix == ARCHIVED {
+                self.store
+                    .get::<ApprovalRecord>(Namespace::ApprovalArchive, id)
+                    .await
+                    .map_err(ApprovalError::from)
+                    .and_then(|r| r.ok_or_else(|| ApprovalError::NotFound(id.to_string())))
+            } else {
+                self.get(id).await
+            };
+            let r = match found {
                 Ok(r) if order(&r) == k[prefix.len()..] => r,
                 Ok(_) | Err(ApprovalError::NotFound(_)) => {
                     tracing::warn!(index = %k, "an approval index entry names no such approval; dropped");
@@ -116,6 +148,56 @@ impl Approvals {
             out.push(r);
         }
         Ok((out, next))
+    }
+
+    /// Moves finished approvals created before `before` to the archive (at most a
+    /// batch per call, oldest first): each in one transaction, its record, MAC'd, under
+    /// `ApprovalArchive` and its index entry under `archived/`. Returns how many.
+    pub async fn archive(&self, before: time::OffsetDateTime) -> Result<usize, ApprovalError> {
+        let cutoff = format!("{ALL}{:040}", i128::MAX - before.unix_timestamp_nanos());
+        let entries = self
+            .store
+            .raw()
+            .scan_prefix(Namespace::ApprovalIndex, ALL, &cutoff, ARCHIVE_BATCH)
+            .await?;
+        let mut moved = 0;
+        for (k, _) in entries {
+            let id = k.rsplit('-').next().unwrap_or_default();
+            let (r, rev) = match self.read(id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(approval = %id, error = %e, "approval not archived");
+                    continue;
+                }
+            };
+            if open(&r) || r.created_at >= before {
+                continue;
+            }
+            let order = order(&r);
+            let stored = crate::store::to_json(&r)?;
+            let committed = self
+                .store
+                .commit_with(
+                    vec![(Namespace::Approvals, r.id.clone(), Expect::At(rev))],
+                    vec![(Namespace::ApprovalArchive, r.id.clone(), stored)],
+                    vec![
+                        (Namespace::Approvals, r.id.clone(), None),
+                        (Namespace::ApprovalIndex, format!("{ALL}{order}"), None),
+                        (Namespace::ApprovalIndex, format!("{OPEN}{order}"), None),
+                        (
+                            Namespace::ApprovalIndex,
+                            format!("{ARCHIVED}{order}"),
+                            Some(Vec::new()),
+                        ),
+                    ],
+                )
+                .await?;
+            moved += usize::from(committed);
+        }
+        if moved > 0 {
+            tracing::info!(approvals = moved, "archived finished approvals");
+        }
+        Ok(moved)
     }
 
     /// Indexes approvals stored before the indexes existed (once per store).

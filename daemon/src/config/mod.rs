@@ -4,7 +4,9 @@ mod backends;
 mod sections;
 
 pub use backends::{BackendConfig, YubiConnector, pkcs11_settings, secret_source};
-pub use sections::{AuditConfig, MfaConfig, SigningSettings, StoreSettings, TsaSettings};
+pub use sections::{
+    ApprovalSettings, AuditConfig, MfaConfig, SigningSettings, StoreSettings, TsaSettings,
+};
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -84,6 +86,9 @@ pub struct Config {
     /// The store's engine.
     #[serde(default)]
     pub store: StoreSettings,
+    /// How long finished approvals stay current.
+    #[serde(default)]
+    pub approvals: ApprovalSettings,
 }
 
 fn default_threads() -> usize {

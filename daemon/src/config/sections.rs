@@ -122,6 +122,43 @@ impl Default for TsaSettings {
     }
 }
 
+/// `[approvals]`: how long finished approvals stay among the current ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// Finished approvals older than this (`30d`) move to the archive, where
+    /// `keyward approvals list --archived` still lists them.
+    #[serde(default = "default_keep")]
+    pub keep: String,
+}
+
+fn default_keep() -> String {
+    "30d".into()
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            keep: default_keep(),
+        }
+    }
+}
+
+impl ApprovalSettings {
+    /// `keep` in seconds, or what is wrong with it.
+    pub fn keep_seconds(&self) -> Result<u64, String> {
+        let s = keyward_client::duration::parse(&self.keep)
+            .map_err(|e| format!("[approvals] keep: {e}"))?;
+        if s < 3600 {
+            return Err(format!(
+                "[approvals] keep {:?} is under an hour: approvals would leave the current list while callers wait on them",
+                self.keep
+            ));
+        }
+        Ok(s.min(crate::keys::MAX_PERIOD_SECONDS))
+    }
+}
+
 /// Where the daemon keeps its state, under `data_dir/store`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -70,6 +70,8 @@ pub fn prune_due(keys: &[Arc<KeyRecord>], now: OffsetDateTime) -> Vec<(String, u
 /// Rotates keys when their policy says so.
 pub struct Scheduler {
     keys: Arc<KeyRegistry>,
+    /// Finished approvals older than the duration move to the archive at each tick.
+    approvals: Option<(Arc<crate::approvals::Approvals>, time::Duration)>,
     jobs: Arc<Jobs>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
@@ -91,6 +93,7 @@ impl Scheduler {
     ) -> Self {
         Self {
             keys,
+            approvals: None,
             jobs,
             audit,
             clock,
@@ -152,7 +155,22 @@ impl Scheduler {
         let rotated = self.rotate_due().await;
         self.prune().await;
         self.renew().await;
+        if let Some((approvals, keep)) = &self.approvals
+            && let Err(e) = approvals.archive(self.clock.now() - *keep).await
+        {
+            tracing::error!(error = %e, "cannot archive finished approvals; tried again at the next tick");
+        }
         rotated
+    }
+
+    /// Archives finished approvals older than `keep` at each tick.
+    pub fn with_approvals(
+        mut self,
+        approvals: Arc<crate::approvals::Approvals>,
+        keep: time::Duration,
+    ) -> Self {
+        self.approvals = Some((approvals, keep));
+        self
     }
 
     /// Gives every active version whose certificate nears its end a new one (same

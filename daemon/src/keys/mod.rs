@@ -14,7 +14,8 @@ mod write;
 pub use backends::Backends;
 pub use policy::{PolicyChange, weakenings};
 pub use record::{
-    KeyRecord, KeyVersion, Purpose, RotationPolicy, VersionState, validate_name, validate_scope,
+    KeyRecord, KeyVersion, MAX_PERIOD_SECONDS, Purpose, RotationPolicy, VersionState,
+    validate_name, validate_scope,
 };
 pub(crate) use revoke::rfc3339;
 pub use revoke::{Revocation, RevocationReason, RevokeEffect, RevokeRequest};

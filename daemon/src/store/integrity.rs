@@ -23,7 +23,7 @@ const MAGIC: &[u8; 4] = b"KWM1";
 const TAG_LEN: usize = 32;
 
 /// The namespaces whose records carry MACs.
-pub const PROTECTED: [Namespace; 7] = [
+pub const PROTECTED: [Namespace; 8] = [
     Namespace::Keys,
     Namespace::Principals,
     Namespace::Mfa,
@@ -31,6 +31,7 @@ pub const PROTECTED: [Namespace; 7] = [
     Namespace::Jobs,
     Namespace::JobItems,
     Namespace::JobFailures,
+    Namespace::ApprovalArchive,
 ];
 
 /// Why a protected record could not be read or written.
@@ -300,6 +301,23 @@ impl ProtectedStore {
         for (ns, key, value) in raw {
             txn = txn.put(ns, &key, value);
         }
+        Ok(self.store.txn(&txn).await?)
+    }
+
+    /// [`ProtectedStore::commit`] with unprotected writes that may delete (`None`).
+    pub async fn commit_with(
+        &self,
+        checks: Vec<(Namespace, String, Expect)>,
+        puts: Vec<(Namespace, String, Vec<u8>)>,
+        raw: Vec<(Namespace, String, Option<Vec<u8>>)>,
+    ) -> Result<bool, IntegrityError> {
+        let mut txn = Txn::new();
+        txn.checks = checks;
+        for (ns, key, json) in puts {
+            let stored = self.mac.protect(ns, &key, &json).await?;
+            txn = txn.put(ns, &key, stored);
+        }
+        txn.writes.extend(raw);
         Ok(self.store.txn(&txn).await?)
     }
 

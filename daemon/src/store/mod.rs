@@ -56,12 +56,15 @@ pub enum Namespace {
     /// Indexes of approvals, newest first: `open/<inverted time>-<id>` for those with
     /// work left (pending, approved), `time/<inverted time>-<id>` for all. Empty values.
     ApprovalIndex,
+    /// Finished approvals moved out of `Approvals` after `[approvals] keep`, by id
+    /// (MAC'd like the current ones).
+    ApprovalArchive,
 }
 
 impl Namespace {
     /// Every namespace; its position is its tag in the write-ahead log, so new ones
     /// go at the end.
-    pub(crate) const ALL: [Namespace; 14] = [
+    pub(crate) const ALL: [Namespace; 15] = [
         Namespace::Keys,
         Namespace::Meta,
         Namespace::Ledger,
@@ -76,6 +79,7 @@ impl Namespace {
         Namespace::JobFailures,
         Namespace::LedgerDerived,
         Namespace::ApprovalIndex,
+        Namespace::ApprovalArchive,
     ];
 
     /// A byte naming the namespace in the write-ahead log.
@@ -103,6 +107,7 @@ impl Namespace {
             Namespace::JobFailures => "job_failures",
             Namespace::LedgerDerived => "ledger_derived",
             Namespace::ApprovalIndex => "approval_index",
+            Namespace::ApprovalArchive => "approval_archive",
         }
     }
 }
