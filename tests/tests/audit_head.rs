@@ -2,6 +2,7 @@
 //! revocation, the incident) is refused by a verifier holding a later head, and every
 //! revocation list names the head at its issue.
 
+use keyward_tests::revoke::revoke_compromised;
 use keyward_tests::{DevDaemon, refused};
 
 fn json(s: &str) -> serde_json::Value {
@@ -17,17 +18,12 @@ fn an_export_cut_short_is_refused_against_a_later_signed_head() {
     // What an attacker keeps: an export from before the revocation.
     std::fs::write(p("early.jsonl"), d.ok(&["audit", "export"])).unwrap();
     d.ok(&["key", "rotate", "files"]);
-    d.ok(&[
-        "key",
-        "revoke",
-        "files",
-        "--version",
-        "1",
-        "--reason",
-        "key-compromise",
-        "--compromised-since",
-        "2026-01-01T00:00:00Z",
-    ]);
+    let out = revoke_compromised(&d, None, ("files", 1), "2026-01-01T00:00:00Z", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let head = json(&d.ok(&["-o", "json", "audit", "head"]));
     let seq = head["head"]["seq"].as_u64().unwrap();
     assert!(

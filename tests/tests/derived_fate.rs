@@ -5,6 +5,7 @@
 
 use keyward_tests::campaign::{sign_all, wait_job};
 use keyward_tests::registry::TestRegistry;
+use keyward_tests::revoke::{incident, revoke_compromised, time};
 use keyward_tests::{DevDaemon, cosign_verify, json_ok};
 
 fn json(s: &str) -> serde_json::Value {
@@ -52,23 +53,12 @@ fn an_incident_after_a_rotation_condemns_the_re_signatures_of_the_attackers_imag
 
     let ir = d.add_principal("ir", "revoker");
     let incident = |dry: bool| {
-        let mut args = vec![
-            "-o",
-            "json",
-            "incident",
-            "revoke",
-            "--key",
-            "rel",
-            "--version",
-            "1",
-            "--compromised-since",
-            &since,
-            "--remove-signatures",
-        ];
-        if dry {
-            args.push("--dry-run");
-        }
-        json_ok(&d.keyward_as(&ir, &args))
+        let extra: &[&str] = if dry {
+            &["--remove-signatures", "--dry-run"]
+        } else {
+            &["--remove-signatures"]
+        };
+        json_ok(&incident(&d, Some(&ir), ("rel", 1), &since, extra))
     };
     // The dry run names the re-signature of the attacker's image, and only it.
     let plan = incident(true);
@@ -121,17 +111,12 @@ fn a_compromise_condemns_re_signatures_however_many_rotations_away() {
     }
     assert_eq!(reg.sig_layers("team/app", bad).len(), 3);
     // A plain revocation as compromised (no incident) condemns both re-signatures.
-    d.ok(&[
-        "key",
-        "revoke",
-        "rel",
-        "--version",
-        "1",
-        "--reason",
-        "key-compromise",
-        "--compromised-since",
-        &since,
-    ]);
+    let out = revoke_compromised(&d, None, ("rel", 1), &since, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let jobs = json(&d.ok(&["-o", "json", "jobs", "list", "--state", "queued"]));
     let running = json(&d.ok(&["-o", "json", "jobs", "list", "--state", "running"]));
     for j in jobs
@@ -184,16 +169,12 @@ fn a_daemon_killed_while_a_revocation_lands_mid_campaign_re_signs_nothing_condem
     let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "rel"]));
     let id = rotated["job_id"].as_str().unwrap().to_string();
     wait_job(&d, &id, |j| j["done"].as_u64() >= Some(30));
-    d.ok(&[
-        "incident",
-        "revoke",
-        "--key",
-        "rel",
-        "--version",
-        "1",
-        "--compromised-since",
-        &since,
-    ]);
+    let out = incident(&d, None, ("rel", 1), &since, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.kill9();
 
     let d = DevDaemon::start_in(tmp.path()).unwrap();
@@ -239,8 +220,4 @@ fn a_daemon_killed_while_a_revocation_lands_mid_campaign_re_signs_nothing_condem
         }
     }
     assert_eq!(good, 100);
-}
-
-fn time(s: &str) -> time::OffsetDateTime {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
 }

@@ -2,6 +2,7 @@
 //! when an older object can do more, and a version revoked as compromised cannot sign
 //! on the HSM itself, whatever a caller of the module tries.
 
+use keyward_tests::revoke::revoke_compromised;
 use keyward_tests::{DevDaemon, token_keys};
 
 fn json(s: &str) -> serde_json::Value {
@@ -49,17 +50,12 @@ fn private_keys_only_sign_and_a_compromised_version_cannot_sign_on_the_hsm() {
     );
 
     // Revoked as compromised: the object itself can no longer sign.
-    d.ok(&[
-        "key",
-        "revoke",
-        "k",
-        "--version",
-        "1",
-        "--reason",
-        "key-compromise",
-        "--compromised-since",
-        "2026-01-01T00:00:00Z",
-    ]);
+    let out = revoke_compromised(&d, None, ("k", 1), "2026-01-01T00:00:00Z", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keys = d.token_keys();
     assert_eq!(usage(by_id(&keys, &v1)), [false, false, false, false]);
     assert_eq!(usage(by_id(&keys, &v2)), [true, false, false, false]);
@@ -99,21 +95,8 @@ fn a_revoked_version_can_be_destroyed_and_stays_on_every_revocation_list() {
     let d = DevDaemon::start();
     d.ok(&["key", "create", "k"]);
     d.ok(&["key", "rotate", "k"]);
-    let revoke = |extra: &[&str]| {
-        let mut args = vec![
-            "key",
-            "revoke",
-            "k",
-            "--version",
-            "1",
-            "--reason",
-            "key-compromise",
-            "--compromised-since",
-            "2026-01-01T00:00:00Z",
-        ];
-        args.extend(extra);
-        d.keyward(&args)
-    };
+    let revoke =
+        |extra: &[&str]| revoke_compromised(&d, None, ("k", 1), "2026-01-01T00:00:00Z", extra);
     assert!(revoke(&[]).status.success());
     let shown = json(&d.ok(&["-o", "json", "key", "show", "k"]));
     let v1 = shown["versions"][0]["hsm_id"].as_str().unwrap().to_string();

@@ -4,6 +4,7 @@
 
 use keyward_tests::campaign::{sign_all, wait_job};
 use keyward_tests::registry::TestRegistry;
+use keyward_tests::revoke::{self, incident, time};
 use keyward_tests::{DevDaemon, cosign_verify};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -13,18 +14,12 @@ fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap()
 }
 
-fn time(s: &str) -> OffsetDateTime {
-    OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
-
 /// The ledger's image signatures by `key` (every version), by ledger id.
 fn ledger(d: &DevDaemon, key: &str) -> HashMap<String, serde_json::Value> {
-    let all = json(&d.ok(&["-o", "json", "signatures", "list", "--key", key]));
-    all.as_array()
-        .unwrap()
-        .iter()
+    revoke::ledger(d, key)
+        .into_iter()
         .filter(|e| e["kind"] == "signature")
-        .map(|e| (e["id"].as_str().unwrap().to_string(), e.clone()))
+        .map(|e| (e["id"].as_str().unwrap().to_string(), e))
         .collect()
 }
 
@@ -106,21 +101,7 @@ fn re_signing_a_compromised_version_re_makes_only_what_it_signed_before_the_comp
         .to_string();
 
     let ir = d.add_principal("ir", "revoker");
-    let out = d.keyward_as(
-        &ir,
-        &[
-            "-o",
-            "json",
-            "incident",
-            "revoke",
-            "--key",
-            "rel",
-            "--version",
-            "1",
-            "--compromised-since",
-            &since,
-        ],
-    );
+    let out = incident(&d, Some(&ir), ("rel", 1), &since, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -201,16 +182,12 @@ fn a_revocation_landing_while_a_campaign_runs_is_honoured_from_the_next_item_on(
         .filter(|e| e["version"] == 2)
         .map(|e| e["derived_from"].as_str().unwrap().to_string())
         .collect();
-    d.ok(&[
-        "incident",
-        "revoke",
-        "--key",
-        "rel",
-        "--version",
-        "1",
-        "--compromised-since",
-        &since,
-    ]);
+    let out = incident(&d, None, ("rel", 1), &since, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.ok(&["jobs", "resume", &id]);
     let job = wait_job(&d, &id, |_| false);
     assert_eq!(job["state"], "done", "{job}");
@@ -278,23 +255,8 @@ fn a_later_compromise_is_refused_through_every_door_and_a_repeat_runs_nothing() 
         d.add_principal("ir3", "revoker"),
     );
     let (early, later) = ("2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z");
-    let incident = |who: &std::path::Path, since: &str| {
-        d.keyward_as(
-            who,
-            &[
-                "-o",
-                "json",
-                "incident",
-                "revoke",
-                "--key",
-                "rel",
-                "--version",
-                "1",
-                "--compromised-since",
-                since,
-            ],
-        )
-    };
+    let incident =
+        |who: &std::path::Path, since: &str| incident(&d, Some(who), ("rel", 1), since, &[]);
     let held = keyward_tests::json_ok(&incident(&ir1, early));
     let id = held["approval_id"].as_str().unwrap().to_string();
     d.ok(&["-o", "json", "approvals", "show", &id]);
@@ -310,19 +272,12 @@ fn a_later_compromise_is_refused_through_every_door_and_a_repeat_runs_nothing() 
         err.contains("compromised since 2026-01-01T00:00:00Z"),
         "{err}"
     );
-    let err = keyward_tests::refused(&d.keyward_as(
-        &ir1,
-        &[
-            "key",
-            "revoke",
-            "rel",
-            "--version",
-            "1",
-            "--reason",
-            "key-compromise",
-            "--compromised-since",
-            later,
-        ],
+    let err = keyward_tests::refused(&revoke::revoke_compromised(
+        &d,
+        Some(&ir1),
+        ("rel", 1),
+        later,
+        &[],
     ));
     assert!(
         err.contains("compromised since 2026-01-01T00:00:00Z"),

@@ -1,6 +1,7 @@
 //! A verifier checking revocation lists offline (`keyward revocations verify`): what it
 //! accepts, and each list it must refuse, with the reason.
 
+use keyward_tests::revoke::revoke_compromised;
 use keyward_tests::{DevDaemon, refused};
 use std::path::Path;
 
@@ -14,32 +15,35 @@ fn save(d: &DevDaemon, path: &Path) -> u64 {
     json(&shown)["list"]["sequence"].as_u64().unwrap()
 }
 
+/// A daemon whose key "files" v1 was revoked as compromised, then its compromise moved
+/// earlier: the two lists saved as `older.json` and `newer.json` in `work`, with their
+/// sequences.
+fn two_lists(work: &Path) -> (DevDaemon, u64, u64) {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    d.ok(&["key", "rotate", "files"]);
+    let revoke = |since: &str| {
+        let out = revoke_compromised(&d, None, ("files", 1), since, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    revoke("2026-03-01T00:00:00Z");
+    let older = save(&d, &work.join("older.json"));
+    revoke("2026-02-01T00:00:00Z");
+    let newer = save(&d, &work.join("newer.json"));
+    (d, older, newer)
+}
+
 #[test]
 fn a_verifier_accepts_a_current_list_and_refuses_replayed_forged_foreign_stale_and_huge_ones() {
     let work = tempfile::tempdir().unwrap();
     let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
-    let d = DevDaemon::start();
+    let (d, older, newer) = two_lists(work.path());
     let ca = d.dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
-    d.ok(&["key", "create", "files", "--purpose", "blob"]);
-    d.ok(&["key", "rotate", "files"]);
-    let revoke = |since: &str| {
-        d.ok(&[
-            "key",
-            "revoke",
-            "files",
-            "--version",
-            "1",
-            "--reason",
-            "key-compromise",
-            "--compromised-since",
-            since,
-        ])
-    };
-    revoke("2026-03-01T00:00:00Z");
-    let older = save(&d, Path::new(&p("older.json")));
-    revoke("2026-02-01T00:00:00Z");
-    let newer = save(&d, Path::new(&p("newer.json")));
     assert!(newer > older);
     let p_state = p("state.json");
     let verify = |file: &str, extra: &[&str]| {
@@ -213,30 +217,11 @@ fn verify_offline_refuses_a_revoked_versions_signature_from_a_published_list_and
 fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_an_entry() {
     let work = tempfile::tempdir().unwrap();
     let p = |n: &str| work.path().join(n).to_str().unwrap().to_string();
-    let d = DevDaemon::start();
+    let (d, a, b) = two_lists(work.path());
     let ca = d.dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
-    d.ok(&["key", "create", "files", "--purpose", "blob"]);
-    d.ok(&["key", "rotate", "files"]);
-    let revoke = |since: &str| {
-        d.ok(&[
-            "key",
-            "revoke",
-            "files",
-            "--version",
-            "1",
-            "--reason",
-            "key-compromise",
-            "--compromised-since",
-            since,
-        ])
-    };
-    revoke("2026-03-01T00:00:00Z");
-    let a = save(&d, Path::new(&p("a.json")));
-    revoke("2026-02-01T00:00:00Z");
-    let b = save(&d, Path::new(&p("b.json")));
     assert_eq!(b, a + 1);
-    let listed = json(&std::fs::read_to_string(p("b.json")).unwrap());
+    let listed = json(&std::fs::read_to_string(p("newer.json")).unwrap());
     assert_eq!(
         listed["list"]["previous"].as_str().map(str::len),
         Some(64),
@@ -248,7 +233,7 @@ fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_a
 
     // In order, each list follows the one before.
     let state = p("state.json");
-    for f in ["a.json", "b.json"] {
+    for f in ["older.json", "newer.json"] {
         let out = verify(&p(f), &state);
         assert!(
             out.status.success(),
@@ -260,7 +245,7 @@ fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_a
     let mut seen = json(&std::fs::read_to_string(&state).unwrap());
     let issuer = seen.as_object().unwrap().keys().next().unwrap().clone();
     let mut accepted_a = |hash: &str, extra: Option<serde_json::Value>| {
-        let a_list = json(&std::fs::read_to_string(p("a.json")).unwrap())["list"].clone();
+        let a_list = json(&std::fs::read_to_string(p("older.json")).unwrap())["list"].clone();
         let mut entries = a_list["entries"].clone();
         if let Some(e) = extra {
             entries.as_array_mut().unwrap().push(e);
@@ -272,7 +257,10 @@ fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_a
         std::fs::write(&f, seen.to_string()).unwrap();
         f
     };
-    let err = refused(&verify(&p("b.json"), &accepted_a(&"0".repeat(64), None)));
+    let err = refused(&verify(
+        &p("newer.json"),
+        &accepted_a(&"0".repeat(64), None),
+    ));
     assert!(err.contains(&format!("does not follow list {a}")), "{err}");
     // A verifier that accepted a list naming a version b no longer names.
     let good = listed["list"]["previous"].as_str().unwrap().to_string();
@@ -280,7 +268,7 @@ fn a_verifier_refuses_a_list_that_does_not_follow_the_one_it_accepted_or_drops_a
         "key": "ghost", "version": 9, "fingerprint": "00", "reason": "key-compromise",
         "revoked_at": "2026-01-01T00:00:00Z", "compromised_since": null,
     });
-    let err = refused(&verify(&p("b.json"), &accepted_a(&good, Some(ghost))));
+    let err = refused(&verify(&p("newer.json"), &accepted_a(&good, Some(ghost))));
     assert!(
         err.contains("drops what list") && err.contains("\"ghost\""),
         "{err}"

@@ -3,6 +3,7 @@
 //! records are refused, and a store from before record MACs is migrated exactly once.
 //! The first check runs on each store engine.
 
+use keyward_tests::revoke::revoke_compromised;
 use keyward_tests::{DevDaemon, bin, pyotp, refused, wait_for_fresh_step};
 use std::io::Write;
 use std::path::Path;
@@ -273,17 +274,12 @@ fn a_revoked_version_hidden_by_editing_its_record_stops_new_lists_instead_of_dro
     let mut d = DevDaemon::start_in(tmp.path()).unwrap();
     d.ok(&["key", "create", "k", "--purpose", "blob"]);
     d.ok(&["key", "rotate", "k"]);
-    d.ok(&[
-        "key",
-        "revoke",
-        "k",
-        "--version",
-        "1",
-        "--reason",
-        "key-compromise",
-        "--compromised-since",
-        "2026-01-01T00:00:00Z",
-    ]);
+    let out = revoke_compromised(&d, None, ("k", 1), "2026-01-01T00:00:00Z", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = json(&d.ok(&["-o", "json", "revocations", "show"]));
     assert_eq!(before["list"]["entries"][0]["key"], "k", "{before}");
     d.stop_cleanly();

@@ -124,11 +124,7 @@ impl Approvals {
                 Ok(r) if order(&r) == k[prefix.len()..] => r,
                 Ok(_) | Err(ApprovalError::NotFound(_)) => {
                     tracing::warn!(index = %k, "an approval index entry names no such approval; dropped");
-                    let _ = self
-                        .store
-                        .raw()
-                        .txn(&crate::store::Txn::new().delete(Namespace::ApprovalIndex, &k))
-                        .await;
+                    self.drop_entry(&k).await;
                     continue;
                 }
                 Err(e) => {
@@ -138,16 +134,18 @@ impl Approvals {
             };
             if open_only && !open(&r) {
                 // Decided since (expiry marks it on read): the entry is stale.
-                let _ = self
-                    .store
-                    .raw()
-                    .txn(&crate::store::Txn::new().delete(Namespace::ApprovalIndex, &k))
-                    .await;
+                self.drop_entry(&k).await;
                 continue;
             }
             out.push(r);
         }
         Ok((out, next))
+    }
+
+    /// Removes a stale index entry (best effort: a later listing drops it again).
+    async fn drop_entry(&self, key: &str) {
+        let txn = crate::store::Txn::new().delete(Namespace::ApprovalIndex, key);
+        let _ = self.store.raw().txn(&txn).await;
     }
 
     /// Moves finished approvals created before `before` to the archive (at most a

@@ -254,18 +254,9 @@ impl AuditLog {
             }
             (head.seq, head.hash.clone())
         };
-        let msg = checkpoint_message(seq, &hash);
-        let id = self.key.hsm_id.clone();
-        let spki = hex::decode(&self.key.public_key).map_err(|e| StoreError::Corrupt {
-            key: "meta/audit_key".into(),
-            detail: format!("its public key is not hex: {e}"),
-        })?;
-        let sig: Vec<u8> = pool
-            .run("audit-checkpoint", move |s| {
-                crate::pki::instance_key::sign(s, &id, &spki, &msg)
-            })
-            .await
-            .map_err(|e: HsmError| e)?;
+        let sig = self
+            .sign("audit-checkpoint", pool, checkpoint_message(seq, &hash))
+            .await?;
         let rec = Checkpoint {
             kind: CheckpointType::Checkpoint,
             seq,
@@ -286,6 +277,27 @@ impl AuditLog {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         head.checkpointed = head.checkpointed.max(seq);
         Ok(Some(seq))
+    }
+
+    /// Signs `msg` with the audit key (checkpoints, heads).
+    pub(super) async fn sign(
+        &self,
+        op: &'static str,
+        pool: &HsmPool,
+        msg: Vec<u8>,
+    ) -> Result<Vec<u8>, AuditError> {
+        let id = self.key.hsm_id.clone();
+        let spki = hex::decode(&self.key.public_key).map_err(|e| StoreError::Corrupt {
+            key: "meta/audit_key".into(),
+            detail: format!("its public key is not hex: {e}"),
+        })?;
+        let sig: Vec<u8> = pool
+            .run(op, move |s| {
+                crate::pki::instance_key::sign(s, &id, &spki, &msg)
+            })
+            .await
+            .map_err(|e: HsmError| e)?;
+        Ok(sig)
     }
 
     /// Why requests that change state are refused, if they are: the last checkpoint

@@ -6,7 +6,7 @@
 
 use super::head::record_key;
 use super::{AuditError, AuditLog};
-use crate::hsm::{HsmError, HsmPool};
+use crate::hsm::HsmPool;
 use crate::store::{Namespace, StoreError};
 use base64::Engine;
 use keyward_client::audit::{AuditHead, Line, SignedHead, head_message};
@@ -61,17 +61,7 @@ impl AuditLog {
             hash,
             time: crate::clock::now().format(&Rfc3339).unwrap_or_default(),
         };
-        let (id, msg) = (self.key.hsm_id.clone(), head_message(&head));
-        let spki = hex::decode(&self.key.public_key).map_err(|e| StoreError::Corrupt {
-            key: "meta/audit_key".into(),
-            detail: format!("its public key is not hex: {e}"),
-        })?;
-        let sig: Vec<u8> = pool
-            .run("audit-head", move |s| {
-                crate::pki::instance_key::sign(s, &id, &spki, &msg)
-            })
-            .await
-            .map_err(|e: HsmError| e)?;
+        let sig = self.sign("audit-head", pool, head_message(&head)).await?;
         let signed = SignedHead {
             head,
             signature: base64::engine::general_purpose::STANDARD.encode(sig),

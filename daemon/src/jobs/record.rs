@@ -301,6 +301,23 @@ pub struct JobItem {
     pub next_attempt_at: Option<OffsetDateTime>,
 }
 
+impl JobItem {
+    /// A queued item about `registry`'s `reference@digest`, whose source is ledger row
+    /// `origin` (empty: none).
+    pub fn queued(registry: String, reference: String, digest: String, origin: String) -> Self {
+        Self {
+            registry,
+            reference,
+            digest,
+            origin,
+            state: ItemState::Queued,
+            reason: None,
+            attempts: 0,
+            next_attempt_at: None,
+        }
+    }
+}
+
 /// An item's key under its job: `job-.../<hash of registry, reference and digest>`, so
 /// that listing the same image twice (after a restart, or from two ledger entries)
 /// makes one item.

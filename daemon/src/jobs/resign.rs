@@ -4,7 +4,7 @@
 
 use super::derived::Original;
 use super::runner::Outcome;
-use super::{ItemState, JobError, JobItem, ResignSpec, item_key};
+use super::{JobError, JobItem, ResignSpec, item_key};
 use crate::authz::campaign_permit;
 use crate::hsm::HsmError;
 use crate::keys::{KeyError, KeyRegistry};
@@ -153,16 +153,7 @@ impl Resigner {
                 };
                 (
                     item_key(job, &e.registry, &what, &e.digest),
-                    JobItem {
-                        registry: e.registry,
-                        reference: e.reference,
-                        digest: e.digest,
-                        origin: row,
-                        state: ItemState::Queued,
-                        reason: None,
-                        attempts: 0,
-                        next_attempt_at: None,
-                    },
+                    JobItem::queued(e.registry, e.reference, e.digest, row),
                 )
             })
             .collect();

@@ -8,7 +8,7 @@
 
 use super::resign::Resigner;
 use super::runner::Outcome;
-use super::{ItemState, JobError, JobItem, RevokeDerivedSpec};
+use super::{JobError, JobItem, RevokeDerivedSpec};
 use crate::keys::{KeyError, rfc3339};
 use crate::oci::ImageRef;
 use crate::revocation::signatures::RevokedSignature;
@@ -93,16 +93,7 @@ impl Resigner {
                 chain.insert(row.clone());
                 items.push((
                     item_key(job, &row),
-                    JobItem {
-                        registry: e.registry,
-                        reference: e.reference,
-                        digest: e.digest,
-                        origin: row,
-                        state: ItemState::Queued,
-                        reason: None,
-                        attempts: 0,
-                        next_attempt_at: None,
-                    },
+                    JobItem::queued(e.registry, e.reference, e.digest, row),
                 ));
             }
         }

@@ -56,6 +56,20 @@ impl ImageSigner {
         })
     }
 
+    /// A DSSE envelope of `statement` signed in the HSM with the permit's version.
+    pub(super) async fn envelope(
+        &self,
+        permit: &SignPermit,
+        statement: &[u8],
+    ) -> Result<Vec<u8>, ImageError> {
+        let pae = dsse_pae(IN_TOTO, statement);
+        let signature = self
+            .keys
+            .sign(permit, sign_input(permit.key().algorithm, &pae))
+            .await?;
+        Ok(dsse_envelope(statement, &signature))
+    }
+
     /// Plans and signs at once (no approvals needed).
     pub async fn attest(
         &self,
@@ -94,12 +108,7 @@ impl ImageSigner {
             &plan.predicate_type,
             plan.predicate.clone(),
         );
-        let pae = dsse_pae(IN_TOTO, &statement);
-        let signature = self
-            .keys
-            .sign(permit, sign_input(rec.algorithm, &pae))
-            .await?;
-        let envelope = dsse_envelope(&statement, &signature);
+        let envelope = self.envelope(permit, &statement).await?;
         // The envelope is stamped while it travels to the registry.
         let (existing, env_digest, stamp) = tokio::join!(
             self.registries.manifest_if_exists(&att_ref),

@@ -6,7 +6,7 @@
 //! version's fingerprint is never signed by the new one.
 
 use super::formats::*;
-use super::{ImageError, ImageSigner, NotResigned, Recorded, Signed, parse_ref, sign_input};
+use super::{ImageError, ImageSigner, NotResigned, Recorded, Signed};
 use crate::authz::SignPermit;
 use crate::keys::KeyVersion;
 use base64::Engine;
@@ -49,21 +49,10 @@ impl ImageSigner {
         digest: &str,
         annotations: &BTreeMap<String, String>,
     ) -> Result<Result<Signed, NotResigned>, ImageError> {
-        let image = parse_ref(reference)?;
-        let rec = permit.key();
-        super::image_capable(rec)?;
-        super::check_scope(rec, &image.repository())?;
-        if self
-            .registries
-            .manifest_if_exists(&image.with_digest(digest))
-            .await?
-            .is_none()
-        {
-            return Ok(Err(NotResigned::Gone(format!(
-                "{}@{digest} is no longer in the registry",
-                image.repository()
-            ))));
-        }
+        let image = match self.re_making(permit, reference, digest).await? {
+            Ok(image) => image,
+            Err(gone) => return Ok(Err(gone)),
+        };
         let att_tag = tag_for(digest, "att");
         let att_ref = image.with_tag(&att_tag);
         let pushed_to = format!("{}:{att_tag}", image.repository());
@@ -123,12 +112,7 @@ impl ImageSigner {
             return Ok(Ok(signed));
         }
         for (statement, predicate) in todo {
-            let pae = dsse_pae(IN_TOTO, &statement);
-            let signature = self
-                .keys
-                .sign(permit, sign_input(rec.algorithm, &pae))
-                .await?;
-            let envelope = dsse_envelope(&statement, &signature);
+            let envelope = self.envelope(permit, &statement).await?;
             let (env_digest, stamp) = tokio::join!(
                 self.registries.push_blob(&att_ref, envelope.clone(), false),
                 self.stamp(&envelope),

@@ -292,16 +292,8 @@ impl ProtectedStore {
         puts: Vec<(Namespace, String, Vec<u8>)>,
         raw: Vec<(Namespace, String, Vec<u8>)>,
     ) -> Result<bool, IntegrityError> {
-        let mut txn = Txn::new();
-        txn.checks = checks;
-        for (ns, key, json) in puts {
-            let stored = self.mac.protect(ns, &key, &json).await?;
-            txn = txn.put(ns, &key, stored);
-        }
-        for (ns, key, value) in raw {
-            txn = txn.put(ns, &key, value);
-        }
-        Ok(self.store.txn(&txn).await?)
+        let raw = raw.into_iter().map(|(ns, k, v)| (ns, k, Some(v))).collect();
+        self.commit_with(checks, puts, raw).await
     }
 
     /// [`ProtectedStore::commit`] with unprotected writes that may delete (`None`).

@@ -130,9 +130,37 @@ impl SignatureLedger {
     /// Seals the rows written before rows carried MACs (once per store); returns how
     /// many. A row that has a MAC field that fails is left as it is (refused).
     pub async fn ensure_macs(&self) -> Result<u64, StoreError> {
-        const DONE: &str = "ledger_macs";
         let Some(m) = &self.mac else { return Ok(0) };
-        if self.store.get(Namespace::Meta, DONE).await?.is_some() {
+        let n = self
+            .once_over_rows("ledger_macs", |k, v, txn| {
+                let legacy = m.open(k, v).is_none()
+                    && serde_json::from_slice::<serde_json::Value>(v)
+                        .is_ok_and(|j| j.get("mac").is_none());
+                if legacy {
+                    txn.writes
+                        .push((Namespace::Ledger, k.to_string(), Some(m.seal(k, v))));
+                }
+                legacy
+            })
+            .await?;
+        if n > 0 {
+            tracing::info!(
+                rows = n,
+                "sealed the ledger rows written before rows carried MACs"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Once per store (marked `done` in `Meta`): every row, a batch at a time, offered
+    /// to `f`, which adds its writes to the batch's transaction and says whether it
+    /// wrote; returns how many rows it wrote for.
+    async fn once_over_rows(
+        &self,
+        done: &str,
+        f: impl Fn(&str, &[u8], &mut Txn) -> bool,
+    ) -> Result<u64, StoreError> {
+        if self.store.get(Namespace::Meta, done).await?.is_some() {
             return Ok(0);
         }
         let (mut cursor, mut n) = (String::new(), 0);
@@ -142,23 +170,11 @@ impl SignatureLedger {
             cursor = last.clone();
             let mut txn = Txn::new();
             for (k, v) in &batch {
-                let legacy = m.open(k, v).is_none()
-                    && serde_json::from_slice::<serde_json::Value>(v)
-                        .is_ok_and(|j| j.get("mac").is_none());
-                if legacy {
-                    txn = txn.put(Namespace::Ledger, k, m.seal(k, v));
-                    n += 1;
-                }
+                n += u64::from(f(k, v, &mut txn));
             }
             self.store.txn(&txn).await?;
         }
-        self.store.put(Namespace::Meta, DONE, b"1").await?;
-        if n > 0 {
-            tracing::info!(
-                rows = n,
-                "sealed the ledger rows written before rows carried MACs"
-            );
-        }
+        self.store.put(Namespace::Meta, done, b"1").await?;
         Ok(n)
     }
 
@@ -301,24 +317,16 @@ impl SignatureLedger {
     /// Indexes entries written before the index existed (once per store; repeating it
     /// writes the same index keys).
     pub async fn ensure_index(&self) -> Result<u64, StoreError> {
-        const DONE: &str = "ledger_index";
-        if self.store.get(Namespace::Meta, DONE).await?.is_some() {
-            return Ok(0);
-        }
-        let (mut cursor, mut n) = (String::new(), 0);
-        loop {
-            let batch = self.store.scan(Namespace::Ledger, &cursor, 1000).await?;
-            let Some((last, _)) = batch.last() else { break };
-            cursor = last.clone();
-            let mut txn = Txn::new();
-            for (k, v) in &batch {
-                let Ok(e) = self.decode(k, v) else { continue };
-                txn = txn.put(Namespace::LedgerByKey, &index_key(&e), Vec::new());
-                n += 1;
-            }
-            self.store.txn(&txn).await?;
-        }
-        self.store.put(Namespace::Meta, DONE, b"1").await?;
+        let n = self
+            .once_over_rows("ledger_index", |k, v, txn| {
+                let Ok(e) = self.decode(k, v) else {
+                    return false;
+                };
+                txn.writes
+                    .push((Namespace::LedgerByKey, index_key(&e), Some(Vec::new())));
+                true
+            })
+            .await?;
         if n > 0 {
             tracing::info!(
                 entries = n,
