@@ -84,3 +84,48 @@ fn pause_holds_a_campaign_resume_finishes_it_and_cancel_ends_one_for_good() {
     let listed = json(&d.ok(&["-o", "json", "jobs", "list", "--state", "cancelled"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn jobs_are_listed_newest_first_one_page_of_records_at_a_time() {
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "k"]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "k"]));
+        ids.push(rotated["job_id"].as_str().unwrap().to_string());
+    }
+    ids.reverse();
+    let listed = json(&d.ok(&["-o", "json", "jobs", "list"]));
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let paged = rt.block_on(async {
+        let c = d.client().await;
+        let (mut seen, mut token) = (Vec::new(), String::new());
+        loop {
+            let r = c
+                .jobs
+                .clone()
+                .list_jobs(keyward_client::proto::ListJobsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.jobs.len() <= 1);
+            seen.extend(r.jobs.into_iter().map(|j| j.id));
+            if r.next_page_token.is_empty() {
+                return seen;
+            }
+            token = r.next_page_token;
+        }
+    });
+    assert_eq!(paged, ids);
+}

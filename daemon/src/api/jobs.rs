@@ -184,17 +184,11 @@ impl pb::job_service_server::JobService for JobApi {
                 ),
                 Err(_) => return Err(JobError::InvalidArgument("unknown job state".into())),
             };
-            let jobs = self.jobs.list(filter).await?;
-            // Newest first: the page key orders by creation time, reversed.
-            let order = |j: &JobRecord| {
-                format!(
-                    "{:030}{}",
-                    i128::MAX - j.created_at.unix_timestamp_nanos(),
-                    j.id
-                )
-            };
-            let (jobs, next_page_token) =
-                page::page(jobs, order, &r.page_token, page::size(r.page_size));
+            // One page of records read per request, newest first (ids sort so).
+            let (jobs, next_page_token) = self
+                .jobs
+                .page(filter, &r.page_token, page::size(r.page_size))
+                .await?;
             Ok(pb::ListJobsResponse {
                 jobs: jobs.iter().map(view).collect(),
                 next_page_token,

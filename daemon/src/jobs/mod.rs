@@ -149,6 +149,40 @@ impl Jobs {
         Ok(out)
     }
 
+    /// A page of jobs (in `state`, when given), newest first for ids made since ids
+    /// carry their time: at most `limit` records read after the id `after`, and the id
+    /// to go on from (empty on the last page).
+    pub async fn page(
+        &self,
+        state: Option<JobState>,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, String), JobError> {
+        let found = self
+            .store
+            .scan_prefix::<JobRecord>(Namespace::Jobs, "job-", after, limit)
+            .await?;
+        let next = match found.last() {
+            Some((k, _)) if found.len() == limit => k.clone(),
+            _ => String::new(),
+        };
+        let mut out = Vec::new();
+        for (id, rec) in found {
+            match rec {
+                Ok(rec) if rec.id == id => {
+                    if state.is_none_or(|s| s == rec.state) {
+                        out.push(rec);
+                    }
+                }
+                Ok(_) => {
+                    tracing::error!(job = %id, "a stored job record names another job; it is not used")
+                }
+                Err(e) => tracing::error!(job = %id, error = %e, "job record refused"),
+            }
+        }
+        Ok((out, next))
+    }
+
     /// Items of a job that were skipped or failed, in item order: at most `limit`
     /// after `after` (an item key), and the key to go on from (empty at the end).
     pub async fn failures(

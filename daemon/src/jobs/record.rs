@@ -327,9 +327,12 @@ pub fn item_key(job: &str, registry: &str, reference: &str, digest: &str) -> Str
     format!("{job}/{}", hex::encode(&h[..12]))
 }
 
-/// A new job id.
+/// A new job id: `job-`, the time it was made counted down (so that ids sort newest
+/// first and a listing reads one page of records, not all of them), and 8 random
+/// bytes.
 pub fn new_id() -> Result<String, String> {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).map_err(|e| format!("no randomness for a job id: {e}"))?;
-    Ok(format!("job-{}", hex::encode(b)))
+    let micros = u64::try_from(crate::clock::now().unix_timestamp_nanos() / 1000).unwrap_or(0);
+    Ok(format!("job-{:016x}{}", u64::MAX - micros, hex::encode(b)))
 }
