@@ -329,3 +329,44 @@ fn incident_record(d: &DevDaemon) -> (serde_json::Value, bool) {
     }
     last
 }
+
+#[test]
+fn an_approval_granted_after_an_earlier_compromise_was_recorded_cannot_move_it_later() {
+    use keyward_tests::revoke::revoke_compromised;
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "files", "--purpose", "blob"]);
+    d.ok(&["key", "policy", "set", "files", "--revoke-approvals", "2"]);
+    let (ir1, ir2, ir3) = (
+        d.add_principal("ir1", "revoker"),
+        d.add_principal("ir2", "revoker"),
+        d.add_principal("ir3", "revoker"),
+    );
+    let ask = |who: &Path, since: &str| {
+        let out = revoke_compromised(&d, Some(who), ("files", 1), since, &["-o", "json"]);
+        json_ok(&out)["approval_id"].as_str().unwrap().to_string()
+    };
+    // Two requests wait: a later compromise, then an earlier one.
+    let later = ask(&ir1, "2026-06-01T00:00:00Z");
+    let earlier = ask(&ir2, "2026-01-01T00:00:00Z");
+    for who in [&ir1, &ir3] {
+        json_ok(&d.keyward_as(who, &["-o", "json", "approve", &earlier]));
+    }
+    // The later one's approvals complete afterwards: it is refused, naming the
+    // recorded time, and the record keeps the earlier one.
+    json_ok(&d.keyward_as(&ir2, &["-o", "json", "approve", &later]));
+    let out = d.keyward_as(&ir3, &["-o", "json", "approve", &later]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("compromised since 2026-01-01T00:00:00Z"),
+        "{text}"
+    );
+    let key = json(&d.ok(&["-o", "json", "key", "show", "files"]));
+    assert_eq!(
+        key["versions"][0]["compromised_since"], "2026-01-01T00:00:00Z",
+        "{key}"
+    );
+}
