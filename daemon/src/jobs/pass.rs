@@ -4,6 +4,7 @@
 //! job's counts in one transaction.
 
 use super::derived;
+use super::resign::InFlight;
 use super::runner::{Outcome, Runner};
 use super::trim::Trimmer;
 use super::{ItemState, JobError, JobItem, JobKind, JobRecord, JobState};
@@ -25,7 +26,10 @@ pub(super) struct RegistryGate {
     down: Mutex<Option<(tokio::time::Instant, u32, String)>>,
 }
 
-pub(super) type Finished = (String, Revision, JobItem, Outcome);
+/// A finished item: its key and revision, the item, what it came to, and (for an item
+/// that re-made a signature) its place among the key's items in flight, given up once
+/// the result is committed or dropped.
+pub(super) type Finished = (String, Revision, JobItem, Outcome, Option<InFlight>);
 
 fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
@@ -229,31 +233,44 @@ impl Runner {
                             kind.name()
                         );
                     }
+                    // A re-signing item counts as in flight from before its check until
+                    // its result is committed: a revocation's job waits for those before
+                    // it lists what to revoke, so none slips between the two.
+                    let held = match &kind {
+                        JobKind::Resign(spec) => Some(resign.in_flight(&spec.key)),
+                        _ => None,
+                    };
                     // Every item of every kind passes the derived-signature rule as it
                     // starts.
                     match derived::admit(resign.condemnation(), &kind, &item).await {
                         Err(refused) => match &kind {
-                            JobKind::Resign(spec) => resign.refused(spec, &item, refused).await,
-                            _ => refused,
+                            JobKind::Resign(spec) => {
+                                (resign.refused(spec, &item, refused).await, None)
+                            }
+                            _ => (refused, None),
                         },
                         Ok(original) => match (&kind, original) {
                             (JobKind::Resign(spec), Some(original)) => {
-                                resign.run(&id, spec, &by, &item, &original).await
+                                let done = resign.run(&id, spec, &by, &item, &original).await;
+                                (done, held)
                             }
-                            (JobKind::Resign(_), None) => {
-                                Outcome::Failed("a re-signing item without its original".into())
+                            (JobKind::Resign(_), None) => (
+                                Outcome::Failed("a re-signing item without its original".into()),
+                                None,
+                            ),
+                            (JobKind::Prune(spec), _) => {
+                                (resign.prune(spec, &by, &item).await, None)
                             }
-                            (JobKind::Prune(spec), _) => resign.prune(spec, &by, &item).await,
-                            (JobKind::ResumeApprovals(_), _) => resume.run(&item).await,
+                            (JobKind::ResumeApprovals(_), _) => (resume.run(&item).await, None),
                             (JobKind::RevokeDerived(spec), _) => {
-                                resign.revoke_derived(spec, &by, &item).await
+                                (resign.revoke_derived(spec, &by, &item).await, None)
                             }
                         },
                     }
                 })
             };
-            let outcome = match work.await {
-                Ok(o) => o,
+            let (outcome, in_flight) = match work.await {
+                Ok(done) => done,
                 Err(e) => {
                     let why = match e.try_into_panic() {
                         Ok(p) => format!(
@@ -266,10 +283,10 @@ impl Runner {
                     if let Some(s) = &supervisor {
                         s.count("job-item");
                     }
-                    Outcome::Failed(why)
+                    (Outcome::Failed(why), None)
                 }
             };
-            (key, rev, item, outcome)
+            (key, rev, item, outcome, in_flight)
         }
     }
 
@@ -290,7 +307,7 @@ impl Runner {
                 .filter(|f| matches!(f.3, Outcome::Done(_) | Outcome::Skipped(_)))
                 .map(|f| f.2.registry.as_str())
                 .collect();
-            for (key, rev, item, outcome) in finished.iter() {
+            for (key, rev, item, outcome, _) in finished.iter() {
                 let mut item = item.clone();
                 match outcome {
                     Outcome::Done(writes) => {
@@ -401,7 +418,7 @@ impl Runner {
         };
         let records: Vec<(Decision, String, String)> = finished
             .iter()
-            .filter_map(|(_, _, item, outcome)| {
+            .filter_map(|(_, _, item, outcome, _)| {
                 let (decision, reason) = match outcome {
                     Outcome::Done(_) => (Decision::Allowed, format!("job {id}")),
                     Outcome::Skipped(r) => (Decision::Failed, format!("job {id}: skipped: {r}")),

@@ -26,6 +26,75 @@ pub struct Resigner {
     condemnation: Condemnation,
     /// The revocation list, issued again when derived signatures were revoked.
     lists: Option<Arc<Revocations>>,
+    /// Re-signing items in flight per key.
+    in_flight: KeysInFlight,
+}
+
+/// Re-signing items in flight, per key: each is counted from before it checks its
+/// original until its result is committed (or dropped). A revocation's
+/// `revoke-derived` job waits until none of the key's is, so that a re-signature made
+/// by an item that checked just before the revocation is committed, and listed, before
+/// the job lists.
+#[derive(Debug, Default, Clone)]
+pub struct KeysInFlight(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+/// One item counted in a [`KeysInFlight`] until it drops.
+pub struct InFlight {
+    key: String,
+    counts: KeysInFlight,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut c = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl KeysInFlight {
+    /// Counts an item of `key` until the guard drops.
+    pub fn hold(&self, key: &str) -> InFlight {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default() += 1;
+        InFlight {
+            key: key.to_string(),
+            counts: self.clone(),
+        }
+    }
+
+    /// Waits (up to `limit`) until no item of `key` is in flight; whether none is.
+    pub async fn settled(&self, key: &str, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let busy = self
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(key);
+            if !busy {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Resigner {
@@ -89,6 +158,7 @@ impl Resigner {
             signer,
             condemnation,
             lists: None,
+            in_flight: KeysInFlight::default(),
         }
     }
 
@@ -117,6 +187,16 @@ impl Resigner {
 
     pub(super) fn keys(&self) -> &Arc<KeyRegistry> {
         self.signer.keys()
+    }
+
+    /// Counts a re-signing item of `key` in flight until the guard drops.
+    pub(super) fn in_flight(&self, key: &str) -> InFlight {
+        self.in_flight.hold(key)
+    }
+
+    /// Waits (up to `limit`) until no re-signing item of `key` is in flight.
+    pub(super) async fn settled(&self, key: &str, limit: std::time::Duration) -> bool {
+        self.in_flight.settled(key, limit).await
     }
 
     /// The next page of items after the ledger cursor `after`, and the cursor to go
@@ -266,5 +346,30 @@ impl Resigner {
             .await
             .map_err(|e| JobError::FailedPrecondition(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeysInFlight;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_key_is_settled_only_once_every_item_of_it_has_dropped() {
+        let counts = KeysInFlight::default();
+        let (a1, a2, b) = (counts.hold("a"), counts.hold("a"), counts.hold("b"));
+        assert!(!counts.settled("a", Duration::from_millis(50)).await);
+        drop(a1);
+        assert!(!counts.settled("a", Duration::from_millis(50)).await);
+        let waiter = {
+            let counts = counts.clone();
+            tokio::spawn(async move { counts.settled("a", Duration::from_secs(5)).await })
+        };
+        drop(a2);
+        assert!(waiter.await.unwrap(), "settled once the last item dropped");
+        assert!(!counts.settled("b", Duration::from_millis(10)).await);
+        drop(b);
+        assert!(counts.settled("b", Duration::from_millis(10)).await);
+        assert!(counts.settled("never", Duration::ZERO).await);
     }
 }

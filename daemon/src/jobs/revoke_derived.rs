@@ -17,6 +17,9 @@ use crate::signing::ledger::LedgerQuery;
 
 /// Originals listed per batch.
 const PAGE: usize = 256;
+/// How long listing waits for a key's re-signing items in flight before it tries later.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Derived signatures followed from one original, at most.
 const MAX_DERIVED: usize = 4096;
 
@@ -66,9 +69,27 @@ impl Resigner {
         Ok((originals, next))
     }
 
-    /// The next page of items: the signatures derived from the next page of condemned
-    /// originals.
+    /// The next page of a job's items: the signatures derived from the next page of
+    /// condemned originals, once the key's re-signing items in flight have committed.
     pub async fn list_derived(
+        &self,
+        job: &str,
+        spec: &RevokeDerivedSpec,
+        after: &str,
+    ) -> Result<(Vec<(String, JobItem)>, String), JobError> {
+        if after.is_empty() && !self.settled(&spec.key, SETTLE).await {
+            // Items that checked their original before the revocation landed are still
+            // running: list once they have committed (the runner lists again).
+            return Err(JobError::FailedPrecondition(format!(
+                "re-signing items of key {:?} are still in flight; listing waits for them",
+                spec.key
+            )));
+        }
+        self.derived_items(job, spec, after).await
+    }
+
+    /// The signatures derived from the next page of condemned originals, as items.
+    async fn derived_items(
         &self,
         job: &str,
         spec: &RevokeDerivedSpec,
@@ -110,7 +131,7 @@ impl Resigner {
     ) -> Result<(u64, Vec<String>), JobError> {
         let (mut count, mut shown, mut after) = (0, Vec::new(), String::new());
         loop {
-            let (items, next) = self.list_derived("dry-run", spec, &after).await?;
+            let (items, next) = self.derived_items("dry-run", spec, &after).await?;
             for (_, item) in items {
                 count += 1;
                 if shown.len() < listed
