@@ -30,17 +30,25 @@ pub struct Resigner {
     in_flight: KeysInFlight,
 }
 
-/// Re-signing items in flight, per key: each is counted from before it checks its
-/// original until its result is committed (or dropped). A revocation's
-/// `revoke-derived` job waits until none of the key's is, so that a re-signature made
-/// by an item that checked just before the revocation is committed, and listed, before
-/// the job lists.
+/// Re-signing items in flight, per key: each is counted (with a ticket in the order
+/// items started) from before it checks its original until its result is committed (or
+/// dropped). A revocation's `revoke-derived` job waits until every item of the key that
+/// started before it asked has finished, so that a re-signature made by an item that
+/// checked just before the revocation is committed, and listed, before the job lists;
+/// items that start later check after the revocation and need no wait.
 #[derive(Debug, Default, Clone)]
-pub struct KeysInFlight(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+pub struct KeysInFlight(Arc<std::sync::Mutex<InFlightState>>);
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    next: u64,
+    held: std::collections::HashMap<String, std::collections::BTreeSet<u64>>,
+}
 
 /// One item counted in a [`KeysInFlight`] until it drops.
 pub struct InFlight {
     key: String,
+    ticket: u64,
     counts: KeysInFlight,
 }
 
@@ -52,11 +60,11 @@ impl std::fmt::Debug for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut c = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = c.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.remove(&self.key);
+        let mut st = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = st.held.get_mut(&self.key) {
+            set.remove(&self.ticket);
+            if set.is_empty() {
+                st.held.remove(&self.key);
             }
         }
     }
@@ -65,27 +73,31 @@ impl Drop for InFlight {
 impl KeysInFlight {
     /// Counts an item of `key` until the guard drops.
     pub fn hold(&self, key: &str) -> InFlight {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_string())
-            .or_default() += 1;
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = st.next;
+        st.next += 1;
+        st.held.entry(key.to_string()).or_default().insert(ticket);
         InFlight {
             key: key.to_string(),
+            ticket,
             counts: self.clone(),
         }
     }
 
-    /// Waits (up to `limit`) until no item of `key` is in flight; whether none is.
+    /// Waits (up to `limit`) until every item of `key` that started before this call
+    /// has finished; whether they have.
     pub async fn settled(&self, key: &str, limit: std::time::Duration) -> bool {
+        let before = self.0.lock().unwrap_or_else(|p| p.into_inner()).next;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let busy = self
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains_key(key);
+                .held
+                .get(key)
+                .and_then(|set| set.first().copied())
+                .is_some_and(|first| first < before);
             if !busy {
                 return true;
             }
@@ -371,5 +383,18 @@ mod tests {
         drop(b);
         assert!(counts.settled("b", Duration::from_millis(10)).await);
         assert!(counts.settled("never", Duration::ZERO).await);
+        // An item that starts while one waits is not waited for.
+        let early = counts.hold("c");
+        let waiter = {
+            let counts = counts.clone();
+            tokio::spawn(async move { counts.settled("c", Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _late = counts.hold("c");
+        drop(early);
+        assert!(
+            waiter.await.unwrap(),
+            "waited for an item that started later"
+        );
     }
 }
