@@ -3,7 +3,7 @@
 
 mod cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cmd::{Ctx, Output};
 use keyward_client::{Client, ClientConfig};
 use std::path::PathBuf;
@@ -13,12 +13,18 @@ use std::process::ExitCode;
 #[command(
     name = "keyward",
     version,
-    about = "Sign with keys held in HSMs by keywardd"
+    about = "Sign with keys held in HSMs by keywardd",
+    disable_help_subcommand = true,
+    after_help = "Exit status: 0 done, 1 no valid signature, 2 usage, 3 pending approval, \
+                  4 refused, 5 could not complete (keyward help exit-codes)."
 )]
 struct Cli {
     /// Client configuration (default: $KEYWARD_CONFIG or ~/.config/keyward/client.toml).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// The daemon's gRPC endpoint (https://host:port), instead of the configuration's.
+    #[arg(long, global = true, env = "KEYWARD_ENDPOINT")]
+    endpoint: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "text")]
     output: Output,
@@ -80,9 +86,37 @@ enum Command {
     /// Re-sign, with a key's active version, every image an older version signed;
     /// prints the job id.
     Resign(cmd::jobs::Resign),
+    /// Print this client's version and the daemon's.
+    Version,
+    /// Print a shell completion script: `source <(keyward completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (keyward.1, keyward-sign.1, ...) into a directory.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Help on a command (`keyward help sign`) or a topic (`keyward help exit-codes`).
+    Help {
+        /// A command path, or `exit-codes`.
+        topic: Vec<String>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(*shell, &mut Cli::command(), "keyward", &mut out);
+            return Ok(());
+        }
+        Command::Man { dir } => return cmd::docs::man_pages(Cli::command(), dir),
+        Command::Help { topic } => return help(topic),
+        _ => {}
+    }
     if let Command::Audit(cmd::audit::AuditCommand::Verify(v)) = cli.command {
         return v.run(cli.output); // offline: no daemon needed
     }
@@ -95,7 +129,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return v.run(cli.output); // offline: no daemon needed
     }
     let path = cli.config.unwrap_or_else(ClientConfig::default_path);
-    let config = ClientConfig::load(&path)?;
+    let mut config = ClientConfig::load(&path)?;
+    if let Some(endpoint) = cli.endpoint {
+        config.endpoint = endpoint;
+    }
+    if let Command::Version = cli.command {
+        return cmd::docs::version(&config, cli.output).await;
+    }
     let client = Client::connect_with_otp(&config, cli.otp.as_deref()).await?;
     let ctx = Ctx {
         client,
@@ -122,7 +162,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Incident(c) => c.run(&ctx).await,
         Command::Resign(c) => c.run(&ctx).await,
         Command::Trust(c) => c.run(&ctx).await,
+        Command::Version
+        | Command::Completion { .. }
+        | Command::Man { .. }
+        | Command::Help { .. } => Ok(()),
     }
+}
+
+/// `keyward help [COMMAND...]` and `keyward help exit-codes`.
+fn help(topic: &[String]) -> anyhow::Result<()> {
+    if topic == ["exit-codes"] {
+        print!("{}", cmd::exit::TABLE);
+        return Ok(());
+    }
+    let args = std::iter::once("keyward")
+        .chain(topic.iter().map(String::as_str))
+        .chain(["--help"]);
+    match Cli::try_parse_from(args) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            e.print()?;
+            Ok(())
+        }
+        _ => Err(cmd::exit::Failure::Usage(format!(
+            "no command or topic {:?}: see `keyward --help`, or `keyward help exit-codes`",
+            topic.join(" ")
+        ))
+        .into()),
+    }
+}
+
+/// Whether the raw arguments ask for JSON output (read before they are parsed, so
+/// that a usage error is JSON too).
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    args.windows(2)
+        .any(|w| matches!(w[0], "-o" | "--output") && w[1] == "json")
+        || args
+            .iter()
+            .any(|a| matches!(*a, "-ojson" | "--output=json"))
 }
 
 /// Whether the daemon refused for want of a one-time code.
@@ -135,7 +212,19 @@ fn needs_code(e: &anyhow::Error) -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    restore_sigpipe();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = wants_json(&args);
+    let mut cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let text = e.to_string();
+            let text = text.trim().trim_start_matches("error: ");
+            let err = anyhow::Error::new(cmd::exit::Failure::Usage(text.into()));
+            return ExitCode::from(cmd::exit::report(&err, true));
+        }
+        Err(e) => e.exit(),
+    };
     let mut result = run(cli.clone()).await;
     // On a terminal, a command that needs a one-time code asks for it.
     if let Err(e) = &result
@@ -152,9 +241,17 @@ async fn main() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => ExitCode::from(cmd::exit::report(&e, json)),
+    }
+}
+
+/// A closed pipe (`keyward audit export | head -1`) ends the command as it ends any
+/// Unix tool: quietly, by SIGPIPE (status 141 in the shell). Rust ignores SIGPIPE,
+/// which turns every later print into a panic.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first in main, before any thread or I/O; restores the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

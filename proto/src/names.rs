@@ -7,8 +7,11 @@ use serde::Serializer;
 macro_rules! names {
     ($($fn:ident: $enum:ident, $prefix:literal;)*) => {$(
         /// The value's short name (lower case, without the enum's prefix); "unknown"
-        /// for a number this build does not know.
+        /// for a number this build does not know, `null` for 0 (unspecified: absent).
         pub fn $fn<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+            if *v == 0 {
+                return s.serialize_none();
+            }
             s.serialize_str(&short(pb::$enum::try_from(*v).map(|e| e.as_str_name()).ok(), $prefix))
         }
     )*};
@@ -57,8 +60,12 @@ pub fn revocation_reason_name(v: i32) -> String {
     .replace('_', "-")
 }
 
-/// Serialises a revocation reason by [`revocation_reason_name`].
+/// Serialises a revocation reason by [`revocation_reason_name`]; `null` for none (0:
+/// a version never revoked).
 pub fn revocation_reason<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+    if *v == 0 {
+        return s.serialize_none();
+    }
     s.serialize_str(&revocation_reason_name(*v))
 }
 
@@ -90,6 +97,12 @@ mod tests {
         assert_eq!(
             (v["status"].as_str(), v["kind"].as_str()),
             (Some("refused"), Some("blob"))
+        );
+        let none = serde_json::to_value(pb::KeyVersion::default()).unwrap();
+        assert_eq!(
+            (&none["state"], &none["revocation_reason"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null),
+            "{none}"
         );
     }
 }

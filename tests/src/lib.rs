@@ -185,6 +185,12 @@ impl DevDaemon {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// Runs `keyward -o json ARGS` whose request waits for approval (exit 3); returns
+    /// what it printed.
+    pub fn held(&self, args: &[&str]) -> serde_json::Value {
+        pending(&self.keyward(&[&["-o", "json"], args].concat()))
+    }
+
     /// Runs `keyward ARGS`, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.keyward(args);
@@ -390,6 +396,42 @@ pub fn keyward_with(config: &Path, args: &[&str]) -> Output {
 pub fn json_ok(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("JSON output")
+}
+
+/// The JSON a command printed when its request only went into the approval queue:
+/// exit status 3 (not 0: `keyward sign IMAGE && deploy` must not deploy). Fails the
+/// test otherwise.
+pub fn pending(o: &Output) -> serde_json::Value {
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "expected a request waiting for approval (exit 3): {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON output");
+    assert_eq!(v["pending"], true, "{v}");
+    v
+}
+
+/// The JSON a command printed that either did its work (exit 0) or put its request
+/// in the approval queue (`"pending": true`, exit 3); fails the test otherwise.
+pub fn answer(o: &Output) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON on stdout: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let want = if v["pending"] == true { 3 } else { 0 };
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "{v} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v
 }
 
 /// What a refused command printed on stderr; fails the test if it succeeded.

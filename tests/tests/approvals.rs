@@ -2,7 +2,7 @@
 //! after enough distinct approvers, never the requester, approve that exact request.
 
 use keyward_tests::registry::TestRegistry;
-use keyward_tests::{DevDaemon, cosign};
+use keyward_tests::{DevDaemon, cosign, pending};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -36,7 +36,7 @@ fn a_blob_is_signed_only_after_two_distinct_approvers_other_than_the_requester()
     std::fs::write(&blob, b"release bits").unwrap();
     let b = blob.to_str().unwrap();
 
-    let req = json(&as_(
+    let req = pending(&as_(
         &d,
         &alice,
         &["-o", "json", "sign-blob", "--key", "prod", b],
@@ -109,7 +109,7 @@ fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
     ]);
     let other = d.add_principal("otto", "approver");
     // admin requests, then tries to approve its own request.
-    let req = json(&d.keyward(&["-o", "json", "sign-blob", "--key", "k", "/etc/hostname"]));
+    let req = pending(&d.keyward(&["-o", "json", "sign-blob", "--key", "k", "/etc/hostname"]));
     let id = req["approval_id"].as_str().unwrap().to_string();
     let e = err(&d.keyward(&["approve", &id]));
     assert!(e.contains("separation of duties"), "{e}");
@@ -178,7 +178,7 @@ fn an_image_request_signs_the_digest_that_was_approved_even_if_the_tag_moves() {
     d.ok(&["key", "create", "img"]);
     let ann = d.add_principal("ann", "approver");
     d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
-    let req = json(&d.keyward(&[
+    let req = pending(&d.keyward(&[
         "-o", "json", "sign", "--key", "img", "-a", "build=7", &image,
     ]));
     let id = req["approval_id"].as_str().unwrap().to_string();
@@ -222,7 +222,7 @@ fn an_approval_whose_signing_failed_is_kept_and_signed_once_after_a_restart() {
     d.ok(&["key", "create", "img"]);
     let ann = d.add_principal("ann", "approver");
     d.ok(&["key", "policy", "set", "img", "--approvals", "1"]);
-    let req = json(&d.keyward(&["-o", "json", "sign", "--key", "img", &image]));
+    let req = pending(&d.keyward(&["-o", "json", "sign", "--key", "img", &image]));
     let id = req["approval_id"].as_str().unwrap().to_string();
 
     // The registry goes away between request and approval: signing fails, the
@@ -278,7 +278,7 @@ fn approvers_deciding_at_the_same_moment_neither_lose_an_approval_nor_sign_twice
     d.ok(&["key", "policy", "set", "prod", "--approvals", "2"]);
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let req = json(&as_(
+        let req = pending(&as_(
             &d,
             &alice,
             &["-o", "json", "sign-blob", "--key", "prod", "/etc/hostname"],
@@ -321,7 +321,7 @@ fn approvals_are_listed_through_an_index_page_by_page_and_a_store_without_it_is_
     std::fs::write(&blob, b"release bits").unwrap();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let req = json(&as_(
+        let req = pending(&as_(
             &d,
             &alice,
             &[

@@ -174,7 +174,8 @@ fn the_batch_door_keeps_every_check_and_a_bad_item_signs_nothing() {
             .contains("needs 1 approvals per signature, so it does not sign batches"),
         "{e}"
     );
-    d.ok(&["key", "policy", "set", "files", "--approvals", "0"]);
+    // Dropping the approvals weakens the policy: it waits for a second key-admin.
+    d.held(&["key", "policy", "set", "files", "--approvals", "0"]);
 
     // A key that needs a second factor: a batch without a code is refused at the gate.
     // (The admin of `keywardd dev` has one.)

@@ -114,14 +114,7 @@ fn scope_policy_refuses_repositories_outside_the_key_scope() {
     assert!(err.contains("matches none"), "{err}");
     // Widening the scope is a weakening: a second key-admin approves it.
     let kira = d.add_principal("kira", "key-admin");
-    let pending = json(&d.ok(&[
-        "-o",
-        "json",
-        "key",
-        "scope",
-        "prod-key",
-        &format!("{}/prod/**", reg.addr),
-    ]));
+    let pending = d.held(&["key", "scope", "prod-key", &format!("{}/prod/**", reg.addr)]);
     assert_eq!(pending["pending"], true, "{pending}");
     let id = pending["approval_id"].as_str().unwrap();
     let o = d.keyward_as(&kira, &["approve", id]);

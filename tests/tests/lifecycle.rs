@@ -257,7 +257,7 @@ fn a_later_compromise_is_refused_through_every_door_and_a_repeat_runs_nothing() 
     let (early, later) = ("2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z");
     let incident =
         |who: &std::path::Path, since: &str| incident(&d, Some(who), ("rel", 1), since, &[]);
-    let held = keyward_tests::json_ok(&incident(&ir1, early));
+    let held = keyward_tests::pending(&incident(&ir1, early));
     let id = held["approval_id"].as_str().unwrap().to_string();
     d.ok(&["-o", "json", "approvals", "show", &id]);
     keyward_tests::json_ok(&d.keyward_as(&ir2, &["-o", "json", "approve", &id]));

@@ -161,17 +161,7 @@ fn key_signers_limit_who_may_sign_with_a_key() {
     assert!(err.contains("no principal named \"mallory\""), "{err}");
     // "Any signer" again is a weakening: it waits for a second key-admin.
     let kira = d.add_principal("kira", "key-admin");
-    let pending: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "-o",
-        "json",
-        "key",
-        "policy",
-        "set",
-        "prod",
-        "--signers",
-        "",
-    ]))
-    .unwrap();
+    let pending = d.held(&["key", "policy", "set", "prod", "--signers", ""]);
     assert_eq!(pending["pending"], true, "{pending}");
     denied_as(&d, &bob, &["sign-blob", "--key", "prod", "/etc/hostname"]);
     ok_as(

@@ -264,8 +264,7 @@ fn an_approval_granted_after_the_revocation_signs_nothing() {
     d.ok(&["key", "policy", "set", "prod", "--approvals", "1"]);
     let file = blob(&d);
     let out = d.keyward_as(&alice, &["-o", "json", "sign-blob", "--key", "prod", &file]);
-    let req = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(req["pending"], true, "{req}");
+    let req = keyward_tests::pending(&out);
     let id = req["approval_id"].as_str().unwrap().to_string();
 
     d.ok(&[

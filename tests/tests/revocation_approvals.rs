@@ -29,7 +29,7 @@ fn revoke_as(d: &DevDaemon, who: &Path) -> serde_json::Value {
         .chain(REVOKE.iter())
         .copied()
         .collect();
-    json_ok(&d.keyward_as(who, &args))
+    keyward_tests::answer(&d.keyward_as(who, &args))
 }
 
 fn state(d: &DevDaemon, key: &str) -> String {
@@ -152,7 +152,7 @@ fn lowering_revoke_approvals_waits_for_a_second_key_admin_and_raising_applies_at
     ));
     assert_eq!(raised["revoke_approvals"], 1, "{raised}");
 
-    let lowered = json_ok(&d.keyward_as(
+    let lowered = keyward_tests::pending(&d.keyward_as(
         &sec,
         &[
             "-o",
@@ -240,8 +240,7 @@ fn an_incident_on_such_a_key_runs_whole_on_the_last_approval_and_is_signed_in_th
     // A dry run needs no approval: it changes nothing.
     let plan = json_ok(&d.keyward_as(&ir1, &[&incident[..], &["--dry-run"]].concat()));
     assert_eq!(plan["signed_before"], 1, "{plan}");
-    let held = json_ok(&d.keyward_as(&ir1, &incident));
-    assert_eq!(held["pending"], true, "{held}");
+    let held = keyward_tests::pending(&d.keyward_as(&ir1, &incident));
     let id = held["approval_id"].as_str().unwrap().to_string();
     assert_eq!(state(&d, "img"), "active");
     let shown = json(&d.ok(&["-o", "json", "approvals", "show", &id]));
@@ -343,7 +342,10 @@ fn an_approval_granted_after_an_earlier_compromise_was_recorded_cannot_move_it_l
     );
     let ask = |who: &Path, since: &str| {
         let out = revoke_compromised(&d, Some(who), ("files", 1), since, &["-o", "json"]);
-        json_ok(&out)["approval_id"].as_str().unwrap().to_string()
+        keyward_tests::pending(&out)["approval_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     // Two requests wait: a later compromise, then an earlier one.
     let later = ask(&ir1, "2026-06-01T00:00:00Z");

@@ -118,7 +118,7 @@ fn an_approval_edited_to_approved_is_never_signed() {
         &alice,
         &["-o", "json", "sign-blob", "--key", "files", "/etc/hostname"],
     );
-    let id = json(&String::from_utf8_lossy(&o.stdout))["approval_id"]
+    let id = keyward_tests::pending(&o)["approval_id"]
         .as_str()
         .unwrap()
         .to_string();

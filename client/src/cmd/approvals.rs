@@ -1,6 +1,7 @@
 //! `keyward approvals ...`, `keyward approve`, `keyward deny`, and waiting for a
 //! request to be decided.
 
+use super::exit::Failure;
 use super::{Ctx, Show};
 use clap::{Args, Subcommand};
 use keyward_client::proto::{ApprovalKind, ApprovalState};
@@ -182,17 +183,26 @@ pub async fn wait_for(client: &Client, id: &str) -> anyhow::Result<proto::Approv
             .await?;
         match a.status() {
             ApprovalState::Signed => return Ok(a),
-            ApprovalState::Denied => anyhow::bail!(
-                "request {id} was denied by {}: {}",
-                a.denied_by,
-                a.deny_reason
-            ),
-            ApprovalState::Expired => anyhow::bail!(
-                "request {id} expired at {} without enough approvals",
-                a.expires_at
-            ),
+            ApprovalState::Denied => {
+                return Err(Failure::Refused(format!(
+                    "request {id} was denied by {}: {}",
+                    a.denied_by, a.deny_reason
+                ))
+                .into());
+            }
+            ApprovalState::Expired => {
+                return Err(Failure::Refused(format!(
+                    "request {id} expired at {} without enough approvals",
+                    a.expires_at
+                ))
+                .into());
+            }
             ApprovalState::Refused => {
-                anyhow::bail!("request {id} was approved but not signed: {}", a.error)
+                return Err(Failure::Refused(format!(
+                    "request {id} was approved but not signed: {}",
+                    a.error
+                ))
+                .into());
             }
             _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
         }

@@ -1,5 +1,6 @@
 //! `keyward audit ...`: export, tail, the public key, and offline verification.
 
+use super::exit::Failure;
 use super::{Ctx, Output, Show};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -131,7 +132,7 @@ impl VerifyExport {
             head,
         };
         let v = keyward_client::audit::verify(&text, &pem, &opts)
-            .map_err(|e| anyhow::anyhow!("audit log verification failed: {e}"))?;
+            .map_err(|e| Failure::NotVerified(format!("audit log verification failed: {e}")))?;
         let v = Verified {
             records: v.records,
             checkpoints: v.checkpoints,
@@ -140,7 +141,7 @@ impl VerifyExport {
             first_seq: v.first_seq,
         };
         match out {
-            Output::Json => println!("{}", serde_json::to_string(&v)?),
+            Output::Json => println!("{}", super::json(&v)),
             Output::Text => v.text(),
         }
         Ok(())
@@ -204,7 +205,7 @@ impl AuditCommand {
             AuditCommand::Verify(v) => v.run(ctx.out)?,
             AuditCommand::Head => {
                 let h = c.get_audit_head(proto::GetAuditHeadRequest {}).await?;
-                ctx.show(&h);
+                ctx.show_signed(&h);
             }
             AuditCommand::PublicKey => {
                 let k = c.audit_public_key(proto::AuditPublicKeyRequest {}).await?;

@@ -147,6 +147,9 @@ impl IncidentCommand {
             })
             .await?;
         ctx.show(&r);
+        if r.pending {
+            return Err(super::exit::Failure::Pending(r.approval_id).into());
+        }
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! `keyward jobs ...` and `keyward resign`.
 
+use super::exit::Failure;
 use super::{Ctx, Output, Show};
 use clap::{Args, Subcommand};
 use keyward_client::proto;
@@ -152,7 +153,7 @@ pub async fn watch(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
                 b.set_message(format!("{} {}", j.id, job_state_name(j.state)));
             }
             None if ctx.out == Output::Json => {
-                println!("{}", serde_json::to_string(&j).unwrap_or_default());
+                println!("{}", super::json(&j));
             }
             None => eprintln!("{}  {}  {}", j.id, job_state_name(j.state), counts(&j)),
         }
@@ -169,11 +170,14 @@ pub async fn watch(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         job.text();
     }
     match proto::JobState::try_from(job.state) {
-        Ok(proto::JobState::Failed) => anyhow::bail!(
+        Ok(proto::JobState::Failed) => Err(Failure::Incomplete(format!(
             "job {id} finished with {} failed items; fix what they name, then: keyward jobs retry {id}",
             job.failed
-        ),
-        Ok(proto::JobState::Cancelled) => anyhow::bail!("job {id} was cancelled"),
+        ))
+        .into()),
+        Ok(proto::JobState::Cancelled) => {
+            Err(Failure::Incomplete(format!("job {id} was cancelled")).into())
+        }
         _ => Ok(()),
     }
 }

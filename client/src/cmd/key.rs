@@ -208,7 +208,7 @@ impl KeyCommand {
                     name,
                     scope: patterns,
                 };
-                changed(ctx, c.set_key_scope(req).await?, false);
+                changed(ctx, c.set_key_scope(req).await?, false)?;
             }
             KeyCommand::Policy(p) => p.run(ctx).await?,
             KeyCommand::List => {

@@ -4,6 +4,8 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod docs;
+pub mod exit;
 pub mod history;
 pub mod incident;
 pub mod jobs;
@@ -51,10 +53,42 @@ pub trait Show: Serialize {
 impl Ctx {
     /// Prints `v` as text or JSON.
     pub fn show<T: Show + ?Sized>(&self, v: &T) {
+        show(self.out, v)
+    }
+
+    /// Prints a signed document (a revocation list, a signed head) as text, or as
+    /// JSON exactly as signed: nothing in it is rewritten, or its signature would
+    /// not verify.
+    pub fn show_signed<T: Show + ?Sized>(&self, v: &T) {
         match self.out {
             Output::Json => println!("{}", serde_json::to_string(v).unwrap_or_default()),
             Output::Text => v.text(),
         }
+    }
+}
+
+/// Prints `v` as text or JSON: one line, absent values (empty strings) as `null`.
+pub fn show<T: Show + ?Sized>(out: Output, v: &T) {
+    match out {
+        Output::Json => println!("{}", json(v)),
+        Output::Text => v.text(),
+    }
+}
+
+/// `v` as JSON text, with empty strings (what the protocol sends for "none") as `null`.
+pub fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    let mut value = serde_json::to_value(v).unwrap_or_default();
+    absent_as_null(&mut value);
+    value.to_string()
+}
+
+fn absent_as_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.is_empty() => *v = Value::Null,
+        Value::Array(a) => a.iter_mut().for_each(absent_as_null),
+        Value::Object(o) => o.values_mut().for_each(absent_as_null),
+        _ => {}
     }
 }
 

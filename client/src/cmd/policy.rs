@@ -138,13 +138,18 @@ impl Show for PolicyPending<'_> {
 }
 
 /// Prints a policy change's result: the key, or the approval it waits for.
-pub(super) fn changed(ctx: &Ctx, r: proto::PolicyChangeResponse, policy_only: bool) {
+pub(super) fn changed(
+    ctx: &Ctx,
+    r: proto::PolicyChangeResponse,
+    policy_only: bool,
+) -> anyhow::Result<()> {
     if r.pending {
-        return ctx.show(&PolicyPending {
+        ctx.show(&PolicyPending {
             pending: true,
             approval_id: &r.approval_id,
             weakens: &r.weakens,
         });
+        return Err(super::exit::Failure::Pending(r.approval_id).into());
     }
     let k = r.key.unwrap_or_default();
     if policy_only {
@@ -152,6 +157,7 @@ pub(super) fn changed(ctx: &Ctx, r: proto::PolicyChangeResponse, policy_only: bo
     } else {
         ctx.show(&k);
     }
+    Ok(())
 }
 
 /// Empty strings (`--signers ""`) mean "nobody listed", i.e. anyone.
@@ -220,7 +226,7 @@ impl PolicyCommand {
                     clear_rotate_every,
                     revoke_approvals,
                 };
-                changed(ctx, c.set_key_policy(req).await?, true);
+                changed(ctx, c.set_key_policy(req).await?, true)?;
             }
             PolicyCommand::Show { name } => {
                 let k = c.get_key(proto::GetKeyRequest { name }).await?;

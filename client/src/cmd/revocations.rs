@@ -69,7 +69,7 @@ impl VerifyList {
             .max_staleness
             .map(|s| time::Duration::seconds(s as i64));
         let checked = r::check(&bytes, &ca, &mut seen, time::OffsetDateTime::now_utc(), max)
-            .map_err(anyhow::Error::msg)?;
+            .map_err(super::exit::Failure::NotVerified)?;
         r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
         let shown = ListChecked {
             sequence: checked.sequence,
@@ -81,7 +81,7 @@ impl VerifyList {
             revoked: checked.list["entries"].as_array().map_or(0, Vec::len),
         };
         match out {
-            super::Output::Json => println!("{}", serde_json::to_string(&shown)?),
+            super::Output::Json => println!("{}", super::json(&shown)),
             super::Output::Text => shown.text(),
         }
         Ok(())
@@ -163,7 +163,7 @@ impl RevocationsCommand {
                     .client
                     .get_revocation_list(proto::GetRevocationListRequest {})
                     .await?;
-                ctx.show(&Signed {
+                ctx.show_signed(&Signed {
                     list: serde_json::from_str(&l.document)?,
                     signature: l.signature,
                 });

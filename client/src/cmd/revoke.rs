@@ -108,10 +108,14 @@ impl Revoke {
                 destroy: self.destroy,
             })
             .await?;
+        let pending = response.pending.then(|| response.approval_id.clone());
         ctx.show(&Revoked {
             response,
             version: self.version,
         });
-        Ok(())
+        match pending {
+            Some(id) => Err(super::exit::Failure::Pending(id).into()),
+            None => Ok(()),
+        }
     }
 }

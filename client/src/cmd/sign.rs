@@ -1,6 +1,7 @@
 //! `keyward sign`, `attest` and `verify`.
 
 use super::approvals::{Pending, wait_for};
+use super::exit::Failure;
 use super::{Ctx, Show};
 use anyhow::Context;
 use clap::Args;
@@ -113,7 +114,7 @@ impl Sign {
         for a in self.annotations {
             let (k, v) = a
                 .split_once('=')
-                .with_context(|| format!("annotation {a:?} is not KEY=VALUE"))?;
+                .ok_or_else(|| Failure::Usage(format!("annotation {a:?} is not KEY=VALUE")))?;
             annotations.insert(k.to_string(), v.to_string());
         }
         let req = proto::SignImageRequest {
@@ -135,7 +136,7 @@ impl Sign {
 async fn approved(ctx: &Ctx, id: &str, wait: bool) -> anyhow::Result<()> {
     if !wait {
         ctx.show(&Pending::new(id));
-        return Ok(());
+        return Err(Failure::Pending(id.to_string()).into());
     }
     let a = wait_for(&ctx.client, id).await?;
     ctx.show(&SignedAfterApproval(a));
@@ -236,13 +237,13 @@ impl Verify {
             rejected: r.rejected,
         };
         ctx.show(&v);
-        anyhow::ensure!(
-            !v.valid.is_empty(),
-            "no valid signature by key {:?} on {} ({})",
-            v.key,
-            self.image,
-            v.digest
-        );
+        if v.valid.is_empty() {
+            return Err(Failure::NotVerified(format!(
+                "no valid signature by key {:?} on {} ({})",
+                v.key, self.image, v.digest
+            ))
+            .into());
+        }
         Ok(())
     }
 }

@@ -102,10 +102,12 @@ impl SignBlob {
             let item = item(&k.algorithm, file)?;
             return self.one(ctx, item).await;
         }
-        anyhow::ensure!(
-            self.output_signature.is_none() && !self.wait,
-            "--output-signature and --wait apply to one file; with several, each signature is printed beside its file"
-        );
+        if self.output_signature.is_some() || self.wait {
+            return Err(super::exit::Failure::Usage(
+                "--output-signature and --wait apply to one file; with several, each signature is printed beside its file".into(),
+            )
+            .into());
+        }
         let mut out = Vec::with_capacity(self.files.len());
         for files in self.files.chunks(BATCH) {
             let items = files
@@ -157,7 +159,7 @@ impl SignBlob {
         if r.pending {
             if !self.wait {
                 ctx.show(&Pending::new(&r.approval_id));
-                return Ok(());
+                return Err(super::exit::Failure::Pending(r.approval_id).into());
             }
             let a = wait_for(c, &r.approval_id).await?;
             r.signature = base64::engine::general_purpose::STANDARD

@@ -1,6 +1,7 @@
 //! `keyward verify --offline`: an image's signatures checked without the daemon,
 //! against the key's CA-signed history and a revocation list.
 
+use super::exit::Failure;
 use super::{Output, Show};
 use anyhow::Context;
 use clap::Args;
@@ -95,9 +96,7 @@ impl OfflineArgs {
                 issuer: self.issuer.as_deref(),
                 tsa_chain_pem: chain.as_deref(),
             };
-            let result = by_identity::verify(&image, &who, &revocations, &mut seen, max)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let result = by_identity::verify(&image, &who, &revocations, &mut seen, max).await?;
             r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
             return show(
                 Shown {
@@ -110,15 +109,16 @@ impl OfflineArgs {
         }
         let history = read(&self.key_history)?;
         let named: serde_json::Value = serde_json::from_slice(&history).unwrap_or_default();
-        anyhow::ensure!(
-            named["key"] == key.as_str(),
-            "the key history is of key {}, not {key:?}",
-            named["key"]
-        );
+        if named["key"] != key.as_str() {
+            return Err(Failure::Usage(format!(
+                "the key history is of key {}, not {key:?}",
+                named["key"]
+            ))
+            .into());
+        }
         let result =
             keyward_client::offline::verify(&image, &ca, &history, &revocations, &mut seen, max)
-                .await
-                .map_err(anyhow::Error::msg)?;
+                .await?;
         r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
         show(Shown { key, result }, out, &image)
     }
@@ -127,14 +127,15 @@ impl OfflineArgs {
 /// Prints what was found; an error when no signature counts.
 fn show(shown: Shown, out: Output, image: &str) -> anyhow::Result<()> {
     match out {
-        Output::Json => println!("{}", serde_json::to_string(&shown)?),
+        Output::Json => println!("{}", super::json(&shown)),
         Output::Text => shown.text(),
     }
-    anyhow::ensure!(
-        !shown.result.valid.is_empty(),
-        "no valid signature by {:?} on {image} ({})",
-        shown.key,
-        shown.result.digest
-    );
+    if shown.result.valid.is_empty() {
+        return Err(Failure::NotVerified(format!(
+            "no valid signature by {:?} on {image} ({})",
+            shown.key, shown.result.digest
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use super::stamp;
 use super::x509::Cert;
-use super::{OfflineResult, checked_list, revocation_refusal, signature_layers};
+use super::{Failure, OfflineResult, checked_list, revocation_refusal, signature_layers};
 use crate::revocation::SeenSequences;
 use base64::Engine;
 use serde_json::Value;
@@ -125,7 +125,7 @@ pub async fn verify(
     revocations: &str,
     seen: &mut SeenSequences,
     max_staleness: Option<time::Duration>,
-) -> Result<OfflineResult, String> {
+) -> Result<OfflineResult, Failure> {
     let ca = Cert::from_pem(who.ca_pem)?;
     let issuer = who
         .issuer

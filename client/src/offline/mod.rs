@@ -14,6 +14,30 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::Digest;
 
+/// Why offline verification could not give an answer: a registry could not be
+/// reached (try again), or what it was given is refused (the answer is "no").
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// A registry could not be reached or did not answer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The inputs (history, list, CA, signatures) are refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Refused(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Self {
+        Failure::Refused(s.to_string())
+    }
+}
+
 /// What offline verification found.
 #[derive(Debug, Clone, Serialize)]
 pub struct OfflineResult {
@@ -77,9 +101,9 @@ fn trusted_versions(history: &[u8], ca_pem: &str) -> Result<(String, Vec<Trusted
 }
 
 /// The revocation list from a file, or pulled from `registry/repository` (`latest`).
-async fn revocation_bytes(source: &str) -> Result<Vec<u8>, String> {
+async fn revocation_bytes(source: &str) -> Result<Vec<u8>, Failure> {
     if std::path::Path::new(source).exists() {
-        return std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"));
+        return std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}").into());
     }
     let (registry, repository, tag) = split(source)?;
     let repo = Repo::new(&registry, &repository)?;
@@ -96,7 +120,7 @@ async fn revocation_bytes(source: &str) -> Result<Vec<u8>, String> {
     };
     let (list, sig) = (repo.blob(&layer(0)).await?, repo.blob(&layer(1)).await?);
     if list.len() > revocation::MAX_LIST_BYTES {
-        return Err(format!("{source}'s revocation list is over 1 MiB: refused"));
+        return Err(format!("{source}'s revocation list is over 1 MiB: refused").into());
     }
     let list: Value = serde_json::from_slice(&list).map_err(|e| e.to_string())?;
     Ok(
@@ -113,19 +137,19 @@ async fn checked_list(
     ca_pem: &str,
     seen: &mut SeenSequences,
     max_staleness: Option<time::Duration>,
-) -> Result<CheckedList, String> {
-    revocation::check(
+) -> Result<CheckedList, Failure> {
+    Ok(revocation::check(
         &revocation_bytes(revocations).await?,
         ca_pem,
         seen,
         time::OffsetDateTime::now_utc(),
         max_staleness,
-    )
+    )?)
 }
 
 /// The image's repository, its digest, and the layers of its cosign signature
 /// manifest (none when it has none).
-async fn signature_layers(image: &str) -> Result<(Repo, String, Vec<Value>), String> {
+async fn signature_layers(image: &str) -> Result<(Repo, String, Vec<Value>), Failure> {
     let (registry, repository, reference) = split(image)?;
     let repo = Repo::new(&registry, &repository)?;
     let (_, digest) = repo
@@ -186,7 +210,7 @@ pub async fn verify(
     revocations: &str,
     seen: &mut SeenSequences,
     max_staleness: Option<time::Duration>,
-) -> Result<OfflineResult, String> {
+) -> Result<OfflineResult, Failure> {
     let (key, versions) = trusted_versions(history, ca_pem)?;
     let list = checked_list(revocations, ca_pem, seen, max_staleness).await?;
     let (repo, digest, layers) = signature_layers(image).await?;

@@ -2,6 +2,7 @@
 //! manifests and blobs, anonymously or with an anonymous bearer token (what public
 //! registries hand out), over https, or http on loopback only.
 
+use super::Failure;
 use sha2::Digest;
 
 /// Largest manifest or blob read.
@@ -54,17 +55,16 @@ impl Repo {
         })
     }
 
-    async fn get(&self, path: &str, accept: &str) -> Result<Option<(Vec<u8>, String)>, String> {
+    async fn get(&self, path: &str, accept: &str) -> Result<Option<(Vec<u8>, String)>, Failure> {
         let url = format!("{}/v2/{}/{path}", self.base, self.repository);
         for attempt in 0..2 {
             let mut req = self.http.get(&url).header(reqwest::header::ACCEPT, accept);
             if let Some(t) = self.token.lock().await.as_ref() {
                 req = req.bearer_auth(t);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| format!("registry {} is unreachable: {e}", self.name))?;
+            let resp = req.send().await.map_err(|e| {
+                Failure::Unreachable(format!("registry {} is unreachable: {e}", self.name))
+            })?;
             let status = resp.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = resp
@@ -79,11 +79,14 @@ impl Repo {
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
-            if !status.is_success() {
-                return Err(format!(
+            if status.is_server_error() {
+                return Err(Failure::Unreachable(format!(
                     "registry {} answered {status} for {path}",
                     self.name
-                ));
+                )));
+            }
+            if !status.is_success() {
+                return Err(format!("registry {} answered {status} for {path}", self.name).into());
             }
             let media = resp
                 .headers()
@@ -94,22 +97,22 @@ impl Repo {
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| format!("registry {}: {e}", self.name))?;
+                .map_err(|e| Failure::Unreachable(format!("registry {}: {e}", self.name)))?;
             if body.len() > MAX_BYTES {
-                return Err(format!(
-                    "registry {} sent more than 4 MiB for {path}",
-                    self.name
-                ));
+                return Err(
+                    format!("registry {} sent more than 4 MiB for {path}", self.name).into(),
+                );
             }
             return Ok(Some((body.to_vec(), media)));
         }
         Err(format!(
             "registry {} refused an anonymous pull; offline verification reads public repositories",
             self.name
-        ))
+        )
+        .into())
     }
 
-    async fn anonymous_token(&self, challenge: &str) -> Result<String, String> {
+    async fn anonymous_token(&self, challenge: &str) -> Result<String, Failure> {
         let field = |name: &str| {
             challenge
                 .split(&format!("{name}=\""))
@@ -132,7 +135,9 @@ impl Repo {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("registry {}: no anonymous token: {e}", self.name))?
+            .map_err(|e| {
+                Failure::Unreachable(format!("registry {}: no anonymous token: {e}", self.name))
+            })?
             .json()
             .await
             .map_err(|e| format!("registry {}: bad token answer: {e}", self.name))?;
@@ -140,11 +145,11 @@ impl Repo {
             .as_str()
             .or(v["access_token"].as_str())
             .map(str::to_string)
-            .ok_or_else(|| format!("registry {}: the token answer has no token", self.name))
+            .ok_or_else(|| format!("registry {}: the token answer has no token", self.name).into())
     }
 
     /// A manifest by tag or digest, with its digest (checked when asked by digest).
-    pub async fn manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>, String> {
+    pub async fn manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>, Failure> {
         let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
         let Some((bytes, _)) = self.get(&format!("manifests/{reference}"), accept).await? else {
             return Ok(None);
@@ -154,23 +159,25 @@ impl Repo {
             return Err(format!(
                 "registry {} returned a manifest that does not match {reference}",
                 self.name
-            ));
+            )
+            .into());
         }
         Ok(Some((bytes, digest)))
     }
 
     /// A blob, checked against its digest.
-    pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, String> {
+    pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, Failure> {
         let (bytes, _) = self
             .get(&format!("blobs/{digest}"), "*/*")
             .await?
-            .ok_or_else(|| format!("registry {} has no blob {digest}", self.name))?;
+            .ok_or_else(|| Failure::from(format!("registry {} has no blob {digest}", self.name)))?;
         let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
         if got != digest {
             return Err(format!(
                 "registry {} returned a blob that does not match {digest}",
                 self.name
-            ));
+            )
+            .into());
         }
         Ok(bytes)
     }

@@ -433,7 +433,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             match gate.admit(req).await {
-                Ok(req) => inner.call(req).await,
+                Ok(req) => inner.call(req).await.map(|mut resp| {
+                    // What `keyward version` reports as the daemon's version.
+                    resp.headers_mut().insert(
+                        "x-keyward-version",
+                        http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+                    );
+                    resp
+                }),
                 Err(st) => Ok(st.into_http()),
             }
         })
