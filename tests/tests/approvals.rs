@@ -150,6 +150,9 @@ fn the_requester_may_not_approve_and_sign_wait_returns_the_signature() {
     };
     json(&as_(&d, &ann, &["-o", "json", "approve", &pending]));
     let out = json(&waiter.join().unwrap());
+    assert_eq!(out["approval_id"], pending.as_str(), "{out}");
+    assert_eq!(out["approved_by"], serde_json::json!(["ann"]), "{out}");
+    let out = &out["signatures"][0];
     assert_eq!(out["key"], "k");
     assert!(out["signature"].as_str().unwrap().len() > 80, "{out}");
 

@@ -224,7 +224,7 @@ fn a_planted_signature_layer_does_not_make_keyward_skip_signing() {
 
     let signed = json(&d.keyward(&["-o", "json", "sign", "--key", "release", &image]));
     assert_eq!(
-        signed[0]["already_signed"], false,
+        signed["signatures"][0]["already_signed"], false,
         "a planted layer suppressed signing"
     );
     let pem = d.dir.join("release.pem");
@@ -233,7 +233,7 @@ fn a_planted_signature_layer_does_not_make_keyward_skip_signing() {
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     // Signing again now really is a no-op: the genuine layer verifies.
     let again = json(&d.keyward(&["-o", "json", "sign", "--key", "release", &image]));
-    assert_eq!(again[0]["already_signed"], true);
+    assert_eq!(again["signatures"][0]["already_signed"], true);
 }
 
 #[test]
@@ -283,7 +283,7 @@ fn one_key_admin_alone_cannot_weaken_a_keys_policy() {
             "2",
         ],
     ));
-    assert_eq!(set["approvals"], 2, "{set}");
+    assert_eq!(set["policy"]["approvals"], 2, "{set}");
 
     // Weakening waits; the key is unchanged meanwhile.
     let req = pending(&d.keyward_as(

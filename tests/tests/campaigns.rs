@@ -28,8 +28,11 @@ fn a_rotation_re_signs_what_the_old_version_signed_and_skips_an_image_that_is_go
     reg.delete_manifest("team/app", &gone);
 
     let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "release"]));
-    assert_eq!(rotated["active_version"], 2, "{rotated}");
-    assert_eq!(rotated["versions"][0]["state"], "retiring", "{rotated}");
+    assert_eq!(rotated["key"]["active_version"], 2, "{rotated}");
+    assert_eq!(
+        rotated["key"]["versions"][0]["state"], "retiring",
+        "{rotated}"
+    );
     let id = rotated["job_id"]
         .as_str()
         .expect("a campaign job")
@@ -154,6 +157,7 @@ fn campaign_and_rotation_inputs_that_make_no_sense_are_refused_with_the_reason()
         "--overlap",
         "30d",
     ]));
+    let shown = &shown["policy"];
     assert_eq!(shown["rotation"]["every_seconds"], 90 * 86_400, "{shown}");
     assert_eq!(shown["rotation"]["resign"], true);
     let err = d.fails(&["resign", "--key", "release"]);
@@ -166,8 +170,8 @@ fn campaign_and_rotation_inputs_that_make_no_sense_are_refused_with_the_reason()
     assert!(err.contains("not found"), "{err}");
     // A blob key's rotation starts no campaign and retires the old version at once.
     let rotated = json(&d.ok(&["-o", "json", "key", "rotate", "files"]));
-    assert!(rotated.get("job_id").is_none(), "{rotated}");
-    assert_eq!(rotated["versions"][0]["state"], "retired");
+    assert!(rotated["job_id"].is_null(), "{rotated}");
+    assert_eq!(rotated["key"]["versions"][0]["state"], "retired");
     // The annotation prefix Keyward writes is not for requests.
     let err = d.fails(&[
         "sign",

@@ -20,7 +20,7 @@ fn basic_auth_registries_take_docker_config_credentials() {
     let d = DevDaemon::start_with(tmp.path(), &[("DOCKER_CONFIG", &docker)]).unwrap();
     d.ok(&["key", "create", "k"]);
     let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));
-    assert_eq!(signed[0]["digest"], digest.as_str());
+    assert_eq!(signed["signatures"][0]["digest"], digest.as_str());
     assert!(
         cosign_verify(&d.public_key_file("k"), &image, Some(&docker))
             .status

@@ -23,8 +23,8 @@ fn cosign_accepts_our_signatures_and_rejects_everything_else() {
     let signed = json(&d.ok(&[
         "-o", "json", "sign", "--key", "release", "-a", "build=42", &image,
     ]));
-    assert_eq!(signed[0]["digest"], digest.as_str());
-    assert_eq!(signed[0]["already_signed"], false);
+    assert_eq!(signed["signatures"][0]["digest"], digest.as_str());
+    assert_eq!(signed["signatures"][0]["already_signed"], false);
 
     // Accepted with the right key; the payload names the reference as requested.
     let ok = cosign_verify(&release, &image, None);
@@ -100,7 +100,7 @@ fn a_tampered_payload_is_rejected_and_a_second_signature_keeps_the_first() {
 
     // Signing again with the same key version adds nothing.
     let again = json(&d.ok(&["-o", "json", "sign", "--key", "one", &image]));
-    assert_eq!(again[0]["already_signed"], true);
+    assert_eq!(again["signatures"][0]["already_signed"], true);
     assert_eq!(reg.sig_layers("app", &digest).len(), 2);
 
     // Tamper: rewrite key one's payload (another docker-reference) keeping its signature.
@@ -221,10 +221,11 @@ fn recursive_signing_covers_the_index_and_every_platform() {
     let image = format!("{}/multi:latest", reg.addr);
 
     let signed = json(&d.ok(&["-o", "json", "sign", "--key", "k", &image]));
+    let signed = &signed["signatures"];
     assert_eq!(signed.as_array().unwrap().len(), 1);
     assert_eq!(signed[0]["digest"], index.as_str());
     let signed = json(&d.ok(&["-o", "json", "sign", "--recursive", "--key", "k", &image]));
-    let digests: Vec<_> = signed
+    let digests: Vec<_> = signed["signatures"]
         .as_array()
         .unwrap()
         .iter()

@@ -200,7 +200,11 @@ fn portable(module: Module) {
         );
         assert!(o.status.success(), "{image}: {}", output_text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["valid"], serde_json::json!([version]), "{v}");
+        assert_eq!(
+            v["valid"],
+            serde_json::json!([{ "version": version }]),
+            "{v}"
+        );
         let o = cosign_by_ca(
             Path::new(&ca),
             Some(Path::new(&chain)),
@@ -230,7 +234,11 @@ fn portable(module: Module) {
         );
         assert!(o.status.success(), "{image}: {}", output_text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["valid"], serde_json::json!([version]), "{v}");
+        assert_eq!(
+            v["valid"],
+            serde_json::json!([{ "version": version }]),
+            "{v}"
+        );
     }
 
     // The CA's CRL, signed in the token, verifies with openssl.

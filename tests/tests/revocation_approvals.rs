@@ -150,7 +150,7 @@ fn lowering_revoke_approvals_waits_for_a_second_key_admin_and_raising_applies_at
             "1",
         ],
     ));
-    assert_eq!(raised["revoke_approvals"], 1, "{raised}");
+    assert_eq!(raised["policy"]["revoke_approvals"], 1, "{raised}");
 
     let lowered = keyward_tests::pending(&d.keyward_as(
         &sec,

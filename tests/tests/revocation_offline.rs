@@ -164,7 +164,7 @@ fn verify_offline_refuses_a_revoked_versions_signature_from_a_published_list_and
         String::from_utf8_lossy(&out.stderr)
     );
     let v = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(v["valid"], serde_json::json!([1]), "{v}");
+    assert_eq!(v["valid"], serde_json::json!([{ "version": 1 }]), "{v}");
 
     d.ok(&[
         "key",

@@ -54,7 +54,11 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
         for extra in [&me[..], &[&me[..], &["--tsa-chain", &chain]].concat()] {
             let o = verify(image, extra);
             assert!(o.status.success(), "{image} {extra:?}: {}", stderr(&o));
-            assert_eq!(json(&o)["valid"], serde_json::json!([version]), "{image}");
+            assert_eq!(
+                json(&o)["valid"],
+                serde_json::json!([{ "version": version }]),
+                "{image}"
+            );
         }
     }
     // The default issuer is the one the instance derives from its CA; naming it
@@ -70,7 +74,10 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
     );
     assert!(!o.status.success(), "verified under another issuer");
     assert!(
-        json(&o)["rejected"][0].as_str().unwrap().contains("issuer"),
+        json(&o)["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("issuer"),
         "{}",
         json(&o)
     );
@@ -80,7 +87,7 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
     assert!(!o.status.success(), "verified as another key");
     assert!(stderr(&o).contains("no valid signature"), "{}", stderr(&o));
     assert!(
-        json(&o)["rejected"][0]
+        json(&o)["rejected"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("keyward://keys/img"),
@@ -120,7 +127,7 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
     let o = other_ca(&p("other-list.json"));
     assert!(!o.status.success(), "verified against another CA");
     assert!(
-        json(&o)["rejected"][0]
+        json(&o)["rejected"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("not from the given CA"),
@@ -136,7 +143,7 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
         "a time-stamp verified against another TSA"
     );
     assert!(
-        json(&o)["rejected"][0]
+        json(&o)["rejected"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("time-stamp"),
@@ -161,7 +168,7 @@ fn an_image_verifies_by_ca_and_identity_offline_for_every_version_and_nothing_el
         "a revoked version's signature verified"
     );
     assert!(
-        json(&o)["rejected"][0]
+        json(&o)["rejected"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("revokes"),

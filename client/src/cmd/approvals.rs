@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use keyward_client::proto::{ApprovalKind, ApprovalState};
 use keyward_client::{Client, proto};
 use keyward_proto::names::{approval_kind_name, approval_state_name, revocation_reason_name};
-use serde::Serialize;
 
 #[derive(Subcommand, Clone)]
 pub enum ApprovalsCommand {
@@ -145,32 +144,6 @@ impl Show for Vec<proto::Approval> {
                 a.approvals_needed
             );
         }
-    }
-}
-
-/// A request that waits for approvers.
-#[derive(Serialize)]
-pub struct Pending<'a> {
-    pending: bool,
-    approval_id: &'a str,
-}
-
-impl<'a> Pending<'a> {
-    /// The note for request `id`.
-    pub fn new(approval_id: &'a str) -> Self {
-        Self {
-            pending: true,
-            approval_id,
-        }
-    }
-}
-
-impl Show for Pending<'_> {
-    fn text(&self) {
-        let id = self.approval_id;
-        println!(
-            "approval required: request {id} waits for approvers (keyward approvals show {id}; keyward approve {id})"
-        );
     }
 }
 

@@ -11,6 +11,7 @@ pub mod incident;
 pub mod jobs;
 pub mod key;
 pub mod mfa;
+pub mod outcome;
 pub mod policy;
 pub mod principal;
 pub mod revocations;

@@ -119,21 +119,35 @@ impl Show for Policy<'_> {
     }
 }
 
-/// A policy change that weakens the key's policy waits for a second key-admin.
+/// What a policy change prints (`key policy set`: the policy; `key scope`: the key),
+/// one shape either way: applied, or waiting for a second key-admin because it weakens
+/// the policy (`pending`, `approval_id`, what it `weakens`; the policy or key `null`).
 #[derive(Serialize)]
-struct PolicyPending<'a> {
+struct Changed<'a> {
     pending: bool,
     approval_id: &'a str,
     weakens: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<Option<Policy<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<Option<&'a proto::Key>>,
 }
 
-impl Show for PolicyPending<'_> {
+impl Show for Changed<'_> {
     fn text(&self) {
-        let id = self.approval_id;
-        println!(
-            "this change weakens the policy ({}); it waits for a second key-admin or admin: keyward approvals show {id}; keyward approve {id}",
-            self.weakens.join("; ")
-        );
+        if self.pending {
+            let id = self.approval_id;
+            return println!(
+                "this change weakens the policy ({}); it waits for a second key-admin or admin: keyward approvals show {id}; keyward approve {id}",
+                self.weakens.join("; ")
+            );
+        }
+        if let Some(Some(p)) = &self.policy {
+            p.text();
+        }
+        if let Some(Some(k)) = &self.key {
+            k.text();
+        }
     }
 }
 
@@ -143,19 +157,16 @@ pub(super) fn changed(
     r: proto::PolicyChangeResponse,
     policy_only: bool,
 ) -> anyhow::Result<()> {
+    let applied = r.key.as_ref().filter(|_| !r.pending);
+    ctx.show(&Changed {
+        pending: r.pending,
+        approval_id: &r.approval_id,
+        weakens: &r.weakens,
+        policy: policy_only.then(|| applied.map(Policy::of)),
+        key: (!policy_only).then_some(applied),
+    });
     if r.pending {
-        ctx.show(&PolicyPending {
-            pending: true,
-            approval_id: &r.approval_id,
-            weakens: &r.weakens,
-        });
         return Err(super::exit::Failure::Pending(r.approval_id).into());
-    }
-    let k = r.key.unwrap_or_default();
-    if policy_only {
-        ctx.show(&Policy::of(&k));
-    } else {
-        ctx.show(&k);
     }
     Ok(())
 }

@@ -5,12 +5,11 @@ use super::Show;
 use keyward_client::proto;
 use serde::Serialize;
 
-/// What `key rotate` prints: the key, and the campaign it started.
+/// What `key rotate` prints: the key, and the campaign it started (`null`: none),
+/// as `key revoke` prints the key beside what the revocation started.
 #[derive(Serialize)]
 pub struct Rotated<'a> {
-    #[serde(flatten)]
     pub key: &'a proto::Key,
-    #[serde(skip_serializing_if = "str::is_empty")]
     pub job_id: &'a str,
 }
 

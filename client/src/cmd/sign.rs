@@ -1,7 +1,8 @@
 //! `keyward sign`, `attest` and `verify`.
 
-use super::approvals::{Pending, wait_for};
+use super::approvals::wait_for;
 use super::exit::Failure;
+use super::outcome::Outcome;
 use super::{Ctx, Show};
 use anyhow::Context;
 use clap::Args;
@@ -79,35 +80,6 @@ impl Show for Vec<proto::SignedArtifact> {
     }
 }
 
-/// An image request signed after approval.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct SignedAfterApproval(proto::Approval);
-
-impl Show for SignedAfterApproval {
-    fn text(&self) {
-        let a = &self.0;
-        if a.kind() == proto::ApprovalKind::Attestation {
-            println!(
-                "{} attested ({}) with v{} after approval by {}: {}",
-                a.digests.first().map(String::as_str).unwrap_or(""),
-                a.predicate_type,
-                a.version.unwrap_or_default(),
-                a.approved_by.join(", "),
-                a.pushed_to.join(", ")
-            );
-            return;
-        }
-        for (d, p) in a.digests.iter().zip(&a.pushed_to) {
-            println!(
-                "{d} signed with v{} after approval by {}: {p}",
-                a.version.unwrap_or_default(),
-                a.approved_by.join(", ")
-            );
-        }
-    }
-}
-
 impl Sign {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let mut annotations = std::collections::HashMap::new();
@@ -124,39 +96,73 @@ impl Sign {
             recursive: self.recursive,
         };
         let r = ctx.client.sign_image(req).await?;
-        if r.pending {
-            return approved(ctx, &r.approval_id, self.wait).await;
+        if !r.pending {
+            ctx.show(&Outcome::signed(r.signed));
+            return Ok(());
         }
-        ctx.show(&r.signed);
+        let a = approved(ctx, &r.approval_id, self.wait, |id| {
+            ctx.show(&Outcome::<proto::SignedArtifact>::waiting(id))
+        })
+        .await?;
+        let signed = made_after(&a);
+        ctx.show(&Outcome::approved(&a.id, a.approved_by, signed));
         Ok(())
     }
 }
 
-/// Prints the pending note, or waits for the decision and prints the result.
-async fn approved(ctx: &Ctx, id: &str, wait: bool) -> anyhow::Result<()> {
+/// Waits for the decision on request `id` (`--wait`), or prints the note through
+/// `note` and ends with exit status 3.
+async fn approved(
+    ctx: &Ctx,
+    id: &str,
+    wait: bool,
+    note: impl FnOnce(&str),
+) -> anyhow::Result<proto::Approval> {
     if !wait {
-        ctx.show(&Pending::new(id));
+        note(id);
         return Err(Failure::Pending(id.to_string()).into());
     }
-    let a = wait_for(&ctx.client, id).await?;
-    ctx.show(&SignedAfterApproval(a));
-    Ok(())
+    wait_for(&ctx.client, id).await
 }
 
-/// An attestation pushed at once.
+/// What an approved image request pushed, one artifact per digest.
+fn made_after(a: &proto::Approval) -> Vec<proto::SignedArtifact> {
+    a.digests
+        .iter()
+        .zip(&a.pushed_to)
+        .map(|(d, p)| proto::SignedArtifact {
+            reference: a.reference.clone(),
+            digest: d.clone(),
+            pushed_to: p.clone(),
+            version: a.version.unwrap_or_default(),
+            already_signed: false,
+        })
+        .collect()
+}
+
+/// What `attest` prints: the signing outcome and the predicate type.
 #[derive(Serialize)]
 struct Attested {
-    attestation: proto::SignedArtifact,
+    #[serde(flatten)]
+    outcome: Outcome<proto::SignedArtifact>,
     predicate_type: String,
 }
 
 impl Show for Attested {
     fn text(&self) {
-        let a = &self.attestation;
-        println!(
-            "{} attested ({}) with v{}: {}",
-            a.digest, self.predicate_type, a.version, a.pushed_to
-        );
+        if self.outcome.pending {
+            return self.outcome.text();
+        }
+        let by = match self.outcome.approved_by.as_slice() {
+            [] => String::new(),
+            who => format!(" after approval by {}", who.join(", ")),
+        };
+        for a in &self.outcome.signatures {
+            println!(
+                "{} attested ({}) with v{}{by}: {}",
+                a.digest, self.predicate_type, a.version, a.pushed_to
+            );
+        }
     }
 }
 
@@ -165,6 +171,7 @@ impl Attest {
         let p = &self.predicate;
         let predicate =
             std::fs::read(p).with_context(|| format!("cannot read predicate {}", p.display()))?;
+        let predicate_type = self.predicate_type.clone();
         let req = proto::AttestImageRequest {
             key: self.key,
             reference: self.image,
@@ -172,12 +179,24 @@ impl Attest {
             predicate,
         };
         let r = ctx.client.attest_image(req).await?;
-        if r.pending {
-            return approved(ctx, &r.approval_id, self.wait).await;
+        if !r.pending {
+            ctx.show(&Attested {
+                outcome: Outcome::signed(r.attestation.into_iter().collect()),
+                predicate_type: r.predicate_type,
+            });
+            return Ok(());
         }
+        let a = approved(ctx, &r.approval_id, self.wait, |id| {
+            ctx.show(&Attested {
+                outcome: Outcome::waiting(id),
+                predicate_type: predicate_type.clone(),
+            })
+        })
+        .await?;
+        let signed = made_after(&a);
         ctx.show(&Attested {
-            attestation: r.attestation.unwrap_or_default(),
-            predicate_type: r.predicate_type,
+            outcome: Outcome::approved(&a.id, a.approved_by.clone(), signed),
+            predicate_type: a.predicate_type,
         });
         Ok(())
     }
@@ -190,7 +209,14 @@ struct Verified {
     key: String,
     digest: String,
     valid: Vec<proto::VerifiedSignature>,
-    rejected: Vec<String>,
+    rejected: Vec<Rejected>,
+}
+
+/// A signature layer that does not count, and why.
+#[derive(Serialize)]
+pub struct Rejected {
+    /// Why, in words.
+    pub reason: String,
 }
 
 impl Show for Verified {
@@ -217,7 +243,7 @@ impl Show for Verified {
             }
         }
         for x in &self.rejected {
-            println!("rejected: {x}");
+            println!("rejected: {}", x.reason);
         }
     }
 }
@@ -234,7 +260,11 @@ impl Verify {
             key,
             digest: r.digest,
             valid: r.valid,
-            rejected: r.rejected,
+            rejected: r
+                .rejected
+                .into_iter()
+                .map(|reason| Rejected { reason })
+                .collect(),
         };
         ctx.show(&v);
         if v.valid.is_empty() {

@@ -3,7 +3,8 @@
 //! request, with one authorisation per request. Files are hashed here, so that large
 //! files never travel to the daemon (Ed25519 keys sign whole messages: those are sent).
 
-use super::approvals::{Pending, wait_for};
+use super::approvals::wait_for;
+use super::outcome::Outcome;
 use super::{Ctx, Show};
 use anyhow::Context;
 use base64::Engine;
@@ -42,12 +43,6 @@ struct BlobSignature {
     signature: String,
 }
 
-impl Show for BlobSignature {
-    fn text(&self) {
-        println!("{}", self.signature);
-    }
-}
-
 /// One file's signature in a batch.
 #[derive(Serialize)]
 struct FileSignature {
@@ -57,7 +52,12 @@ struct FileSignature {
 }
 
 impl Show for Vec<FileSignature> {
+    /// One file: the signature alone (as `cosign sign-blob` prints it); several: each
+    /// signature beside its file.
     fn text(&self) {
+        if let [one] = self.as_slice() {
+            return println!("{}", one.signature.signature);
+        }
         for f in self {
             println!("{}  {}", f.signature.signature, f.file);
         }
@@ -100,7 +100,8 @@ impl SignBlob {
             .await?;
         if let [file] = self.files.as_slice() {
             let item = item(&k.algorithm, file)?;
-            return self.one(ctx, item).await;
+            let name = file.display().to_string();
+            return self.one(ctx, item, name).await;
         }
         if self.output_signature.is_some() || self.wait {
             return Err(super::exit::Failure::Usage(
@@ -140,11 +141,11 @@ impl SignBlob {
                 });
             }
         }
-        ctx.show(&out);
+        ctx.show(&Outcome::signed(out));
         Ok(())
     }
 
-    async fn one(self, ctx: &Ctx, item: proto::SignItem) -> anyhow::Result<()> {
+    async fn one(self, ctx: &Ctx, item: proto::SignItem, file: String) -> anyhow::Result<()> {
         let c = &ctx.client;
         let mut r = c
             .sign_digest(proto::SignDigestRequest {
@@ -156,9 +157,10 @@ impl SignBlob {
                 size: item.size,
             })
             .await?;
+        let mut approved_by = Vec::new();
         if r.pending {
             if !self.wait {
-                ctx.show(&Pending::new(&r.approval_id));
+                ctx.show(&Outcome::<FileSignature>::waiting(&r.approval_id));
                 return Err(super::exit::Failure::Pending(r.approval_id).into());
             }
             let a = wait_for(c, &r.approval_id).await?;
@@ -166,17 +168,25 @@ impl SignBlob {
                 .decode(&a.signature)
                 .context("the approval's signature is not base64")?;
             r.version = a.version.unwrap_or_default();
+            approved_by = a.approved_by;
         }
         let b64 = base64::engine::general_purpose::STANDARD.encode(&r.signature);
         if let Some(p) = &self.output_signature {
             std::fs::write(p, &b64).with_context(|| format!("cannot write {}", p.display()))?;
         }
-        ctx.show(&BlobSignature {
-            key: r.key,
-            version: r.version,
-            algorithm: r.algorithm,
-            digest_algorithm: r.digest_algorithm,
-            signature: b64,
+        let signed = vec![FileSignature {
+            file,
+            signature: BlobSignature {
+                key: r.key,
+                version: r.version,
+                algorithm: r.algorithm,
+                digest_algorithm: r.digest_algorithm,
+                signature: b64,
+            },
+        }];
+        ctx.show(&match approved_by.is_empty() {
+            true => Outcome::signed(signed),
+            false => Outcome::approved(&r.approval_id, approved_by, signed),
         });
         Ok(())
     }

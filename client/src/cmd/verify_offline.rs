@@ -46,24 +46,53 @@ pub struct OfflineArgs {
     max_staleness: Option<u64>,
 }
 
+/// What offline verification prints: the same fields as online (`valid[].version`,
+/// `rejected[].reason`), with the revocation list's sequence.
 #[derive(serde::Serialize)]
 struct Shown {
     key: String,
-    #[serde(flatten)]
-    result: OfflineResult,
+    digest: String,
+    valid: Vec<Valid>,
+    rejected: Vec<super::sign::Rejected>,
+    revocation_sequence: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Valid {
+    version: u32,
+}
+
+impl Shown {
+    fn new(key: String, r: OfflineResult) -> Self {
+        Self {
+            key,
+            digest: r.digest,
+            valid: r
+                .valid
+                .into_iter()
+                .map(|version| Valid { version })
+                .collect(),
+            rejected: r
+                .rejected
+                .into_iter()
+                .map(|reason| super::sign::Rejected { reason })
+                .collect(),
+            revocation_sequence: r.revocation_sequence,
+        }
+    }
 }
 
 impl Show for Shown {
     fn text(&self) {
         println!(
             "{} (revocation list {})",
-            self.result.digest, self.result.revocation_sequence
+            self.digest, self.revocation_sequence
         );
-        for v in &self.result.valid {
-            println!("  valid: signed by {} v{v}", self.key);
+        for v in &self.valid {
+            println!("  valid: signed by {} v{}", self.key, v.version);
         }
-        for r in &self.result.rejected {
-            println!("  rejected: {r}");
+        for r in &self.rejected {
+            println!("  rejected: {}", r.reason);
         }
     }
 }
@@ -98,14 +127,7 @@ impl OfflineArgs {
             };
             let result = by_identity::verify(&image, &who, &revocations, &mut seen, max).await?;
             r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
-            return show(
-                Shown {
-                    key: identity.clone(),
-                    result,
-                },
-                out,
-                &image,
-            );
+            return show(Shown::new(identity.clone(), result), out, &image);
         }
         let history = read(&self.key_history)?;
         let named: serde_json::Value = serde_json::from_slice(&history).unwrap_or_default();
@@ -120,7 +142,7 @@ impl OfflineArgs {
             keyward_client::offline::verify(&image, &ca, &history, &revocations, &mut seen, max)
                 .await?;
         r::save_state(&state, &seen).map_err(anyhow::Error::msg)?;
-        show(Shown { key, result }, out, &image)
+        show(Shown::new(key, result), out, &image)
     }
 }
 
@@ -130,10 +152,10 @@ fn show(shown: Shown, out: Output, image: &str) -> anyhow::Result<()> {
         Output::Json => println!("{}", super::json(&shown)),
         Output::Text => shown.text(),
     }
-    if shown.result.valid.is_empty() {
+    if shown.valid.is_empty() {
         return Err(Failure::NotVerified(format!(
             "no valid signature by {:?} on {image} ({})",
-            shown.key, shown.result.digest
+            shown.key, shown.digest
         ))
         .into());
     }
