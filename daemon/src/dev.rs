@@ -131,3 +131,99 @@ impl DevLayout {
         write_atomic(&self.config_file(), text.as_bytes(), 0o600)
     }
 }
+
+/// The lock a running dev instance holds on its directory (`keywardd.lock`, with its
+/// pid); released when the process ends, however it ends.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+/// The addresses a dev instance listened on last, kept in `listen.toml`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    grpc: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+}
+
+impl DevLayout {
+    /// Takes the instance lock before anything in the directory is touched: a second
+    /// `keywardd dev --dir D` is refused naming the process that runs D, and changes
+    /// nothing.
+    pub fn lock(&self) -> Result<InstanceLock, StartError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.dir.join("keywardd.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(StartError::Config(format!(
+                    "another keywardd (pid {}) runs the dev instance in {}: stop it first, or use another --dir; nothing was changed",
+                    pid.trim(),
+                    self.dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io(format!("cannot lock {}", path.display()))(e));
+            }
+        }
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .map_err(io(format!("cannot write {}", path.display())))?;
+        Ok(InstanceLock { _file: file })
+    }
+
+    /// The addresses to listen on: those asked for, except that port 0 (any free port)
+    /// is the port this instance had before when it is free, so that every
+    /// `client.toml` written for it stays valid across restarts.
+    pub fn listen_addrs(
+        &self,
+        grpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+    ) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let text = std::fs::read_to_string(self.dir.join("listen.toml")).unwrap_or_default();
+        let before: Remembered = toml::from_str(&text).unwrap_or_default();
+        let pick = |asked: std::net::SocketAddr, before: Option<std::net::SocketAddr>| match before
+        {
+            Some(b) if asked.port() == 0 && b.ip() == asked.ip() => {
+                if std::net::TcpListener::bind(b).is_ok() {
+                    return b;
+                }
+                tracing::warn!(
+                    "port {} of this dev instance is taken; listening on another one (client.toml files naming {b} need --endpoint)",
+                    b.port()
+                );
+                asked
+            }
+            _ => asked,
+        };
+        (pick(grpc, before.grpc), pick(http, before.http))
+    }
+
+    /// Keeps the addresses the instance listens on for its next start.
+    pub fn remember_addrs(
+        &self,
+        grpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+    ) -> Result<(), StartError> {
+        let r = Remembered {
+            grpc: Some(grpc),
+            http: Some(http),
+        };
+        let text = format!(
+            "# The addresses this dev instance listens on, kept across restarts.\n{}",
+            toml::to_string(&r).unwrap_or_default()
+        );
+        write_atomic(&self.dir.join("listen.toml"), text.as_bytes(), 0o600)
+    }
+}

@@ -216,8 +216,11 @@ async fn run(command: Command) -> Result<()> {
         } => {
             let started = std::time::Instant::now();
             let layout = DevLayout::create(&dir)?;
+            // Before any file of the directory is touched.
+            let _lock = layout.lock()?;
             let _ = std::fs::remove_file(layout.client_config());
             let l = layout.clone();
+            let (grpc_addr, http_addr) = layout.listen_addrs(grpc_addr, http_addr);
             let (g, h) = (grpc_addr.to_string(), http_addr.to_string());
             let m = module.clone();
             tokio::task::spawn_blocking(move || l.prepare(&m, &g, &h, !no_audit, require_mfa))
@@ -241,6 +244,7 @@ async fn run(command: Command) -> Result<()> {
                 print_enrolment("admin", &otp.uri);
             }
             let running = instance.serve(shutdown_signal()).await?;
+            layout.remember_addrs(running.grpc_addr, running.http_addr)?;
             let endpoint = format!("https://{}", running.grpc_addr);
             write_client_config(
                 &layout.client_config(),

@@ -259,3 +259,41 @@ fn version_help_topics_completions_and_man_pages() {
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
     }
 }
+
+#[test]
+fn a_dev_instance_refuses_a_second_start_untouched_and_keeps_its_ports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = DevDaemon::start_in(tmp.path()).unwrap();
+    let sam = d.add_principal("sam", "signer");
+    let files = ["client.toml", "keywardd.toml"].map(|f| tmp.path().join(f));
+    let before = files.clone().map(|f| std::fs::read(f).unwrap());
+
+    // A second start in the same directory says who holds it and changes nothing.
+    let o = Command::new(bin("keywardd"))
+        .args(["dev", "--dir"])
+        .arg(tmp.path())
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env_remove("SOFTHSM2_CONF")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let pid = d.pid().unwrap();
+    assert!(
+        stderr(&o).contains(&format!(
+            "another keywardd (pid {pid}) runs the dev instance"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(files.clone().map(|f| std::fs::read(f).unwrap()), before);
+    assert!(d.keyward_as(&sam, &["whoami"]).status.success());
+
+    // Restarted on port 0, it takes the ports it had: sam's client.toml still works.
+    let endpoint = d.endpoint.clone();
+    d.stop_cleanly();
+    let d = DevDaemon::start_in(tmp.path()).unwrap();
+    assert_eq!(d.endpoint, endpoint);
+    let o = d.keyward_as(&sam, &["whoami"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
