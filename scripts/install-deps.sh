@@ -54,6 +54,12 @@ if ! python3 -c "import pyotp" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyotp
 fi
 
+# jsonschema: the tests check what the CLI prints against client/schemas/cli.json.
+if ! python3 -c "import jsonschema" 2>/dev/null; then
+  echo "install-deps: installing jsonschema"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore jsonschema
+fi
+
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "install-deps: installing cargo-nextest"

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod revoke;
+pub mod schema;
 mod token;
 pub use token::{softhsm_token, token_keys};
 
