@@ -36,8 +36,10 @@ impl Show for proto::IncidentReport {
         if self.pending {
             let id = &self.approval_id;
             println!(
-                "incident: {} v{}: the key's policy makes revocations wait for {} approval(s) by other revokers; nothing ran yet, and the whole incident runs on the last approval: keyward approvals show {id}; keyward approve {id}",
-                self.key, self.version, self.approvals_needed
+                "incident: {} v{}: the key's policy makes revocations wait for {} by other revokers; nothing ran yet, and the whole incident runs on the last approval: keyward approvals show {id}; keyward approve {id}",
+                self.key,
+                self.version,
+                super::count(self.approvals_needed, "approval")
             );
             return;
         }
@@ -64,16 +66,17 @@ impl Show for proto::IncidentReport {
             }
         );
         println!(
-            "  2. it signed {} images before the compromise and {} from it on",
-            self.signed_before, self.signed_after
+            "  2. it signed {} before the compromise and {} from it on",
+            super::count(self.signed_before, "image"),
+            self.signed_after
         );
         for i in &self.after_compromise {
             println!("       signed after: {i}");
         }
         if self.derived_condemned > 0 {
             println!(
-                "     {} signatures were re-made from those (rotation campaigns): they share their fate{}",
-                self.derived_condemned,
+                "     {} re-made from those (rotation campaigns) share their fate{}",
+                super::count(self.derived_condemned, "signature"),
                 match (self.dry_run, self.derived_job_id.as_str()) {
                     (true, _) => " and would be revoked".to_string(),
                     (false, "") => String::new(),
@@ -93,15 +96,17 @@ impl Show for proto::IncidentReport {
         }
         if self.dry_run {
             println!(
-                "     the {} images signed before the compromise would be re-signed with the active version",
-                self.signed_before
+                "     the {} signed before the compromise would be re-signed with the active version",
+                super::count(self.signed_before, "image")
             );
         } else if self.resign_job_id.is_empty() {
             println!("     nothing signed before the compromise to re-sign");
         } else {
             println!(
-                "     re-signing the {} images signed before the compromise: job {} (keyward jobs watch {})",
-                self.signed_before, self.resign_job_id, self.resign_job_id
+                "     re-signing the {} signed before the compromise: job {} (keyward jobs watch {})",
+                super::count(self.signed_before, "image"),
+                self.resign_job_id,
+                self.resign_job_id
             );
         }
         if !self.dry_run {
@@ -114,8 +119,10 @@ impl Show for proto::IncidentReport {
         }
         if !self.remove_job_id.is_empty() {
             println!(
-                "  5. removing v{}'s layers from the {} images signed after the compromise: job {}",
-                self.version, self.signed_after, self.remove_job_id
+                "  5. removing v{}'s layers from the {} signed after the compromise: job {}",
+                self.version,
+                super::count(self.signed_after, "image"),
+                self.remove_job_id
             );
         }
         if self.audit_seq > 0 {

@@ -128,13 +128,15 @@ fn finished(j: &proto::Job) -> bool {
 }
 
 /// Follows a job until it finishes or is paused; prints the final job. Fails when
-/// the job ends failed or cancelled.
-pub async fn watch(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+/// the job ends failed or cancelled. `lines`: off a terminal, the job as a JSON line
+/// at every poll, whatever `--output` says (what `jobs watch` promises a pipe).
+pub async fn watch(ctx: &Ctx, id: &str, lines: bool) -> anyhow::Result<()> {
     let get = || {
         ctx.client
             .get_job(proto::GetJobRequest { id: id.to_string() })
     };
     let terminal = ctx.out == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json_lines = ctx.out == Output::Json || (lines && !terminal);
     let bar = terminal.then(|| {
         let b = indicatif::ProgressBar::new(0);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -152,7 +154,7 @@ pub async fn watch(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
                 b.set_position(j.done + j.skipped + j.failed);
                 b.set_message(format!("{} {}", j.id, job_state_name(j.state)));
             }
-            None if ctx.out == Output::Json => {
+            None if json_lines => {
                 println!("{}", super::json(&j));
             }
             None => eprintln!("{}  {}  {}", j.id, job_state_name(j.state), counts(&j)),
@@ -166,7 +168,7 @@ pub async fn watch(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if ctx.out == Output::Text {
+    if !json_lines {
         job.text();
     }
     match proto::JobState::try_from(job.state) {
@@ -202,7 +204,7 @@ impl JobsCommand {
                 ctx.show(&c.list_jobs_all(req).await?);
             }
             JobsCommand::Show { id } => ctx.show(&c.get_job(proto::GetJobRequest { id }).await?),
-            JobsCommand::Watch { id } => watch(ctx, &id).await?,
+            JobsCommand::Watch { id } => watch(ctx, &id, true).await?,
             JobsCommand::Pause { id } => {
                 ctx.show(&c.pause_job(proto::PauseJobRequest { id }).await?)
             }
@@ -230,7 +232,7 @@ impl Resign {
         };
         let job = ctx.client.resign(req).await?;
         if self.wait {
-            return watch(ctx, &job.id).await;
+            return watch(ctx, &job.id, false).await;
         }
         match ctx.out {
             Output::Json => ctx.show(&job),

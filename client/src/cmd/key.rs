@@ -23,7 +23,8 @@ pub enum KeyCommand {
         /// Backend (default: the daemon's default backend).
         #[arg(long, default_value = "")]
         backend: String,
-        /// registry/repository globs the key may sign (comma separated); default any.
+        /// registry/repository globs the key may sign (repeatable, or comma separated);
+        /// default any.
         #[arg(long, value_delimiter = ',')]
         scope: Vec<String>,
         /// image: signs container images and attestations (keyward sign, attest);
@@ -38,7 +39,9 @@ pub enum KeyCommand {
     Scope {
         /// Key name.
         name: String,
-        /// registry/repository globs, e.g. registry.example.com/prod/*
+        /// registry/repository globs, e.g. registry.example.com/prod/* (several as
+        /// separate arguments or comma separated, as --scope takes them).
+        #[arg(value_delimiter = ',')]
         patterns: Vec<String>,
     },
     /// List keys.
@@ -113,11 +116,13 @@ impl Show for proto::Key {
             }
             if v.images_signed > 0 && v.version != self.active_version {
                 println!(
-                    "        signed {} images; v{} has co-signed {} of them",
-                    v.images_signed, self.active_version, v.co_signed
+                    "        signed {}; v{} has co-signed {} of them",
+                    super::count(v.images_signed, "image"),
+                    self.active_version,
+                    v.co_signed
                 );
             } else if v.images_signed > 0 {
-                println!("        signed {} images", v.images_signed);
+                println!("        signed {}", super::count(v.images_signed, "image"));
             }
         }
         if !self.certificate_identity.is_empty() {
@@ -224,7 +229,7 @@ impl KeyCommand {
                     job_id: &r.job_id,
                 });
                 if wait && !r.job_id.is_empty() {
-                    super::jobs::watch(ctx, &r.job_id).await?;
+                    super::jobs::watch(ctx, &r.job_id, false).await?;
                 }
             }
             KeyCommand::History(h) => h.run(ctx).await?,

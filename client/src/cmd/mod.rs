@@ -93,6 +93,14 @@ fn absent_as_null(v: &mut serde_json::Value) {
     }
 }
 
+/// "1 image", "2 images": a count with its noun, for human lines.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 /// "a, b" or, for an empty list, what empty means.
 pub fn or_any(v: &[String], any: &str) -> String {
     if v.is_empty() {

@@ -16,7 +16,7 @@ pub enum PolicyCommand {
         /// Principals who may sign (comma separated); "" allows every signer.
         #[arg(long, value_delimiter = ',')]
         signers: Option<Vec<String>>,
-        /// registry/repository globs (comma separated); "" allows any.
+        /// registry/repository globs (repeatable, or comma separated); "" allows any.
         #[arg(long, value_delimiter = ',')]
         scope: Option<Vec<String>>,
         /// Whether signing with this key needs a one-time code.
@@ -114,7 +114,10 @@ impl Show for Policy<'_> {
         }
         match self.revoke_approvals {
             0 => println!("  revoking: at once (no approvals)"),
-            n => println!("  revoking: waits for {n} approval(s) by other revokers"),
+            n => println!(
+                "  revoking: waits for {} by other revokers",
+                super::count(n, "approval")
+            ),
         }
     }
 }

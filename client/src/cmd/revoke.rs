@@ -55,8 +55,10 @@ impl Show for Revoked {
         if r.pending {
             let id = &r.approval_id;
             println!(
-                "{} v{}: the key's policy makes revocations wait for {} approval(s) by other revokers; nothing is revoked yet: keyward approvals show {id}; keyward approve {id}",
-                key.name, self.version, r.approvals_needed
+                "{} v{}: the key's policy makes revocations wait for {} by other revokers; nothing is revoked yet: keyward approvals show {id}; keyward approve {id}",
+                key.name,
+                self.version,
+                super::count(r.approvals_needed, "approval")
             );
             return;
         }

@@ -250,9 +250,32 @@ impl KeyRecord {
 /// Checks scope globs (`registry.example.com/prod/*`; `*` stays within one path
 /// segment, `**` crosses them).
 pub fn validate_scope(scope: &[String]) -> Result<(), String> {
+    const SHAPE: &str = "a pattern is registry/repository with globs, e.g. registry.example.com/team/* or registry.example.com/prod/**; give several as separate arguments or comma separated";
     for g in scope {
         if g.is_empty() {
             return Err("empty scope pattern".into());
+        }
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '.' | '_' | '-' | '/' | ':' | '*' | '?' | '[' | ']' | '!')
+        };
+        if let Some(c) = g.chars().find(|c| !allowed(*c)) {
+            return Err(format!(
+                "invalid scope pattern {g:?}: {c:?} cannot be in a registry or repository name; {SHAPE}"
+            ));
+        }
+        let Some((registry, repository)) = g.split_once('/') else {
+            return Err(format!(
+                "invalid scope pattern {g:?}: it names no repository; {SHAPE}"
+            ));
+        };
+        if registry.is_empty() || repository.is_empty() {
+            return Err(format!("invalid scope pattern {g:?}: {SHAPE}"));
+        }
+        if repository.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "invalid scope pattern {g:?}: repository names are lower case"
+            ));
         }
         glob::Pattern::new(g).map_err(|e| format!("invalid scope pattern {g:?}: {e}"))?;
     }
