@@ -30,6 +30,7 @@ pub mod files;
 pub mod offline;
 pub mod revocation;
 pub mod signature;
+pub mod tls_check;
 
 pub use config::ClientConfig;
 pub use error::{Error, reason};
@@ -93,6 +94,21 @@ fn read(p: &Path, what: &str) -> Result<Vec<u8>, Error> {
     std::fs::read(p).map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", p.display())))
 }
 
+/// When a connection or a call failed at the TLS layer: what in this configuration
+/// explains it, as an authentication refusal (`None`: nothing visible from here).
+pub fn refused_handshake(cfg: &ClientConfig) -> Option<Error> {
+    let problem = tls_check::problem(cfg, time::OffsetDateTime::now_utc())?;
+    Some(Error::Unauthenticated(format!(
+        "keywardd at {} refused the TLS handshake: {problem}",
+        cfg.endpoint
+    )))
+}
+
+/// Whether a failed call failed at the transport (a refused handshake arrives so).
+pub fn is_transport(e: &Error) -> bool {
+    matches!(e, Error::Other { code: tonic::Code::Unknown, message } if message.contains("transport error"))
+}
+
 impl Client {
     /// Connects with mutual TLS.
     pub async fn connect(cfg: &ClientConfig) -> Result<Self, Error> {
@@ -107,6 +123,12 @@ impl Client {
             })?)),
             None => Otp(None),
         };
+        if !cfg.endpoint.starts_with("https://") {
+            let now = time::OffsetDateTime::now_utc();
+            return Err(Error::Config(
+                tls_check::problem(cfg, now).unwrap_or_default(),
+            ));
+        }
         let ca = read(&cfg.ca_cert, "CA certificate")?;
         let cert = read(&cfg.cert, "client certificate")?;
         let key = zeroize::Zeroizing::new(read(&cfg.key, "client key")?);
@@ -123,7 +145,7 @@ impl Client {
         let channel = Channel::from_shared(cfg.endpoint.clone())
             .map_err(|e| err(&e))?
             .tls_config(tls)
-            .map_err(|e| err(&e))?
+            .map_err(|e| refused_handshake(cfg).unwrap_or_else(|| err(&e)))?
             .tcp_nodelay(true)
             .connect()
             .await
@@ -134,7 +156,7 @@ impl Client {
                     detail = format!("{detail}: {s}");
                     src = s.source();
                 }
-                err(&detail)
+                refused_handshake(cfg).unwrap_or_else(|| err(&tls_check::explain(&detail)))
             })?;
         let ch = InterceptedService::new(channel, otp);
         Ok(Self {

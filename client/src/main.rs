@@ -137,12 +137,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return cmd::docs::version(&config, cli.output).await;
     }
     let client = Client::connect_with_otp(&config, cli.otp.as_deref()).await?;
+    let result = dispatch(cli.command, client, config.clone(), cli.output).await;
+    // A refused handshake surfaces at the first call as a bare "transport error".
+    match result {
+        Err(e)
+            if e.downcast_ref::<keyward_client::Error>()
+                .is_some_and(keyward_client::is_transport) =>
+        {
+            match keyward_client::refused_handshake(&config) {
+                Some(explained) => Err(explained.into()),
+                None => Err(e.context(format!(
+                    "the connection to {} failed at the TLS layer: the daemon may have refused this client certificate (principal removed?); its log says why",
+                    config.endpoint
+                ))),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn dispatch(
+    command: Command,
+    client: Client,
+    config: ClientConfig,
+    output: cmd::Output,
+) -> anyhow::Result<()> {
     let ctx = Ctx {
         client,
         config,
-        out: cli.output,
+        out: output,
     };
-    match cli.command {
+    match command {
         Command::Key(c) => c.run(&ctx).await,
         Command::SignBlob(c) => c.run(&ctx).await,
         Command::Backends => cmd::key::backends(&ctx).await,
@@ -246,12 +271,33 @@ async fn main() -> ExitCode {
 }
 
 /// A closed pipe (`keyward audit export | head -1`) ends the command as it ends any
-/// Unix tool: quietly, by SIGPIPE (status 141 in the shell). Rust ignores SIGPIPE,
-/// which turns every later print into a panic.
-#[allow(unsafe_code)]
+/// Unix tool: quietly, by SIGPIPE (status 141 in the shell). Rust ignores SIGPIPE (so
+/// that a write to a closed socket is an error, not death: the connection to the
+/// daemon needs that), which turns a print to a closed stdout into a panic; the hook
+/// turns that panic back into the signal.
 fn restore_sigpipe() {
-    // SAFETY: called first in main, before any thread or I/O; restores the default.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            die_of_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+#[allow(unsafe_code)]
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restores the default action and raises the signal, which ends the
+    // process; nothing else runs in between.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
     }
+    std::process::exit(128 + libc::SIGPIPE)
 }
