@@ -104,9 +104,17 @@ pub fn refused_handshake(cfg: &ClientConfig) -> Option<Error> {
     )))
 }
 
-/// Whether a failed call failed at the transport (a refused handshake arrives so).
+/// Whether a failed call may have failed at the transport: a refused handshake
+/// arrives as "transport error", or as a cancelled or unavailable call when the
+/// connection closes while the request is sent.
 pub fn is_transport(e: &Error) -> bool {
-    matches!(e, Error::Other { code: tonic::Code::Unknown, message } if message.contains("transport error"))
+    match e {
+        Error::Other { code, .. } => {
+            matches!(code, tonic::Code::Unknown | tonic::Code::Cancelled)
+        }
+        Error::Unavailable(_) => true,
+        _ => false,
+    }
 }
 
 impl Client {

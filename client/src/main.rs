@@ -146,10 +146,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         {
             match keyward_client::refused_handshake(&config) {
                 Some(explained) => Err(explained.into()),
-                None => Err(e.context(format!(
+                None if e.to_string().contains("transport error") => Err(e.context(format!(
                     "the connection to {} failed at the TLS layer: the daemon may have refused this client certificate (principal removed?); its log says why",
                     config.endpoint
                 ))),
+                None => Err(e),
             }
         }
         other => other,

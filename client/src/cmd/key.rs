@@ -125,7 +125,12 @@ impl Show for proto::Key {
                 println!("        signed {}", super::count(v.images_signed, "image"));
             }
         }
-        if !self.certificate_identity.is_empty() {
+        if self.purpose == "blob" {
+            println!(
+                "  verify a file's signature (the base64 that sign-blob printed, decoded into SIG):\n    {}",
+                blob_verify_command(&self.algorithm, &self.name)
+            );
+        } else if !self.certificate_identity.is_empty() {
             println!(
                 "  identity: {}  issuer: {}",
                 self.certificate_identity, self.certificate_oidc_issuer
@@ -257,4 +262,21 @@ pub async fn backends(ctx: &Ctx) -> anyhow::Result<()> {
         .await?;
     ctx.show(&b.backends);
     Ok(())
+}
+
+/// How openssl verifies a blob signature of key `name` (its public key from `keyward
+/// key public`), for the key's algorithm.
+pub fn blob_verify_command(algorithm: &str, name: &str) -> String {
+    let public = format!("keyward key public {name} > {name}.pem &&");
+    let check = match algorithm {
+        "ed25519" => {
+            format!("openssl pkeyutl -verify -pubin -rawin -inkey {name}.pem -in FILE -sigfile SIG")
+        }
+        "rsa-pss-3072" => format!(
+            "openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 -verify {name}.pem -signature SIG FILE"
+        ),
+        "ecdsa-p384" => format!("openssl dgst -sha384 -verify {name}.pem -signature SIG FILE"),
+        _ => format!("openssl dgst -sha256 -verify {name}.pem -signature SIG FILE"),
+    };
+    format!("{public} {check}")
 }

@@ -57,9 +57,19 @@ impl Show for Vec<proto::LedgerEntry> {
                 "" => String::new(),
                 from => format!("  (re-signs {from})"),
             };
+            let what = if e.kind == "blob" {
+                format!(
+                    "{} ({}, {})",
+                    e.reference,
+                    super::count(e.size, "byte"),
+                    e.digest
+                )
+            } else {
+                format!("{}/{}@{}", e.registry, e.repository, e.digest)
+            };
             println!(
-                "{}  {:<11} {}/{}@{}  {} v{}  by {}{derived}",
-                e.time, e.kind, e.registry, e.repository, e.digest, e.key, e.version, e.requester
+                "{}  {:<11} {what}  {} v{}  by {}{derived}",
+                e.time, e.kind, e.key, e.version, e.requester
             );
         }
     }

@@ -202,7 +202,22 @@ impl TrustCommand {
         write(&dir, "ca.pem", &t.ca_certificate_pem, &mut files)?;
         write(&dir, "tsa-chain.pem", &t.tsa_chain_pem, &mut files)?;
         let mut cosign_command = String::new();
-        if key.is_some() {
+        let blob = match &key {
+            Some(name) => {
+                let k = ctx
+                    .client
+                    .get_key(proto::GetKeyRequest { name: name.clone() })
+                    .await?;
+                (k.purpose == "blob")
+                    .then(|| super::key::blob_verify_command(&k.algorithm, &k.name))
+            }
+            None => None,
+        };
+        if let Some(command) = blob {
+            // A blob key's signatures carry no certificate: cluster policies and
+            // cosign's identity check do not apply; openssl checks them by key.
+            cosign_command = command;
+        } else if key.is_some() {
             write(&dir, "kyverno-policy.yaml", &kyverno(&t), &mut files)?;
             write(
                 &dir,
