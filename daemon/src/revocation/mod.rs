@@ -425,9 +425,20 @@ impl Revocations {
         }
     }
 
+    /// Holds `issued` as the current list, unless a later one is held already: two
+    /// callers of `ensure` (a request, the refresher) may finish in either order, and
+    /// what is served never goes back to an earlier sequence.
     fn keep(&self, issued: IssuedList) -> Arc<IssuedList> {
         let issued = Arc::new(issued);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(issued.clone());
+        {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = current.as_ref()
+                && held.list.sequence > issued.list.sequence
+            {
+                return held.clone();
+            }
+            *current = Some(issued.clone());
+        }
         self.issued.notify_waiters();
         issued
     }
