@@ -124,17 +124,19 @@ fn a_removed_principal_is_refused_from_the_next_request_on() {
     let shown: serde_json::Value =
         serde_json::from_str(&d.ok(&["-o", "json", "principal", "show", "bob"])).unwrap();
     assert_eq!(shown["removed"], true);
-    // Names are not reused, so an old certificate can never come back to life.
-    let err = d.fails(&[
+    // The name may be given again, to a new certificate: the old one never comes
+    // back to life.
+    d.ok(&[
         "principal",
         "add",
         "bob",
         "--role",
         "signer",
         "--out",
-        d.dir.join("bob2.toml").to_str().unwrap(),
+        d.dir.join("bob2/client.toml").to_str().unwrap(),
     ]);
-    assert!(err.contains("already exists"), "{err}");
+    let err = denied_as(&d, &bob, &["whoami"]);
+    assert!(err.contains("not the one registered"), "{err}");
     // The last admin cannot be removed.
     let err = d.fails(&["principal", "remove", "admin"]);
     assert!(err.contains("last admin"), "{err}");
@@ -241,4 +243,46 @@ fn two_admins_removing_each_other_at_once_leave_one_admin() {
         let err = denied_as(&d, survivor, &["principal", "remove", name]);
         assert!(err.contains("last admin"), "{err}");
     }
+}
+
+#[test]
+fn a_removed_name_can_be_given_again_as_a_new_identity_without_the_old_factor() {
+    let d = DevDaemon::start();
+    let old = d.add_principal("sam", "signer");
+    keyward_tests::enrol(&d, &old);
+    // An active name is taken.
+    let o = d.keyward(&[
+        "principal",
+        "add",
+        "sam",
+        "--role",
+        "signer",
+        "--out",
+        "/tmp/x.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+
+    d.ok(&["principal", "remove", "sam"]);
+    let new = d.dir.join("new-sam/client.toml");
+    d.ok(&[
+        "principal",
+        "add",
+        "sam",
+        "--role",
+        "signer",
+        "--out",
+        new.to_str().unwrap(),
+    ]);
+    let me: serde_json::Value =
+        serde_json::from_str(&ok_as(&d, &new, &["-o", "json", "whoami"])).unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["removed"].as_bool()),
+        (Some("sam"), Some(false))
+    );
+    // The old certificate stays refused.
+    let err = denied_as(&d, &old, &["whoami"]);
+    assert!(err.contains("not the one registered"), "{err}");
+    // The old second factor is gone: the new sam enrols afresh.
+    keyward_tests::enrol(&d, &new);
 }

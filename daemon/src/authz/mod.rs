@@ -309,12 +309,35 @@ impl Principals {
             created_by: created_by.to_string(),
             removed_at: None,
         };
-        if !self
+        if self
             .store
             .put_if(Namespace::Principals, name, &rec, Expect::Absent)
             .await?
         {
+            return Ok(self.remember(rec));
+        }
+        // A removed principal's name may be given again: a new identity (its new
+        // certificate's fingerprint), with no second factor (the old enrolment and any
+        // lockout go in the same transaction), so "remove and re-add" replaces a lost
+        // factor. The old certificate stays refused: it has the old fingerprint.
+        let (old, rev) = self.read_rev(name).await?;
+        if old.removed_at.is_none() {
             return Err(PrincipalError::AlreadyExists(rec.name));
+        }
+        let forget_factor = vec![(Namespace::Mfa, name.to_string(), None)];
+        if !self
+            .store
+            .put_indexed(
+                (Namespace::Principals, name),
+                &rec,
+                Some(Expect::At(rev)),
+                forget_factor,
+            )
+            .await?
+        {
+            return Err(PrincipalError::FailedPrecondition(format!(
+                "principal {name:?} was changed by another request; try again"
+            )));
         }
         Ok(self.remember(rec))
     }
@@ -324,7 +347,7 @@ impl Principals {
         crate::keys::validate_name(name).map_err(|e| {
             PrincipalError::InvalidArgument(e.replace("key name", "principal name"))
         })?;
-        if self.get(name).is_ok() {
+        if self.get(name).is_ok_and(|p| p.removed_at.is_none()) {
             return Err(PrincipalError::AlreadyExists(name.to_string()));
         }
         if roles.is_empty() {
