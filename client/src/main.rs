@@ -136,6 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Version = cli.command {
         return cmd::docs::version(&config, cli.output).await;
     }
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(w) = keyward_client::tls_check::expiry_warning(&config, now) {
+        eprintln!("warning: {w}");
+    }
     let client = Client::connect_with_otp(&config, cli.otp.as_deref()).await?;
     let result = dispatch(cli.command, client, config.clone(), cli.output).await;
     // A refused handshake surfaces at the first call as a bare "transport error".

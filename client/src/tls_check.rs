@@ -114,3 +114,56 @@ pub fn explain(detail: &str) -> String {
         None => detail.to_string(),
     }
 }
+
+/// A warning when this configuration's client certificate ends within 30 days.
+pub fn expiry_warning(cfg: &ClientConfig, now: OffsetDateTime) -> Option<String> {
+    let cert = Cert::from_pem(&std::fs::read_to_string(&cfg.cert).ok()?).ok()?;
+    let left = cert.not_after - now;
+    if left > time::Duration::days(30) || left.is_negative() {
+        return None;
+    }
+    Some(format!(
+        "your client certificate {} expires at {} (in {}): ask an admin for a new one before then",
+        cfg.cert.display(),
+        rfc3339(cert.not_after),
+        match left.whole_days() {
+            0 => "less than a day".to_string(),
+            1 => "1 day".to_string(),
+            n => format!("{n} days"),
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_ending_within_30_days_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["me".to_string()]).unwrap();
+        let end =
+            OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::days(365);
+        params.not_after = end;
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("me.crt"), cert.pem()).unwrap();
+        let cfg = ClientConfig {
+            endpoint: "https://127.0.0.1:1".into(),
+            server_name: None,
+            ca_cert: dir.path().join("ca.pem"),
+            cert: dir.path().join("me.crt"),
+            key: dir.path().join("me.key"),
+        };
+        let days = |n: i64| end - time::Duration::days(n);
+        assert_eq!(expiry_warning(&cfg, days(40)), None);
+        let w = expiry_warning(&cfg, days(10)).unwrap();
+        assert!(w.contains("in 10 days") && w.contains(&rfc3339(end)), "{w}");
+        assert!(expiry_warning(&cfg, days(0) + time::Duration::hours(2)).is_none());
+        assert!(
+            expiry_warning(&cfg, days(0) - time::Duration::hours(2))
+                .unwrap()
+                .contains("less than a day")
+        );
+    }
+}

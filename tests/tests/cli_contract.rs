@@ -244,6 +244,23 @@ fn version_help_topics_completions_and_man_pages() {
     }
     let sign = d.ok(&["help", "sign"]);
     assert!(sign.contains("Usage: keyward sign"), "{sign}");
+    // The most used commands show examples in their help.
+    for cmd in [
+        &["sign"][..],
+        &["sign-blob"],
+        &["verify"],
+        &["attest"],
+        &["key", "create"],
+        &["key", "revoke"],
+        &["approve"],
+        &["principal", "add"],
+        &["audit", "export"],
+        &["incident", "revoke"],
+        &["resign"],
+    ] {
+        let help = d.ok(&[&["help"], cmd].concat());
+        assert!(help.contains("Examples:\n  keyward "), "{cmd:?}: {help}");
+    }
     let o = d.keyward(&["help", "no-such-topic"]);
     assert_eq!(code(&o), Some(2));
 

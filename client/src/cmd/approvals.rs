@@ -27,6 +27,9 @@ pub enum ApprovalsCommand {
 }
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward approvals list --pending\n  keyward approvals show 396c93c200962aa5 && keyward approve 396c93c200962aa5 --otp 123456"
+)]
 pub struct Approve {
     /// Approval id.
     id: String,

@@ -25,6 +25,9 @@ pub enum AuditCommand {
     },
     /// Print records and checkpoints as JSON lines (redirect to a file to keep them).
     /// The daemon signs the chain head first, so the export ends with a checkpoint.
+    #[command(
+        after_help = "Examples:\n  keyward audit export > audit.jsonl && keyward audit public-key > audit.pem\n  keyward audit verify audit.jsonl --key audit.pem"
+    )]
     Export {
         /// Only lines at or after this RFC 3339 time; the first line then names the
         /// record the export follows (verify with --from).

@@ -11,6 +11,9 @@ pub enum IncidentCommand {
     /// compromise with the active version (a job), publish the revocation list, and
     /// report. Needs the revoker role (and --otp where MFA is enforced). Re-running it
     /// finishes what a partial run left.
+    #[command(
+        after_help = "Examples:\n  keyward incident revoke --key release --version 1 --compromised-since 2026-12-01T00:00:00Z --dry-run\n  keyward incident revoke --key release --version 1 --compromised-since 2026-12-01T00:00:00Z --remove-signatures"
+    )]
     Revoke {
         /// Key name.
         #[arg(long)]

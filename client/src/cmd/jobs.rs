@@ -49,6 +49,7 @@ pub enum JobsCommand {
 
 /// `keyward resign`: re-sign, with a key's active version, what an older version signed.
 #[derive(Args, Clone)]
+#[command(after_help = "Examples:\n  keyward resign --key release --from-version 1 --wait")]
 pub struct Resign {
     /// Key name.
     #[arg(long)]

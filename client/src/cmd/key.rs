@@ -11,6 +11,9 @@ use serde::Serialize;
 #[derive(Subcommand, Clone)]
 pub enum KeyCommand {
     /// Create a key inside an HSM.
+    #[command(
+        after_help = "Examples:\n  keyward key create release --scope \"registry.example.com/team/*\"\n  keyward key create files --purpose blob --algorithm ecdsa-p384"
+    )]
     Create {
         /// Key name (a-z, 0-9, '.', '_', '-').
         name: String,

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 pub enum PrincipalCommand {
     /// Register a principal: its TLS key is generated here, the daemon certifies it, and
     /// FILE becomes a ready client.toml (key, certificate and CA beside it).
+    #[command(
+        after_help = "Examples:\n  keyward principal add ci-bot --role signer --out ci-bot/client.toml\n  KEYWARD_CONFIG=ci-bot/client.toml keyward whoami"
+    )]
     Add {
         /// Principal name (certificate common name).
         name: String,

@@ -7,6 +7,9 @@ use keyward_proto::names::revocation_reason_name;
 use serde::Serialize;
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward key revoke release --version 1 --reason superseded\n  keyward key revoke release --version 1 --reason key-compromise --compromised-since 2026-12-01T00:00:00Z"
+)]
 pub struct Revoke {
     /// Key name.
     name: String,

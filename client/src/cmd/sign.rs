@@ -12,6 +12,9 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward sign --key release registry.example.com/team/app:v1.2\n  keyward sign --key release --recursive -a build=42 registry.example.com/team/app@sha256:...\n  keyward sign --key release --wait registry.example.com/team/app:v1.2 && deploy   # waits for approvers"
+)]
 pub struct Sign {
     /// Key to sign with.
     #[arg(long)]
@@ -30,6 +33,9 @@ pub struct Sign {
 }
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward attest --key release --type slsaprovenance --predicate prov.json registry.example.com/team/app:v1.2"
+)]
 pub struct Attest {
     /// Key to sign with.
     #[arg(long)]
@@ -48,6 +54,9 @@ pub struct Attest {
 }
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward verify --key release registry.example.com/team/app:v1.2\n  keyward verify --identity keyward://keys/release --ca ca.pem --revocations registry.example.com/org/keyward-revocations IMAGE\n  keyward verify ... ; echo $?   # 0 valid, 1 no valid signature, 5 registry unreachable"
+)]
 pub struct Verify {
     /// Key whose versions to check (or, offline, --identity).
     #[arg(long, required_unless_present = "identity")]

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 const BATCH: usize = 1000;
 
 #[derive(Args, Clone)]
+#[command(
+    after_help = "Examples:\n  keyward sign-blob --key files --output-signature app.tar.sig app.tar\n  keyward -o json sign-blob --key files dist/*.tar   # one request per 1,000 files"
+)]
 pub struct SignBlob {
     /// Key to sign with (its active version signs).
     #[arg(long)]
