@@ -73,6 +73,10 @@ unary! {
     get_principal: principals.get_principal(GetPrincipalRequest) -> Principal;
     /// Removes a principal.
     remove_principal: principals.remove_principal(RemovePrincipalRequest) -> Principal;
+    /// Lifts a principal's MFA lockout.
+    unlock_principal: principals.unlock_principal(UnlockPrincipalRequest) -> Principal;
+    /// Deletes a principal's second factor.
+    reset_principal_mfa: principals.reset_principal_mfa(ResetPrincipalMfaRequest) -> Principal;
     /// The principal this connection authenticates as.
     who_am_i: principals.who_am_i(WhoAmIRequest) -> Principal;
     /// The audit key's public half.

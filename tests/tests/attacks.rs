@@ -166,6 +166,18 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
                     )
                     .await
                 }
+                "PrincipalService/UnlockPrincipal" => {
+                    let req = proto::UnlockPrincipalRequest {
+                        name: "admin".into(),
+                    };
+                    call_raw(&c, &path, req).await
+                }
+                "PrincipalService/ResetPrincipalMfa" => {
+                    let req = proto::ResetPrincipalMfaRequest {
+                        name: "admin".into(),
+                    };
+                    call_raw(&c, &path, req).await
+                }
                 "ApprovalService/Approve" => {
                     call_raw(&c, &path, proto::ApproveRequest { id: "x".into() }).await
                 }
@@ -261,7 +273,7 @@ fn every_rpc_that_changes_state_is_refused_without_a_one_time_code() {
         }
         refused
     });
-    assert_eq!(refused_paths.len(), 16, "{refused_paths:?}");
+    assert_eq!(refused_paths.len(), 18, "{refused_paths:?}");
     // Each refusal is on the record, without any secret.
     let audit = d.ok(&["audit", "export"]);
     for p in &refused_paths {

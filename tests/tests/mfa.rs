@@ -332,3 +332,65 @@ fn a_keys_require_mfa_covers_approvals_and_policy_changes_when_the_instance_does
     d.ok(&["key", "create", "plain", "--purpose", "blob"]);
     d.ok(&["key", "policy", "set", "plain", "--approvals", "1"]);
 }
+
+#[test]
+fn an_admin_lifts_a_lockout_and_resets_a_lost_factor() {
+    use keyward_tests::{enrol, refused};
+    let d = DevDaemon::start();
+    d.ok(&["key", "create", "guarded", "--purpose", "blob"]);
+    d.ok(&["key", "policy", "set", "guarded", "--require-mfa", "true"]);
+    let bob = d.add_principal("bob", "signer");
+    let secret = enrol(&d, &bob);
+    wait_for_fresh_step();
+    let valid: Vec<String> = (-1..=1).map(|k| pyotp(&secret, k)).collect();
+    let wrong = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    let sign = |code: &str| {
+        d.keyward_as(
+            &bob,
+            &[
+                "sign-blob",
+                "--key",
+                "guarded",
+                "/etc/hostname",
+                "--otp",
+                code,
+            ],
+        )
+    };
+    for _ in 0..5 {
+        refused(&sign(&wrong));
+    }
+    let err = refused(&sign(&valid[1]));
+    assert!(err.contains("locked"), "{err}");
+    // Only an admin may lift it; bob may not lift his own.
+    let o = d.keyward_as(&bob, &["principal", "unlock", "bob"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    d.ok(&["principal", "unlock", "bob"]);
+    let o = sign(&valid[1]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Nothing to lift now: said so.
+    let err = d.fails(&["principal", "unlock", "bob"]);
+    assert!(err.contains("nothing to change"), "{err}");
+
+    // A lost authenticator: the admin deletes the factor, bob enrols again.
+    d.ok(&["mfa", "reset", "bob"]);
+    let err = refused(&sign(&pyotp(&secret, 0)));
+    assert!(err.contains("no MFA enrolment"), "{err}");
+    let fresh = enrol(&d, &bob);
+    assert_ne!(fresh, secret);
+    let audit = d.ok(&["audit", "export"]);
+    for action in ["UnlockPrincipal", "ResetPrincipalMfa"] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "{action} not audited"
+        );
+    }
+}

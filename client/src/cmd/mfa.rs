@@ -14,6 +14,12 @@ pub enum MfaCommand {
         /// The 6-digit code the app shows.
         code: String,
     },
+    /// Delete a principal's second factor (a lost authenticator); it enrols again
+    /// (admin, with your own code where MFA is enforced).
+    Reset {
+        /// Principal name.
+        name: String,
+    },
 }
 
 impl Show for proto::EnrollResponse {
@@ -48,6 +54,20 @@ impl MfaCommand {
             MfaCommand::Confirm { code } => {
                 ctx.client.confirm(proto::ConfirmRequest { code }).await?;
                 ctx.show(&Confirmed { confirmed: true });
+            }
+            MfaCommand::Reset { name } => {
+                let p = ctx
+                    .client
+                    .reset_principal_mfa(proto::ResetPrincipalMfaRequest { name })
+                    .await?;
+                if ctx.out == super::Output::Text {
+                    println!(
+                        "{}: second factor deleted; they enrol again (keyward mfa enroll)",
+                        p.name
+                    );
+                } else {
+                    ctx.show(&p);
+                }
             }
         }
         Ok(())

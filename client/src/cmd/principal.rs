@@ -36,6 +36,11 @@ pub enum PrincipalCommand {
         /// Principal name.
         name: String,
     },
+    /// Lift a principal's MFA lockout (after too many wrong codes) before it ends.
+    Unlock {
+        /// Principal name.
+        name: String,
+    },
 }
 
 impl Show for proto::Principal {
@@ -160,6 +165,16 @@ impl PrincipalCommand {
                     .remove_principal(proto::RemovePrincipalRequest { name })
                     .await?;
                 ctx.show(&Removed(p));
+            }
+            PrincipalCommand::Unlock { name } => {
+                let p = c
+                    .unlock_principal(proto::UnlockPrincipalRequest { name })
+                    .await?;
+                if ctx.out == super::Output::Text {
+                    println!("{}: MFA lockout lifted; wrong codes forgotten", p.name);
+                } else {
+                    ctx.show(&p);
+                }
             }
         }
         Ok(())

@@ -17,6 +17,7 @@ pub struct PrincipalApi {
     principals: Arc<Principals>,
     ca: Arc<CaRecord>,
     keys: Arc<crate::keys::KeyRegistry>,
+    mfa: Arc<crate::mfa::Mfa>,
 }
 
 impl PrincipalApi {
@@ -25,11 +26,39 @@ impl PrincipalApi {
         principals: Arc<Principals>,
         ca: Arc<CaRecord>,
         keys: Arc<crate::keys::KeyRegistry>,
+        mfa: Arc<crate::mfa::Mfa>,
     ) -> Self {
         Self {
             principals,
             ca,
             keys,
+            mfa,
+        }
+    }
+
+    /// A change of `name`'s second factor by `change`, reported as the principal.
+    async fn second_factor<F, Fut>(
+        &self,
+        name: &str,
+        change: F,
+    ) -> Result<Arc<PrincipalRecord>, PrincipalError>
+    where
+        F: FnOnce(Arc<crate::mfa::Mfa>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, crate::mfa::MfaError>>,
+    {
+        let p = self.principals.get(name)?;
+        if p.removed_at.is_some() {
+            return Err(PrincipalError::FailedPrecondition(format!(
+                "principal {name:?} was removed"
+            )));
+        }
+        match change(self.mfa.clone(), name.to_string()).await {
+            Ok(true) => Ok(p),
+            Ok(false) => Err(PrincipalError::FailedPrecondition(format!(
+                "principal {name:?} has nothing to change: no lockout or no second factor"
+            ))),
+            Err(crate::mfa::MfaError::Store(e)) => Err(PrincipalError::Store(e)),
+            Err(e) => Err(PrincipalError::FailedPrecondition(e.to_string())),
         }
     }
 
@@ -161,6 +190,36 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         let result = self.principals.remove(&req.get_ref().name).await;
         if let Ok(p) = &result {
             tracing::info!(principal = %call.principal(), removed = %p.name, "principal removed");
+        }
+        call.finish(result).await.map(|p| Response::new(view(&p)))
+    }
+
+    async fn unlock_principal(
+        &self,
+        req: Request<pb::UnlockPrincipalRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let call = admitted(&req)?;
+        let name = &req.get_ref().name;
+        let result = self
+            .second_factor(name, |mfa, n| async move { mfa.unlock(&n).await })
+            .await;
+        if result.is_ok() {
+            tracing::info!(principal = %call.principal(), unlocked = %name, "MFA lockout lifted");
+        }
+        call.finish(result).await.map(|p| Response::new(view(&p)))
+    }
+
+    async fn reset_principal_mfa(
+        &self,
+        req: Request<pb::ResetPrincipalMfaRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let call = admitted(&req)?;
+        let name = &req.get_ref().name;
+        let result = self
+            .second_factor(name, |mfa, n| async move { mfa.reset(&n).await })
+            .await;
+        if result.is_ok() {
+            tracing::info!(principal = %call.principal(), reset = %name, "second factor deleted");
         }
         call.finish(result).await.map(|p| Response::new(view(&p)))
     }

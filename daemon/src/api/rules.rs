@@ -140,6 +140,8 @@ targets! {
     GetPrincipalRequest => |r| (String::new(), r.name.clone());
     RemovePrincipalRequest => |r| (String::new(), r.name.clone());
     WhoAmIRequest => |_r| (String::new(), String::new());
+    UnlockPrincipalRequest => |r| (String::new(), r.name.clone());
+    ResetPrincipalMfaRequest => |r| (String::new(), r.name.clone());
     ExportAuditRequest => |_r| (String::new(), String::new());
     AuditPublicKeyRequest => |_r| (String::new(), String::new());
     GetAuditHeadRequest => |_r| (String::new(), String::new());
@@ -205,6 +207,8 @@ pub static RULES: &[Rule] = &[
     rule!("PrincipalService", ListPrincipals, ListPrincipalsRequest, Role(Action::ManagePrincipals), Never, KeyUse::None, Read, "list principals"),
     rule!("PrincipalService", GetPrincipal, GetPrincipalRequest, SelfOr(Action::ManagePrincipals), Never, KeyUse::None, Read, "show other principals"),
     rule!("PrincipalService", RemovePrincipal, RemovePrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, Change, "remove principals"),
+    rule!("PrincipalService", UnlockPrincipal, UnlockPrincipalRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, Change, "unlock principals"),
+    rule!("PrincipalService", ResetPrincipalMfa, ResetPrincipalMfaRequest, Role(Action::ManagePrincipals), Enforced, KeyUse::None, Change, "reset second factors"),
     rule!("PrincipalService", WhoAmI, WhoAmIRequest, Role(Action::Read), Never, KeyUse::None, Read, "ask who it is"),
     rule!("AuditService", ExportAudit, ExportAuditRequest, Role(Action::ReadAudit), Never, KeyUse::None, Read, "read the audit log"),
     rule!("AuditService", AuditPublicKey, AuditPublicKeyRequest, Role(Action::Read), Never, KeyUse::None, Read, "read the audit public key"),

@@ -138,6 +138,7 @@ pub async fn run(
             principals,
             ca,
             keys.clone(),
+            obs.mfa.clone(),
         )))
         .add_service(AuditServiceServer::new(AuditApi::new(
             audit.clone(),

@@ -207,6 +207,42 @@ impl Mfa {
         Ok(Zeroizing::new(plain))
     }
 
+    /// Lifts a principal's lockout and forgets its wrong codes (an admin's `principal
+    /// unlock`); whether a lockout was in force.
+    pub async fn unlock(&self, principal: &str) -> Result<bool, MfaError> {
+        for _ in 0..CAS_TRIES {
+            let Some((mut e, rev)) = self.load(principal).await? else {
+                return Ok(false);
+            };
+            let locked = e
+                .locked_until
+                .is_some_and(|until| until > OffsetDateTime::now_utc());
+            if e.locked_until.is_none() && e.failures == 0 {
+                return Ok(false);
+            }
+            e.locked_until = None;
+            e.failures = 0;
+            if self.save_if(principal, &e, Some(rev)).await? {
+                return Ok(locked);
+            }
+        }
+        Err(MfaError::Busy(principal.to_string()))
+    }
+
+    /// Deletes a principal's second factor (an admin's `mfa reset`, for a lost
+    /// authenticator); whether there was one. The principal enrols again.
+    pub async fn reset(&self, principal: &str) -> Result<bool, MfaError> {
+        let Some((_, rev)) = self.load(principal).await? else {
+            return Ok(false);
+        };
+        let checks = vec![(Namespace::Mfa, principal.to_string(), Expect::At(rev))];
+        let delete = vec![(Namespace::Mfa, principal.to_string(), None)];
+        if self.store.commit_with(checks, Vec::new(), delete).await? {
+            return Ok(true);
+        }
+        Err(MfaError::Busy(principal.to_string()))
+    }
+
     async fn load(&self, principal: &str) -> Result<Option<(Enrolment, Revision)>, MfaError> {
         Ok(self.store.get_rev(Namespace::Mfa, principal).await?)
     }
