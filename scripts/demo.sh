@@ -14,6 +14,10 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+step "Installing keyward with its man pages and completions into $DIR/prefix"
+PREFIX="$DIR/prefix" KEYWARD_BIN=$BIN scripts/install.sh
+test -s "$DIR/prefix/share/man/man1/keyward-sign.1"
+
 step "Starting two local OCI registries (docker-registry on 127.0.0.1): images, and a second that only receives revocation lists"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true' EXIT

@@ -378,3 +378,22 @@ fn scope_takes_one_syntax_everywhere_and_refuses_what_is_no_pattern() {
     }
     assert_eq!(scope("k"), serde_json::json!(["r.example/a/*"]));
 }
+
+#[test]
+fn lists_are_tables_with_headers_and_nothing_on_stdout_when_empty() {
+    let d = DevDaemon::start();
+    let o = d.keyward(&["jobs", "list"]);
+    assert!(o.status.success() && o.stdout.is_empty(), "{o:?}");
+    assert!(stderr(&o).contains("no jobs"), "{}", stderr(&o));
+    d.ok(&["key", "create", "a-long-key-name"]);
+    d.ok(&["key", "create", "k", "--purpose", "blob"]);
+    let keys = d.ok(&["key", "list"]);
+    let lines: Vec<&str> = keys.lines().collect();
+    assert_eq!(lines.len(), 3, "{keys}");
+    assert!(lines[0].starts_with("NAME "), "{keys}");
+    // Columns line up: each column starts where its header does.
+    let col = lines[0].find("PURPOSE").unwrap();
+    assert_eq!(lines[1].find("image"), Some(col), "{keys}");
+    assert_eq!(lines[2].find("blob"), Some(col), "{keys}");
+    assert!(!keys.contains('\t'), "{keys}");
+}

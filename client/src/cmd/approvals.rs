@@ -129,24 +129,38 @@ impl Show for proto::Approval {
 
 impl Show for Vec<proto::Approval> {
     fn text(&self) {
-        for a in self {
-            let what = if a.reference.is_empty() {
-                a.digests.first().map(String::as_str).unwrap_or("")
-            } else {
-                &a.reference
-            };
-            println!(
-                "{}  {:<8} {} {}  key={} by {}  {}/{} approvals",
-                a.id,
-                approval_state_name(a.status),
-                approval_kind_name(a.kind),
-                what,
-                a.key,
-                a.requester,
-                a.approved_by.len(),
-                a.approvals_needed
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|a| {
+                let what = if a.reference.is_empty() {
+                    a.digests.first().cloned().unwrap_or_default()
+                } else {
+                    a.reference.clone()
+                };
+                vec![
+                    a.id.clone(),
+                    approval_state_name(a.status),
+                    approval_kind_name(a.kind),
+                    a.key.clone(),
+                    a.requester.clone(),
+                    format!("{}/{}", a.approved_by.len(), a.approvals_needed),
+                    what,
+                ]
+            })
+            .collect();
+        super::table(
+            &[
+                "ID",
+                "STATUS",
+                "KIND",
+                "KEY",
+                "REQUESTER",
+                "APPROVALS",
+                "WHAT",
+            ],
+            &rows,
+            "no approvals",
+        );
     }
 }
 

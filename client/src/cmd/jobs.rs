@@ -108,16 +108,23 @@ impl Show for proto::Job {
 
 impl Show for Vec<proto::Job> {
     fn text(&self) {
-        for j in self {
-            println!(
-                "{}\t{}\t{}\t{}\t{}",
-                j.id,
-                j.kind,
-                job_state_name(j.state),
-                counts(j),
-                j.reason
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    j.kind.clone(),
+                    job_state_name(j.state),
+                    counts(j),
+                    j.reason.clone(),
+                ]
+            })
+            .collect();
+        super::table(
+            &["ID", "KIND", "STATE", "PROGRESS", "REASON"],
+            &rows,
+            "no jobs",
+        );
     }
 }
 

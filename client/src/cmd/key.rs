@@ -148,12 +148,27 @@ impl Show for proto::Key {
 
 impl Show for Vec<proto::Key> {
     fn text(&self) {
-        for k in self {
-            println!(
-                "{}\t{}\t{}\tv{}",
-                k.name, k.algorithm, k.backend, k.active_version
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|k| {
+                let active = match k.active_version {
+                    0 => "none".to_string(),
+                    v => format!("v{v}"),
+                };
+                vec![
+                    k.name.clone(),
+                    k.purpose.clone(),
+                    k.algorithm.clone(),
+                    k.backend.clone(),
+                    active,
+                ]
+            })
+            .collect();
+        super::table(
+            &["NAME", "PURPOSE", "ALGORITHM", "BACKEND", "ACTIVE"],
+            &rows,
+            "no keys",
+        );
     }
 }
 

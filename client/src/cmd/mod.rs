@@ -93,6 +93,41 @@ fn absent_as_null(v: &mut serde_json::Value) {
     }
 }
 
+/// Prints rows as a table: a header line, columns aligned. Nothing on stdout for no
+/// rows (`empty` goes to stderr), so that `| wc -l` counts what there is.
+pub fn table(headers: &[&str], rows: &[Vec<String>], empty: &str) {
+    if rows.is_empty() {
+        eprintln!("{empty}");
+        return;
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
 /// "1 image", "2 images": a count with its noun, for human lines.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
     match n.into() {

@@ -57,10 +57,23 @@ impl Show for proto::Principal {
 
 impl Show for Vec<proto::Principal> {
     fn text(&self) {
-        for p in self {
-            let state = if p.removed { "removed" } else { "active" };
-            println!("{}\t{}\t{state}", p.name, p.roles.join(","));
-        }
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|p| {
+                let state = if p.removed { "removed" } else { "active" };
+                vec![
+                    p.name.clone(),
+                    p.roles.join(","),
+                    state.to_string(),
+                    p.created_at.clone(),
+                ]
+            })
+            .collect();
+        super::table(
+            &["NAME", "ROLES", "STATE", "CREATED"],
+            &rows,
+            "no principals",
+        );
     }
 }
 

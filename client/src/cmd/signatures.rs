@@ -52,26 +52,34 @@ impl Show for proto::RevokeSignatureResponse {
 
 impl Show for Vec<proto::LedgerEntry> {
     fn text(&self) {
-        for e in self {
-            let derived = match e.derived_from.as_str() {
-                "" => String::new(),
-                from => format!("  (re-signs {from})"),
-            };
-            let what = if e.kind == "blob" {
-                format!(
-                    "{} ({}, {})",
-                    e.reference,
-                    super::count(e.size, "byte"),
-                    e.digest
-                )
-            } else {
-                format!("{}/{}@{}", e.registry, e.repository, e.digest)
-            };
-            println!(
-                "{}  {:<11} {what}  {} v{}  by {}{derived}",
-                e.time, e.kind, e.key, e.version, e.requester
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|e| {
+                let what = if e.kind == "blob" {
+                    let size = super::count(e.size, "byte");
+                    format!("{} ({size}, {})", e.reference, e.digest)
+                } else {
+                    format!("{}/{}@{}", e.registry, e.repository, e.digest)
+                };
+                let derived = match e.derived_from.as_str() {
+                    "" => "-".to_string(),
+                    from => from.to_string(),
+                };
+                vec![
+                    e.time.clone(),
+                    e.kind.clone(),
+                    format!("{} v{}", e.key, e.version),
+                    e.requester.clone(),
+                    derived,
+                    what,
+                ]
+            })
+            .collect();
+        super::table(
+            &["TIME", "KIND", "KEY", "BY", "RE-SIGNS", "WHAT"],
+            &rows,
+            "no signatures",
+        );
     }
 }
 
