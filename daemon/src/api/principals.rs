@@ -36,6 +36,27 @@ impl PrincipalApi {
         }
     }
 
+    /// An admitted request that changes `name`'s second factor: the change, logged
+    /// as `done`, and its outcome.
+    async fn second_factor_call<R, F, Fut>(
+        &self,
+        req: &Request<R>,
+        name: &str,
+        change: F,
+        done: &str,
+    ) -> Result<Response<pb::Principal>, Status>
+    where
+        F: FnOnce(Arc<crate::mfa::Mfa>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, crate::mfa::MfaError>>,
+    {
+        let call = admitted(req)?;
+        let result = self.second_factor(name, change).await;
+        if result.is_ok() {
+            tracing::info!(principal = %call.principal(), target = %name, "{done}");
+        }
+        call.finish(result).await.map(|p| Response::new(view(&p)))
+    }
+
     /// A change of `name`'s second factor by `change`, reported as the principal.
     async fn second_factor<F, Fut>(
         &self,
@@ -198,30 +219,20 @@ impl pb::principal_service_server::PrincipalService for PrincipalApi {
         &self,
         req: Request<pb::UnlockPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let call = admitted(&req)?;
-        let name = &req.get_ref().name;
-        let result = self
-            .second_factor(name, |mfa, n| async move { mfa.unlock(&n).await })
-            .await;
-        if result.is_ok() {
-            tracing::info!(principal = %call.principal(), unlocked = %name, "MFA lockout lifted");
-        }
-        call.finish(result).await.map(|p| Response::new(view(&p)))
+        let name = req.get_ref().name.clone();
+        let change = |mfa: Arc<crate::mfa::Mfa>, n: String| async move { mfa.unlock(&n).await };
+        self.second_factor_call(&req, &name, change, "MFA lockout lifted")
+            .await
     }
 
     async fn reset_principal_mfa(
         &self,
         req: Request<pb::ResetPrincipalMfaRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let call = admitted(&req)?;
-        let name = &req.get_ref().name;
-        let result = self
-            .second_factor(name, |mfa, n| async move { mfa.reset(&n).await })
-            .await;
-        if result.is_ok() {
-            tracing::info!(principal = %call.principal(), reset = %name, "second factor deleted");
-        }
-        call.finish(result).await.map(|p| Response::new(view(&p)))
+        let name = req.get_ref().name.clone();
+        let change = |mfa: Arc<crate::mfa::Mfa>, n: String| async move { mfa.reset(&n).await };
+        self.second_factor_call(&req, &name, change, "second factor deleted")
+            .await
     }
 
     async fn who_am_i(
