@@ -41,7 +41,7 @@ pub fn problem(cfg: &ClientConfig, now: OffsetDateTime) -> Option<String> {
     };
     if now > cert.not_after {
         return Some(format!(
-            "your client certificate {} expired at {}: ask an admin for a new one (keyward principal renew NAME), or renew it before it expires next time (keyward cert renew)",
+            "your client certificate {} expired at {}: ask an admin for a new one (keyward principal remove NAME, then keyward principal add NAME --role ... --out client.toml)",
             cfg.cert.display(),
             rfc3339(cert.not_after)
         ));
@@ -123,7 +123,7 @@ pub fn expiry_warning(cfg: &ClientConfig, now: OffsetDateTime) -> Option<String>
         return None;
     }
     Some(format!(
-        "your client certificate {} expires at {} (in {}): ask an admin for a new one before then",
+        "your client certificate {} expires at {} (in {}): ask an admin for a new one before then (keyward principal remove NAME, then keyward principal add NAME)",
         cfg.cert.display(),
         rfc3339(cert.not_after),
         match left.whole_days() {
