@@ -125,8 +125,36 @@ fn every_command_prints_what_its_schema_says_whatever_the_outcome() {
         &["key", "policy", "set", "files", "--approvals", "0"],
     );
 
+    j("jobs list", &["jobs", "list"]);
+    j("principal list", &["principal", "list"]);
+    j("principal show", &["principal", "show", "ann"]);
+    let cfg = d.dir.join("people/otto/client.toml");
+    j(
+        "principal add",
+        &[
+            "principal",
+            "add",
+            "otto",
+            "--role",
+            "signer",
+            "--out",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    json_as(&d, Some(&cfg), "mfa enroll", &["mfa", "enroll"]);
+    j("backends", &["backends"]);
+    let trust = d.dir.join("trust");
+    let t = trust.to_str().unwrap();
+    j("trust export", &["trust", "export", t]);
+    j("trust export", &["trust", "export", t, "--key", "img"]);
+    j("trust export", &["trust", "export", t, "--key", "files"]);
+    j("revocations status", &["revocations", "status"]);
+
+    let rotated = j("key rotate", &["key", "rotate", "img"]);
+    if let Some(id) = rotated["job_id"].as_str() {
+        j("jobs show", &["jobs", "show", id]);
+    }
     j("key rotate", &["key", "rotate", "files"]);
-    j("key rotate", &["key", "rotate", "img"]);
     j(
         "key revoke",
         &[

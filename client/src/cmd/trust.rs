@@ -32,11 +32,9 @@ struct Exported {
     dir: String,
     files: Vec<String>,
     certificate_oidc_issuer: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// The key exported for (`null` without `--key`), and what verifies it.
     key: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
     certificate_identity: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
     cosign_command: String,
 }
 
