@@ -11,6 +11,7 @@
 //! runner's progress never overwrite each other.
 
 pub mod derived;
+mod outcomes;
 mod pass;
 mod prune;
 mod record;
